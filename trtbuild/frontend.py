@@ -1,0 +1,300 @@
+"""Model import and export on the meta device, and lazy per-tensor weight loading.
+
+Runs inside worker processes only (it imports torch); the orchestrator never imports it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import struct
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from trtbuild.errors import TrtbuildError
+from trtbuild.recipe import InputSpec, ModelSpec, RandomInit, Recipe
+
+if TYPE_CHECKING:
+    from torch.export import ExportedProgram
+
+PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+INPUT_DTYPES = {
+    "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+    "int64": torch.int64, "int32": torch.int32, "bool": torch.bool,
+}  # fmt: skip
+WRAPPED = "model."  # prefix of every weight name in the exported graph
+RANDOM_INIT_SCHEME = 1  # bump when the seeded init below changes its bytes
+
+
+def import_factory(recipe: Recipe, source: str) -> Callable[..., nn.Module]:
+    """ "file.py:factory" (relative to the recipe) or "package.module:factory"."""
+    module_ref, _, attr = source.rpartition(":")
+    if module_ref.endswith(".py"):
+        path = recipe.resolve(module_ref)
+        if not path.is_file():
+            raise TrtbuildError(f"{recipe.path}: field 'model.source': file {path} not found")
+        name = "trtbuild_models_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
+        module = sys.modules.get(name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(name, path)
+            assert spec and spec.loader
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            sys.path.insert(0, str(path.parent))
+            try:
+                spec.loader.exec_module(module)
+            except Exception as exc:
+                del sys.modules[name]
+                raise TrtbuildError(f"{path}: import failed: {type(exc).__name__}: {exc}") from exc
+            finally:
+                sys.path.remove(str(path.parent))
+    else:
+        try:
+            module = importlib.import_module(module_ref)
+        except ImportError as exc:
+            raise TrtbuildError(
+                f"{recipe.path}: field 'model.source': cannot import {module_ref}: {exc}"
+            ) from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise TrtbuildError(f"{recipe.path}: field 'model.source': {source} has no callable {attr}")
+    return factory  # type: ignore[no-any-return]
+
+
+def local_sources(recipe: Recipe) -> list[Path]:
+    """Every file under the recipe's folder that imported model code pulled in (a depfile)."""
+    root = recipe.root
+    found = set()
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file and Path(file).resolve().is_relative_to(root) and "site-packages" not in file:
+            found.add(Path(file).resolve())
+    return sorted(found)
+
+
+class PrecisionWrapper(nn.Module):
+    """Runs the model at `dtype` while inputs and outputs keep the dtypes the recipe declares."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        cast = [x.to(self.dtype) if x.is_floating_point() else x for x in inputs]
+        out = self.model(*cast)
+        if isinstance(out, torch.Tensor):
+            return out.float() if out.is_floating_point() else out
+        return tuple(o.float() if o.is_floating_point() else o for o in out)
+
+
+def build_model(recipe: Recipe, spec: ModelSpec, precision: str, device: str) -> nn.Module:
+    """The wrapped model in eval mode; on "meta" it holds no weight bytes."""
+    factory = import_factory(recipe, spec.source)
+    try:
+        with torch.device(device):
+            model = factory(**spec.kwargs)
+    except TrtbuildError:
+        raise
+    except Exception as exc:
+        raise TrtbuildError(
+            f"{recipe.path}: model '{spec.name}': factory {spec.source} raised "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise TrtbuildError(
+            f"{recipe.path}: model '{spec.name}': {spec.source} did not return an nn.Module"
+        )
+    return PrecisionWrapper(model.eval(), PRECISION_DTYPES[precision]).eval()
+
+
+def example_inputs(inputs: list[InputSpec], device: str) -> tuple[torch.Tensor, ...]:
+    return tuple(
+        torch.empty(i.opt_shape, dtype=INPUT_DTYPES[i.dtype], device=device) for i in inputs
+    )
+
+
+def dynamic_shapes(inputs: list[InputSpec]) -> tuple[dict[int, Any] | None, ...] | None:
+    """torch.export dims for the recipe's {min, opt, max} shapes."""
+    if not any(i.dynamic for i in inputs):
+        return None
+    dims: list[dict[int, Any] | None] = []
+    for spec in inputs:
+        shape = spec.shape
+        if not spec.dynamic:
+            dims.append(None)
+            continue
+        assert not isinstance(shape, list)
+        dims.append({
+            axis: torch.export.Dim(f"{spec.name}_{axis}", min=lo, max=hi)
+            for axis, (lo, hi) in enumerate(zip(shape.min, shape.max)) if lo != hi
+        })  # fmt: skip
+    return tuple(dims)
+
+
+def export_meta(
+    recipe: Recipe, spec: ModelSpec, precision: str
+) -> tuple[nn.Module, ExportedProgram]:
+    """torch.export on the meta device: the whole graph, no weight bytes."""
+    model = build_model(recipe, spec, precision, "meta")
+    try:
+        program = torch.export.export(
+            model, example_inputs(spec.inputs, "meta"), dynamic_shapes=dynamic_shapes(spec.inputs)
+        )
+    except Exception as exc:
+        raise TrtbuildError(
+            f"{recipe.path}: model '{spec.name}': torch.export failed: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from None
+    return model, program
+
+
+# ---------------------------------------------------------------- weights
+
+
+def module_seed(seed: int, module_name: str) -> int:
+    digest = hashlib.sha256(f"trtbuild-init:{RANDOM_INIT_SCHEME}:{seed}:{module_name}".encode())
+    return int.from_bytes(digest.digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def random_init(model: nn.Module, names: Iterable[str], seed: int) -> dict[str, torch.Tensor]:
+    """Seeded per-module init: a module's tensors get the same bytes in any process.
+
+    Only the modules that own `names` are materialised, so a part loads only its own weights.
+    """
+    owners: dict[str, nn.Module] = {}
+    wanted = set(names)
+    for name in wanted:
+        owner = name.rpartition(".")[0]
+        owners[owner] = model.get_submodule(owner) if owner else model
+    out: dict[str, torch.Tensor] = {}
+    for owner_name in sorted(owners):
+        module = owners[owner_name]
+        module.to_empty(device="cpu", recurse=False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(module_seed(seed, owner_name))
+            with torch.no_grad():
+                _reset(module)
+        prefix = f"{owner_name}." if owner_name else ""
+        for local, tensor in [
+            *module.named_parameters(recurse=False),
+            *module.named_buffers(recurse=False),
+        ]:
+            if prefix + local in wanted:
+                out[prefix + local] = tensor.detach()
+    return out
+
+
+def _reset(module: nn.Module) -> None:
+    reset = getattr(module, "reset_parameters", None)
+    if callable(reset):
+        reset()
+        return
+    for _, param in module.named_parameters(recurse=False):
+        nn.init.normal_(param, std=0.02)
+    for _, buf in module.named_buffers(recurse=False):
+        buf.zero_()
+
+
+def load_weights(
+    recipe: Recipe, spec: ModelSpec, model: nn.Module, names: list[str]
+) -> dict[str, torch.Tensor]:
+    """The named tensors (state-dict names of the user's model), and nothing else."""
+    if isinstance(spec.weights, RandomInit):
+        return random_init(model, names, spec.weights.seed)
+    path = weights_path(recipe, spec)
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            keys = set(handle.keys())
+            _require(path, keys, names)
+            return {n: handle.get_tensor(n) for n in names}
+    state = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+    if not isinstance(state, dict):
+        raise TrtbuildError(
+            f"{path}: expected a state dict (name -> tensor), got {type(state).__name__}"
+        )
+    _require(path, set(state), names)
+    return {n: state[n] for n in names}
+
+
+def weights_path(recipe: Recipe, spec: ModelSpec) -> Path:
+    assert isinstance(spec.weights, str)
+    path = recipe.resolve(spec.weights)
+    if not path.is_file():
+        raise TrtbuildError(
+            f"{recipe.path}: model '{spec.name}': field 'weights': file {path} not found"
+        )
+    if path.suffix not in (".safetensors", ".pt", ".pth"):
+        raise TrtbuildError(
+            f"{recipe.path}: model '{spec.name}': field 'weights': expected a .safetensors or .pt file, got {path.name}"
+        )
+    return path
+
+
+def _require(path: Path, available: set[str], names: Iterable[str]) -> None:
+    missing = sorted(set(names) - available)
+    if missing:
+        raise TrtbuildError(
+            f"{path}: weights file has no tensor {missing[0]!r} ({len(missing)} missing)"
+        )
+
+
+def weight_digests(recipe: Recipe, spec: ModelSpec, model: nn.Module) -> dict[str, str]:
+    """sha256 per state-dict tensor; random init is described, not materialised."""
+    if isinstance(spec.weights, RandomInit):
+        out = {}
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            owner = name.rpartition(".")[0]
+            cls = type(model.get_submodule(owner) if owner else model).__qualname__
+            desc = [
+                RANDOM_INIT_SCHEME,
+                spec.weights.seed,
+                name,
+                cls,
+                list(tensor.shape),
+                str(tensor.dtype),
+            ]
+            out[name] = hashlib.sha256(json.dumps(desc).encode()).hexdigest()
+        return out
+    path = weights_path(recipe, spec)
+    if path.suffix == ".safetensors":
+        return safetensors_digests(path)
+    state = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+    return {k: tensor_digest(v) for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    flat = tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
+    head = json.dumps([str(tensor.dtype), list(tensor.shape)]).encode()
+    return hashlib.sha256(head + flat.tobytes()).hexdigest()
+
+
+def safetensors_digests(path: Path) -> dict[str, str]:
+    """Per-tensor sha256 straight from the file's byte ranges: no torch tensors built."""
+    out = {}
+    with path.open("rb") as handle:
+        (header_len,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(header_len))
+        base = 8 + header_len
+        for name, info in sorted(header.items()):
+            if name == "__metadata__":
+                continue
+            start, end = info["data_offsets"]
+            handle.seek(base + start)
+            digest = hashlib.sha256(json.dumps([info["dtype"], info["shape"]]).encode())
+            remaining = end - start
+            while remaining:
+                chunk = handle.read(min(remaining, 1 << 22))
+                digest.update(chunk)
+                remaining -= len(chunk)
+            out[name] = digest.hexdigest()
+    return out

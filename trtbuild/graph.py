@@ -1,0 +1,226 @@
+"""OpGraph: the model as plain data (ops, tensors, weights), the planner's input.
+
+Built from a meta-device torch.export graph by a worker, shipped to the orchestrator as JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import networkx as nx
+
+from trtbuild.errors import TrtbuildError
+
+if TYPE_CHECKING:
+    import torch.fx
+    from torch.export import ExportedProgram
+
+WRAPPED = "model."
+SKIPPED_TARGETS = ("_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: list[int | str]
+    dtype: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class WeightInfo:
+    name: str  # state-dict name in the user's model
+    shape: list[int]
+    dtype: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    target: str
+    args: str  # canonical text of the arguments, tensors as %name
+    inputs: list[str]  # tensor names (model inputs or other ops' outputs)
+    weights: list[str]  # weight names
+    outputs: list[TensorInfo]
+
+
+@dataclass
+class OpGraph:
+    inputs: list[TensorInfo]
+    outputs: list[str]
+    weights: dict[str, WeightInfo]
+    ops: list[Op]  # topological order
+    _producer: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._producer = {t.name: op.name for op in self.ops for t in op.outputs}
+
+    def producer(self, tensor: str) -> str | None:
+        """The op that makes `tensor`, None for a model input."""
+        return self._producer.get(tensor)
+
+    def tensor(self, name: str) -> TensorInfo:
+        for t in self.inputs:
+            if t.name == name:
+                return t
+        op = self.op(self._producer[name])
+        return next(t for t in op.outputs if t.name == name)
+
+    def op(self, name: str) -> Op:
+        return self._ops_by_name()[name]
+
+    def _ops_by_name(self) -> dict[str, Op]:
+        cached: dict[str, Op] | None = getattr(self, "_by_name", None)
+        if cached is None:
+            cached = {op.name: op for op in self.ops}
+            self._by_name = cached
+        return cached
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "inputs": [asdict(t) for t in self.inputs],
+            "outputs": self.outputs,
+            "weights": {k: asdict(w) for k, w in sorted(self.weights.items())},
+            "ops": [asdict(op) for op in self.ops],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> OpGraph:
+        return cls(
+            inputs=[TensorInfo(**t) for t in data["inputs"]],
+            outputs=list(data["outputs"]),
+            weights={k: WeightInfo(**w) for k, w in data["weights"].items()},
+            ops=[
+                Op(**{**op, "outputs": [TensorInfo(**t) for t in op["outputs"]]})
+                for op in data["ops"]
+            ],
+        )
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
+
+    def to_networkx(self) -> nx.DiGraph:
+        """One node per op; edge u -> v carries the tensors of u that v reads."""
+        g = nx.DiGraph()
+        for op in self.ops:
+            g.add_node(op.name, op=op)
+        for op in self.ops:
+            for name in op.inputs:
+                src = self.producer(name)
+                if src is None:
+                    continue
+                if g.has_edge(src, op.name):
+                    g.edges[src, op.name]["tensors"].add(name)
+                else:
+                    g.add_edge(src, op.name, tensors={name})
+        return g
+
+
+def from_exported(program: ExportedProgram, input_names: list[str]) -> OpGraph:
+    """Flatten an exported program into an OpGraph; getitem nodes fold into their producer."""
+    sig = program.graph_signature
+    weight_of = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
+    if sig.inputs_to_lifted_tensor_constants:
+        raise TrtbuildError(
+            "the model creates tensor constants in forward(); register them as buffers instead"
+        )
+    user_inputs = [
+        n for n in program.graph.nodes if n.op == "placeholder" and n.name not in weight_of
+    ]
+    rename = {n.name: name for n, name in zip(user_inputs, input_names)}
+    inputs = [_tensor_info(rename[n.name], n.meta["val"]) for n in user_inputs]
+    weights: dict[str, WeightInfo] = {}
+    for node in program.graph.nodes:
+        if node.name in weight_of:
+            name = weight_of[node.name].removeprefix(WRAPPED)
+            rename[node.name] = name
+            val = node.meta["val"]
+            weights[name] = WeightInfo(name, [int(d) for d in val.shape], _dtype(val), _nbytes(val))
+    ops = [_op(node, rename, weights) for node in _compute_nodes(program.graph)]
+    output_node = next(n for n in program.graph.nodes if n.op == "output")
+    outputs = [rename.get(a.name, a.name) for a in output_node.all_input_nodes]
+    return OpGraph(inputs, outputs, weights, ops)
+
+
+def _compute_nodes(graph: torch.fx.Graph) -> list[torch.fx.Node]:
+    import operator
+
+    out = []
+    for node in graph.nodes:
+        if node.op != "call_function" or node.target is operator.getitem:
+            continue
+        if any(s in str(node.target) for s in SKIPPED_TARGETS) and not node.users:
+            continue
+        out.append(node)
+    return out
+
+
+def _op(node: torch.fx.Node, rename: dict[str, str], weights: dict[str, WeightInfo]) -> Op:
+    import operator
+
+    val = node.meta.get("val")
+    if isinstance(val, (tuple, list)):
+        outputs = [
+            _tensor_info(user.name, user.meta["val"])
+            for user in node.users
+            if user.target is operator.getitem and user.meta.get("val") is not None
+        ]
+    else:
+        outputs = [_tensor_info(node.name, val)] if val is not None else []
+    inputs, used_weights = [], []
+    for arg in node.all_input_nodes:
+        name = rename.get(arg.name, arg.name)
+        (used_weights if name in weights else inputs).append(name)
+    return Op(node.name, str(node.target), _canonical(node.args, rename) + _canonical(node.kwargs, rename),
+              list(dict.fromkeys(inputs)), list(dict.fromkeys(used_weights)), outputs)  # fmt: skip
+
+
+def _canonical(value: Any, rename: dict[str, str]) -> str:
+    import torch.fx
+
+    if isinstance(value, torch.fx.Node):
+        return "%" + rename.get(value.name, value.name)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_canonical(v, rename) for v in value) + "]"
+    if isinstance(value, dict):
+        return (
+            "{" + ",".join(f"{k}={_canonical(v, rename)}" for k, v in sorted(value.items())) + "}"
+        )
+    return repr(value)
+
+
+def _tensor_info(name: str, val: Any) -> TensorInfo:
+    shape = [int(d) if _concrete(d) else str(d) for d in val.shape]
+    return TensorInfo(name, shape, _dtype(val), _nbytes(val))
+
+
+def _concrete(dim: Any) -> bool:
+    try:
+        int(dim)
+        return not hasattr(dim, "node") or dim.node.is_constant() if hasattr(dim, "node") else True
+    except Exception:
+        return False
+
+
+def _nbytes(val: Any) -> int:
+    """Bytes at the shape the example (opt) input gives; symbolic dims take their hint."""
+    count = 1
+    for d in val.shape:
+        count *= _hint(d)
+    return count * val.element_size()
+
+
+def _hint(dim: Any) -> int:
+    node = getattr(dim, "node", None)
+    if node is not None:
+        hint = node.hint
+        return int(hint) if hint is not None else 1
+    return int(dim)
+
+
+def _dtype(val: Any) -> str:
+    return str(val.dtype).removeprefix("torch.")

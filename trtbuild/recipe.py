@@ -1,0 +1,262 @@
+"""The recipe schema (pydantic) and its loader: one place that knows what a recipe may say."""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from trtbuild.errors import TrtbuildError
+from trtbuild.sizes import parse_size
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+Precision = Literal["fp32", "fp16", "bf16"]
+BackendName = Literal["auto", "onnxruntime", "tensorrt"]
+DType = Literal["float32", "float16", "bfloat16", "int64", "int32", "bool"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Budget(_Strict):
+    host_memory: Size = 2 << 30
+    gpu_workspace: Size = 1 << 30
+
+
+class TensorRTSettings(_Strict):
+    """Builder options of the TensorRT backend; ignored by other backends."""
+
+    optimization_level: int = Field(3, ge=0, le=5)
+    typing: Literal["strong", "weak"] = "strong"
+    hardware_compatibility: Literal["none", "ampere_plus", "same_compute_capability"] = "none"
+    version_compatible: bool = False
+    exclude_lean_runtime: bool = False
+    refit: bool = False
+    strip_plan: bool = False
+    weight_streaming: bool = False
+    max_aux_streams: int | None = Field(None, ge=0)
+    timing_cache: str | None = None
+    tactic_dram: bool = True
+
+
+class Defaults(_Strict):
+    backend: BackendName = "auto"
+    precisions: list[Precision] = Field(default_factory=lambda: ["fp32"], min_length=1)
+    budget: Budget = Budget()
+    opset: int = Field(18, ge=17, le=23)
+    tensorrt: TensorRTSettings = TensorRTSettings()
+
+
+class RandomInit(_Strict):
+    init: Literal["random"] = "random"
+    seed: int = 0
+
+
+def _dim(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+        raise ValueError(f"expected dimensions >= 1, got {value}")
+    return value
+
+
+Dim = Annotated[int, BeforeValidator(_dim)]
+
+
+class DynamicShape(_Strict):
+    min: list[Dim]
+    opt: list[Dim]
+    max: list[Dim]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DynamicShape:
+        if not len(self.min) == len(self.opt) == len(self.max):
+            raise ValueError("expected min, opt and max of the same rank")
+        if any(not lo <= mid <= hi for lo, mid, hi in zip(self.min, self.opt, self.max)):
+            raise ValueError("expected min <= opt <= max in every dimension")
+        return self
+
+
+class InputSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    shape: list[Dim] | DynamicShape
+    dtype: DType = "float32"
+
+    @property
+    def dynamic(self) -> bool:
+        return isinstance(self.shape, DynamicShape)
+
+    @property
+    def opt_shape(self) -> list[int]:
+        return list(self.shape.opt if isinstance(self.shape, DynamicShape) else self.shape)
+
+    @property
+    def max_shape(self) -> list[int]:
+        return list(self.shape.max if isinstance(self.shape, DynamicShape) else self.shape)
+
+
+class ModelSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    source: str = Field(pattern=r"^[^:]+:[A-Za-z_][A-Za-z0-9_]*$")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    weights: RandomInit | str = RandomInit()
+    inputs: list[InputSpec] = Field(min_length=1)
+    backend: BackendName | None = None
+    precisions: list[Precision] | None = Field(None, min_length=1)
+    budget: Budget | None = None
+
+
+class RecipeMeta(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+
+
+class RecipeSchema(_Strict):
+    recipe: RecipeMeta
+    defaults: Defaults = Defaults()
+    model: list[ModelSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> RecipeSchema:
+        names = [m.name for m in self.model]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"expected unique model names, got {dupes[0]!r} twice")
+        return self
+
+
+@dataclass(frozen=True)
+class Target:
+    """One engine chain to build: a model at one precision with one backend."""
+
+    model: ModelSpec
+    precision: Precision
+    backend: BackendName
+    budget: Budget
+    defaults: Defaults
+
+    @property
+    def name(self) -> str:
+        return f"{self.model.name}/{self.precision}"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    path: Path
+    text: str
+    schema: RecipeSchema
+
+    @property
+    def name(self) -> str:
+        return self.schema.recipe.name
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    def targets(self, backend: str | None = None, budget: int | None = None) -> list[Target]:
+        """Every model x precision, with CLI overrides applied."""
+        defaults = self.schema.defaults
+        out = []
+        for model in self.schema.model:
+            base = model.budget or defaults.budget
+            chosen_budget = base.model_copy(update={"host_memory": budget}) if budget else base
+            chosen_backend = backend or model.backend or defaults.backend
+            for precision in model.precisions or defaults.precisions:
+                out.append(Target(model, precision, chosen_backend, chosen_budget, defaults))  # type: ignore[arg-type]
+        return out
+
+    def resolve(self, relative: str) -> Path:
+        return (self.root / relative).resolve()
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Parse and validate a recipe; every mistake is a one-line TrtbuildError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TrtbuildError(f"{path}: recipe file not found") from None
+    except OSError as exc:
+        raise TrtbuildError(f"{path}: cannot read recipe: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise TrtbuildError(f"{path}: TOML syntax error: {exc}") from None
+    try:
+        schema = RecipeSchema.model_validate(data)
+    except ValidationError as exc:
+        raise TrtbuildError(_describe(path, text, exc)) from None
+    return Recipe(path.resolve(), text, schema)
+
+
+def _describe(path: Path, text: str, exc: ValidationError) -> str:
+    errors = exc.errors()
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc = tuple(p for p in err["loc"] if not _is_union_tag(p))
+    field = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+    line = _line_of(text, loc)
+    where = f"{path}:{line}" if line else str(path)
+    if err["type"] == "extra_forbidden":
+        return f"{where}: unknown key '{field}'"
+    if err["type"] == "missing":
+        return f"{where}: field '{field}' is required"
+    got = err.get("input")
+    got_text = f", got {got!r}" if not isinstance(got, dict | list) else ""
+    message = err["msg"].removeprefix("Value error, ")
+    return f"{where}: field '{field}': {message}{got_text if 'got' not in message else ''}"
+
+
+def _is_union_tag(part: Any) -> bool:
+    """pydantic puts the tried member of a union into the location; users never wrote it."""
+    return isinstance(part, str) and (
+        part in {"RandomInit", "DynamicShape", "str"} or any(c in part for c in "[]()")
+    )
+
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_.\-\"']+)\s*=")
+
+
+def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
+    """Best line for a pydantic error location: the deepest key path the TOML text spells."""
+    lines: dict[tuple[Any, ...], int] = {}
+    counters: dict[tuple[Any, ...], int] = {}
+    table: tuple[Any, ...] = ()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        header = _HEADER.match(raw)
+        if header:
+            parts = tuple(p.strip().strip("\"'") for p in header.group(2).split("."))
+            if header.group(1) == "[[":
+                array = (*_index_parents(parts[:-1], counters), parts[-1])
+                counters[array] = counters.get(array, -1) + 1
+                table = (*array, counters[array])
+            else:
+                table = _index_parents(parts, counters)
+            lines.setdefault(table, number)
+            continue
+        key = _KEY.match(raw)
+        if key:
+            path = (*table, *(p.strip().strip("\"'") for p in key.group(1).split(".")))
+            lines.setdefault(path, number)
+    for depth in range(len(loc), 0, -1):
+        if loc[:depth] in lines:
+            return lines[loc[:depth]]
+    return None
+
+
+def _index_parents(parts: tuple[str, ...], counters: dict[tuple[Any, ...], int]) -> tuple[Any, ...]:
+    """("model", "inputs") -> ("model", 2, "inputs"): the latest entry of each array of tables."""
+    out: tuple[Any, ...] = ()
+    for part in parts:
+        out = (*out, part)
+        if out in counters:
+            out = (*out, counters[out])
+    return out
