@@ -144,6 +144,7 @@ def export_meta(
 ) -> tuple[nn.Module, ExportedProgram]:
     """torch.export on the meta device: the whole graph, no weight bytes."""
     model = build_model(recipe, spec, precision, "meta")
+    model.model.to(PRECISION_DTYPES[precision])
     try:
         program = torch.export.export(
             model, example_inputs(spec.inputs, "meta"), dynamic_shapes=dynamic_shapes(spec.inputs)
@@ -154,6 +155,17 @@ def export_meta(
             f"{str(exc).splitlines()[0] if str(exc) else ''}"
         ) from None
     return model, program
+
+
+def eager_model(recipe: Recipe, spec: ModelSpec, precision: str) -> nn.Module:
+    """The whole model with its weights, as PyTorch runs it: the reference for checks and tests."""
+    wrapper = build_model(recipe, spec, precision, "meta")
+    names = [n for n, _ in [*wrapper.model.named_parameters(), *wrapper.model.named_buffers()]]
+    state = load_weights(recipe, spec, wrapper.model, names)
+    fresh = build_model(recipe, spec, precision, "meta")
+    fresh.model.load_state_dict(state, assign=True, strict=False)
+    fresh.model.to(PRECISION_DTYPES[precision])
+    return fresh
 
 
 # ---------------------------------------------------------------- weights

@@ -551,6 +551,8 @@ class Plan:
     min_feasible_budget_bytes: int
     method: str
     memory_source: str
+    model_inputs: list[str] = field(default_factory=list)
+    model_outputs: list[str] = field(default_factory=list)
 
 
 def plan(graph: OpGraph, budget: int, memory: MemoryModel) -> Plan:
@@ -609,7 +611,8 @@ def _make_plan(
         parts.append(
             Part(k, ops, list(weights), wbytes, memory.predict(wbytes), list(ins.values()), outs)
         )
-    return Plan(parts, budget, boundary, min_budget, solution.method, memory.source)
+    return Plan(parts, budget, boundary, min_budget, solution.method, memory.source,
+                [t.name for t in graph.inputs], list(graph.outputs))  # fmt: skip
 
 
 def _part_tensor(graph: OpGraph, name: str, from_part: int | None) -> PartTensor:

@@ -1,0 +1,91 @@
+"""Action keys: what goes into the cache key of one part, listed field by field.
+
+key = sha256(canonical JSON of KEY_FIELDS). Each field is also hashed on its own and recorded in
+the lock file, so `trtbuild explain` can say which field changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import platform
+from typing import Any
+
+from trtbuild.graph import OpGraph
+from trtbuild.planner import Part
+
+KEY_SCHEMA = 1
+KEY_FIELDS = (
+    "schema",  # trtbuild's key schema version
+    "graph",  # the part's ops: targets, arguments, edges, shapes, dtypes
+    "weights",  # sha256 of every weight the part holds
+    "io",  # names, shapes and dtypes of the part's inputs and outputs
+    "precision",
+    "settings",  # every backend setting (opset, builder options, workspace, ...)
+    "toolchain",  # torch, onnx, onnxscript, trtbuild and backend versions
+    "device",  # backend's device fingerprint (CPU ISA; GPU, compute capability, driver)
+)
+TOOLCHAIN_PACKAGES = ("torch", "onnx", "onnxscript", "onnx-ir", "trtbuild")
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def digest(value: Any) -> str:
+    return hashlib.sha256(canonical(value).encode()).hexdigest()
+
+
+def toolchain() -> dict[str, str]:
+    """Versions read from package metadata: no heavy import."""
+    out = {"python": platform.python_version()}
+    for name in TOOLCHAIN_PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def part_fields(
+    graph: OpGraph, part: Part, weight_digests: dict[str, str], precision: str,
+    settings: dict[str, Any], fingerprint: dict[str, str], tools: dict[str, str],
+) -> dict[str, Any]:  # fmt: skip
+    ops = []
+    for name in part.ops:
+        op = graph.op(name)
+        ops.append({
+            "name": op.name, "target": op.target, "args": op.args, "inputs": op.inputs,
+            "weights": op.weights, "outputs": [[t.name, t.shape, t.dtype] for t in op.outputs],
+        })  # fmt: skip
+    return {
+        "schema": KEY_SCHEMA,
+        "graph": ops,
+        "weights": {w: weight_digests[w] for w in sorted(part.weights)},
+        "io": {
+            "inputs": [[t.name, t.shape, t.dtype] for t in part.inputs],
+            "outputs": [[t.name, t.shape, t.dtype] for t in part.outputs],
+        },
+        "precision": precision,
+        "settings": settings,
+        "toolchain": tools,
+        "device": fingerprint,
+    }
+
+
+def action_key(fields: dict[str, Any]) -> str:
+    assert tuple(fields) == KEY_FIELDS, f"key fields out of order: {tuple(fields)}"
+    return digest(fields)
+
+
+def field_digests(fields: dict[str, Any]) -> dict[str, str]:
+    return {name: digest(value)[:16] for name, value in fields.items()}
+
+
+def explain(old: dict[str, str] | None, new: dict[str, str]) -> str:
+    """Why a part would be rebuilt, from the per-field digests of the lock and of now."""
+    if old is None:
+        return "would build: not in the lock file"
+    changed = [f"{k} changed ({old.get(k, '-')[:8]} -> {new[k][:8]})" for k in new if old.get(k) != new[k]]
+    return "would rebuild: " + ", ".join(changed) if changed else "up to date"

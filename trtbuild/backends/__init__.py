@@ -1,0 +1,33 @@
+"""Backend registry: names to backends, and the choice behind backend = "auto"."""
+
+from __future__ import annotations
+
+from trtbuild.backends.base import Backend, Engine
+from trtbuild.backends.onnxruntime import OnnxRuntimeBackend
+from trtbuild.errors import TrtbuildError
+
+__all__ = ["Backend", "Engine", "get_backend", "resolve_backend"]
+
+
+def _registry() -> dict[str, Backend]:
+    from trtbuild.backends.tensorrt import TensorRTBackend
+
+    return {"onnxruntime": OnnxRuntimeBackend(), "tensorrt": TensorRTBackend()}
+
+
+def get_backend(name: str) -> Backend:
+    backends = _registry()
+    if name not in backends:
+        raise TrtbuildError(f"unknown backend {name!r}: expected one of {sorted(backends)}")
+    backend = backends[name]
+    reason = backend.available()
+    if reason:
+        raise TrtbuildError(f"backend '{name}' is not available: {reason}")
+    return backend
+
+
+def resolve_backend(name: str) -> str:
+    """"auto" -> "tensorrt" when it imports and sees a CUDA GPU, else "onnxruntime"."""
+    if name != "auto":
+        return name
+    return "tensorrt" if _registry()["tensorrt"].available() is None else "onnxruntime"

@@ -1,0 +1,35 @@
+"""The backend interface: turn one part's ONNX into an engine file, and load it back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+
+class Engine(Protocol):
+    """A loaded engine: named inputs in, named outputs out (backend-native values)."""
+
+    input_names: list[str]
+    output_names: list[str]
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
+class Backend(Protocol):
+    name: str
+    engine_suffix: str
+
+    def available(self) -> str | None:
+        """None when usable here, else the reason it is not (and how to fix it)."""
+        ...
+
+    def fingerprint(self) -> dict[str, str]:
+        """Versions and device facts that change what an engine is; part of every action key."""
+        ...
+
+    def build(self, onnx_path: Path, settings: Mapping[str, Any], out: Path) -> dict[str, Any]:
+        """Write the engine for `onnx_path` to `out`; return facts for the build record."""
+        ...
+
+    def load(self, engine_path: Path) -> Engine: ...

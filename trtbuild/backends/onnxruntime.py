@@ -1,0 +1,79 @@
+"""ONNX Runtime (CPU): the embedded default backend; runs everywhere, carries the tests.
+
+"Building" an engine = letting ONNX Runtime optimise the graph and serialise the result
+(ORT_ENABLE_EXTENDED: fusions that hold on any CPU of the same ISA); loading applies the rest.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+
+class OnnxRuntimeEngine:
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.input_names = [i.name for i in session.get_inputs()]
+        self.output_names = [o.name for o in session.get_outputs()]
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        """Feeds and results are OrtValues, so tensors pass from engine to engine untouched."""
+        values = self.session.run_with_ort_values(self.output_names, dict(feeds))
+        return dict(zip(self.output_names, values))
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+    engine_suffix = ".ort.onnx"
+
+    def available(self) -> str | None:
+        try:
+            importlib.metadata.version("onnxruntime")
+        except importlib.metadata.PackageNotFoundError:
+            return "onnxruntime is not installed (pip install onnxruntime)"
+        return None
+
+    def fingerprint(self) -> dict[str, str]:
+        return {
+            "backend": self.name,
+            "onnxruntime": importlib.metadata.version("onnxruntime"),
+            "device": f"cpu-{platform.machine()}-{_cpu_isa()}",
+        }
+
+    def build(self, onnx_path: Path, settings: Mapping[str, Any], out: Path) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(out)
+        options.intra_op_num_threads = 1
+        options.log_severity_level = 3
+        ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        return {"optimization_level": "extended", "provider": "CPUExecutionProvider"}
+
+    def load(self, engine_path: Path) -> OnnxRuntimeEngine:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        session = ort.InferenceSession(str(engine_path), options, providers=["CPUExecutionProvider"])
+        return OnnxRuntimeEngine(session)
+
+
+def _cpu_isa() -> str:
+    """The vector extensions ONNX Runtime's kernels pick from (x86 flags, or the machine)."""
+    try:
+        flags = next(
+            line.split(":", 1)[1].split()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith(("flags", "Features"))
+        )
+    except (OSError, StopIteration):
+        return "unknown"
+    wanted = ("avx", "avx2", "avx512f", "avx512bw", "avx512_bf16", "avx512_fp16", "amx_tile",
+              "fma", "f16c", "asimd", "sve", "bf16")  # fmt: skip
+    return "+".join(f for f in wanted if f in flags) or "baseline"

@@ -1,0 +1,387 @@
+"""trtbuild.build(): recipe -> graphs -> plans -> cached part actions -> published engines.
+
+The orchestrating process never imports torch: graphs, exports and engine builds run in worker
+processes (trtbuild.worker), one job each, measured and watched by the executor.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from trtbuild import actions, manifest
+from trtbuild.backends import get_backend, resolve_backend
+from trtbuild.digests import DigestMemo
+from trtbuild.errors import BudgetExceeded, TrtbuildError
+from trtbuild.executor import MemoryGate, run_job
+from trtbuild.graph import OpGraph
+from trtbuild.memory import MemoryModel, memory_model, save_corrections
+from trtbuild.planner import Part, Plan, plan
+from trtbuild.recipe import Recipe, Target, load_recipe
+from trtbuild.sizes import format_size
+from trtbuild.store import Store, default_cache_dir
+
+MAX_REPLANS = 4
+Report = Callable[[str], None]
+
+
+@dataclass
+class PartResult:
+    index: int
+    key: str
+    cached: bool
+    peak_rss_bytes: int
+    seconds: float
+    sha256: str
+    engine: str
+    fields: dict[str, str]
+    record: dict[str, Any]
+
+
+@dataclass
+class TargetResult:
+    model: str
+    precision: str
+    backend: str
+    dir: Path
+    budget_bytes: int
+    plan: Plan
+    parts: list[PartResult] = field(default_factory=list)
+    graph_job: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BuildResult:
+    up_to_date: bool
+    targets: list[TargetResult]
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Options:
+    backend: str | None = None
+    budget: int | None = None
+    out: Path = Path("build")
+    cache: Path | None = None
+    jobs: int = 1
+    locked: bool = False
+    release: bool = False
+    report: Report = lambda message: None  # noqa: E731
+    on_part: Callable[[TargetResult, PartResult], None] = lambda t, p: None  # noqa: E731
+    memory_override: MemoryModel | None = None
+
+
+def invocation(recipe: Recipe, opts: Options) -> dict[str, Any]:
+    """The options that change outputs; the lock pins them."""
+    return {
+        "backend": opts.backend or "recipe",
+        "budget": opts.budget or 0,
+        "out": str(opts.out.resolve()),
+        "release": opts.release,
+    }
+
+
+def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
+    """Build every target of the recipe; "up to date" without importing torch when nothing changed."""
+    opts = opts or Options()
+    start = time.perf_counter()
+    recipe = load_recipe(recipe_path)
+    cache_dir = (opts.cache or default_cache_dir()).resolve()
+    store = Store(cache_dir)
+    memo = DigestMemo(cache_dir / "digests.json")
+    tools = actions.toolchain()
+    lock_file = manifest.lock_path(recipe.path)
+    lock = manifest.read_lock(lock_file)
+    stale = manifest.check_lock(lock, invocation(recipe, opts), tools, memo, recipe.root)
+    if opts.release:
+        _check_release(recipe, opts)
+    if stale.reason is None:
+        memo.save()
+        return BuildResult(True, [], time.perf_counter() - start, ["up to date"])
+    if opts.locked:
+        raise TrtbuildError(f"{lock_file}: --locked, but the inputs no longer match the lock ({stale.reason})")
+    opts.report(f"building: {stale.reason}")
+    started = _now()
+    results = [_build_target(recipe, t, store, memo, opts) for t in recipe.targets(opts.backend, opts.budget)]
+    _write_outputs(recipe, results, opts, tools, memo, started, lock_file)
+    memo.save()
+    notes = [n for r in results for n in r.graph_job.get("notes", [])]
+    return BuildResult(False, results, time.perf_counter() - start, notes)
+
+
+def _check_release(recipe: Recipe, opts: Options) -> None:
+    for target in recipe.targets(opts.backend, opts.budget):
+        if target.backend == "auto":
+            raise TrtbuildError(
+                f"{recipe.path}: model '{target.model.name}': --release needs an explicit backend, "
+                "got backend = \"auto\" (set it in the recipe or pass --backend)"
+            )
+
+
+# ------------------------------------------------------------------------- one target
+
+
+def _build_target(recipe: Recipe, target: Target, store: Store, memo: DigestMemo, opts: Options) -> TargetResult:
+    backend_name = resolve_backend(target.backend)
+    backend = get_backend(backend_name)
+    budget = target.budget.host_memory
+    graph_info = _graph(recipe, target, store, memo, budget)
+    graph = OpGraph.from_json(graph_info["graph"])
+    memory = opts.memory_override or memory_model(backend_name, store.root)
+    out_dir = (opts.out / recipe.name / target.model.name / target.precision).resolve()
+    notes: list[str] = []
+    for _attempt in range(MAX_REPLANS):
+        the_plan = plan(graph, budget, memory)
+        result = TargetResult(target.model.name, target.precision, backend_name, out_dir, budget, the_plan,
+                              graph_job=graph_info)  # fmt: skip
+        opts.report(f"{target.name}: {len(the_plan.parts)} part(s), boundary {format_size(the_plan.boundary_bytes)}")
+        try:
+            result.parts = _build_parts(recipe, target, graph, graph_info, the_plan, backend, store, opts, result)
+        except _Overrun as over:
+            memory = memory.corrected(over.stage, over.weight_bytes, over.peak)
+            save_corrections(backend_name, memory, store.root)
+            note = (
+                f"{target.name}: part {over.index} {over.stage} process crossed its memory share "
+                f"(peak {format_size(over.peak)}); memory model corrected, re-planned and rebuilt"
+            )
+            opts.report(note)
+            notes.append(note)
+            if opts.memory_override is not None:
+                opts.memory_override = memory
+            continue
+        _publish(result, recipe, target, store)
+        result.graph_job = {**graph_info, "notes": notes}
+        return result
+    raise TrtbuildError(f"{target.name}: builds kept crossing the budget after {MAX_REPLANS} re-plans")
+
+
+def _graph(recipe: Recipe, target: Target, store: Store, memo: DigestMemo, budget: int) -> dict[str, Any]:
+    """The target's OpGraph, from the cache when its source files (depfile) are unchanged."""
+    spec = target.model
+    key = "graph-" + actions.digest([1, spec.model_dump(mode="json"), target.precision, actions.toolchain()])
+    cached = store.get_action(key)
+    if cached and _deps_unchanged(cached["deps"], memo):
+        return dict(cached["result"])
+    scratch = store.scratch()
+    try:
+        outcome = run_job({"kind": "graph", "recipe": str(recipe.path), "model": spec.name,
+                           "precision": target.precision}, scratch, budget)  # fmt: skip
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    files = [Path(p) for p in outcome.result["sources"]]
+    if isinstance(spec.weights, str):
+        files.append(recipe.resolve(spec.weights))
+    result = {**outcome.result, "peak_rss_bytes": outcome.peak_rss_bytes, "seconds": outcome.seconds}
+    deps = {str(p): memo.sha256(p) for p in files}
+    store.put_action(key, {"deps": deps, "result": result, "blobs": {}})
+    return result
+
+
+def _deps_unchanged(deps: dict[str, str], memo: DigestMemo) -> bool:
+    return all(Path(p).is_file() and memo.sha256(Path(p)) == sha for p, sha in deps.items())
+
+
+class _Overrun(Exception):
+    def __init__(self, index: int, stage: str, weight_bytes: int, peak: int) -> None:
+        super().__init__(stage)
+        self.index, self.stage, self.weight_bytes, self.peak = index, stage, weight_bytes, peak
+
+
+def _build_parts(recipe: Recipe, target: Target, graph: OpGraph, graph_info: dict[str, Any], the_plan: Plan,
+                 backend: Any, store: Store, opts: Options, result: TargetResult) -> list[PartResult]:  # fmt: skip
+    settings = _settings(target, backend.name)
+    fingerprint = backend.fingerprint()
+    tools = actions.toolchain()
+    gate = MemoryGate(target.budget.host_memory)
+
+    def one(part: Part) -> PartResult:
+        fields = actions.part_fields(graph, part, graph_info["weight_digests"], target.precision,
+                                     settings, fingerprint, tools)  # fmt: skip
+        key = actions.action_key(fields)
+        cached = store.get_action(key)
+        if cached is None:
+            with gate.admit(part.predicted_peak_bytes) as share, store.locked(key):
+                cached = store.get_action(key)
+                if cached is None:
+                    cached = _run_part(recipe, target, graph_info, part, backend, settings, store, key, share)
+                    store.put_action(key, cached)
+                    built = True
+                else:
+                    built = False
+        else:
+            built = False
+        res = PartResult(part.index, key, not built, cached["peak_rss_bytes"], cached["seconds"],
+                         cached["blobs"]["engine"], f"part{part.index}{backend.engine_suffix}",
+                         actions.field_digests(fields), cached)  # fmt: skip
+        opts.on_part(result, res)
+        return res
+
+    with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
+        return list(pool.map(one, the_plan.parts))
+
+
+def _run_part(recipe: Recipe, target: Target, graph_info: dict[str, Any], part: Part, backend: Any,
+              settings: dict[str, Any], store: Store, key: str, share: int) -> dict[str, Any]:  # fmt: skip
+    scratch = store.scratch()
+    try:
+        onnx_path, engine_path = scratch / "part.onnx", scratch / f"part{backend.engine_suffix}"
+        part_json = {
+            "ops": part.ops, "weights": part.weights,
+            "inputs": [t.__dict__ for t in part.inputs], "outputs": [t.__dict__ for t in part.outputs],
+        }  # fmt: skip
+        processes = []
+        for stage, job in (
+            ("export", {"kind": "export", "recipe": str(recipe.path), "model": target.model.name,
+                        "precision": target.precision, "part": part_json, "graph_digest": graph_info["digest"],
+                        "onnx": str(onnx_path), "opset": settings["opset"]}),
+            ("build", {"kind": "build", "backend": backend.name, "onnx": str(onnx_path),
+                       "engine": str(engine_path), "settings": settings}),
+        ):  # fmt: skip
+            try:
+                outcome = run_job(job, scratch, share)
+            except BudgetExceeded as exc:
+                raise _Overrun(part.index, stage, part.weight_bytes, exc.peak_rss_bytes) from None
+            processes.append({"kind": stage, "peak_rss_bytes": outcome.peak_rss_bytes,
+                              "seconds": round(outcome.seconds, 3), **outcome.result})  # fmt: skip
+        engine_digest = store.put_file(engine_path)
+        return {
+            "key": key,
+            "blobs": {"engine": engine_digest},
+            "peak_rss_bytes": max(p["peak_rss_bytes"] for p in processes),
+            "seconds": round(sum(p["seconds"] for p in processes), 3),
+            "weight_bytes": part.weight_bytes,
+            "predicted_peak_bytes": part.predicted_peak_bytes,
+            "memory_limit_bytes": share,
+            "processes": processes,
+        }
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _settings(target: Target, backend: str) -> dict[str, Any]:
+    settings: dict[str, Any] = {"opset": target.defaults.opset}
+    if backend == "tensorrt":
+        settings["gpu_workspace"] = target.budget.gpu_workspace
+        settings["host_memory"] = target.budget.host_memory
+        settings["tensorrt"] = target.defaults.tensorrt.model_dump(mode="json")
+    return settings
+
+
+# ------------------------------------------------------------------------- publishing
+
+
+def engine_description(result: TargetResult, recipe: Recipe) -> dict[str, Any]:
+    plan_ = result.plan
+    produced = {t.name: t for p in plan_.parts for t in p.outputs}
+    model_inputs = {t.name: t for p in plan_.parts for t in p.inputs if t.from_part is None}
+    spec_inputs = [i.name for i in next(m for m in recipe.schema.model if m.name == result.model).inputs]
+    outputs = [produced[n] for n in _model_outputs(plan_)]
+    return {
+        "schema": 1,
+        "recipe": recipe.name,
+        "model": result.model,
+        "precision": result.precision,
+        "backend": result.backend,
+        "inputs": [_io(model_inputs[n]) for n in spec_inputs if n in model_inputs],
+        "outputs": [_io(t) for t in outputs],
+        "parts": [
+            {
+                "index": p.index,
+                "engine": r.engine,
+                "sha256": r.sha256,
+                "inputs": [t.name for t in p.inputs],
+                "outputs": [t.name for t in p.outputs],
+                "peak_rss_bytes": r.peak_rss_bytes,
+            }
+            for p, r in zip(plan_.parts, result.parts)
+        ],
+    }
+
+
+def _model_outputs(plan_: Plan) -> list[str]:
+    return list(plan_.model_outputs)
+
+
+def _io(t: Any) -> dict[str, Any]:
+    return {"name": t.name, "shape": t.shape, "dtype": t.dtype}
+
+
+def _publish(result: TargetResult, recipe: Recipe, target: Target, store: Store) -> None:
+    """Swap the target's directory in whole: a reader never sees half of a build."""
+    final = result.dir
+    final.parent.mkdir(parents=True, exist_ok=True)
+    description = engine_description(result, recipe)
+    new = final.parent / f".{final.name}.new-{os.getpid()}"
+    shutil.rmtree(new, ignore_errors=True)
+    try:
+        new.mkdir()
+        for part in result.parts:
+            store.export_blob(part.sha256, new / part.engine)
+        manifest.write_json(new / "engine.json", description)
+        manifest.write_json(new / "build.json", {"parts": [p.record for p in result.parts],
+                                                 "graph_process": _graph_record(result.graph_job)})  # fmt: skip
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        if final.exists():
+            os.replace(final, old)
+        os.replace(new, final)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(new, ignore_errors=True)
+        raise TrtbuildError(f"{final}: cannot publish the build: {exc.strerror or exc}") from None
+
+
+def _graph_record(info: dict[str, Any]) -> dict[str, Any]:
+    return {"peak_rss_bytes": info.get("peak_rss_bytes"), "seconds": info.get("seconds")}
+
+
+def _write_outputs(recipe: Recipe, results: list[TargetResult], opts: Options, tools: dict[str, str],
+                   memo: DigestMemo, started: str, lock_file: Path) -> None:  # fmt: skip
+    root = recipe.root
+    files = [recipe.path]
+    for r in results:
+        files.extend(Path(p) for p in r.graph_job["sources"])
+        spec = next(m for m in recipe.schema.model if m.name == r.model)
+        if isinstance(spec.weights, str):
+            files.append(recipe.resolve(spec.weights))
+    entries = {manifest._rel(f, root): manifest.file_entry(f, memo, root) for f in files}
+    lock = {
+        "lock": {"version": manifest.LOCK_VERSION, "recipe": recipe.name},
+        "invocation": invocation(recipe, opts),
+        "toolchain": tools,
+        "file": [entries[k] for k in sorted(entries)],
+        "target": [
+            {
+                "model": r.model, "precision": r.precision, "backend": r.backend, "dir": str(r.dir),
+                "budget_bytes": r.budget_bytes, "boundary_bytes": r.plan.boundary_bytes,
+                "graph_digest": r.graph_job["digest"],
+                "part": [{"index": p.index, "key": p.key, "engine": p.engine, "sha256": p.sha256,
+                          "peak_rss_bytes": p.peak_rss_bytes, "fields": p.fields} for p in r.parts],
+            }  # fmt: skip
+            for r in results
+        ],
+    }
+    subjects = [(f"{r.model}/{r.precision}/{p.engine}", p.sha256) for r in results for p in r.parts]
+    byproducts = [
+        {"name": f"{r.model}/{r.precision}/{p.engine}", "annotations": {
+            "peak_rss_bytes": p.peak_rss_bytes, "cached": p.cached, "action_key": p.key,
+            "processes": p.record.get("processes", [])}}
+        for r in results for p in r.parts
+    ]  # fmt: skip
+    statement = manifest.provenance(
+        recipe.name, subjects, {**invocation(recipe, opts), "lock": str(lock_file.name)}, tools,
+        lock["file"], byproducts, started, _now(),
+    )  # fmt: skip
+    manifest.write_json(opts.out.resolve() / recipe.name / "provenance.json", statement)
+    manifest.write_lock(lock_file, lock)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,91 @@
+"""`trtbuild run RECIPE`: build every target of a recipe."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from trtbuild.cli.common import add_build_options, budget
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser("run", help="build every target of a recipe")
+    add_build_options(parser)
+    parser.add_argument("-j", "--jobs", type=int, default=1, help="parallel builds (within the memory budget)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument("-v", "--verbose", action="store_true", help="say why each part is (re)built")
+    parser.add_argument("--locked", action="store_true", help="fail if inputs no longer match the lock file")
+    parser.add_argument("--release", action="store_true", help="release build: explicit backend, provenance")
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from trtbuild.build import Options, build
+
+    start = time.perf_counter()
+    console = Console(stderr=True, quiet=args.json)
+    opts = Options(backend=args.backend, budget=budget(args), out=args.out, cache=args.cache,
+                   jobs=args.jobs, locked=args.locked, release=args.release)  # fmt: skip
+    if args.verbose:
+        opts.report = lambda message: console.print(f"[dim]{message}[/]")
+
+    def on_part(target: Any, part: Any) -> None:
+        what = "cached" if part.cached else f"built in {part.seconds:.1f}s"
+        console.print(f"  {target.model}/{target.precision} part {part.index}: {what}, "
+                      f"peak RSS {part.peak_rss_bytes / 2**20:.0f} MiB")  # fmt: skip
+
+    opts.on_part = on_part
+    with console.status("building...", spinner="dots"):
+        result = build(args.recipe, opts)
+    if args.json:
+        print(json.dumps(as_json(result), indent=2))
+        return 0
+    if result.up_to_date:
+        console.print(f"up to date ({result.seconds * 1000:.0f} ms)")
+    else:
+        console.print(_table(result))
+    for note in result.notes:
+        console.print(f"[yellow]{note}[/]")
+    print(f"PASSED in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    return 0
+
+
+def as_json(result: Any) -> dict[str, Any]:
+    return {
+        "up_to_date": result.up_to_date,
+        "notes": result.notes,
+        "targets": [
+            {
+                "model": t.model, "precision": t.precision, "backend": t.backend, "dir": str(t.dir),
+                "budget_bytes": t.budget_bytes, "boundary_bytes": t.plan.boundary_bytes,
+                "parts": [
+                    {"key": p.key, "cached": p.cached, "peak_rss_bytes": p.peak_rss_bytes,
+                     "seconds": p.seconds, "sha256": p.sha256, "engine": p.engine,
+                     "processes": p.record.get("processes", [])}
+                    for p in t.parts
+                ],
+            }  # fmt: skip
+            for t in result.targets
+        ],
+    }
+
+
+def _table(result: Any) -> Table:
+    table = Table(title="trtbuild run")
+    for col in ("target", "backend", "parts", "cached/built", "peak RSS / budget", "seconds"):
+        table.add_column(col)
+    for t in result.targets:
+        peak = max((p.peak_rss_bytes for p in t.parts), default=0)
+        cached = sum(p.cached for p in t.parts)
+        table.add_row(
+            f"{t.model}/{t.precision}", t.backend, str(len(t.parts)), f"{cached}/{len(t.parts) - cached}",
+            f"{peak / 2**20:.0f} / {t.budget_bytes / 2**20:.0f} MiB",
+            f"{sum(p.seconds for p in t.parts if not p.cached):.1f}",
+        )  # fmt: skip
+    return table

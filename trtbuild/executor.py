@@ -1,0 +1,149 @@
+"""Run jobs in fresh processes, watch their memory, record their peak RSS.
+
+Every job is a new interpreter (`python -m trtbuild.worker`), the equivalent of a pool with
+max_tasks_per_child=1: nothing leaks from one build into the next. Peak RSS comes from the
+kernel (os.wait4 -> ru_maxrss); a watcher thread stops a process that crosses its limit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from trtbuild.errors import BudgetExceeded, TrtbuildError
+from trtbuild.sizes import format_size
+
+POLL_SECONDS = 0.02
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    result: dict[str, Any]
+    peak_rss_bytes: int
+    seconds: float
+
+
+def run_job(job: dict[str, Any], scratch: Path, limit_bytes: int | None = None) -> JobOutcome:
+    """Run one job in its own process; raise TrtbuildError or BudgetExceeded on failure."""
+    name = f"{job['kind']}-{time.time_ns()}"
+    job = {**job, "result": str(scratch / f"{name}.result.json")}
+    job_path = scratch / f"{name}.job.json"
+    job_path.write_text(json.dumps(job))
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    start = time.perf_counter()
+    with open(scratch / f"{name}.log", "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "trtbuild.worker", str(job_path)],
+            stdout=subprocess.DEVNULL, stderr=log_file, env=env,
+        )  # fmt: skip
+    watcher = _Watcher(proc.pid, limit_bytes)
+    watcher.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:
+        proc.kill()
+        os.wait4(proc.pid, 0)
+        raise
+    finally:
+        watcher.stop()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - start
+    peak = max(usage.ru_maxrss * 1024, watcher.peak)
+    if watcher.killed:
+        raise BudgetExceeded(
+            f"{job['kind']} process crossed its memory limit {format_size(limit_bytes or 0)} "
+            f"(seen {format_size(peak)}) and was stopped",
+            peak,
+        )
+    result_path = Path(job["result"])
+    if not result_path.is_file():
+        log = (scratch / f"{name}.log").read_text(errors="replace")[-2000:]
+        raise TrtbuildError(
+            f"{job['kind']} process died with exit status {proc.returncode}: "
+            f"{log.strip().splitlines()[-1] if log.strip() else 'no output'}"
+        )
+    outcome = json.loads(result_path.read_text())
+    if not outcome["ok"]:
+        if "traceback" in outcome:
+            (scratch / f"{name}.traceback.txt").write_text(outcome["traceback"])
+            raise InternalJobError(f"{job['kind']} process failed: {outcome['error']}", outcome["traceback"])
+        raise TrtbuildError(outcome["error"])
+    return JobOutcome(outcome["result"], peak, seconds)
+
+
+class InternalJobError(RuntimeError):
+    def __init__(self, message: str, traceback_text: str) -> None:
+        super().__init__(message)
+        self.traceback_text = traceback_text
+
+
+class _Watcher(threading.Thread):
+    """Samples the process's RSS; kills it when it crosses `limit`."""
+
+    def __init__(self, pid: int, limit: int | None) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.limit = pid, limit
+        self.peak = 0
+        self.killed = False
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        try:
+            process = psutil.Process(self.pid)
+        except psutil.Error:
+            return
+        while not self._stop_event.wait(POLL_SECONDS):
+            try:
+                rss = process.memory_info().rss
+            except psutil.Error:
+                return
+            self.peak = max(self.peak, rss)
+            if self.limit is not None and rss > self.limit:
+                self.killed = True
+                try:
+                    os.kill(self.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                return
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+class MemoryGate:
+    """Admit jobs while the sum of their predicted peaks fits the budget (one always runs)."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.in_use = 0
+        self.running = 0
+        self._cond = threading.Condition()
+
+    @contextmanager
+    def admit(self, predicted: int) -> Iterator[int]:
+        """Wait for room; yields this job's share: the budget less what the others may use."""
+        with self._cond:
+            while self.running and self.in_use + predicted > self.budget:
+                self._cond.wait()
+            share = self.budget - self.in_use
+            self.in_use += predicted
+            self.running += 1
+        try:
+            yield share
+        finally:
+            with self._cond:
+                self.in_use -= predicted
+                self.running -= 1
+                self._cond.notify_all()

@@ -1,0 +1,118 @@
+"""Export one part of a model to ONNX, loading only that part's weights (worker side)."""
+
+from __future__ import annotations
+
+import operator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from trtbuild import frontend
+from trtbuild.errors import TrtbuildError
+from trtbuild.graph import WRAPPED, from_exported
+from trtbuild.recipe import Recipe
+
+DTYPES = {str(d).removeprefix("torch."): d for d in frontend.INPUT_DTYPES.values()}
+
+
+def part_module(
+    program: Any, ops: list[str], inputs: list[str], outputs: list[str], rename: dict[str, str],
+    weights: dict[str, torch.Tensor],
+) -> fx.GraphModule:  # fmt: skip
+    """A GraphModule computing `outputs` from `inputs` with the part's ops and weights only.
+
+    `rename` maps exported node names to OpGraph names (model inputs, weights).
+    """
+    graph = fx.Graph()
+    env: dict[str, fx.Node] = {}
+    for name in inputs:
+        env[name] = graph.placeholder(name)
+    root = nn.Module()
+    attrs: dict[str, str] = {}
+    wanted = set(ops)
+    for node in program.graph.nodes:
+        if node.name not in wanted:
+            continue
+        for arg in node.all_input_nodes:
+            key = rename.get(arg.name, arg.name)
+            if key in env:
+                continue
+            if key not in weights:
+                raise TrtbuildError(f"part is missing tensor {key!r} needed by op {node.name!r}")
+            attr = attrs.setdefault(key, f"w{len(attrs)}")
+            root.register_buffer(attr, weights[key])
+            env[key] = graph.get_attr(attr)
+        env[node.name] = graph.node_copy(node, lambda a: env[rename.get(a.name, a.name)])
+        for user in node.users:
+            if user.target is operator.getitem:
+                env[user.name] = graph.node_copy(user, lambda a: env[rename.get(a.name, a.name)])
+    graph.output(tuple(env[name] for name in outputs))
+    return fx.GraphModule(root, graph)
+
+
+def export_part(recipe: Recipe, model_name: str, precision: str, part: dict[str, Any],
+                graph_digest: str, onnx_path: Path, opset: int) -> dict[str, Any]:  # fmt: skip
+    """Write the part's ONNX; returns what the build record lists (weights loaded, bytes)."""
+    spec = next(m for m in recipe.schema.model if m.name == model_name)
+    wrapper, program = frontend.export_meta(recipe, spec, precision)
+    input_names = [i.name for i in spec.inputs]
+    graph = from_exported(program, input_names)
+    if graph.digest() != graph_digest:
+        raise TrtbuildError(
+            f"model '{model_name}' changed while it was being built (graph digest differs); run again"
+        )
+    rename = _rename_map(program, input_names)
+    names = list(part["weights"])
+    source_model = frontend.build_model(recipe, spec, "fp32", "meta").model
+    loaded = frontend.load_weights(recipe, spec, source_model, names)
+    weights = {
+        n: _cast(t, graph.weights[n].dtype) for n, t in loaded.items()
+    }
+    module = part_module(program, part["ops"], [t["name"] for t in part["inputs"]],
+                         [t["name"] for t in part["outputs"]], rename, weights)  # fmt: skip
+    args = tuple(_example(t) for t in part["inputs"])
+    dynamic = _dynamic_shapes(part["inputs"])
+    onnx_program = torch.onnx.export(
+        module, args, dynamo=True, opset_version=opset, optimize=True, verbose=False,
+        input_names=[t["name"] for t in part["inputs"]],
+        output_names=[t["name"] for t in part["outputs"]],
+        dynamic_shapes=dynamic,
+    )  # fmt: skip
+    assert onnx_program is not None
+    large = sum(t.numel() * t.element_size() for t in weights.values()) > (1800 << 20)
+    onnx_program.save(str(onnx_path), external_data=large)
+    return {
+        "weights_loaded": sorted(names),
+        "weight_bytes_loaded": sum(t.numel() * t.element_size() for t in weights.values()),
+    }
+
+
+def _rename_map(program: Any, input_names: list[str]) -> dict[str, str]:
+    sig = program.graph_signature
+    weight_of = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
+    rename = {k: v.removeprefix(WRAPPED) for k, v in weight_of.items()}
+    user = [n for n in program.graph.nodes if n.op == "placeholder" and n.name not in weight_of]
+    rename.update({n.name: name for n, name in zip(user, input_names)})
+    return rename
+
+
+def _cast(tensor: torch.Tensor, dtype: str) -> torch.Tensor:
+    target = DTYPES.get(dtype, tensor.dtype)
+    return tensor.to(target) if tensor.dtype != target else tensor
+
+
+def _example(t: dict[str, Any]) -> torch.Tensor:
+    shape = [d if isinstance(d, int) else 2 for d in t["shape"]]
+    return torch.empty(shape, dtype=DTYPES.get(t["dtype"], torch.float32))
+
+
+def _dynamic_shapes(inputs: list[dict[str, Any]]) -> tuple[dict[int, Any], ...] | None:
+    if not any(isinstance(d, str) for t in inputs for d in t["shape"]):
+        return None
+    return tuple(
+        {i: torch.export.Dim.DYNAMIC for i, d in enumerate(t["shape"]) if isinstance(d, str)}
+        for t in inputs
+    )

@@ -1,0 +1,79 @@
+"""Entry point of every build process: `python -m trtbuild.worker JOB.json`.
+
+One job per process (graph, export or build), so each process holds only what its job needs and
+its peak RSS is its own. The result is written as JSON next to the job; user errors exit 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from trtbuild.errors import TrtbuildError
+
+
+def run(job: dict[str, Any]) -> dict[str, Any]:
+    kind = job["kind"]
+    if kind == "build":
+        from trtbuild.backends import get_backend
+
+        backend = get_backend(job["backend"])
+        return backend.build(Path(job["onnx"]), job["settings"], Path(job["engine"]))
+    from trtbuild.recipe import load_recipe
+
+    recipe = load_recipe(job["recipe"])
+    if kind == "graph":
+        return _graph(recipe, job)
+    if kind == "export":
+        from trtbuild.partexport import export_part
+
+        return export_part(recipe, job["model"], job["precision"], job["part"],
+                           job["graph_digest"], Path(job["onnx"]), job["opset"])  # fmt: skip
+    raise ValueError(f"unknown job kind {kind!r}")
+
+
+def _graph(recipe: Any, job: dict[str, Any]) -> dict[str, Any]:
+    from trtbuild import frontend
+    from trtbuild.graph import from_exported
+
+    spec = next(m for m in recipe.schema.model if m.name == job["model"])
+    wrapper, program = frontend.export_meta(recipe, spec, job["precision"])
+    graph = from_exported(program, [i.name for i in spec.inputs])
+    digests = frontend.weight_digests(recipe, spec, frontend.build_model(recipe, spec, "fp32", "meta").model)
+    missing = sorted(set(graph.weights) - set(digests))
+    if missing:
+        raise TrtbuildError(f"{spec.weights}: weights file has no tensor {missing[0]!r}")
+    return {
+        "graph": graph.to_json(),
+        "digest": graph.digest(),
+        "weight_digests": {k: digests[k] for k in sorted(graph.weights)},
+        "sources": [str(p) for p in frontend.local_sources(recipe)],
+    }
+
+
+def main(argv: list[str]) -> int:
+    job_path = Path(argv[0])
+    job = json.loads(job_path.read_text())
+    result_path = Path(job["result"])
+    try:
+        result: dict[str, Any] = {"ok": True, "result": run(job)}
+        code = 0
+    except TrtbuildError as exc:
+        result, code = {"ok": False, "error": str(exc)}, 1
+    except MemoryError:
+        result, code = {"ok": False, "error": "out of memory"}, 3
+    except Exception as exc:
+        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        code = 3
+    tmp = result_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, result_path)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
