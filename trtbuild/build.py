@@ -41,6 +41,7 @@ class PartResult:
     seconds: float
     sha256: str
     engine: str
+    sidecars: dict[str, str]  # file name -> sha256 of files the engine reads beside it
     fields: dict[str, str]
     record: dict[str, Any]
 
@@ -94,6 +95,7 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
     opts = opts or Options()
     start = time.perf_counter()
     recipe = load_recipe(recipe_path)
+    recipe.check_files()
     cache_dir = (opts.cache or default_cache_dir()).resolve()
     store = Store(cache_dir)
     memo = DigestMemo(cache_dir / "digests.json")
@@ -218,8 +220,9 @@ def _build_parts(recipe: Recipe, target: Target, graph: OpGraph, graph_info: dic
                     built = False
         else:
             built = False
+        blobs = dict(cached["blobs"])
         res = PartResult(part.index, key, not built, cached["peak_rss_bytes"], cached["seconds"],
-                         cached["blobs"]["engine"], f"part{part.index}{backend.engine_suffix}",
+                         blobs.pop("engine"), f"part{part.index}{backend.engine_suffix}", blobs,
                          actions.field_digests(fields), cached)  # fmt: skip
         opts.on_part(result, res)
         return res
@@ -232,7 +235,7 @@ def _run_part(recipe: Recipe, target: Target, graph_info: dict[str, Any], part: 
               settings: dict[str, Any], store: Store, key: str, share: int) -> dict[str, Any]:  # fmt: skip
     scratch = store.scratch()
     try:
-        onnx_path, engine_path = scratch / "part.onnx", scratch / f"part{backend.engine_suffix}"
+        onnx_path, engine_path = scratch / "part.onnx", scratch / f"{key[:16]}{backend.engine_suffix}"
         part_json = {
             "ops": part.ops, "weights": part.weights,
             "inputs": [t.__dict__ for t in part.inputs], "outputs": [t.__dict__ for t in part.outputs],
@@ -251,10 +254,12 @@ def _run_part(recipe: Recipe, target: Target, graph_info: dict[str, Any], part: 
                 raise _Overrun(part.index, stage, part.weight_bytes, exc.peak_rss_bytes) from None
             processes.append({"kind": stage, "peak_rss_bytes": outcome.peak_rss_bytes,
                               "seconds": round(outcome.seconds, 3), **outcome.result})  # fmt: skip
-        engine_digest = store.put_file(engine_path)
+        blobs = {"engine": store.put_file(engine_path)}
+        for name in processes[-1].get("sidecars", []):
+            blobs[name] = store.put_file(scratch / name)
         return {
             "key": key,
-            "blobs": {"engine": engine_digest},
+            "blobs": blobs,
             "peak_rss_bytes": max(p["peak_rss_bytes"] for p in processes),
             "seconds": round(sum(p["seconds"] for p in processes), 3),
             "weight_bytes": part.weight_bytes,
@@ -297,6 +302,7 @@ def engine_description(result: TargetResult, recipe: Recipe) -> dict[str, Any]:
                 "index": p.index,
                 "engine": r.engine,
                 "sha256": r.sha256,
+                "sidecars": r.sidecars,
                 "inputs": [t.name for t in p.inputs],
                 "outputs": [t.name for t in p.outputs],
                 "peak_rss_bytes": r.peak_rss_bytes,
@@ -325,6 +331,8 @@ def _publish(result: TargetResult, recipe: Recipe, target: Target, store: Store)
         new.mkdir()
         for part in result.parts:
             store.export_blob(part.sha256, new / part.engine)
+            for name, digest in part.sidecars.items():
+                store.export_blob(digest, new / name)
         manifest.write_json(new / "engine.json", description)
         manifest.write_json(new / "build.json", {"parts": [p.record for p in result.parts],
                                                  "graph_process": _graph_record(result.graph_job)})  # fmt: skip
@@ -363,12 +371,15 @@ def _write_outputs(recipe: Recipe, results: list[TargetResult], opts: Options, t
                 "budget_bytes": r.budget_bytes, "boundary_bytes": r.plan.boundary_bytes,
                 "graph_digest": r.graph_job["digest"],
                 "part": [{"index": p.index, "key": p.key, "engine": p.engine, "sha256": p.sha256,
-                          "peak_rss_bytes": p.peak_rss_bytes, "fields": p.fields} for p in r.parts],
+                          "sidecars": p.sidecars, "peak_rss_bytes": p.peak_rss_bytes, "fields": p.fields} for p in r.parts],
             }  # fmt: skip
             for r in results
         ],
     }
-    subjects = [(f"{r.model}/{r.precision}/{p.engine}", p.sha256) for r in results for p in r.parts]
+    subjects = [
+        (f"{r.model}/{r.precision}/{name}", sha)
+        for r in results for p in r.parts for name, sha in [(p.engine, p.sha256), *p.sidecars.items()]
+    ]  # fmt: skip
     byproducts = [
         {"name": f"{r.model}/{r.precision}/{p.engine}", "annotations": {
             "peak_rss_bytes": p.peak_rss_bytes, "cached": p.cached, "action_key": p.key,

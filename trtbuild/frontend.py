@@ -105,7 +105,7 @@ def build_model(recipe: Recipe, spec: ModelSpec, precision: str, device: str) ->
         raise
     except Exception as exc:
         raise TrtbuildError(
-            f"{recipe.path}: model '{spec.name}': factory {spec.source} raised "
+            f"{recipe.model_loc(spec.name, 'source')}: model '{spec.name}': factory {spec.source} raised "
             f"{type(exc).__name__}: {exc}"
         ) from None
     if not isinstance(model, nn.Module):

@@ -84,9 +84,11 @@ def check_lock(lock: dict[str, Any] | None, invocation: dict[str, Any], tools: d
             return Staleness(f"{entry['path']} changed")
     for target in lock.get("target", []):
         for part in target.get("part", []):
-            engine = Path(target["dir"]) / part["engine"]
-            if not engine.is_file() or memo.sha256(engine) != part["sha256"]:
-                return Staleness(f"{engine} is missing or altered")
+            files = {part["engine"]: part["sha256"], **part.get("sidecars", {})}
+            for name, sha in files.items():
+                engine = Path(target["dir"]) / name
+                if not engine.is_file() or memo.sha256(engine) != sha:
+                    return Staleness(f"{engine} is missing or altered")
         if not (Path(target["dir"]) / "engine.json").is_file():
             return Staleness(f"{target['dir']}/engine.json is missing")
     return Staleness(None)

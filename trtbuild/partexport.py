@@ -42,7 +42,7 @@ def part_module(
                 continue
             if key not in weights:
                 raise TrtbuildError(f"part is missing tensor {key!r} needed by op {node.name!r}")
-            attr = attrs.setdefault(key, f"w{len(attrs)}")
+            attr = attrs.setdefault(key, _attr_name(key))
             root.register_buffer(attr, weights[key])
             env[key] = graph.get_attr(attr)
         env[node.name] = graph.node_copy(node, lambda a: env[rename.get(a.name, a.name)])
@@ -55,7 +55,12 @@ def part_module(
 
 def export_part(recipe: Recipe, model_name: str, precision: str, part: dict[str, Any],
                 graph_digest: str, onnx_path: Path, opset: int) -> dict[str, Any]:  # fmt: skip
-    """Write the part's ONNX; returns what the build record lists (weights loaded, bytes)."""
+    """Write the part's ONNX with its weights streamed in one tensor at a time.
+
+    The graph is exported with meta-device weights; each ONNX initializer is then a lazy tensor
+    that loads its one weight (safetensors slice, mmap'd state dict entry, or seeded module init)
+    when the file is written. Peak memory is the process cost plus about one tensor.
+    """
     spec = next(m for m in recipe.schema.model if m.name == model_name)
     wrapper, program = frontend.export_meta(recipe, spec, precision)
     input_names = [i.name for i in spec.inputs]
@@ -64,30 +69,73 @@ def export_part(recipe: Recipe, model_name: str, precision: str, part: dict[str,
         raise TrtbuildError(
             f"model '{model_name}' changed while it was being built (graph digest differs); run again"
         )
-    rename = _rename_map(program, input_names)
+    meta = dict([*wrapper.model.named_parameters(), *wrapper.model.named_buffers()])
     names = list(part["weights"])
-    source_model = frontend.build_model(recipe, spec, "fp32", "meta").model
-    loaded = frontend.load_weights(recipe, spec, source_model, names)
-    weights = {
-        n: _cast(t, graph.weights[n].dtype) for n, t in loaded.items()
-    }
     module = part_module(program, part["ops"], [t["name"] for t in part["inputs"]],
-                         [t["name"] for t in part["outputs"]], rename, weights)  # fmt: skip
+                         [t["name"] for t in part["outputs"]], _rename_map(program, input_names),
+                         {n: meta[n] for n in names})  # fmt: skip
     args = tuple(_example(t) for t in part["inputs"])
-    dynamic = _dynamic_shapes(part["inputs"])
     onnx_program = torch.onnx.export(
-        module, args, dynamo=True, opset_version=opset, optimize=True, verbose=False,
+        module, args, dynamo=True, opset_version=opset, optimize=False, verbose=False,
         input_names=[t["name"] for t in part["inputs"]],
         output_names=[t["name"] for t in part["outputs"]],
-        dynamic_shapes=dynamic,
+        dynamic_shapes=_dynamic_shapes(part["inputs"]),
     )  # fmt: skip
     assert onnx_program is not None
-    large = sum(t.numel() * t.element_size() for t in weights.values()) > (1800 << 20)
-    onnx_program.save(str(onnx_path), external_data=large)
+    loader = _WeightLoader(recipe, spec, {n: meta[n].dtype for n in names})
+    attached = _attach_lazy_weights(onnx_program.model, loader)
+    onnx_program.save(str(onnx_path), external_data=True)
     return {
-        "weights_loaded": sorted(names),
-        "weight_bytes_loaded": sum(t.numel() * t.element_size() for t in weights.values()),
+        "weights_loaded": sorted(loader.loaded),
+        "weight_bytes_loaded": loader.bytes_loaded,
+        "initializers": attached,
     }
+
+
+class _WeightLoader:
+    """Loads one weight at a time, in the part's precision, and remembers what it loaded."""
+
+    def __init__(self, recipe: Recipe, spec: Any, dtypes: dict[str, torch.dtype]) -> None:
+        self.recipe, self.spec, self.dtypes = recipe, spec, dtypes
+        self.source = frontend.build_model(recipe, spec, "fp32", "meta").model
+        self.loaded: set[str] = set()
+        self.bytes_loaded = 0
+
+    def __call__(self, name: str) -> torch.Tensor:
+        tensor = frontend.load_weights(self.recipe, self.spec, self.source, [name])[name]
+        tensor = tensor.to(self.dtypes[name]).contiguous()
+        self.loaded.add(name)
+        self.bytes_loaded += tensor.numel() * tensor.element_size()
+        return tensor
+
+
+def _attach_lazy_weights(model: Any, loader: _WeightLoader) -> int:
+    import onnx_ir as ir
+    from torch.onnx._internal.exporter._core import TorchTensor
+
+    count = 0
+    for init_name, value in model.graph.initializers.items():
+        name = _weight_name(init_name)
+        if name not in loader.dtypes:
+            tensor = getattr(value.const_value, "raw", None)
+            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
+                raise TrtbuildError(f"ONNX initializer {init_name!r} has no weight source")
+            continue
+
+        def load(name: str = name, init_name: str = init_name) -> Any:
+            return TorchTensor(loader(name), name=init_name)
+
+        value.const_value = ir.LazyTensor(load, dtype=value.dtype, shape=value.shape, name=init_name)
+        count += 1
+    return count
+
+
+def _attr_name(weight: str) -> str:
+    return "w__" + weight.replace(".", "__")
+
+
+def _weight_name(attr: str) -> str:
+    return attr.removeprefix("w__").replace("__", ".")
 
 
 def _rename_map(program: Any, input_names: list[str]) -> dict[str, str]:
@@ -106,7 +154,7 @@ def _cast(tensor: torch.Tensor, dtype: str) -> torch.Tensor:
 
 def _example(t: dict[str, Any]) -> torch.Tensor:
     shape = [d if isinstance(d, int) else 2 for d in t["shape"]]
-    return torch.empty(shape, dtype=DTYPES.get(t["dtype"], torch.float32))
+    return torch.empty(shape, dtype=DTYPES.get(t["dtype"], torch.float32), device="meta")
 
 
 def _dynamic_shapes(inputs: list[dict[str, Any]]) -> tuple[dict[int, Any], ...] | None:

@@ -176,6 +176,30 @@ class Recipe:
     def resolve(self, relative: str) -> Path:
         return (self.root / relative).resolve()
 
+    def check_files(self) -> None:
+        """Every file the recipe names exists: fail before any process starts."""
+        for index, model in enumerate(self.schema.model):
+            module_ref = model.source.rpartition(":")[0]
+            if module_ref.endswith(".py") and not self.resolve(module_ref).is_file():
+                self._missing(("model", index, "source"), self.resolve(module_ref), "a Python file")
+            if isinstance(model.weights, str) and not self.resolve(model.weights).is_file():
+                self._missing(("model", index, "weights"), self.resolve(model.weights),
+                              "a .safetensors or .pt file")  # fmt: skip
+
+    def where(self, loc: tuple[Any, ...]) -> str:
+        """"path:line" of a key path, or just the path when the line is unknown."""
+        line = _line_of(self.text, loc)
+        return f"{self.path}:{line}" if line else str(self.path)
+
+    def model_loc(self, name: str, key: str) -> str:
+        index = next(i for i, m in enumerate(self.schema.model) if m.name == name)
+        return self.where(("model", index, key))
+
+    def _missing(self, loc: tuple[Any, ...], path: Path, expected: str) -> None:
+        where = self.where(loc)
+        field = f"{loc[0]}[{loc[1]}].{loc[2]}"
+        raise TrtbuildError(f"{where}: field '{field}': expected {expected}, but {path} does not exist")
+
 
 def load_recipe(path: str | Path) -> Recipe:
     """Parse and validate a recipe; every mistake is a one-line TrtbuildError."""
@@ -198,8 +222,7 @@ def load_recipe(path: str | Path) -> Recipe:
 
 
 def _describe(path: Path, text: str, exc: ValidationError) -> str:
-    errors = exc.errors()
-    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    err = min(exc.errors(), key=_rank)  # a union reports every member; say the telling one
     loc = tuple(p for p in err["loc"] if not _is_union_tag(p))
     field = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
     line = _line_of(text, loc)
@@ -212,6 +235,15 @@ def _describe(path: Path, text: str, exc: ValidationError) -> str:
     got_text = f", got {got!r}" if not isinstance(got, dict | list) else ""
     message = err["msg"].removeprefix("Value error, ")
     return f"{where}: field '{field}': {message}{got_text if 'got' not in message else ''}"
+
+
+def _rank(err: Any) -> int:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return 0
+    if kind.endswith("_type") or kind == "missing":
+        return 2
+    return 1
 
 
 def _is_union_tag(part: Any) -> bool:

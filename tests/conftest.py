@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+RECIPES = REPO / "recipes"
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", help="run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--runslow") or os.environ.get("TRTBUILD_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: pass --runslow or set TRTBUILD_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Every test works in its own folder with its own cache: never the real ./cache or ./build."""
+    monkeypatch.setenv("TRTBUILD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+
+
+@pytest.fixture
+def recipes(tmp_path: Path) -> Path:
+    """A private copy of recipes/ (lock files are written next to recipes) plus the test recipes."""
+    dest = tmp_path / "recipes"
+    shutil.copytree(RECIPES, dest, ignore=shutil.ignore_patterns("*.lock", "__pycache__"))
+    for recipe in DATA.glob("*.toml"):
+        shutil.copy(recipe, dest / recipe.name)
+    return dest
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """(size, mtime_ns) of every file below root."""
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }

@@ -1,0 +1,122 @@
+"""End to end on ONNX Runtime: real export and build processes, real engines, real files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import trtbuild
+from trtbuild.build import Options, build
+from trtbuild.frontend import eager_model
+from trtbuild.manifest import lock_path, read_lock
+from trtbuild.recipe import load_recipe
+
+
+def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((out.float() - ref.float()).norm() / ref.float().norm())
+
+
+def check_matches_eager(recipe_file: Path, out_root: Path, tolerances: dict[str, float]) -> None:
+    recipe = load_recipe(recipe_file)
+    torch.manual_seed(0)
+    for spec in recipe.schema.model:
+        x = torch.randn(spec.inputs[0].opt_shape)
+        for precision, tol in tolerances.items():
+            engine = trtbuild.load(out_root / recipe.name / spec.name / precision)
+            with torch.no_grad():
+                ref = eager_model(recipe, spec, precision)(x)
+            out = engine(x)
+            assert out.dtype == torch.float32
+            assert out.shape == ref.shape
+            assert rel_error(out, ref) < tol, (precision, rel_error(out, ref))
+
+
+def test_tiny_build_load_and_noop(recipes: Path) -> None:
+    recipe = recipes / "tiny.toml"
+    first = build(recipe)
+    assert not first.up_to_date
+    assert [(t.model, t.precision, t.backend) for t in first.targets] == [
+        ("resnet_tiny", "fp32", "onnxruntime"),
+        ("resnet_tiny", "fp16", "onnxruntime"),
+    ]
+    for target in first.targets:
+        assert target.dir == Path("build/tiny/resnet_tiny").resolve() / target.precision
+        for part in target.parts:
+            assert not part.cached
+            assert 0 < part.peak_rss_bytes <= target.budget_bytes
+            kinds = [p["kind"] for p in part.record["processes"]]
+            assert kinds == ["export", "build"]
+    check_matches_eager(recipe, Path("build"), {"fp32": 1e-4, "fp16": 1e-2})
+
+    lock = read_lock(lock_path(recipe))
+    assert lock is not None
+    assert {f["path"] for f in lock["file"]} == {"tiny.toml", "models/resnet.py"}
+    statement = json.loads(Path("build/tiny/provenance.json").read_text())
+    assert statement["_type"] == "https://in-toto.io/Statement/v1"
+    assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
+    subjects = {s["name"]: s["digest"]["sha256"] for s in statement["subject"]}
+    for target in first.targets:
+        for part in target.parts:
+            assert subjects[f"resnet_tiny/{target.precision}/{part.engine}"] == part.sha256
+
+    again = build(recipe)
+    assert again.up_to_date and again.targets == []
+
+
+def test_cache_serves_a_second_output_dir(recipes: Path) -> None:
+    build(recipes / "tiny.toml")
+    second = build(recipes / "tiny.toml", Options(out=Path("elsewhere")))
+    assert not second.up_to_date
+    assert all(p.cached for t in second.targets for p in t.parts)
+    assert (Path("elsewhere/tiny/resnet_tiny/fp32/engine.json")).is_file()
+
+
+def test_resnet50_matches_eager(recipes: Path) -> None:
+    """Acceptance: the README's main recipe, fp32 < 1e-4 and fp16 < 1e-2 relative error."""
+    result = build(recipes / "resnet.toml", Options(backend="onnxruntime"))
+    assert len(result.targets) == 2
+    check_matches_eager(recipes / "resnet.toml", Path("build"), {"fp32": 1e-4, "fp16": 1e-2})
+    assert build(recipes / "resnet.toml", Options(backend="onnxruntime")).up_to_date
+
+
+def test_safetensors_and_state_dict_weights(recipes: Path, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    recipe = load_recipe(recipes / "tiny.toml")
+    spec = recipe.schema.model[0]
+    state = eager_model(recipe, spec, "fp32").model.state_dict()
+    state = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in state.items()}
+    state = {k: v.abs() + 0.5 if k.endswith("running_var") else v for k, v in state.items()}
+    save_file({k: v.contiguous() for k, v in state.items()}, str(recipes / "w.safetensors"))
+    torch.save(state, recipes / "w.pt")
+    for weights in ("w.safetensors", "w.pt"):
+        text = (recipes / "tiny.toml").read_text().replace(
+            'weights = { init = "random", seed = 3 }', f'weights = "{weights}"'
+        ).replace('precisions = ["fp32", "fp16"]', 'precisions = ["fp32"]')
+        path = recipes / f"tiny_{weights.replace('.', '_')}.toml"
+        path.write_text(text)
+        build(path)
+        x = torch.randn(2, 3, 32, 32)
+        engine = trtbuild.load(Path("build/tiny/resnet_tiny/fp32"))
+        new_recipe = load_recipe(path)
+        loaded = eager_model(new_recipe, new_recipe.schema.model[0], "fp32")
+        assert torch.equal(loaded.model.conv1.weight, state["conv1.weight"])
+        with torch.no_grad():
+            assert rel_error(engine(x), loaded(x)) < 1e-4
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_random_init_is_the_same_in_any_process(recipes: Path, seed: int) -> None:
+    """Per-module seeded init: a part loading one module gets the bytes a whole-model init gives."""
+    from trtbuild.frontend import build_model, random_init
+
+    recipe = load_recipe(recipes / "tiny.toml")
+    spec = recipe.schema.model[0]
+    whole = random_init(build_model(recipe, spec, "fp32", "meta").model, ["fc.weight", "conv1.weight"], seed)
+    alone = random_init(build_model(recipe, spec, "fp32", "meta").model, ["fc.weight"], seed)
+    assert torch.equal(whole["fc.weight"], alone["fc.weight"])
+    other = random_init(build_model(recipe, spec, "fp32", "meta").model, ["fc.weight"], seed + 1)
+    assert not torch.equal(other["fc.weight"], alone["fc.weight"])

@@ -1,0 +1,112 @@
+"""The CLI in-process (main([...])) and as a real subprocess; errors leave outputs untouched."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trtbuild.cli import main
+from tests.conftest import snapshot
+
+TINY_FP32 = ['precisions = ["fp32", "fp16"]', 'precisions = ["fp32"]']
+
+
+@pytest.fixture
+def built(recipes: Path) -> Path:
+    """tiny.toml (fp32 only) built once; returns the recipe."""
+    recipe = recipes / "tiny.toml"
+    recipe.write_text(recipe.read_text().replace(*TINY_FP32))
+    (recipes / "models" / "broken.py").write_text(
+        "def broken(**kwargs):\n    raise RuntimeError('boom: no such layer')\n"
+    )
+    assert main(["run", str(recipe)]) == 0
+    return recipe
+
+
+BAD = [
+    ("toml syntax", 'name = "tiny"', 'name = "tiny', r"tiny\.toml: TOML syntax error: .*line 3"),
+    ("unknown key", 'dtype = "float32"', 'dtype = "float32"\nlayout = "nchw"',
+     r"tiny\.toml:20: unknown key 'model\[0\]\.inputs\[0\]\.layout'"),
+    ("wrong type", "kwargs = { num_classes = 10, width = 8 }", "kwargs = 3",
+     r"tiny\.toml:14: field 'model\[0\]\.kwargs': Input should be a valid dictionary"),
+    ("bad size", 'host_memory = "2GiB"', 'host_memory = "2 gigs"',
+     r"tiny\.toml:9: field 'defaults\.budget\.host_memory': expected a size like"),
+    ("missing model file", "models/resnet.py:resnet_tiny", "models/nope.py:resnet_tiny",
+     r"tiny\.toml:13: field 'model\[0\]\.source': expected a Python file, but .*nope\.py does not exist"),
+    ("factory raises", "models/resnet.py:resnet_tiny", "models/broken.py:broken",
+     r"tiny\.toml:13: model 'resnet_tiny': factory models/broken\.py:broken raised RuntimeError: boom"),
+    ("negative dim", "shape = [2, 3, 32, 32]", "shape = [2, -3, 32, 32]",
+     r"tiny\.toml:18: field 'model\[0\]\.inputs\[0\]\.shape\[1\]': expected dimensions >= 1, got -3"),
+    ("unknown precision", 'precisions = ["fp32"]', 'precisions = ["int3"]',
+     r"tiny\.toml:7: field 'defaults\.precisions\[0\]': Input should be 'fp32', 'fp16' or 'bf16'"),
+    ("weights missing", 'weights = { init = "random", seed = 3 }', 'weights = "w/resnet.safetensors"',
+     r"tiny\.toml:15: field 'model\[0\]\.weights': expected a \.safetensors or \.pt file, but .*resnet\.safetensors does not exist"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "old", "new", "expected"), BAD, ids=[b[0] for b in BAD])
+def test_bad_input_one_line_exit_1_output_untouched(
+    built: Path, capsys: pytest.CaptureFixture[str], case: str, old: str, new: str, expected: str
+) -> None:
+    import re
+
+    before = snapshot(Path("build"))
+    lock_before = (built.with_suffix(".lock")).read_bytes()
+    capsys.readouterr()
+    text = built.read_text()
+    assert old in text, case
+    built.write_text(text.replace(old, new, 1))
+    assert main(["run", str(built)]) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("trtbuild: error:")]
+    assert len(errors) == 1, err
+    assert re.search(expected, errors[0]), errors[0]
+    assert "Traceback" not in err
+    assert snapshot(Path("build")) == before
+    assert built.with_suffix(".lock").read_bytes() == lock_before
+
+
+def test_json_output_and_noop(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["run", str(built), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data == {"up_to_date": True, "notes": ["up to date"], "targets": []}
+    built.write_text(built.read_text().replace('precisions = ["fp32"]', 'precisions = ["fp32", "fp16"]'))
+    assert main(["run", str(built), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["up_to_date"] is False
+    parts = {t["precision"]: t["parts"] for t in data["targets"]}
+    assert [p["cached"] for p in parts["fp32"]] == [True]
+    assert [p["cached"] for p in parts["fp16"]] == [False]
+    for part in parts["fp16"]:
+        assert set(part) >= {"key", "cached", "peak_rss_bytes", "seconds", "sha256"}
+        assert part["peak_rss_bytes"] > 0
+
+
+def test_budget_flag_errors(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(built), "--budget", "lots"]) == 1
+    assert "--budget: expected a size" in capsys.readouterr().err
+
+
+def test_subprocess_table_and_passed_line(built: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "trtbuild", "run", str(built), "--backend", "onnxruntime"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "resnet_tiny/fp32" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("PASSED in ")
+
+
+def test_subprocess_user_error_exit_1(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "trtbuild", "run", str(tmp_path / "none.toml")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "recipe file not found" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("FAILED in ")
