@@ -93,9 +93,12 @@ def test_safetensors_and_state_dict_weights(recipes: Path, tmp_path: Path) -> No
     save_file({k: v.contiguous() for k, v in state.items()}, str(recipes / "w.safetensors"))
     torch.save(state, recipes / "w.pt")
     for weights in ("w.safetensors", "w.pt"):
-        text = (recipes / "tiny.toml").read_text().replace(
-            'weights = { init = "random", seed = 3 }', f'weights = "{weights}"'
-        ).replace('precisions = ["fp32", "fp16"]', 'precisions = ["fp32"]')
+        text = (
+            (recipes / "tiny.toml")
+            .read_text()
+            .replace('weights = { init = "random", seed = 3 }', f'weights = "{weights}"')
+            .replace('precisions = ["fp32", "fp16"]', 'precisions = ["fp32"]')
+        )
         path = recipes / f"tiny_{weights.replace('.', '_')}.toml"
         path.write_text(text)
         build(path)
@@ -115,7 +118,9 @@ def test_random_init_is_the_same_in_any_process(recipes: Path, seed: int) -> Non
 
     recipe = load_recipe(recipes / "tiny.toml")
     spec = recipe.schema.model[0]
-    whole = random_init(build_model(recipe, spec, "fp32", "meta").model, ["fc.weight", "conv1.weight"], seed)
+    whole = random_init(
+        build_model(recipe, spec, "fp32", "meta").model, ["fc.weight", "conv1.weight"], seed
+    )
     alone = random_init(build_model(recipe, spec, "fp32", "meta").model, ["fc.weight"], seed)
     assert torch.equal(whole["fc.weight"], alone["fc.weight"])
     other = random_init(build_model(recipe, spec, "fp32", "meta").model, ["fc.weight"], seed + 1)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from trtbuild.cli import main
 from tests.conftest import snapshot
+from trtbuild.cli import main
 
 TINY_FP32 = ['precisions = ["fp32", "fp16"]', 'precisions = ["fp32"]']
 
@@ -75,7 +75,9 @@ def test_json_output_and_noop(built: Path, capsys: pytest.CaptureFixture[str]) -
     assert main(["run", str(built), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data == {"up_to_date": True, "notes": ["up to date"], "targets": []}
-    built.write_text(built.read_text().replace('precisions = ["fp32"]', 'precisions = ["fp32", "fp16"]'))
+    built.write_text(
+        built.read_text().replace('precisions = ["fp32"]', 'precisions = ["fp32", "fp16"]')
+    )
     assert main(["run", str(built), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["up_to_date"] is False

@@ -62,7 +62,9 @@ def test_errors_name_file_line_field(tmp_path: Path, old: str, new: str, expecte
 
 
 def test_dynamic_shape_must_be_ordered(tmp_path: Path) -> None:
-    text = GOOD.replace("shape = [1, 3, 32, 32]", "shape = { min = [4, 3], opt = [2, 3], max = [8, 3] }")
+    text = GOOD.replace(
+        "shape = [1, 3, 32, 32]", "shape = { min = [4, 3], opt = [2, 3], max = [8, 3] }"
+    )
     with pytest.raises(TrtbuildError, match="min <= opt <= max"):
         load_recipe(write(tmp_path, text))
 

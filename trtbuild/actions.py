@@ -87,5 +87,7 @@ def explain(old: dict[str, str] | None, new: dict[str, str]) -> str:
     """Why a part would be rebuilt, from the per-field digests of the lock and of now."""
     if old is None:
         return "would build: not in the lock file"
-    changed = [f"{k} changed ({old.get(k, '-')[:8]} -> {new[k][:8]})" for k in new if old.get(k) != new[k]]
+    changed = [
+        f"{k} changed ({old.get(k, '-')[:8]} -> {new[k][:8]})" for k in new if old.get(k) != new[k]
+    ]
     return "would rebuild: " + ", ".join(changed) if changed else "up to date"

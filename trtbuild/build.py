@@ -75,8 +75,8 @@ class Options:
     jobs: int = 1
     locked: bool = False
     release: bool = False
-    report: Report = lambda message: None  # noqa: E731
-    on_part: Callable[[TargetResult, PartResult], None] = lambda t, p: None  # noqa: E731
+    report: Report = lambda message: None
+    on_part: Callable[[TargetResult, PartResult], None] = lambda t, p: None
     memory_override: MemoryModel | None = None
 
 
@@ -109,14 +109,59 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
         memo.save()
         return BuildResult(True, [], time.perf_counter() - start, ["up to date"])
     if opts.locked:
-        raise TrtbuildError(f"{lock_file}: --locked, but the inputs no longer match the lock ({stale.reason})")
+        raise TrtbuildError(
+            f"{lock_file}: --locked, but the inputs no longer match the lock ({stale.reason})"
+        )
     opts.report(f"building: {stale.reason}")
     started = _now()
-    results = [_build_target(recipe, t, store, memo, opts) for t in recipe.targets(opts.backend, opts.budget)]
+    results = [
+        _build_target(recipe, t, store, memo, opts)
+        for t in recipe.targets(opts.backend, opts.budget)
+    ]
     _write_outputs(recipe, results, opts, tools, memo, started, lock_file)
     memo.save()
     notes = [n for r in results for n in r.graph_job.get("notes", [])]
     return BuildResult(False, results, time.perf_counter() - start, notes)
+
+
+@dataclass
+class PlannedTarget:
+    target: Target
+    backend: str
+    graph: OpGraph
+    plan: Plan
+
+
+def plan_targets(recipe_path: str | Path, opts: Options | None = None, model: str | None = None,
+                 precision: str | None = None) -> list[PlannedTarget]:  # fmt: skip
+    """Plans of the recipe's targets (optionally one model / precision); builds nothing.
+
+    Planning needs only the memory model, so `--backend tensorrt` plans work without TensorRT.
+    """
+    opts = opts or Options()
+    recipe = load_recipe(recipe_path)
+    recipe.check_files()
+    store = Store((opts.cache or default_cache_dir()).resolve())
+    memo = DigestMemo(store.root / "digests.json")
+    targets = [
+        t for t in recipe.targets(opts.backend, opts.budget)
+        if (model is None or t.model.name == model) and (precision is None or t.precision == precision)
+    ]  # fmt: skip
+    if not targets:
+        raise TrtbuildError(f"{recipe.path}: no target matches model={model} precision={precision}")
+    out = []
+    for target in targets:
+        backend = resolve_backend(target.backend)
+        graph_info = _graph(
+            recipe, target, store, memo, None
+        )  # planning only: measured, not capped
+        graph = OpGraph.from_json(graph_info["graph"])
+        memory = opts.memory_override or memory_model(backend, store.root)
+        out.append(
+            PlannedTarget(target, backend, graph, plan(graph, target.budget.host_memory, memory))
+        )
+    memo.save()
+    return out
 
 
 def _check_release(recipe: Recipe, opts: Options) -> None:
@@ -124,14 +169,16 @@ def _check_release(recipe: Recipe, opts: Options) -> None:
         if target.backend == "auto":
             raise TrtbuildError(
                 f"{recipe.path}: model '{target.model.name}': --release needs an explicit backend, "
-                "got backend = \"auto\" (set it in the recipe or pass --backend)"
+                'got backend = "auto" (set it in the recipe or pass --backend)'
             )
 
 
 # ------------------------------------------------------------------------- one target
 
 
-def _build_target(recipe: Recipe, target: Target, store: Store, memo: DigestMemo, opts: Options) -> TargetResult:
+def _build_target(
+    recipe: Recipe, target: Target, store: Store, memo: DigestMemo, opts: Options
+) -> TargetResult:
     backend_name = resolve_backend(target.backend)
     backend = get_backend(backend_name)
     budget = target.budget.host_memory
@@ -144,9 +191,13 @@ def _build_target(recipe: Recipe, target: Target, store: Store, memo: DigestMemo
         the_plan = plan(graph, budget, memory)
         result = TargetResult(target.model.name, target.precision, backend_name, out_dir, budget, the_plan,
                               graph_job=graph_info)  # fmt: skip
-        opts.report(f"{target.name}: {len(the_plan.parts)} part(s), boundary {format_size(the_plan.boundary_bytes)}")
+        opts.report(
+            f"{target.name}: {len(the_plan.parts)} part(s), boundary {format_size(the_plan.boundary_bytes)}"
+        )
         try:
-            result.parts = _build_parts(recipe, target, graph, graph_info, the_plan, backend, store, opts, result)
+            result.parts = _build_parts(
+                recipe, target, graph, graph_info, the_plan, backend, store, opts, result
+            )
         except _Overrun as over:
             memory = memory.corrected(over.stage, over.weight_bytes, over.peak)
             save_corrections(backend_name, memory, store.root)
@@ -162,13 +213,19 @@ def _build_target(recipe: Recipe, target: Target, store: Store, memo: DigestMemo
         _publish(result, recipe, target, store)
         result.graph_job = {**graph_info, "notes": notes}
         return result
-    raise TrtbuildError(f"{target.name}: builds kept crossing the budget after {MAX_REPLANS} re-plans")
+    raise TrtbuildError(
+        f"{target.name}: builds kept crossing the budget after {MAX_REPLANS} re-plans"
+    )
 
 
-def _graph(recipe: Recipe, target: Target, store: Store, memo: DigestMemo, budget: int) -> dict[str, Any]:
+def _graph(
+    recipe: Recipe, target: Target, store: Store, memo: DigestMemo, budget: int | None
+) -> dict[str, Any]:
     """The target's OpGraph, from the cache when its source files (depfile) are unchanged."""
     spec = target.model
-    key = "graph-" + actions.digest([1, spec.model_dump(mode="json"), target.precision, actions.toolchain()])
+    key = "graph-" + actions.digest(
+        [1, spec.model_dump(mode="json"), target.precision, actions.toolchain()]
+    )
     cached = store.get_action(key)
     if cached and _deps_unchanged(cached["deps"], memo):
         return dict(cached["result"])
@@ -176,12 +233,21 @@ def _graph(recipe: Recipe, target: Target, store: Store, memo: DigestMemo, budge
     try:
         outcome = run_job({"kind": "graph", "recipe": str(recipe.path), "model": spec.name,
                            "precision": target.precision}, scratch, budget)  # fmt: skip
+    except BudgetExceeded as exc:
+        raise TrtbuildError(
+            f"budget {format_size(budget or 0)} is too small for {target.name}: exporting its graph on "
+            f"the meta device (no weights) alone reached {format_size(exc.peak_rss_bytes)}"
+        ) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     files = [Path(p) for p in outcome.result["sources"]]
     if isinstance(spec.weights, str):
         files.append(recipe.resolve(spec.weights))
-    result = {**outcome.result, "peak_rss_bytes": outcome.peak_rss_bytes, "seconds": outcome.seconds}
+    result = {
+        **outcome.result,
+        "peak_rss_bytes": outcome.peak_rss_bytes,
+        "seconds": outcome.seconds,
+    }
     deps = {str(p): memo.sha256(p) for p in files}
     store.put_action(key, {"deps": deps, "result": result, "blobs": {}})
     return result
@@ -213,7 +279,9 @@ def _build_parts(recipe: Recipe, target: Target, graph: OpGraph, graph_info: dic
             with gate.admit(part.predicted_peak_bytes) as share, store.locked(key):
                 cached = store.get_action(key)
                 if cached is None:
-                    cached = _run_part(recipe, target, graph_info, part, backend, settings, store, key, share)
+                    cached = _run_part(
+                        recipe, target, graph_info, part, backend, settings, store, key, share
+                    )
                     store.put_action(key, cached)
                     built = True
                 else:
@@ -235,7 +303,10 @@ def _run_part(recipe: Recipe, target: Target, graph_info: dict[str, Any], part: 
               settings: dict[str, Any], store: Store, key: str, share: int) -> dict[str, Any]:  # fmt: skip
     scratch = store.scratch()
     try:
-        onnx_path, engine_path = scratch / "part.onnx", scratch / f"{key[:16]}{backend.engine_suffix}"
+        onnx_path, engine_path = (
+            scratch / "part.onnx",
+            scratch / f"{key[:16]}{backend.engine_suffix}",
+        )
         part_json = {
             "ops": part.ops, "weights": part.weights,
             "inputs": [t.__dict__ for t in part.inputs], "outputs": [t.__dict__ for t in part.outputs],
@@ -287,7 +358,9 @@ def engine_description(result: TargetResult, recipe: Recipe) -> dict[str, Any]:
     plan_ = result.plan
     produced = {t.name: t for p in plan_.parts for t in p.outputs}
     model_inputs = {t.name: t for p in plan_.parts for t in p.inputs if t.from_part is None}
-    spec_inputs = [i.name for i in next(m for m in recipe.schema.model if m.name == result.model).inputs]
+    spec_inputs = [
+        i.name for i in next(m for m in recipe.schema.model if m.name == result.model).inputs
+    ]
     outputs = [produced[n] for n in _model_outputs(plan_)]
     return {
         "schema": 1,
@@ -360,19 +433,33 @@ def _write_outputs(recipe: Recipe, results: list[TargetResult], opts: Options, t
         if isinstance(spec.weights, str):
             files.append(recipe.resolve(spec.weights))
     entries = {manifest._rel(f, root): manifest.file_entry(f, memo, root) for f in files}
-    lock = {
+    lock: dict[str, Any] = {
         "lock": {"version": manifest.LOCK_VERSION, "recipe": recipe.name},
         "invocation": invocation(recipe, opts),
         "toolchain": tools,
         "file": [entries[k] for k in sorted(entries)],
         "target": [
             {
-                "model": r.model, "precision": r.precision, "backend": r.backend, "dir": str(r.dir),
-                "budget_bytes": r.budget_bytes, "boundary_bytes": r.plan.boundary_bytes,
+                "model": r.model,
+                "precision": r.precision,
+                "backend": r.backend,
+                "dir": str(r.dir),
+                "budget_bytes": r.budget_bytes,
+                "boundary_bytes": r.plan.boundary_bytes,
                 "graph_digest": r.graph_job["digest"],
-                "part": [{"index": p.index, "key": p.key, "engine": p.engine, "sha256": p.sha256,
-                          "sidecars": p.sidecars, "peak_rss_bytes": p.peak_rss_bytes, "fields": p.fields} for p in r.parts],
-            }  # fmt: skip
+                "part": [
+                    {
+                        "index": p.index,
+                        "key": p.key,
+                        "engine": p.engine,
+                        "sha256": p.sha256,
+                        "sidecars": p.sidecars,
+                        "peak_rss_bytes": p.peak_rss_bytes,
+                        "fields": p.fields,
+                    }
+                    for p in r.parts
+                ],
+            }
             for r in results
         ],
     }

@@ -7,6 +7,7 @@ kernel (os.wait4 -> ru_maxrss); a watcher thread stops a process that crosses it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -78,7 +79,9 @@ def run_job(job: dict[str, Any], scratch: Path, limit_bytes: int | None = None) 
     if not outcome["ok"]:
         if "traceback" in outcome:
             (scratch / f"{name}.traceback.txt").write_text(outcome["traceback"])
-            raise InternalJobError(f"{job['kind']} process failed: {outcome['error']}", outcome["traceback"])
+            raise InternalJobError(
+                f"{job['kind']} process failed: {outcome['error']}", outcome["traceback"]
+            )
         raise TrtbuildError(outcome["error"])
     return JobOutcome(outcome["result"], peak, seconds)
 
@@ -112,10 +115,8 @@ class _Watcher(threading.Thread):
             self.peak = max(self.peak, rss)
             if self.limit is not None and rss > self.limit:
                 self.killed = True
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(self.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 return
 
     def stop(self) -> None:

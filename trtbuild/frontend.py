@@ -65,7 +65,7 @@ def import_factory(recipe: Recipe, source: str) -> Callable[..., nn.Module]:
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise TrtbuildError(f"{recipe.path}: field 'model.source': {source} has no callable {attr}")
-    return factory  # type: ignore[no-any-return]
+    return factory
 
 
 def local_sources(recipe: Recipe) -> list[Path]:
@@ -82,6 +82,8 @@ def local_sources(recipe: Recipe) -> list[Path]:
 class PrecisionWrapper(nn.Module):
     """Runs the model at `dtype` while inputs and outputs keep the dtypes the recipe declares."""
 
+    model: nn.Module
+
     def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
         super().__init__()
         self.model = model
@@ -95,7 +97,7 @@ class PrecisionWrapper(nn.Module):
         return tuple(o.float() if o.is_floating_point() else o for o in out)
 
 
-def build_model(recipe: Recipe, spec: ModelSpec, precision: str, device: str) -> nn.Module:
+def build_model(recipe: Recipe, spec: ModelSpec, precision: str, device: str) -> PrecisionWrapper:
     """The wrapped model in eval mode; on "meta" it holds no weight bytes."""
     factory = import_factory(recipe, spec.source)
     try:
@@ -141,7 +143,7 @@ def dynamic_shapes(inputs: list[InputSpec]) -> tuple[dict[int, Any] | None, ...]
 
 def export_meta(
     recipe: Recipe, spec: ModelSpec, precision: str
-) -> tuple[nn.Module, ExportedProgram]:
+) -> tuple[PrecisionWrapper, ExportedProgram]:
     """torch.export on the meta device: the whole graph, no weight bytes."""
     model = build_model(recipe, spec, precision, "meta")
     model.model.to(PRECISION_DTYPES[precision])
@@ -157,7 +159,7 @@ def export_meta(
     return model, program
 
 
-def eager_model(recipe: Recipe, spec: ModelSpec, precision: str) -> nn.Module:
+def eager_model(recipe: Recipe, spec: ModelSpec, precision: str) -> PrecisionWrapper:
     """The whole model with its weights, as PyTorch runs it: the reference for checks and tests."""
     wrapper = build_model(recipe, spec, precision, "meta")
     names = [n for n, _ in [*wrapper.model.named_parameters(), *wrapper.model.named_buffers()]]

@@ -171,7 +171,8 @@ def _op(node: torch.fx.Node, rename: dict[str, str], weights: dict[str, WeightIn
         ]
     else:
         outputs = [_tensor_info(node.name, val)] if val is not None else []
-    inputs, used_weights = [], []
+    inputs: list[str] = []
+    used_weights: list[str] = []
     for arg in node.all_input_nodes:
         name = rename.get(arg.name, arg.name)
         (used_weights if name in weights else inputs).append(name)

@@ -40,7 +40,11 @@ def read_lock(path: Path) -> dict[str, Any] | None:
 
 
 def write_lock(path: Path, lock: dict[str, Any]) -> None:
-    atomic_write_text(path, "# Written by trtbuild: every input of the build, pinned by digest.\n" + tomli_w.dumps(_sorted(lock)))
+    atomic_write_text(
+        path,
+        "# Written by trtbuild: every input of the build, pinned by digest.\n"
+        + tomli_w.dumps(_sorted(lock)),
+    )
 
 
 def _sorted(value: Any) -> Any:

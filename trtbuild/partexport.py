@@ -125,7 +125,9 @@ def _attach_lazy_weights(model: Any, loader: _WeightLoader) -> int:
         def load(name: str = name, init_name: str = init_name) -> Any:
             return TorchTensor(loader(name), name=init_name)
 
-        value.const_value = ir.LazyTensor(load, dtype=value.dtype, shape=value.shape, name=init_name)
+        value.const_value = ir.LazyTensor(
+            load, dtype=value.dtype, shape=value.shape, name=init_name
+        )
         count += 1
     return count
 

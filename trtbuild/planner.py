@@ -173,10 +173,10 @@ def _exact(problem: Problem, cap: int, ideals: list[int]) -> Solution:
             part = ideal & ~sub
             if weight(part) > cap:
                 continue
-            cost, parts = best[sub]
+            cost, count = best[sub]
             cost += sum(b for bit, b in frontier if not sub & bit)
-            if (cost, parts + 1) < value:
-                choice, value = sub, (cost, parts + 1)
+            if (cost, count + 1) < value:
+                choice, value = sub, (cost, count + 1)
         if choice >= 0:
             best[ideal], back[ideal] = value, choice
     full = (1 << n) - 1
@@ -222,7 +222,7 @@ def _topological_orders(problem: Problem) -> list[list[int]]:
     indeg = [len(p) for p in problem.preds]
     for pick in ("dfs", "bfs"):
         deg = list(indeg)
-        heap = [(0 if pick == "bfs" else 0, v) for v in range(problem.n) if deg[v] == 0]
+        heap = [(0, v) for v in range(problem.n) if deg[v] == 0]
         heapq.heapify(heap)
         order, counter = [], 0
         while heap:
@@ -327,19 +327,19 @@ class _MinAddTree:
 
     def add(self, lo: int, hi: int, v: int) -> None:
         """Add v on [lo, hi] inclusive."""
-        l, r = lo + self.size, hi + 1 + self.size
-        l0, r0 = l, r
-        while l < r:
-            if l & 1:
-                self._apply(l, v)
-                l += 1
-            if r & 1:
-                r -= 1
-                self._apply(r, v)
-            l >>= 1
-            r >>= 1
-        self._build(l0)
-        self._build(r0 - 1)
+        lo_, hi_ = lo + self.size, hi + 1 + self.size
+        lo0, hi0 = lo_, hi_
+        while lo_ < hi_:
+            if lo_ & 1:
+                self._apply(lo_, v)
+                lo_ += 1
+            if hi_ & 1:
+                hi_ -= 1
+                self._apply(hi_, v)
+            lo_ >>= 1
+            hi_ >>= 1
+        self._build(lo0)
+        self._build(hi0 - 1)
 
     def assign(self, i: int, v: int) -> None:
         i += self.size
@@ -348,19 +348,19 @@ class _MinAddTree:
         self._build(i)
 
     def query(self, lo: int, hi: int) -> int:
-        l, r = lo + self.size, hi + 1 + self.size
-        self._push(l)
-        self._push(r - 1)
+        lo_, hi_ = lo + self.size, hi + 1 + self.size
+        self._push(lo_)
+        self._push(hi_ - 1)
         res = self.INF
-        while l < r:
-            if l & 1:
-                res = min(res, self.t[l])
-                l += 1
-            if r & 1:
-                r -= 1
-                res = min(res, self.t[r])
-            l >>= 1
-            r >>= 1
+        while lo_ < hi_:
+            if lo_ & 1:
+                res = min(res, self.t[lo_])
+                lo_ += 1
+            if hi_ & 1:
+                hi_ -= 1
+                res = min(res, self.t[hi_])
+            lo_ >>= 1
+            hi_ >>= 1
         return res
 
 

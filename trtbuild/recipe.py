@@ -51,7 +51,7 @@ class TensorRTSettings(_Strict):
 
 class Defaults(_Strict):
     backend: BackendName = "auto"
-    precisions: list[Precision] = Field(default_factory=lambda: ["fp32"], min_length=1)
+    precisions: list[Precision] = Field(default_factory=lambda: list[Precision](["fp32"]), min_length=1)
     budget: Budget = Budget()
     opset: int = Field(18, ge=17, le=23)
     tensorrt: TensorRTSettings = TensorRTSettings()
@@ -187,7 +187,7 @@ class Recipe:
                               "a .safetensors or .pt file")  # fmt: skip
 
     def where(self, loc: tuple[Any, ...]) -> str:
-        """"path:line" of a key path, or just the path when the line is unknown."""
+        """ "path:line" of a key path, or just the path when the line is unknown."""
         line = _line_of(self.text, loc)
         return f"{self.path}:{line}" if line else str(self.path)
 
@@ -198,7 +198,9 @@ class Recipe:
     def _missing(self, loc: tuple[Any, ...], path: Path, expected: str) -> None:
         where = self.where(loc)
         field = f"{loc[0]}[{loc[1]}].{loc[2]}"
-        raise TrtbuildError(f"{where}: field '{field}': expected {expected}, but {path} does not exist")
+        raise TrtbuildError(
+            f"{where}: field '{field}': expected {expected}, but {path} does not exist"
+        )
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -31,10 +31,10 @@ class ChainedModel:
         import torch
 
         if len(inputs) != len(self.input_names):
-            raise TypeError(f"expected {len(self.input_names)} inputs ({', '.join(self.input_names)}), got {len(inputs)}")
-        values: dict[str, Any] = {
-            name: _to_native(x) for name, x in zip(self.input_names, inputs)
-        }
+            raise TypeError(
+                f"expected {len(self.input_names)} inputs ({', '.join(self.input_names)}), got {len(inputs)}"
+            )
+        values: dict[str, Any] = {name: _to_native(x) for name, x in zip(self.input_names, inputs)}
         for engine in self.engines:
             feeds = {name: values[name] for name in engine.input_names}
             values.update(engine.run(feeds))

@@ -53,7 +53,9 @@ class Store:
             (root / "ac").mkdir(parents=True, exist_ok=True)
             (root / "tmp").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise TrtbuildError(f"{root}: cannot create the cache directory: {exc.strerror}") from None
+            raise TrtbuildError(
+                f"{root}: cannot create the cache directory: {exc.strerror}"
+            ) from None
         readme = root / "README.md"
         if not readme.exists():
             _atomic_write(readme, README.encode(), root / "tmp")
@@ -135,7 +137,12 @@ class Store:
         path = self.root / "ac" / f"{key}.json"
         if path.exists():
             return
-        _atomic_write(path, json.dumps(result, indent=2, sort_keys=True).encode(), self.root / "tmp", self.root)
+        _atomic_write(
+            path,
+            json.dumps(result, indent=2, sort_keys=True).encode(),
+            self.root / "tmp",
+            self.root,
+        )
 
     @contextmanager
     def locked(self, key: str) -> Iterator[None]:

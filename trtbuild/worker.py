@@ -41,9 +41,11 @@ def _graph(recipe: Any, job: dict[str, Any]) -> dict[str, Any]:
     from trtbuild.graph import from_exported
 
     spec = next(m for m in recipe.schema.model if m.name == job["model"])
-    wrapper, program = frontend.export_meta(recipe, spec, job["precision"])
+    _, program = frontend.export_meta(recipe, spec, job["precision"])
     graph = from_exported(program, [i.name for i in spec.inputs])
-    digests = frontend.weight_digests(recipe, spec, frontend.build_model(recipe, spec, "fp32", "meta").model)
+    digests = frontend.weight_digests(
+        recipe, spec, frontend.build_model(recipe, spec, "fp32", "meta").model
+    )
     missing = sorted(set(graph.weights) - set(digests))
     if missing:
         raise TrtbuildError(f"{spec.weights}: weights file has no tensor {missing[0]!r}")
@@ -67,7 +69,11 @@ def main(argv: list[str]) -> int:
     except MemoryError:
         result, code = {"ok": False, "error": "out of memory"}, 3
     except Exception as exc:
-        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        result = {
+            "ok": False,
+            "error": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(),
+        }
         code = 3
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result))

@@ -27,7 +27,7 @@ def get_backend(name: str) -> Backend:
 
 
 def resolve_backend(name: str) -> str:
-    """"auto" -> "tensorrt" when it imports and sees a CUDA GPU, else "onnxruntime"."""
+    """ "auto" -> "tensorrt" when it imports and sees a CUDA GPU, else "onnxruntime"."""
     if name != "auto":
         return name
     return "tensorrt" if _registry()["tensorrt"].available() is None else "onnxruntime"

@@ -52,11 +52,19 @@ class OnnxRuntimeBackend:
         options.intra_op_num_threads = 1
         options.log_severity_level = 3
         sidecar = out.name + ".data"  # weights stay outside the graph: no 2 GB protobuf limit
-        options.add_session_config_entry("session.optimized_model_external_initializers_file_name", sidecar)
-        options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_file_name", sidecar
+        )
+        options.add_session_config_entry(
+            "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
+        )
         ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         sidecars = [sidecar] if (out.parent / sidecar).is_file() else []
-        return {"optimization_level": "extended", "provider": "CPUExecutionProvider", "sidecars": sidecars}
+        return {
+            "optimization_level": "extended",
+            "provider": "CPUExecutionProvider",
+            "sidecars": sidecars,
+        }
 
     def load(self, engine_path: Path) -> OnnxRuntimeEngine:
         import onnxruntime as ort
@@ -64,7 +72,9 @@ class OnnxRuntimeBackend:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
-        session = ort.InferenceSession(str(engine_path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            str(engine_path), options, providers=["CPUExecutionProvider"]
+        )
         return OnnxRuntimeEngine(session)
 
 

@@ -39,7 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _closing(args, False, start)
         return EXIT_USER
     except KeyboardInterrupt:
-        print("trtbuild: interrupted; the cache and earlier build outputs are intact", file=sys.stderr)
+        print(
+            "trtbuild: interrupted; the cache and earlier build outputs are intact", file=sys.stderr
+        )
         return EXIT_INTERRUPT
     except Exception:
         fd, path = tempfile.mkstemp(prefix="trtbuild-crash-", suffix=".log")

@@ -18,10 +18,23 @@ def size_arg(text: str) -> int:
 
 def add_build_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("recipe", help="the recipe TOML file")
-    parser.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt"], help="override the recipe's backend")
-    parser.add_argument("--budget", type=str, help="host-memory budget, e.g. 2GiB (overrides the recipe)")
-    parser.add_argument("--out", type=Path, default=Path("build"), help="output root (default: build)")
-    parser.add_argument("--cache", type=Path, default=None, help="cache directory (default: $TRTBUILD_CACHE or ./cache)")
+    parser.add_argument(
+        "--backend",
+        choices=["auto", "onnxruntime", "tensorrt"],
+        help="override the recipe's backend",
+    )
+    parser.add_argument(
+        "--budget", type=str, help="host-memory budget, e.g. 2GiB (overrides the recipe)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("build"), help="output root (default: build)"
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="cache directory (default: $TRTBUILD_CACHE or ./cache)",
+    )
 
 
 def budget(args: argparse.Namespace) -> int | None:

@@ -1,16 +1,150 @@
-"""`trtbuild plan`."""
+"""`trtbuild plan RECIPE`: show how each target would be split into engines; build nothing."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict
 from typing import Any
+
+from trtbuild.cli.common import add_build_options, budget
+from trtbuild.errors import TrtbuildError
+from trtbuild.planner import Part, PartTensor, Plan
+from trtbuild.sizes import format_size
 
 
 def add_parser(sub: Any) -> None:
-    parser = sub.add_parser("plan", help="plan")
-    parser.add_argument("recipe")
+    parser = sub.add_parser("plan", help="show the partition plan of each target; build nothing")
+    add_build_options(parser)
+    parser.add_argument("--model", help="only this model")
+    parser.add_argument("--precision", help="only this precision")
+    parser.add_argument("--format", choices=["text", "json", "dot", "svg"], default="text")
     parser.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    from trtbuild.build import Options, plan_targets
+
+    opts = Options(backend=args.backend, budget=budget(args), out=args.out, cache=args.cache)
+    planned = plan_targets(args.recipe, opts, args.model, args.precision)
+    if args.format == "json":
+        print(
+            json.dumps(
+                {"targets": [as_json(p.target, p.backend, p.plan) for p in planned]}, indent=2
+            )
+        )
+    elif args.format == "text":
+        print("\n".join(as_text(p.target.name, p.backend, p.plan) for p in planned))
+    else:
+        dot = "\n".join(as_dot(p.target.name, p.plan) for p in planned)
+        print(dot if args.format == "dot" else to_svg(dot))
+    return 0
+
+
+def as_json(target: Any, backend: str, plan: Plan) -> dict[str, Any]:
+    return {
+        "model": target.model.name,
+        "precision": target.precision,
+        "backend": backend,
+        "budget_bytes": plan.budget_bytes,
+        "boundary_bytes": plan.boundary_bytes,
+        "min_feasible_budget_bytes": plan.min_feasible_budget_bytes,
+        "method": plan.method,
+        "memory_model": plan.memory_source,
+        "parts": [
+            {
+                "index": p.index,
+                "ops": p.ops,
+                "weight_bytes": p.weight_bytes,
+                "predicted_peak_bytes": p.predicted_peak_bytes,
+                "inputs": [asdict(t) for t in p.inputs],
+                "outputs": [asdict(t) for t in p.outputs],
+            }
+            for p in plan.parts
+        ],
+    }
+
+
+def _tensors(tensors: list[PartTensor]) -> str:
+    return (
+        "List["
+        + ", ".join(f"Tensor: ({', '.join(map(str, t.shape))})@{t.dtype}" for t in tensors)
+        + "]"
+    )
+
+
+def as_text(name: str, backend: str, plan: Plan) -> str:
+    """The layout of Torch-TensorRT's "Graph Structure" printout, plus what trtbuild adds."""
+    inputs = [t for p in plan.parts for t in p.inputs if t.from_part is None]
+    outputs = [t for p in plan.parts for t in p.outputs if t.name in plan.model_outputs]
+    lines = [f"{name} ({backend}, budget {format_size(plan.budget_bytes)})", "", "Graph Structure:", "",
+             f"   Inputs: {_tensors(inputs)}", "    ..."]  # fmt: skip
+    for part in plan.parts:
+        lines += _part_text(part)
+    counts = [len(p.ops) for p in plan.parts]
+    lines += [
+        f"   Outputs: {_tensors(outputs)}", "",
+        "  ------------------------- Aggregate Stats -------------------------", "",
+        f"   Number of Engines: {len(plan.parts)}",
+        f"   Average Number of Operators per Engine: {sum(counts) / len(counts):.1f}",
+        f"   Most Operators in an Engine: {max(counts)}",
+        f"   Bytes crossing engine boundaries: {plan.boundary_bytes} ({format_size(plan.boundary_bytes)})",
+        f"   Largest predicted peak: {format_size(max(p.predicted_peak_bytes for p in plan.parts))}"
+        f" of {format_size(plan.budget_bytes)}",
+        f"   Smallest feasible budget: {format_size(plan.min_feasible_budget_bytes)}",
+        f"   Planner: {plan.method}; memory model: {plan.memory_source}", "",
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _part_text(part: Part) -> list[str]:
+    return [
+        f"    Engine #{part.index + 1} - part{part.index}",
+        f"     Engine Inputs: {_tensors(part.inputs)}",
+        f"     Number of Operators in Engine: {len(part.ops)}",
+        f"     Weights: {format_size(part.weight_bytes)}; predicted peak RSS: {format_size(part.predicted_peak_bytes)}",
+        f"     Engine Outputs: {_tensors(part.outputs)}",
+        "    ...",
+    ]
+
+
+def as_dot(name: str, plan: Plan) -> str:
+    """Ops clustered by engine; edges that cross engines are red and labelled with their bytes."""
+    lines = [f'digraph "{name}" {{', "  rankdir=TB; node [shape=box, fontsize=10];"]
+    producer = {t.name: (p.index, _producer_op(p, t.name)) for p in plan.parts for t in p.outputs}
+    for part in plan.parts:
+        lines.append(f'  subgraph "cluster_{part.index}" {{')
+        lines.append(f'    label="engine {part.index}: {len(part.ops)} ops, '
+                     f'{format_size(part.weight_bytes)} weights"; style=rounded;')  # fmt: skip
+        lines += [f'    "{op}";' for op in part.ops]
+        lines.append("  }")
+    for part in plan.parts:
+        for t in part.inputs:
+            if t.from_part is None:
+                lines.append(f'  "{t.name}" [shape=ellipse]; "{t.name}" -> "{part.ops[0]}";')
+            else:
+                src = producer[t.name][1]
+                lines.append(f'  "{src}" -> "{part.ops[0]}" [color=red, fontcolor=red, '
+                             f'label="{t.name}\\n{"x".join(map(str, t.shape))} {t.dtype}\\n{format_size(t.bytes)}"];')  # fmt: skip
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def _producer_op(part: Part, tensor: str) -> str:
+    return tensor if tensor in part.ops else part.ops[-1]
+
+
+def to_svg(dot: str) -> str:
+    if shutil.which("dot") is None:
+        raise TrtbuildError(
+            "--format svg needs Graphviz's `dot` (apt-get install graphviz, or brew install graphviz); "
+            "--format dot prints the graph without it"
+        )
+    proc = subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        print(proc.stderr, file=sys.stderr)
+        raise TrtbuildError(f"Graphviz failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return proc.stdout

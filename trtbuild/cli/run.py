@@ -17,11 +17,19 @@ from trtbuild.cli.common import add_build_options, budget
 def add_parser(sub: Any) -> None:
     parser = sub.add_parser("run", help="build every target of a recipe")
     add_build_options(parser)
-    parser.add_argument("-j", "--jobs", type=int, default=1, help="parallel builds (within the memory budget)")
+    parser.add_argument(
+        "-j", "--jobs", type=int, default=1, help="parallel builds (within the memory budget)"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    parser.add_argument("-v", "--verbose", action="store_true", help="say why each part is (re)built")
-    parser.add_argument("--locked", action="store_true", help="fail if inputs no longer match the lock file")
-    parser.add_argument("--release", action="store_true", help="release build: explicit backend, provenance")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="say why each part is (re)built"
+    )
+    parser.add_argument(
+        "--locked", action="store_true", help="fail if inputs no longer match the lock file"
+    )
+    parser.add_argument(
+        "--release", action="store_true", help="release build: explicit backend, provenance"
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -62,15 +70,25 @@ def as_json(result: Any) -> dict[str, Any]:
         "notes": result.notes,
         "targets": [
             {
-                "model": t.model, "precision": t.precision, "backend": t.backend, "dir": str(t.dir),
-                "budget_bytes": t.budget_bytes, "boundary_bytes": t.plan.boundary_bytes,
+                "model": t.model,
+                "precision": t.precision,
+                "backend": t.backend,
+                "dir": str(t.dir),
+                "budget_bytes": t.budget_bytes,
+                "boundary_bytes": t.plan.boundary_bytes,
                 "parts": [
-                    {"key": p.key, "cached": p.cached, "peak_rss_bytes": p.peak_rss_bytes,
-                     "seconds": p.seconds, "sha256": p.sha256, "engine": p.engine,
-                     "processes": p.record.get("processes", [])}
+                    {
+                        "key": p.key,
+                        "cached": p.cached,
+                        "peak_rss_bytes": p.peak_rss_bytes,
+                        "seconds": p.seconds,
+                        "sha256": p.sha256,
+                        "engine": p.engine,
+                        "processes": p.record.get("processes", []),
+                    }
                     for p in t.parts
                 ],
-            }  # fmt: skip
+            }
             for t in result.targets
         ],
     }

@@ -1,0 +1,170 @@
+"""`trtbuild plan` on the real recipes: the seed network against Torch-TensorRT's greedy rule,
+and every printed plan split with torch.fx and run piece by piece against eager PyTorch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks.greedy import greedy_cost, greedy_parts
+from trtbuild.build import Options, plan_targets
+from trtbuild.cli import main
+from trtbuild.errors import TrtbuildError
+from trtbuild.frontend import eager_model, export_meta
+from trtbuild.memory import DEFAULTS, MemoryModel, Stage
+from trtbuild.partexport import _rename_map, part_module
+from trtbuild.planner import coarsen, problem_of
+from trtbuild.recipe import load_recipe
+
+SEED_CUT_BYTES = 12845056  # the 1x1024x56x56 fp32 tensor; Torch-TensorRT moves 51.4 MB
+
+
+@pytest.mark.parametrize(
+    ("backend", "budget"),
+    [("onnxruntime", 2 << 30), ("onnxruntime", 1 << 30), ("tensorrt", 2 << 30)],
+)
+def test_seed_net_beats_greedy(recipes: Path, backend: str, budget: int) -> None:
+    (planned,) = plan_targets(recipes / "seed_net.toml", Options(backend=backend, budget=budget))
+    plan, graph = planned.plan, planned.graph
+    memory = DEFAULTS[backend]
+    cap = memory.max_weight_bytes(budget)
+    problem = problem_of(graph, coarsen(graph))
+    if cap >= max(problem.weight_of([v]) for v in range(problem.n)):
+        assert plan.boundary_bytes <= greedy_cost(problem, cap, overshoot=False)
+        torch_trt = greedy_parts(problem, cap, overshoot=True)
+        overshoots = any(problem.weight_of(p) > cap for p in torch_trt)
+        assert overshoots or plan.boundary_bytes <= problem.cost(torch_trt)
+    assert all(p.predicted_peak_bytes <= budget for p in plan.parts)
+    if len(plan.parts) == 2:
+        assert plan.boundary_bytes <= SEED_CUT_BYTES
+
+
+def test_seed_net_tensorrt_model_makes_two_engines_at_2gib(recipes: Path) -> None:
+    (planned,) = plan_targets(recipes / "seed_net.toml", Options(backend="tensorrt"))
+    assert len(planned.plan.parts) == 2
+    assert planned.plan.boundary_bytes == SEED_CUT_BYTES
+
+
+def test_seed_net_tensorrt_model_at_1gib_is_infeasible(recipes: Path) -> None:
+    """4x conv1's 151 MB plus the CUDA context exceeds 1 GiB: said, not attempted."""
+    with pytest.raises(
+        TrtbuildError, match=r"too small: .* smallest budget that works is \d+ bytes \(1\.06 GiB\)"
+    ):
+        plan_targets(recipes / "seed_net.toml", Options(backend="tensorrt", budget=1 << 30))
+
+
+def test_budget_below_largest_layer_is_one_line_error(
+    recipes: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["plan", str(recipes / "seed_net.toml"), "--budget", "450MiB"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "too small: op group 'conv2d..relu' alone holds 144.08 MiB" in err[0]
+    assert "the smallest budget that works is" in err[0]
+
+
+def test_budget_below_graph_export_is_one_line_error(
+    recipes: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", str(recipes / "seed_net.toml"), "--budget", "100MiB"]) == 1
+    err = [
+        line for line in capsys.readouterr().err.splitlines() if line.startswith("trtbuild: error:")
+    ]
+    assert len(err) == 1
+    assert "budget 100.00 MiB is too small for seed_net/fp32: exporting its graph" in err[0]
+
+
+def test_plan_json_schema(recipes: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert (
+        main(["plan", str(recipes / "seed_net.toml"), "--budget", "1GiB", "--format", "json"]) == 0
+    )
+    data = json.loads(capsys.readouterr().out)
+    (target,) = data["targets"]
+    assert set(target) >= {"model", "precision", "budget_bytes", "boundary_bytes",
+                           "min_feasible_budget_bytes", "parts"}  # fmt: skip
+    crossing = 0
+    for part in target["parts"]:
+        assert set(part) >= {
+            "index",
+            "ops",
+            "weight_bytes",
+            "predicted_peak_bytes",
+            "inputs",
+            "outputs",
+        }
+        for t in part["inputs"]:
+            assert set(t) >= {"name", "shape", "dtype", "bytes", "from_part"}
+            assert t["from_part"] is None or t["from_part"] < part["index"]
+            crossing += t["bytes"] if t["from_part"] is not None else 0
+    assert crossing == target["boundary_bytes"]
+
+
+def test_plan_text_and_dot(recipes: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["plan", str(recipes / "seed_net.toml"), "--budget", "1GiB"]) == 0
+    text = capsys.readouterr().out
+    assert "Engine #2 - part1" in text
+    assert "Engine Inputs: List[Tensor: (1, 3211264)@float32]" in text
+    assert "Bytes crossing engine boundaries: 12845056" in text
+    assert (
+        main(["plan", str(recipes / "seed_net.toml"), "--budget", "1GiB", "--format", "dot"]) == 0
+    )
+    dot = capsys.readouterr().out
+    assert dot.startswith('digraph "seed_net/fp32"') and "color=red" in dot
+
+
+def run_split(recipe_path: Path, opts: Options) -> int:
+    """Split each target along its plan with torch.fx; return how many plans had >= 2 parts."""
+    recipe = load_recipe(recipe_path)
+    split = 0
+    for planned in plan_targets(recipe_path, opts):
+        spec, precision = planned.target.model, planned.target.precision
+        torch.manual_seed(0)
+        x = torch.randn(spec.inputs[0].opt_shape) if spec.inputs[0].dtype.startswith("float") else \
+            torch.randint(0, 50, spec.inputs[0].opt_shape)  # fmt: skip
+        eager = eager_model(recipe, spec, precision)
+        with torch.no_grad():
+            ref = eager(x)
+        _, program = export_meta(recipe, spec, precision)
+        rename = _rename_map(program, [i.name for i in spec.inputs])
+        state = dict([*eager.model.named_parameters(), *eager.model.named_buffers()])
+        values = {spec.inputs[0].name: x}
+        for part in planned.plan.parts:
+            module = part_module(program, part.ops, [t.name for t in part.inputs],
+                                 [t.name for t in part.outputs], rename,
+                                 {w: state[w].detach() for w in part.weights})  # fmt: skip
+            with torch.no_grad():
+                outs = module(*[values[t.name] for t in part.inputs])
+            values.update(zip([t.name for t in part.outputs], outs))
+        out = values[planned.plan.model_outputs[0]]
+        assert torch.allclose(out, ref, rtol=1e-5, atol=1e-5), planned.target.name
+        split += len(planned.plan.parts) >= 2
+    return split
+
+
+def test_resnet_plans_split_with_fx_reproduce_eager(recipes: Path) -> None:
+    for budget in (460 << 20, 440 << 20):
+        assert (
+            run_split(recipes / "resnet.toml", Options(backend="onnxruntime", budget=budget)) == 2
+        )
+
+
+def test_scaled_seed_net_split_reproduces_eager(recipes: Path) -> None:
+    recipe = recipes / "seed_small.toml"
+    text = (recipes / "seed_net.toml").read_text()
+    text = text.replace(
+        'source = "models/seed_net.py:seed_net"',
+        'source = "models/seed_net.py:seed_net"\nkwargs = { channels = 16, hidden = 64, spatial = 32 }',
+    )
+    recipe.write_text(text.replace("shape = [1, 1024, 224, 224]", "shape = [1, 16, 32, 32]"))
+    tiny = MemoryModel(Stage(0, 1.0), Stage(0, 1.0), "test")
+    assert run_split(recipe, Options(budget=60_000, memory_override=tiny)) == 1
+
+
+@pytest.mark.slow
+def test_full_seed_net_split_reproduces_eager(recipes: Path) -> None:
+    assert run_split(recipes / "seed_net.toml", Options(budget=1 << 30)) == 1
