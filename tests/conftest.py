@@ -40,6 +40,8 @@ def recipes(tmp_path: Path) -> Path:
     shutil.copytree(RECIPES, dest, ignore=shutil.ignore_patterns("*.lock", "__pycache__"))
     for recipe in DATA.glob("*.toml"):
         shutil.copy(recipe, dest / recipe.name)
+    for model in (DATA / "models").glob("*.py"):
+        shutil.copy(model, dest / "models" / model.name)
     return dest
 
 

@@ -114,10 +114,12 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
         )
     opts.report(f"building: {stale.reason}")
     started = _now()
-    results = [
-        _build_target(recipe, t, store, memo, opts)
-        for t in recipe.targets(opts.backend, opts.budget)
-    ]
+    gate = MemoryGate(opts.jobs)
+    targets = recipe.targets(opts.backend, opts.budget)
+    with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
+        results = list(
+            pool.map(lambda t: _build_target(recipe, t, store, memo, opts, gate), targets)
+        )
     _write_outputs(recipe, results, opts, tools, memo, started, lock_file)
     memo.save()
     notes = [n for r in results for n in r.graph_job.get("notes", [])]
@@ -177,14 +179,15 @@ def _check_release(recipe: Recipe, opts: Options) -> None:
 
 
 def _build_target(
-    recipe: Recipe, target: Target, store: Store, memo: DigestMemo, opts: Options
+    recipe: Recipe, target: Target, store: Store, memo: DigestMemo, opts: Options, gate: MemoryGate
 ) -> TargetResult:
     backend_name = resolve_backend(target.backend)
     backend = get_backend(backend_name)
     budget = target.budget.host_memory
-    graph_info = _graph(recipe, target, store, memo, budget)
-    graph = OpGraph.from_json(graph_info["graph"])
     memory = opts.memory_override or memory_model(backend_name, store.root)
+    with gate.admit(memory.export.fixed_bytes, budget) as share:
+        graph_info = _graph(recipe, target, store, memo, share)
+    graph = OpGraph.from_json(graph_info["graph"])
     out_dir = (opts.out / recipe.name / target.model.name / target.precision).resolve()
     notes: list[str] = []
     for _attempt in range(MAX_REPLANS):
@@ -196,7 +199,7 @@ def _build_target(
         )
         try:
             result.parts = _build_parts(
-                recipe, target, graph, graph_info, the_plan, backend, store, opts, result
+                recipe, target, graph, graph_info, the_plan, backend, store, opts, result, gate
             )
         except _Overrun as over:
             memory = memory.corrected(over.stage, over.weight_bytes, over.peak)
@@ -207,8 +210,6 @@ def _build_target(
             )
             opts.report(note)
             notes.append(note)
-            if opts.memory_override is not None:
-                opts.memory_override = memory
             continue
         _publish(result, recipe, target, store)
         result.graph_job = {**graph_info, "notes": notes}
@@ -264,11 +265,11 @@ class _Overrun(Exception):
 
 
 def _build_parts(recipe: Recipe, target: Target, graph: OpGraph, graph_info: dict[str, Any], the_plan: Plan,
-                 backend: Any, store: Store, opts: Options, result: TargetResult) -> list[PartResult]:  # fmt: skip
+                 backend: Any, store: Store, opts: Options, result: TargetResult,
+                 gate: MemoryGate) -> list[PartResult]:  # fmt: skip
     settings = _settings(target, backend.name)
     fingerprint = backend.fingerprint()
     tools = actions.toolchain()
-    gate = MemoryGate(target.budget.host_memory)
 
     def one(part: Part) -> PartResult:
         fields = actions.part_fields(graph, part, graph_info["weight_digests"], target.precision,
@@ -276,7 +277,10 @@ def _build_parts(recipe: Recipe, target: Target, graph: OpGraph, graph_info: dic
         key = actions.action_key(fields)
         cached = store.get_action(key)
         if cached is None:
-            with gate.admit(part.predicted_peak_bytes) as share, store.locked(key):
+            with (
+                gate.admit(part.predicted_peak_bytes, target.budget.host_memory) as share,
+                store.locked(key),
+            ):
                 cached = store.get_action(key)
                 if cached is None:
                     cached = _run_part(
@@ -324,7 +328,8 @@ def _run_part(recipe: Recipe, target: Target, graph_info: dict[str, Any], part: 
             except BudgetExceeded as exc:
                 raise _Overrun(part.index, stage, part.weight_bytes, exc.peak_rss_bytes) from None
             processes.append({"kind": stage, "peak_rss_bytes": outcome.peak_rss_bytes,
-                              "seconds": round(outcome.seconds, 3), **outcome.result})  # fmt: skip
+                              "seconds": round(outcome.seconds, 3), "started": outcome.started,
+                              "ended": outcome.ended, **outcome.result})  # fmt: skip
         blobs = {"engine": store.put_file(engine_path)}
         for name in processes[-1].get("sidecars", []):
             blobs[name] = store.put_file(scratch / name)

@@ -26,7 +26,7 @@ import psutil
 from trtbuild.errors import BudgetExceeded, TrtbuildError
 from trtbuild.sizes import format_size
 
-POLL_SECONDS = 0.02
+POLL_SECONDS = 0.01
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class JobOutcome:
     result: dict[str, Any]
     peak_rss_bytes: int
     seconds: float
+    started: float  # wall-clock (time.time()) start and end, to see overlap of parallel jobs
+    ended: float
 
 
 def run_job(job: dict[str, Any], scratch: Path, limit_bytes: int | None = None) -> JobOutcome:
@@ -43,7 +45,7 @@ def run_job(job: dict[str, Any], scratch: Path, limit_bytes: int | None = None) 
     job_path = scratch / f"{name}.job.json"
     job_path.write_text(json.dumps(job))
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.time()
     with open(scratch / f"{name}.log", "wb") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "trtbuild.worker", str(job_path)],
@@ -62,10 +64,12 @@ def run_job(job: dict[str, Any], scratch: Path, limit_bytes: int | None = None) 
     proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - start
     peak = max(usage.ru_maxrss * 1024, watcher.peak)
-    if watcher.killed:
+    if watcher.killed or (limit_bytes is not None and peak > limit_bytes):
+        # A spike shorter than the sampling period is caught here, from the kernel's own peak.
+        what = "was stopped" if watcher.killed else "finished, but its output is not used"
         raise BudgetExceeded(
             f"{job['kind']} process crossed its memory limit {format_size(limit_bytes or 0)} "
-            f"(seen {format_size(peak)}) and was stopped",
+            f"(peak {format_size(peak)}) and {what}",
             peak,
         )
     result_path = Path(job["result"])
@@ -83,7 +87,7 @@ def run_job(job: dict[str, Any], scratch: Path, limit_bytes: int | None = None) 
                 f"{job['kind']} process failed: {outcome['error']}", outcome["traceback"]
             )
         raise TrtbuildError(outcome["error"])
-    return JobOutcome(outcome["result"], peak, seconds)
+    return JobOutcome(outcome["result"], peak, seconds, started, time.time())
 
 
 class InternalJobError(RuntimeError):
@@ -124,21 +128,25 @@ class _Watcher(threading.Thread):
 
 
 class MemoryGate:
-    """Admit jobs while the sum of their predicted peaks fits the budget (one always runs)."""
+    """Admit jobs while the sum of their predicted peaks fits the budget, at most `slots` at once.
 
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
+    One job is always admitted when nothing runs, so a job larger than the budget still gets its
+    chance (its own limit stops it). Shared by every target of a run.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self.slots = max(1, slots)
         self.in_use = 0
         self.running = 0
         self._cond = threading.Condition()
 
     @contextmanager
-    def admit(self, predicted: int) -> Iterator[int]:
+    def admit(self, predicted: int, budget: int) -> Iterator[int]:
         """Wait for room; yields this job's share: the budget less what the others may use."""
         with self._cond:
-            while self.running and self.in_use + predicted > self.budget:
+            while self.running and (self.running >= self.slots or self.in_use + predicted > budget):
                 self._cond.wait()
-            share = self.budget - self.in_use
+            share = budget - self.in_use
             self.in_use += predicted
             self.running += 1
         try:

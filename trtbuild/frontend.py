@@ -165,9 +165,20 @@ def eager_model(recipe: Recipe, spec: ModelSpec, precision: str) -> PrecisionWra
     names = [n for n, _ in [*wrapper.model.named_parameters(), *wrapper.model.named_buffers()]]
     state = load_weights(recipe, spec, wrapper.model, names)
     fresh = build_model(recipe, spec, precision, "meta")
+    for group in tied_names(fresh.model):  # tied weights are loaded once, assigned to each name
+        for alias in group[1:]:
+            state[alias] = state[group[0]]
     fresh.model.load_state_dict(state, assign=True, strict=False)
     fresh.model.to(PRECISION_DTYPES[precision])
     return fresh
+
+
+def tied_names(model: nn.Module) -> list[list[str]]:
+    """Names that share one parameter, first name first (the one torch.export keeps)."""
+    groups: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        groups.setdefault(id(param), []).append(name)
+    return [names for names in groups.values() if len(names) > 1]
 
 
 # ---------------------------------------------------------------- weights
@@ -182,13 +193,15 @@ def random_init(model: nn.Module, names: Iterable[str], seed: int) -> dict[str, 
     """Seeded per-module init: a module's tensors get the same bytes in any process.
 
     Only the modules that own `names` are materialised, so a part loads only its own weights.
+    A tied tensor is initialised by the module of its first name, whichever alias is asked for.
     """
+    canonical = {alias: group[0] for group in tied_names(model) for alias in group}
+    wanted = {name: canonical.get(name, name) for name in names}
     owners: dict[str, nn.Module] = {}
-    wanted = set(names)
-    for name in wanted:
-        owner = name.rpartition(".")[0]
+    for source in set(wanted.values()):
+        owner = source.rpartition(".")[0]
         owners[owner] = model.get_submodule(owner) if owner else model
-    out: dict[str, torch.Tensor] = {}
+    found: dict[str, torch.Tensor] = {}
     for owner_name in sorted(owners):
         module = owners[owner_name]
         module.to_empty(device="cpu", recurse=False)
@@ -201,9 +214,9 @@ def random_init(model: nn.Module, names: Iterable[str], seed: int) -> dict[str, 
             *module.named_parameters(recurse=False),
             *module.named_buffers(recurse=False),
         ]:
-            if prefix + local in wanted:
-                out[prefix + local] = tensor.detach()
-    return out
+            found[prefix + local] = tensor.detach()
+        module.to_empty(device="meta", recurse=False)  # the caller holds what it asked for
+    return {name: found[source] for name, source in wanted.items()}
 
 
 def _reset(module: nn.Module) -> None:
@@ -224,20 +237,20 @@ def load_weights(
     if isinstance(spec.weights, RandomInit):
         return random_init(model, names, spec.weights.seed)
     path = weights_path(recipe, spec)
+    aliases = {alias: group for group in tied_names(model) for alias in group}
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as handle:
-            keys = set(handle.keys())
-            _require(path, keys, names)
-            return {n: handle.get_tensor(n) for n in names}
+            keys = _stored_names(path, set(handle.keys()), names, aliases)
+            return {n: handle.get_tensor(keys[n]) for n in names}
     state = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
     if not isinstance(state, dict):
         raise TrtbuildError(
             f"{path}: expected a state dict (name -> tensor), got {type(state).__name__}"
         )
-    _require(path, set(state), names)
-    return {n: state[n] for n in names}
+    keys = _stored_names(path, set(state), names, aliases)
+    return {n: state[keys[n]] for n in names}
 
 
 def weights_path(recipe: Recipe, spec: ModelSpec) -> Path:
@@ -254,36 +267,50 @@ def weights_path(recipe: Recipe, spec: ModelSpec) -> Path:
     return path
 
 
-def _require(path: Path, available: set[str], names: Iterable[str]) -> None:
-    missing = sorted(set(names) - available)
+def _stored_names(
+    path: Path, available: set[str], names: Iterable[str], aliases: dict[str, list[str]]
+) -> dict[str, str]:
+    """The name each wanted tensor has in the file (a tied tensor may be saved under any alias)."""
+    out, missing = {}, []
+    for name in names:
+        stored = next((a for a in aliases.get(name, [name]) if a in available), None)
+        if stored is None:
+            missing.append(name)
+        else:
+            out[name] = stored
     if missing:
         raise TrtbuildError(
             f"{path}: weights file has no tensor {missing[0]!r} ({len(missing)} missing)"
         )
+    return out
 
 
 def weight_digests(recipe: Recipe, spec: ModelSpec, model: nn.Module) -> dict[str, str]:
     """sha256 per state-dict tensor; random init is described, not materialised."""
+    groups = tied_names(model)
     if isinstance(spec.weights, RandomInit):
+        canonical = {alias: group[0] for group in groups for alias in group}
         out = {}
-        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-            owner = name.rpartition(".")[0]
+        named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers()]
+        for name, tensor in named:
+            source = canonical.get(name, name)
+            owner = source.rpartition(".")[0]
             cls = type(model.get_submodule(owner) if owner else model).__qualname__
-            desc = [
-                RANDOM_INIT_SCHEME,
-                spec.weights.seed,
-                name,
-                cls,
-                list(tensor.shape),
-                str(tensor.dtype),
-            ]
+            desc = [RANDOM_INIT_SCHEME, spec.weights.seed, source, cls, list(tensor.shape),
+                    str(tensor.dtype)]  # fmt: skip
             out[name] = hashlib.sha256(json.dumps(desc).encode()).hexdigest()
         return out
     path = weights_path(recipe, spec)
     if path.suffix == ".safetensors":
-        return safetensors_digests(path)
-    state = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
-    return {k: tensor_digest(v) for k, v in state.items() if isinstance(v, torch.Tensor)}
+        digests = safetensors_digests(path)
+    else:
+        state = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+        digests = {k: tensor_digest(v) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    for group in groups:  # every alias of a tied tensor gets the digest of the stored one
+        stored = next((digests[a] for a in group if a in digests), None)
+        if stored is not None:
+            digests.update(dict.fromkeys(group, stored))
+    return digests
 
 
 def tensor_digest(tensor: torch.Tensor) -> str:

@@ -69,7 +69,9 @@ def export_part(recipe: Recipe, model_name: str, precision: str, part: dict[str,
         raise TrtbuildError(
             f"model '{model_name}' changed while it was being built (graph digest differs); run again"
         )
-    meta = dict([*wrapper.model.named_parameters(), *wrapper.model.named_buffers()])
+    meta = dict(
+        [*wrapper.model.named_parameters(remove_duplicate=False), *wrapper.model.named_buffers()]
+    )
     names = list(part["weights"])
     module = part_module(program, part["ops"], [t["name"] for t in part["inputs"]],
                          [t["name"] for t in part["outputs"]], _rename_map(program, input_names),

@@ -51,7 +51,9 @@ class TensorRTSettings(_Strict):
 
 class Defaults(_Strict):
     backend: BackendName = "auto"
-    precisions: list[Precision] = Field(default_factory=lambda: list[Precision](["fp32"]), min_length=1)
+    precisions: list[Precision] = Field(
+        default_factory=lambda: list[Precision](["fp32"]), min_length=1
+    )
     budget: Budget = Budget()
     opset: int = Field(18, ge=17, le=23)
     tensorrt: TensorRTSettings = TensorRTSettings()

@@ -1,0 +1,112 @@
+"""The host-memory budget as a promise: measured peaks, parallel admission, overrun recovery."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import trtbuild
+from trtbuild.build import Options, build
+from trtbuild.errors import BudgetExceeded
+from trtbuild.executor import MemoryGate, run_job
+from trtbuild.frontend import eager_model
+from trtbuild.memory import MemoryModel, Stage, memory_model
+from trtbuild.recipe import load_recipe
+
+TINY_MODEL = MemoryModel(Stage(0, 1.0), Stage(0, 1.0), "test: weights only")
+
+
+def test_parts_chain_back_into_one_model(recipes: Path) -> None:
+    """mlp.toml at 1 GiB: several real parts, each process within the budget, chained at load."""
+    recipe = recipes / "mlp.toml"
+    result = build(recipe)
+    (target,) = result.targets
+    assert len(target.parts) >= 2
+    for part in target.parts:
+        assert all(p["peak_rss_bytes"] <= 1 << 30 for p in part.record["processes"])
+    loaded = [set(p.record["processes"][0]["weights_loaded"]) for p in target.parts]
+    assert all(loaded) and not set.intersection(*loaded)
+    engine = trtbuild.load(target.dir)
+    assert engine.parts == len(target.parts)
+    x = torch.randn(2, 4096)
+    spec = load_recipe(recipe).schema.model[0]
+    with torch.no_grad():
+        ref = eager_model(load_recipe(recipe), spec, "fp32")(x)
+    assert float((engine(x) - ref).norm() / ref.norm()) < 1e-5
+
+
+def test_jobs_run_in_parallel_within_the_budget(recipes: Path) -> None:
+    """-j 2 on two targets: their processes overlap in time, and the sum of predictions fits."""
+    result = build(recipes / "tiny.toml", Options(jobs=2))
+    spans = [(p["started"], p["ended"]) for t in result.targets for part in t.parts
+             for p in part.record["processes"]]  # fmt: skip
+    assert len(spans) == 4
+    assert any(a0 < b1 and b0 < a1 for i, (a0, a1) in enumerate(spans) for b0, b1 in spans[i + 1 :])
+
+
+def test_watcher_stops_a_process_over_its_limit(tmp_path: Path) -> None:
+    """A real export of the seed network with a 300 MiB limit: killed, peak reported."""
+    with pytest.raises(BudgetExceeded) as info:
+        run_job({"kind": "graph", "recipe": str(Path(__file__).parent.parent / "recipes/seed_net.toml"),
+                 "model": "seed_net", "precision": "fp32"}, tmp_path, 200 << 20)  # fmt: skip
+    assert info.value.peak_rss_bytes > 200 << 20
+
+
+def test_memory_gate_never_admits_past_the_budget() -> None:
+    gate = MemoryGate(slots=3)
+    state = {"memory": 0, "jobs": 0, "peak_memory": 0, "peak_jobs": 0}
+    lock = threading.Lock()
+
+    def job(predicted: int) -> None:
+        with gate.admit(predicted, 100):
+            with lock:
+                state["memory"] += predicted
+                state["jobs"] += 1
+                state["peak_memory"] = max(state["peak_memory"], state["memory"])
+                state["peak_jobs"] = max(state["peak_jobs"], state["jobs"])
+            time.sleep(0.01)
+            with lock:
+                state["memory"] -= predicted
+                state["jobs"] -= 1
+
+    threads = [threading.Thread(target=job, args=(p,)) for p in (60, 50, 40, 30, 70, 20, 10) * 3]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert 70 <= state["peak_memory"] <= 100
+    assert 2 <= state["peak_jobs"] <= 3
+
+
+@pytest.mark.slow
+def test_seed_net_at_1gib_keeps_the_budget(recipes: Path) -> None:
+    """Acceptance: seed_net_1g builds in >= 2 parts, each process <= 1 GiB, none loads all weights."""
+    result = build(recipes / "seed_net_1g.toml")
+    (target,) = result.targets
+    assert len(target.parts) >= 2
+    all_weights = set()
+    for part in target.parts:
+        for process in part.record["processes"]:
+            assert process["peak_rss_bytes"] <= 1 << 30
+        all_weights |= set(part.record["processes"][0]["weights_loaded"])
+    for part in target.parts:
+        assert set(part.record["processes"][0]["weights_loaded"]) != all_weights
+
+
+def test_wrong_memory_model_is_stopped_corrected_and_replanned(recipes: Path) -> None:
+    """Acceptance: a part whose real peak exceeds its prediction is stopped, re-planned, rebuilt."""
+    wrong = MemoryModel(Stage(0, 0.1), Stage(0, 0.1), "test: far too small")
+    budget = 600 << 20
+    result = build(recipes / "seed_net.toml", Options(budget=budget, memory_override=wrong))
+    (target,) = result.targets
+    assert len(target.parts) >= 2
+    assert any("crossed its memory share" in note and "re-planned" in note for note in result.notes)
+    for part in target.parts:
+        for process in part.record["processes"]:
+            assert process["peak_rss_bytes"] <= budget
+    corrected = memory_model("onnxruntime", Path("cache").resolve())
+    assert corrected.source == "corrected from measured peak RSS"
