@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -54,6 +55,19 @@ def test_watcher_stops_a_process_over_its_limit(tmp_path: Path) -> None:
         run_job({"kind": "graph", "recipe": str(Path(__file__).parent.parent / "recipes/seed_net.toml"),
                  "model": "seed_net", "precision": "fp32"}, tmp_path, 200 << 20)  # fmt: skip
     assert info.value.peak_rss_bytes > 200 << 20
+
+
+def test_peak_is_the_workers_own_not_the_parents(tmp_path: Path) -> None:
+    """ru_maxrss of a forked child counts the parent's RSS; trtbuild reports the worker's VmHWM."""
+    ballast = bytearray(1 << 30)
+    ballast[:: 1 << 12] = b"\x01" * len(ballast[:: 1 << 12])
+    recipe = Path(__file__).parent / "data" / "tiny.toml"
+    shutil.copytree(Path(__file__).parent.parent / "recipes" / "models", tmp_path / "models")
+    shutil.copy(recipe, tmp_path / "tiny.toml")
+    outcome = run_job({"kind": "graph", "recipe": str(tmp_path / "tiny.toml"), "model": "resnet_tiny",
+                       "precision": "fp32"}, tmp_path, None)  # fmt: skip
+    assert 50 << 20 < outcome.peak_rss_bytes < 800 << 20
+    del ballast
 
 
 def test_memory_gate_never_admits_past_the_budget() -> None:

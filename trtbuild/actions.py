@@ -7,9 +7,7 @@ the lock file, so `trtbuild explain` can say which field changed.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
-import platform
 from typing import Any
 
 from trtbuild.graph import OpGraph
@@ -26,7 +24,6 @@ KEY_FIELDS = (
     "toolchain",  # torch, onnx, onnxscript, trtbuild and backend versions
     "device",  # backend's device fingerprint (CPU ISA; GPU, compute capability, driver)
 )
-TOOLCHAIN_PACKAGES = ("torch", "onnx", "onnxscript", "onnx-ir", "trtbuild")
 
 
 def canonical(value: Any) -> str:
@@ -35,17 +32,6 @@ def canonical(value: Any) -> str:
 
 def digest(value: Any) -> str:
     return hashlib.sha256(canonical(value).encode()).hexdigest()
-
-
-def toolchain() -> dict[str, str]:
-    """Versions read from package metadata: no heavy import."""
-    out = {"python": platform.python_version()}
-    for name in TOOLCHAIN_PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "absent"
-    return out
 
 
 def part_fields(

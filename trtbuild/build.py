@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from trtbuild import actions, manifest
+from trtbuild import actions, fastpath, manifest
 from trtbuild.backends import get_backend, resolve_backend
 from trtbuild.digests import DigestMemo
 from trtbuild.errors import BudgetExceeded, TrtbuildError
@@ -27,6 +27,7 @@ from trtbuild.planner import Part, Plan, plan
 from trtbuild.recipe import Recipe, Target, load_recipe
 from trtbuild.sizes import format_size
 from trtbuild.store import Store, default_cache_dir
+from trtbuild.toolchain import toolchain
 
 MAX_REPLANS = 4
 Report = Callable[[str], None]
@@ -80,38 +81,33 @@ class Options:
     memory_override: MemoryModel | None = None
 
 
-def invocation(recipe: Recipe, opts: Options) -> dict[str, Any]:
-    """The options that change outputs; the lock pins them."""
-    return {
-        "backend": opts.backend or "recipe",
-        "budget": opts.budget or 0,
-        "out": str(opts.out.resolve()),
-        "release": opts.release,
-    }
+def invocation(opts: Options) -> dict[str, Any]:
+    return fastpath.invocation(opts.backend, opts.budget, opts.out, opts.release)
 
 
 def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
     """Build every target of the recipe; "up to date" without importing torch when nothing changed."""
     opts = opts or Options()
     start = time.perf_counter()
-    recipe = load_recipe(recipe_path)
-    recipe.check_files()
     cache_dir = (opts.cache or default_cache_dir()).resolve()
-    store = Store(cache_dir)
-    memo = DigestMemo(cache_dir / "digests.json")
-    tools = actions.toolchain()
-    lock_file = manifest.lock_path(recipe.path)
-    lock = manifest.read_lock(lock_file)
-    stale = manifest.check_lock(lock, invocation(recipe, opts), tools, memo, recipe.root)
+    stale = fastpath.staleness(Path(recipe_path), invocation(opts), cache_dir)
+    if stale.reason is None and not opts.release:
+        return BuildResult(True, [], time.perf_counter() - start, ["up to date"])
+    recipe = load_recipe(recipe_path)
     if opts.release:
         _check_release(recipe, opts)
-    if stale.reason is None:
-        memo.save()
-        return BuildResult(True, [], time.perf_counter() - start, ["up to date"])
-    if opts.locked:
+    if opts.locked and stale.reason is not None:
         raise TrtbuildError(
-            f"{lock_file}: --locked, but the inputs no longer match the lock ({stale.reason})"
+            f"{manifest.lock_path(recipe.path)}: --locked, but the inputs no longer match the "
+            f"lock ({stale.reason})"
         )
+    if stale.reason is None:
+        return BuildResult(True, [], time.perf_counter() - start, ["up to date"])
+    recipe.check_files()
+    store = Store(cache_dir)
+    memo = DigestMemo(cache_dir / "digests.json")
+    tools = toolchain()
+    lock_file = manifest.lock_path(recipe.path)
     opts.report(f"building: {stale.reason}")
     started = _now()
     gate = MemoryGate(opts.jobs)
@@ -225,7 +221,7 @@ def _graph(
     """The target's OpGraph, from the cache when its source files (depfile) are unchanged."""
     spec = target.model
     key = "graph-" + actions.digest(
-        [1, spec.model_dump(mode="json"), target.precision, actions.toolchain()]
+        [1, spec.model_dump(mode="json"), target.precision, toolchain()]
     )
     cached = store.get_action(key)
     if cached and _deps_unchanged(cached["deps"], memo):
@@ -269,7 +265,7 @@ def _build_parts(recipe: Recipe, target: Target, graph: OpGraph, graph_info: dic
                  gate: MemoryGate) -> list[PartResult]:  # fmt: skip
     settings = _settings(target, backend.name)
     fingerprint = backend.fingerprint()
-    tools = actions.toolchain()
+    tools = toolchain()
 
     def one(part: Part) -> PartResult:
         fields = actions.part_fields(graph, part, graph_info["weight_digests"], target.precision,
@@ -440,7 +436,7 @@ def _write_outputs(recipe: Recipe, results: list[TargetResult], opts: Options, t
     entries = {manifest._rel(f, root): manifest.file_entry(f, memo, root) for f in files}
     lock: dict[str, Any] = {
         "lock": {"version": manifest.LOCK_VERSION, "recipe": recipe.name},
-        "invocation": invocation(recipe, opts),
+        "invocation": invocation(opts),
         "toolchain": tools,
         "file": [entries[k] for k in sorted(entries)],
         "target": [
@@ -479,7 +475,7 @@ def _write_outputs(recipe: Recipe, results: list[TargetResult], opts: Options, t
         for r in results for p in r.parts
     ]  # fmt: skip
     statement = manifest.provenance(
-        recipe.name, subjects, {**invocation(recipe, opts), "lock": str(lock_file.name)}, tools,
+        recipe.name, subjects, {**invocation(opts), "lock": str(lock_file.name)}, tools,
         lock["file"], byproducts, started, _now(),
     )  # fmt: skip
     manifest.write_json(opts.out.resolve() / recipe.name / "provenance.json", statement)

@@ -63,7 +63,13 @@ def run_job(job: dict[str, Any], scratch: Path, limit_bytes: int | None = None) 
         watcher.stop()
     proc.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - start
-    peak = max(usage.ru_maxrss * 1024, watcher.peak)
+    outcome = _read_result(Path(job["result"]))
+    own = outcome.get("vm_hwm_bytes") if outcome else None
+    # VmHWM as the worker saw it; ru_maxrss also counts our own RSS at the fork (see worker.py).
+    if own:
+        peak = max(own, watcher.peak)
+    else:
+        peak = watcher.peak if watcher.killed else max(usage.ru_maxrss * 1024, watcher.peak)
     if watcher.killed or (limit_bytes is not None and peak > limit_bytes):
         # A spike shorter than the sampling period is caught here, from the kernel's own peak.
         what = "was stopped" if watcher.killed else "finished, but its output is not used"
@@ -72,14 +78,12 @@ def run_job(job: dict[str, Any], scratch: Path, limit_bytes: int | None = None) 
             f"(peak {format_size(peak)}) and {what}",
             peak,
         )
-    result_path = Path(job["result"])
-    if not result_path.is_file():
+    if outcome is None:
         log = (scratch / f"{name}.log").read_text(errors="replace")[-2000:]
         raise TrtbuildError(
             f"{job['kind']} process died with exit status {proc.returncode}: "
             f"{log.strip().splitlines()[-1] if log.strip() else 'no output'}"
         )
-    outcome = json.loads(result_path.read_text())
     if not outcome["ok"]:
         if "traceback" in outcome:
             (scratch / f"{name}.traceback.txt").write_text(outcome["traceback"])
@@ -88,6 +92,14 @@ def run_job(job: dict[str, Any], scratch: Path, limit_bytes: int | None = None) 
             )
         raise TrtbuildError(outcome["error"])
     return JobOutcome(outcome["result"], peak, seconds, started, time.time())
+
+
+def _read_result(path: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data
 
 
 class InternalJobError(RuntimeError):

@@ -57,6 +57,21 @@ def _graph(recipe: Any, job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def own_peak_rss() -> int | None:
+    """Peak RSS of this process's own address space (VmHWM), or None off Linux.
+
+    Not getrusage: on Linux, ru_maxrss of a process started by fork + exec also counts the
+    parent's resident memory at the fork, so a big orchestrator would inflate every worker.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 def main(argv: list[str]) -> int:
     job_path = Path(argv[0])
     job = json.loads(job_path.read_text())
@@ -75,6 +90,7 @@ def main(argv: list[str]) -> int:
             "traceback": traceback.format_exc(),
         }
         code = 3
+    result["vm_hwm_bytes"] = own_peak_rss()
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result))
     os.replace(tmp, result_path)

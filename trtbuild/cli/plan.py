@@ -8,12 +8,14 @@ import shutil
 import subprocess
 import sys
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trtbuild.cli.common import add_build_options, budget
 from trtbuild.errors import TrtbuildError
-from trtbuild.planner import Part, PartTensor, Plan
 from trtbuild.sizes import format_size
+
+if TYPE_CHECKING:
+    from trtbuild.planner import Part, PartTensor, Plan
 
 
 def add_parser(sub: Any) -> None:

@@ -8,9 +8,6 @@ import sys
 import time
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from trtbuild.cli.common import add_build_options, budget
 
 
@@ -34,9 +31,20 @@ def add_parser(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    if not args.release and _up_to_date(args):
+        if args.json:
+            print(
+                json.dumps({"up_to_date": True, "notes": ["up to date"], "targets": []}, indent=2)
+            )
+        else:
+            print(f"up to date ({(time.perf_counter() - start) * 1000:.0f} ms)", file=sys.stderr)
+            print(f"PASSED in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+        return 0
+    from rich.console import Console
+
     from trtbuild.build import Options, build
 
-    start = time.perf_counter()
     console = Console(stderr=True, quiet=args.json)
     opts = Options(backend=args.backend, budget=budget(args), out=args.out, cache=args.cache,
                    jobs=args.jobs, locked=args.locked, release=args.release)  # fmt: skip
@@ -62,6 +70,18 @@ def handle(args: argparse.Namespace) -> int:
         console.print(f"[yellow]{note}[/]")
     print(f"PASSED in {time.perf_counter() - start:.1f}s", file=sys.stderr)
     return 0
+
+
+def _up_to_date(args: argparse.Namespace) -> bool:
+    """The no-op fast path: lock file and file stats only, no heavy import."""
+    from pathlib import Path
+
+    from trtbuild.fastpath import invocation, staleness
+    from trtbuild.store import default_cache_dir
+
+    cache = (args.cache or default_cache_dir()).resolve()
+    options = invocation(args.backend, budget(args), args.out, args.release)
+    return staleness(Path(args.recipe), options, cache).reason is None
 
 
 def as_json(result: Any) -> dict[str, Any]:
@@ -94,7 +114,9 @@ def as_json(result: Any) -> dict[str, Any]:
     }
 
 
-def _table(result: Any) -> Table:
+def _table(result: Any) -> Any:
+    from rich.table import Table
+
     table = Table(title="trtbuild run")
     for col in ("target", "backend", "parts", "cached/built", "peak RSS / budget", "seconds"):
         table.add_column(col)
