@@ -79,6 +79,8 @@ class Options:
     report: Report = lambda message: None
     on_part: Callable[[TargetResult, PartResult], None] = lambda t, p: None
     memory_override: MemoryModel | None = None
+    write_lock: bool = True  # False for `trtbuild verify`: rebuild without touching the lock
+    previous_lock: dict[str, Any] | None = None
 
 
 def invocation(opts: Options) -> dict[str, Any]:
@@ -108,6 +110,7 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
     memo = DigestMemo(cache_dir / "digests.json")
     tools = toolchain()
     lock_file = manifest.lock_path(recipe.path)
+    opts.previous_lock = manifest.read_lock(lock_file)
     opts.report(f"building: {stale.reason}")
     started = _now()
     gate = MemoryGate(opts.jobs)
@@ -128,6 +131,7 @@ class PlannedTarget:
     backend: str
     graph: OpGraph
     plan: Plan
+    weight_digests: dict[str, str]
 
 
 def plan_targets(recipe_path: str | Path, opts: Options | None = None, model: str | None = None,
@@ -155,9 +159,8 @@ def plan_targets(recipe_path: str | Path, opts: Options | None = None, model: st
         )  # planning only: measured, not capped
         graph = OpGraph.from_json(graph_info["graph"])
         memory = opts.memory_override or memory_model(backend, store.root)
-        out.append(
-            PlannedTarget(target, backend, graph, plan(graph, target.budget.host_memory, memory))
-        )
+        the_plan = plan(graph, target.budget.host_memory, memory)
+        out.append(PlannedTarget(target, backend, graph, the_plan, graph_info["weight_digests"]))
     memo.save()
     return out
 
@@ -260,16 +263,34 @@ class _Overrun(Exception):
         self.index, self.stage, self.weight_bytes, self.peak = index, stage, weight_bytes, peak
 
 
+def part_fields(target: Target, graph: OpGraph, graph_info: dict[str, Any], the_plan: Plan,
+                backend: Any) -> list[dict[str, Any]]:  # fmt: skip
+    """The action-key fields of every part of a plan (see trtbuild.actions.KEY_FIELDS)."""
+    settings = _settings(target, backend.name)
+    fingerprint, tools = backend.fingerprint(), toolchain()
+    return [
+        actions.part_fields(
+            graph,
+            part,
+            graph_info["weight_digests"],
+            target.precision,
+            settings,
+            fingerprint,
+            tools,
+        )
+        for part in the_plan.parts
+    ]
+
+
 def _build_parts(recipe: Recipe, target: Target, graph: OpGraph, graph_info: dict[str, Any], the_plan: Plan,
                  backend: Any, store: Store, opts: Options, result: TargetResult,
                  gate: MemoryGate) -> list[PartResult]:  # fmt: skip
     settings = _settings(target, backend.name)
-    fingerprint = backend.fingerprint()
-    tools = toolchain()
+    all_fields = part_fields(target, graph, graph_info, the_plan, backend)
+    old = _old_fields(opts, target)
 
     def one(part: Part) -> PartResult:
-        fields = actions.part_fields(graph, part, graph_info["weight_digests"], target.precision,
-                                     settings, fingerprint, tools)  # fmt: skip
+        fields = all_fields[part.index]
         key = actions.action_key(fields)
         cached = store.get_action(key)
         if cached is None:
@@ -279,6 +300,8 @@ def _build_parts(recipe: Recipe, target: Target, graph: OpGraph, graph_info: dic
             ):
                 cached = store.get_action(key)
                 if cached is None:
+                    reason = actions.explain(old.get(part.index), actions.field_digests(fields))
+                    opts.report(f"{target.name} part {part.index}: {reason}")
                     cached = _run_part(
                         recipe, target, graph_info, part, backend, settings, store, key, share
                     )
@@ -297,6 +320,15 @@ def _build_parts(recipe: Recipe, target: Target, graph: OpGraph, graph_info: dic
 
     with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
         return list(pool.map(one, the_plan.parts))
+
+
+def _old_fields(opts: Options, target: Target) -> dict[int, dict[str, str]]:
+    """Per-part field digests the lock recorded for this target, for "why rebuilt" messages."""
+    lock = opts.previous_lock or {}
+    for entry in lock.get("target", []):
+        if entry["model"] == target.model.name and entry["precision"] == target.precision:
+            return {p["index"]: p["fields"] for p in entry.get("part", [])}
+    return {}
 
 
 def _run_part(recipe: Recipe, target: Target, graph_info: dict[str, Any], part: Part, backend: Any,
@@ -379,7 +411,6 @@ def engine_description(result: TargetResult, recipe: Recipe) -> dict[str, Any]:
                 "sidecars": r.sidecars,
                 "inputs": [t.name for t in p.inputs],
                 "outputs": [t.name for t in p.outputs],
-                "peak_rss_bytes": r.peak_rss_bytes,
             }
             for p, r in zip(plan_.parts, result.parts)
         ],
@@ -474,12 +505,17 @@ def _write_outputs(recipe: Recipe, results: list[TargetResult], opts: Options, t
             "processes": p.record.get("processes", [])}}
         for r in results for p in r.parts
     ]  # fmt: skip
+    params = {
+        **invocation(opts), "recipe_path": str(recipe.path), "lock": str(lock_file.name),
+        "targets": [{"model": r.model, "precision": r.precision, "backend": r.backend,
+                     "budget_bytes": r.budget_bytes} for r in results],
+    }  # fmt: skip
     statement = manifest.provenance(
-        recipe.name, subjects, {**invocation(opts), "lock": str(lock_file.name)}, tools,
-        lock["file"], byproducts, started, _now(),
-    )  # fmt: skip
+        recipe.name, subjects, params, tools, lock["file"], byproducts, started, _now()
+    )
     manifest.write_json(opts.out.resolve() / recipe.name / "provenance.json", statement)
-    manifest.write_lock(lock_file, lock)
+    if opts.write_lock:
+        manifest.write_lock(lock_file, lock)
 
 
 def _now() -> str:

@@ -8,6 +8,7 @@ kernel (os.wait4 -> ru_maxrss); a watcher thread stops a process that crosses it
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -27,6 +28,7 @@ from trtbuild.errors import BudgetExceeded, TrtbuildError
 from trtbuild.sizes import format_size
 
 POLL_SECONDS = 0.01
+DISK_FULL_TEXT = tuple(os.strerror(e) for e in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT))
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,11 @@ def run_job(job: dict[str, Any], scratch: Path, limit_bytes: int | None = None) 
         )
     if outcome is None:
         log = (scratch / f"{name}.log").read_text(errors="replace")[-2000:]
+        full = next((e for e in DISK_FULL_TEXT if e in log), None)
+        if full:
+            raise TrtbuildError(
+                f"disk full while writing build files: {full}; nothing was published"
+            )
         raise TrtbuildError(
             f"{job['kind']} process died with exit status {proc.returncode}: "
             f"{log.strip().splitlines()[-1] if log.strip() else 'no output'}"

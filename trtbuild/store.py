@@ -152,6 +152,54 @@ class Store:
         with FileLock(str(lock_dir / f"{key[:16]}.lock")):
             yield
 
+    # ---------------------------------------------------------------- maintenance
+
+    def stats(self) -> dict[str, int]:
+        blobs = [p for p in (self.root / "cas").iterdir() if p.is_file()]
+        actions = [p for p in (self.root / "ac").iterdir() if p.suffix == ".json"]
+        return {"blobs": len(blobs), "blob_bytes": sum(p.stat().st_size for p in blobs),
+                "actions": len(actions)}  # fmt: skip
+
+    def verify_all(self) -> list[str]:
+        """Check every blob against its digest; corrupt ones are removed. Returns their digests."""
+        bad = []
+        for path in sorted((self.root / "cas").iterdir()):
+            if path.is_file() and sha256_file(path) != path.name:
+                log.warning("cache: blob %s is corrupt; removed", path.name[:12])
+                path.unlink(missing_ok=True)
+                bad.append(path.name)
+        return bad
+
+    def gc(self, max_size: int, keep: set[str]) -> list[str]:
+        """Evict least recently used blobs until the store fits `max_size`; never those in `keep`.
+
+        Actions whose blobs are gone are removed with them. Returns the evicted digests.
+        """
+        blobs = sorted(
+            (p for p in (self.root / "cas").iterdir() if p.is_file()),
+            key=lambda p: p.stat().st_mtime,
+        )
+        total = sum(p.stat().st_size for p in blobs)
+        evicted = []
+        for path in blobs:
+            if total <= max_size:
+                break
+            if path.name in keep:
+                continue
+            total -= path.stat().st_size
+            path.unlink(missing_ok=True)
+            evicted.append(path.name)
+        gone = set(evicted)
+        for action in (self.root / "ac").glob("*.json"):
+            try:
+                blobs_of = json.loads(action.read_text()).get("blobs", {}).values()
+            except (OSError, ValueError):
+                action.unlink(missing_ok=True)
+                continue
+            if gone.intersection(blobs_of):
+                action.unlink(missing_ok=True)
+        return evicted
+
     def scratch(self) -> Path:
         """A fresh private directory for one action's intermediate files."""
         return Path(tempfile.mkdtemp(prefix=f"job-{time.time_ns()}-", dir=self.root / "tmp"))

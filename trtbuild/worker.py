@@ -6,6 +6,7 @@ its peak RSS is its own. The result is written as JSON next to the job; user err
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from trtbuild.errors import TrtbuildError
+
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
 def run(job: dict[str, Any]) -> dict[str, Any]:
@@ -57,6 +60,20 @@ def _graph(recipe: Any, job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _disk_full(exc: BaseException | None) -> str | None:
+    """The disk-full error behind `exc`, if any (libraries often wrap the OSError)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            return f"{exc.strerror} ({exc.filename or 'a build file'})"
+        text = str(exc)
+        for err in DISK_FULL:
+            if os.strerror(err) in text:
+                return os.strerror(err)
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
 def own_peak_rss() -> int | None:
     """Peak RSS of this process's own address space (VmHWM), or None off Linux.
 
@@ -84,12 +101,16 @@ def main(argv: list[str]) -> int:
     except MemoryError:
         result, code = {"ok": False, "error": "out of memory"}, 3
     except Exception as exc:
-        result = {
-            "ok": False,
-            "error": f"{type(exc).__name__}: {exc}",
-            "traceback": traceback.format_exc(),
-        }
-        code = 3
+        full = _disk_full(exc)
+        if full:
+            result, code = {"ok": False, "error": f"disk full while building: {full}"}, 1
+        else:
+            result = {
+                "ok": False,
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(),
+            }
+            code = 3
     result["vm_hwm_bytes"] = own_peak_rss()
     tmp = result_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(result))

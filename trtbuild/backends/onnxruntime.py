@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from trtbuild.errors import TrtbuildError
+
 
 class OnnxRuntimeEngine:
     def __init__(self, session: Any) -> None:
@@ -58,7 +60,13 @@ class OnnxRuntimeBackend:
         options.add_session_config_entry(
             "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
         )
-        ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        try:
+            ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT reports unsupported ops and types as generic failures
+            detail = str(exc).split(" : ")[-1].strip().splitlines()[0]
+            raise TrtbuildError(
+                f"onnxruntime cannot build this part on the CPU: {detail}"
+            ) from None
         sidecars = [sidecar] if (out.parent / sidecar).is_file() else []
         return {
             "optimization_level": "extended",

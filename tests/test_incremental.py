@@ -1,0 +1,233 @@
+"""Incremental, reproducible and crash-safe builds, with real processes and real files."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from trtbuild.build import Options, build
+from trtbuild.cli import main
+from trtbuild.errors import TrtbuildError
+from trtbuild.store import Store, sha256_file
+
+TRTBUILD = [sys.executable, "-m", "trtbuild"]
+
+
+def keys(result: object) -> dict[str, bool]:
+    """action key -> cached, over every part of a build."""
+    return {p.key: p.cached for t in result.targets for p in t.parts}  # type: ignore[attr-defined]
+
+
+def test_one_changed_weight_rebuilds_only_its_part(recipes: Path) -> None:
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    layers = {"up": (8192, 4096), "mid": (4096, 8192), "down": (8192, 4096), "head": (16, 8192)}
+    state = {}
+    for name, shape in layers.items():
+        state[f"{name}.weight"] = torch.randn(shape) * 0.01
+        state[f"{name}.bias"] = torch.zeros(shape[0])
+    save_file(state, str(recipes / "mlp.safetensors"))
+    recipe = recipes / "mlp.toml"
+    recipe.write_text(recipe.read_text().replace('source = "models/mlp.py:wide_mlp"',
+                                                 'source = "models/mlp.py:wide_mlp"\nweights = "mlp.safetensors"'))  # fmt: skip
+    first = build(recipe)
+    (target,) = first.targets
+    assert len(target.parts) >= 2
+    holder = next(
+        p.index for p, part in zip(target.parts, target.plan.parts) if "head.weight" in part.weights
+    )
+    state["head.weight"] = state["head.weight"] + 1.0
+    save_file(state, str(recipes / "mlp.safetensors"))
+    (again,) = build(recipe).targets
+    assert [p.cached for p in again.parts] == [p.index != holder for p in again.parts]
+
+
+def test_budget_change_replans_and_reuses_unchanged_parts(recipes: Path) -> None:
+    recipe = recipes / "mlp.toml"
+    split = keys(build(recipe))
+    assert len(split) >= 2 and not any(split.values())
+    whole = build(recipe, Options(budget=3 << 30))
+    assert len(keys(whole)) == 1 and not any(keys(whole).values())
+    back = build(recipe)
+    assert keys(back) == dict.fromkeys(split, True)
+
+
+def test_changing_a_precision_rebuilds_only_that_target(recipes: Path) -> None:
+    recipe = recipes / "tiny.toml"
+    text = recipe.read_text()
+    recipe.write_text(text.replace('["fp32", "fp16"]', '["fp32"]'))
+    build(recipe)
+    recipe.write_text(text)
+    result = build(recipe)
+    cached = {t.precision: [p.cached for p in t.parts] for t in result.targets}
+    assert cached == {"fp32": [True], "fp16": [False]}
+
+
+def test_backend_that_cannot_build_a_precision_says_so(recipes: Path) -> None:
+    recipe = recipes / "tiny.toml"
+    recipe.write_text(recipe.read_text().replace('["fp32", "fp16"]', '["bf16"]'))
+    with pytest.raises(
+        TrtbuildError, match=r"onnxruntime cannot build this part on the CPU: .*bfloat16"
+    ):
+        build(recipe)
+
+
+def test_explain_and_verbose_say_why(recipes: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = recipes / "tiny.toml"
+    build(recipe)
+    capsys.readouterr()
+    assert main(["explain", str(recipe)]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "resnet_tiny/fp32 part 0: up to date",
+        "resnet_tiny/fp16 part 0: up to date",
+    ]
+    recipe.write_text(recipe.read_text().replace("seed = 3", "seed = 4"))
+    assert main(["explain", str(recipe)]) == 0
+    out = capsys.readouterr().out
+    assert "resnet_tiny/fp32 part 0: would rebuild: weights changed (" in out
+    assert main(["run", str(recipe), "-v"]) == 0
+    assert "resnet_tiny/fp16 part 0: would rebuild: weights changed" in capsys.readouterr().err
+
+
+def test_locked_and_release(recipes: Path) -> None:
+    recipe = recipes / "tiny.toml"
+    build(recipe)
+    assert build(recipe, Options(locked=True)).up_to_date
+    recipe.write_text(recipe.read_text().replace("seed = 3", "seed = 5"))
+    with pytest.raises(
+        TrtbuildError, match=r"tiny\.lock: --locked, but the inputs no longer match"
+    ):
+        build(recipe, Options(locked=True))
+    auto = recipe.read_text().replace('backend = "onnxruntime"', 'backend = "auto"')
+    recipe.write_text(auto)
+    with pytest.raises(
+        TrtbuildError, match=r"--release needs an explicit backend, got backend = \"auto\""
+    ):
+        build(recipe, Options(release=True))
+    result = build(recipe, Options(release=True, backend="onnxruntime"))
+    statement = json.loads(Path("build/tiny/provenance.json").read_text())
+    assert statement["predicate"]["buildDefinition"]["externalParameters"]["release"] is True
+    assert len(statement["subject"]) == sum(
+        1 + len(p.sidecars) for t in result.targets for p in t.parts
+    )
+
+
+def test_verify_resnet50_and_an_altered_engine(
+    recipes: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Acceptance: verify passes on a fresh resnet build, fails naming the altered artifact."""
+    assert main(["run", str(recipes / "resnet.toml"), "--backend", "onnxruntime"]) == 0
+    capsys.readouterr()
+    assert main(["verify", "build/resnet/provenance.json"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("matches (published and rebuilt)") == 4
+    engine = Path("build/resnet/resnet50/fp16/part0.ort.onnx")
+    engine.write_bytes(engine.read_bytes() + b"\0")
+    assert main(["verify", "build/resnet/provenance.json"]) == 1
+    out = capsys.readouterr().out
+    assert "resnet50/fp16/part0.ort.onnx: MISMATCH: published file was altered" in out
+    assert "resnet50/fp32/part0.ort.onnx: matches (published and rebuilt)" in out
+
+
+def _cache_is_sound(cache: Path) -> None:
+    store = Store(cache)
+    assert store.verify_all() == []
+    for action in (cache / "ac").glob("*.json"):
+        data = json.loads(action.read_text())
+        assert all(store.verified_blob(d) for d in data["blobs"].values())
+
+
+def test_kill_9_mid_build_then_rebuild_only_what_is_missing(recipes: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen([*TRTBUILD, "run", str(recipes / "tiny.toml"), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((cache / "ac").glob("*.json"))) < 2:  # graph + part 0
+        time.sleep(0.05)
+    time.sleep(1.0)  # well inside the second target's export
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not Path("build/tiny/provenance.json").exists()
+    assert not list(Path("build").rglob("engine.json")) or all(
+        json.loads(p.read_text())["parts"] for p in Path("build").rglob("engine.json")
+    )
+    _cache_is_sound(cache)
+    done_before = {p.name for p in (cache / "ac").glob("*.json")}
+    again = subprocess.run([*TRTBUILD, "run", str(recipes / "tiny.toml"), "--json"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    parts = [p for t in json.loads(again.stdout)["targets"] for p in t["parts"]]
+    assert [p["cached"] for p in parts] == [f"{p['key']}.json" in done_before for p in parts]
+    assert any(p["cached"] for p in parts) and not all(p["cached"] for p in parts)
+
+
+def test_two_concurrent_runs_share_a_cache_and_build_each_action_once(recipes: Path) -> None:
+    runs = []
+    for name in ("a", "b"):
+        folder = recipes.parent / name
+        folder.mkdir()
+        runs.append(
+            subprocess.Popen(
+                [
+                    *TRTBUILD,
+                    "run",
+                    str(recipes / "tiny.toml"),
+                    "--json",
+                    "--out",
+                    str(folder),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    outputs = [json.loads(p.communicate()[0]) for p in runs]
+    assert [p.returncode for p in runs] == [0, 0]
+    built: dict[str, int] = {}
+    for out in outputs:
+        for target in out["targets"]:
+            for part in target["parts"]:
+                built[part["key"]] = built.get(part["key"], 0) + (not part["cached"])
+    assert len(built) == 2 and set(built.values()) == {1}
+
+
+def test_corrupt_blob_is_detected_removed_and_rebuilt(
+    recipes: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = build(recipes / "tiny.toml")
+    engine = first.targets[0].parts[0].sha256
+    blob = Path("cache/cas") / engine
+    blob.write_bytes(b"garbage" + blob.read_bytes())
+    result = build(recipes / "tiny.toml", Options(out=Path("other")))
+    assert "corrupt" in caplog.text
+    part = result.targets[0].parts[0]
+    assert not part.cached and part.sha256 == engine  # rebuilt, bit for bit
+    assert sha256_file(Path("other/tiny/resnet_tiny/fp32/part0.ort.onnx")) == engine
+
+
+def test_full_disk_is_a_clear_error_and_loses_nothing(recipes: Path, tmp_path: Path) -> None:
+    build(recipes / "tiny.toml")
+    before = {p: p.read_bytes() for p in Path("build").rglob("*") if p.is_file()}
+    recipe = recipes / "tiny.toml"
+    recipe.write_text(recipe.read_text().replace("seed = 3", "seed = 9"))
+
+    def small_disk() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16_384, 16_384))
+
+    proc = subprocess.run([*TRTBUILD, "run", str(recipe)], capture_output=True, text=True,
+                          preexec_fn=small_disk, check=False)  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("trtbuild: error:")]
+    assert len(errors) == 1 and "disk full" in errors[0] and "File too large" in errors[0]
+    assert {p: p.read_bytes() for p in Path("build").rglob("*") if p.is_file()} == before
+    _cache_is_sound(tmp_path / "cache")

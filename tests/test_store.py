@@ -1,0 +1,62 @@
+"""The content-addressed store: verified reads, corrupt entries are misses, LRU gc with keeps."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from trtbuild.store import Store
+
+
+def test_blob_roundtrip_and_corruption_is_a_miss(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Store(tmp_path / "c")
+    digest = store.put_bytes(b"engine bytes")
+    assert digest == hashlib.sha256(b"engine bytes").hexdigest()
+    assert store.verified_blob(digest) is not None
+    store.put_action("k" * 64, {"blobs": {"engine": digest}, "x": 1})
+    assert store.get_action("k" * 64) == {"blobs": {"engine": digest}, "x": 1}
+    store.blob_path(digest).write_bytes(b"engine bytez")
+    assert store.get_action("k" * 64) is None  # blob corrupt: action is a miss
+    assert not store.blob_path(digest).exists()
+    assert not (tmp_path / "c" / "ac" / f"{'k' * 64}.json").exists()
+    assert "corrupt" in caplog.text
+
+
+def test_unreadable_action_is_a_miss(tmp_path: Path) -> None:
+    store = Store(tmp_path / "c")
+    (tmp_path / "c" / "ac" / "bad.json").write_text("{not json")
+    assert store.get_action("bad") is None
+
+
+def test_first_writer_wins(tmp_path: Path) -> None:
+    store = Store(tmp_path / "c")
+    store.put_action("a", {"blobs": {}, "n": 1})
+    store.put_action("a", {"blobs": {}, "n": 2})
+    assert store.get_action("a") == {"blobs": {}, "n": 1}
+
+
+def test_gc_is_lru_and_keeps_what_is_referenced(tmp_path: Path) -> None:
+    store = Store(tmp_path / "c")
+    digests = [store.put_bytes(bytes([i]) * 1000) for i in range(4)]
+    for age, digest in enumerate(digests):  # digests[0] is the oldest
+        stamp = time.time() - 1000 + age
+        os.utime(store.blob_path(digest), (stamp, stamp))
+    store.put_action("uses-0", {"blobs": {"engine": digests[0]}})
+    evicted = store.gc(2000, keep={digests[1]})
+    assert evicted == [digests[0], digests[2]]
+    assert store.get_action("uses-0") is None
+    assert store.verified_blob(digests[1]) and store.verified_blob(digests[3])
+
+
+def test_verify_all_removes_corrupt(tmp_path: Path) -> None:
+    store = Store(tmp_path / "c")
+    good, bad = store.put_bytes(b"a"), store.put_bytes(b"b")
+    store.blob_path(bad).write_bytes(b"c")
+    assert store.verify_all() == [bad]
+    assert store.verified_blob(good)

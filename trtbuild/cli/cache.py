@@ -1,0 +1,71 @@
+"""`trtbuild cache stats|gc|verify`: look after the content-addressed store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from trtbuild.cli.common import size_arg
+from trtbuild.errors import TrtbuildError
+from trtbuild.sizes import format_size
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser("cache", help="cache statistics, garbage collection, verification")
+    parser.add_argument("action", choices=["stats", "gc", "verify"])
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="cache directory (default: $TRTBUILD_CACHE or ./cache)",
+    )
+    parser.add_argument(
+        "--max-size", help="gc: shrink the cache to this size, least recently used first"
+    )
+    parser.add_argument("--keep", nargs="*", type=Path, default=[],
+                        help="gc: lock files or provenance.json whose artifacts are never evicted")  # fmt: skip
+    parser.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    from trtbuild.store import Store, default_cache_dir
+
+    store = Store((args.cache or default_cache_dir()).resolve())
+    if args.action == "stats":
+        stats = store.stats()
+        print(
+            f"{stats['blobs']} blobs, {format_size(stats['blob_bytes'])}; {stats['actions']} actions in {store.root}"
+        )
+    elif args.action == "verify":
+        bad = store.verify_all()
+        print(f"{len(bad)} corrupt blob(s) removed" if bad else "every blob matches its digest")
+    else:
+        if not args.max_size:
+            raise TrtbuildError("cache gc: --max-size is required (e.g. --max-size 10GiB)")
+        evicted = store.gc(size_arg(args.max_size), referenced(args.keep))
+        print(f"evicted {len(evicted)} blob(s); now {format_size(store.stats()['blob_bytes'])}")
+    return 0
+
+
+def referenced(paths: list[Path]) -> set[str]:
+    """sha256 of every artifact a lock file or provenance statement names."""
+    from trtbuild.manifest import read_lock
+
+    keep: set[str] = set()
+    for path in paths:
+        if path.suffix == ".json":
+            try:
+                statement = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise TrtbuildError(f"{path}: cannot read provenance: {exc}") from None
+            keep |= {s["digest"]["sha256"] for s in statement.get("subject", [])}
+            continue
+        lock = read_lock(path)
+        if lock is None:
+            raise TrtbuildError(f"{path}: not a trtbuild lock file")
+        for target in lock.get("target", []):
+            for part in target.get("part", []):
+                keep |= {part["sha256"], *part.get("sidecars", {}).values()}
+    return keep

@@ -1,0 +1,79 @@
+"""`trtbuild verify build/<recipe>/provenance.json`: are these the engines the recipe builds?
+
+Two checks per artifact named in the provenance statement: the published file still has the
+recorded sha256, and a rebuild from scratch (an empty temporary cache and output folder) gives
+the same bytes. ONNX Runtime engines must match byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trtbuild.build import Options, build
+from trtbuild.errors import TrtbuildError
+from trtbuild.store import sha256_file
+
+
+@dataclass(frozen=True)
+class ArtifactCheck:
+    name: str
+    recorded: str
+    published: str | None  # sha256 of the file in the build folder, None if missing
+    rebuilt: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.recorded == self.published == self.rebuilt
+
+    def describe(self) -> str:
+        if self.ok:
+            return f"{self.name}: matches (published and rebuilt)"
+        problems = []
+        if self.published is None:
+            problems.append("published file is missing")
+        elif self.published != self.recorded:
+            problems.append(
+                f"published file was altered ({self.recorded[:12]} -> {self.published[:12]})"
+            )
+        if self.rebuilt is None:
+            problems.append("the rebuild did not produce it")
+        elif self.rebuilt != self.recorded:
+            problems.append(f"rebuild differs ({self.recorded[:12]} -> {self.rebuilt[:12]})")
+        return f"{self.name}: MISMATCH: " + "; ".join(problems)
+
+
+def verify(provenance: str | Path, report: Any = print) -> list[ArtifactCheck]:
+    path = Path(provenance)
+    try:
+        statement = json.loads(path.read_text())
+        params = statement["predicate"]["buildDefinition"]["externalParameters"]
+        subjects = {s["name"]: s["digest"]["sha256"] for s in statement["subject"]}
+        recipe = Path(params["recipe_path"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise TrtbuildError(f"{path}: not a trtbuild provenance statement ({exc})") from None
+    published = {name: _sha_or_none(path.parent / name) for name in subjects}
+    with tempfile.TemporaryDirectory(prefix="trtbuild-verify-") as tmp:
+        report(f"rebuilding {recipe} in an empty cache ({tmp})")
+        opts = Options(
+            backend=None if params["backend"] == "recipe" else params["backend"],
+            budget=params["budget"] or None, out=Path(tmp) / "build", cache=Path(tmp) / "cache",
+            release=bool(params.get("release")), write_lock=False,
+        )  # fmt: skip
+        result = build(recipe, opts)
+        rebuilt = {
+            f"{t.model}/{t.precision}/{name}": sha
+            for t in result.targets
+            for p in t.parts
+            for name, sha in [(p.engine, p.sha256), *p.sidecars.items()]
+        }
+    return [
+        ArtifactCheck(n, sha, published[n], rebuilt.get(n)) for n, sha in sorted(subjects.items())
+    ]
+
+
+def _sha_or_none(path: Path) -> str | None:
+    return sha256_file(path) if path.is_file() else None
