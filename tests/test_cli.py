@@ -3,28 +3,48 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import snapshot
+from tests.conftest import DATA, RECIPES, snapshot
 from trtbuild.cli import main
 
 TINY_FP32 = ['precisions = ["fp32", "fp16"]', 'precisions = ["fp32"]']
 
 
-@pytest.fixture
-def built(recipes: Path) -> Path:
-    """tiny.toml (fp32 only) built once; returns the recipe."""
-    recipe = recipes / "tiny.toml"
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny.toml (fp32 only) built once per module, in a folder of its own."""
+    root = tmp_path_factory.mktemp("built")
+    shutil.copytree(
+        RECIPES, root / "recipes", ignore=shutil.ignore_patterns("*.lock", "__pycache__")
+    )
+    shutil.copy(DATA / "tiny.toml", root / "recipes" / "tiny.toml")
+    recipe = root / "recipes" / "tiny.toml"
     recipe.write_text(recipe.read_text().replace(*TINY_FP32))
-    (recipes / "models" / "broken.py").write_text(
+    (root / "recipes" / "models" / "broken.py").write_text(
         "def broken(**kwargs):\n    raise RuntimeError('boom: no such layer')\n"
     )
-    assert main(["run", str(recipe)]) == 0
-    return recipe
+    cwd = Path.cwd()
+    os.chdir(root)
+    try:
+        assert main(["run", str(recipe), "--cache", str(root / "cache")]) == 0
+    finally:
+        os.chdir(cwd)
+    return root
+
+
+@pytest.fixture
+def built(template: Path, tmp_path: Path) -> Path:
+    """A private copy of the built template (recipes, build, cache); returns the recipe."""
+    for name in ("recipes", "build", "cache"):
+        shutil.copytree(template / name, tmp_path / name)
+    return tmp_path / "recipes" / "tiny.toml"
 
 
 BAD = [

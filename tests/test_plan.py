@@ -4,6 +4,7 @@ and every printed plan split with torch.fx and run piece by piece against eager 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from trtbuild.cli import main
 from trtbuild.errors import TrtbuildError
 from trtbuild.frontend import eager_model, export_meta
 from trtbuild.memory import DEFAULTS, MemoryModel, Stage
-from trtbuild.partexport import _rename_map, part_module
+from trtbuild.partexport import _rename_map, part_module, split_inputs
 from trtbuild.planner import coarsen, problem_of
 from trtbuild.recipe import load_recipe
 
@@ -134,11 +135,13 @@ def run_split(recipe_path: Path, opts: Options) -> int:
         state = dict([*eager.model.named_parameters(), *eager.model.named_buffers()])
         values = {spec.inputs[0].name: x}
         for part in planned.plan.parts:
+            tensors, symints = split_inputs([asdict(t) for t in part.inputs])
             module = part_module(program, part.ops, [t.name for t in part.inputs],
                                  [t.name for t in part.outputs], rename,
-                                 {w: state[w].detach() for w in part.weights})  # fmt: skip
+                                 {w: state[w].detach() for w in part.weights}, symints,
+                                 {t["name"]: t["shape"] for t in tensors}, device="cpu")  # fmt: skip
             with torch.no_grad():
-                outs = module(*[values[t.name] for t in part.inputs])
+                outs = module(*[values[t["name"]] for t in tensors])
             values.update(zip([t.name for t in part.outputs], outs))
         out = values[planned.plan.model_outputs[0]]
         assert torch.allclose(out, ref, rtol=1e-5, atol=1e-5), planned.target.name
@@ -151,6 +154,11 @@ def test_resnet_plans_split_with_fx_reproduce_eager(recipes: Path) -> None:
         assert (
             run_split(recipes / "resnet.toml", Options(backend="onnxruntime", budget=budget)) == 2
         )
+
+
+def test_gpt2_and_unet_plans_split_with_fx_reproduce_eager(recipes: Path) -> None:
+    assert run_split(recipes / "gpt2.toml", Options(backend="onnxruntime")) == 1
+    assert run_split(recipes / "unet.toml", Options(backend="onnxruntime", budget=430 << 20)) == 1
 
 
 def test_scaled_seed_net_split_reproduces_eager(recipes: Path) -> None:

@@ -24,9 +24,9 @@ from trtbuild.executor import MemoryGate, run_job
 from trtbuild.graph import OpGraph
 from trtbuild.memory import MemoryModel, memory_model, save_corrections
 from trtbuild.planner import Part, Plan, plan
-from trtbuild.recipe import Recipe, Target, load_recipe
+from trtbuild.recipe import DynamicShape, Recipe, Target, load_recipe
 from trtbuild.sizes import format_size
-from trtbuild.store import Store, default_cache_dir
+from trtbuild.store import Store, default_cache_dir, sha256_file
 from trtbuild.toolchain import toolchain
 
 MAX_REPLANS = 4
@@ -264,9 +264,8 @@ class _Overrun(Exception):
 
 
 def part_fields(target: Target, graph: OpGraph, graph_info: dict[str, Any], the_plan: Plan,
-                backend: Any) -> list[dict[str, Any]]:  # fmt: skip
+                backend: Any, settings: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
     """The action-key fields of every part of a plan (see trtbuild.actions.KEY_FIELDS)."""
-    settings = _settings(target, backend.name)
     fingerprint, tools = backend.fingerprint(), toolchain()
     return [
         actions.part_fields(
@@ -285,8 +284,8 @@ def part_fields(target: Target, graph: OpGraph, graph_info: dict[str, Any], the_
 def _build_parts(recipe: Recipe, target: Target, graph: OpGraph, graph_info: dict[str, Any], the_plan: Plan,
                  backend: Any, store: Store, opts: Options, result: TargetResult,
                  gate: MemoryGate) -> list[PartResult]:  # fmt: skip
-    settings = _settings(target, backend.name)
-    all_fields = part_fields(target, graph, graph_info, the_plan, backend)
+    settings = backend_settings(recipe, target, backend.name, opts.release)
+    all_fields = part_fields(target, graph, graph_info, the_plan, backend, settings)
     old = _old_fields(opts, target)
 
     def one(part: Part) -> PartResult:
@@ -349,7 +348,8 @@ def _run_part(recipe: Recipe, target: Target, graph_info: dict[str, Any], part: 
                         "precision": target.precision, "part": part_json, "graph_digest": graph_info["digest"],
                         "onnx": str(onnx_path), "opset": settings["opset"]}),
             ("build", {"kind": "build", "backend": backend.name, "onnx": str(onnx_path),
-                       "engine": str(engine_path), "settings": settings}),
+                       "engine": str(engine_path),
+                       "settings": {**settings, **build_inputs(recipe, target, part)}}),
         ):  # fmt: skip
             try:
                 outcome = run_job(job, scratch, share)
@@ -375,13 +375,38 @@ def _run_part(recipe: Recipe, target: Target, graph_info: dict[str, Any], part: 
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _settings(target: Target, backend: str) -> dict[str, Any]:
+def backend_settings(recipe: Recipe, target: Target, backend: str, release: bool) -> dict[str, Any]:
+    """Every backend setting of a target; all of it goes into the action key."""
     settings: dict[str, Any] = {"opset": target.defaults.opset}
     if backend == "tensorrt":
-        settings["gpu_workspace"] = target.budget.gpu_workspace
-        settings["host_memory"] = target.budget.host_memory
-        settings["tensorrt"] = target.defaults.tensorrt.model_dump(mode="json")
+        trt = target.defaults.tensorrt
+        settings.update(
+            gpu_workspace=target.budget.gpu_workspace, host_memory=target.budget.host_memory,
+            tensorrt=trt.model_dump(mode="json"), release=release,
+        )  # fmt: skip
+        if trt.timing_cache:
+            path = recipe.resolve(trt.timing_cache)
+            if not path.is_file():
+                raise TrtbuildError(
+                    f"{recipe.path}: field 'defaults.tensorrt.timing_cache': expected a timing "
+                    f"cache file, but {path} does not exist"
+                )
+            settings["timing_cache_sha256"] = sha256_file(path)
     return settings
+
+
+def build_inputs(recipe: Recipe, target: Target, part: Part) -> dict[str, Any]:
+    """What a builder needs beyond the key's settings: precision, input ranges, file paths."""
+    ranges = {i.name: i.shape for i in target.model.inputs if isinstance(i.shape, DynamicShape)}
+    inputs = []
+    for t in part.inputs:
+        entry: dict[str, Any] = {"name": t.name, "shape": t.shape}
+        if t.name in ranges:
+            entry.update(min=ranges[t.name].min, opt=ranges[t.name].opt, max=ranges[t.name].max)
+        inputs.append(entry)
+    cache = target.defaults.tensorrt.timing_cache
+    return {"precision": target.precision, "inputs": inputs,
+            "timing_cache_path": str(recipe.resolve(cache)) if cache else None}  # fmt: skip
 
 
 # ------------------------------------------------------------------------- publishing
@@ -475,7 +500,7 @@ def _write_outputs(recipe: Recipe, results: list[TargetResult], opts: Options, t
                 "model": r.model,
                 "precision": r.precision,
                 "backend": r.backend,
-                "dir": str(r.dir),
+                "dir": str(opts.out / recipe.name / r.model / r.precision),
                 "budget_bytes": r.budget_bytes,
                 "boundary_bytes": r.plan.boundary_bytes,
                 "graph_digest": r.graph_job["digest"],

@@ -7,7 +7,8 @@ from typing import Any
 
 from trtbuild import actions, manifest
 from trtbuild.backends import get_backend
-from trtbuild.build import Options, part_fields, plan_targets
+from trtbuild.build import Options, backend_settings, part_fields, plan_targets
+from trtbuild.recipe import load_recipe
 from trtbuild.store import Store, default_cache_dir
 
 
@@ -17,6 +18,7 @@ def explain(recipe_path: str | Path, opts: Options | None = None) -> list[str]:
     lock = manifest.read_lock(manifest.lock_path(Path(recipe_path).resolve())) or {}
     store = Store((opts.cache or default_cache_dir()).resolve())
     lines = []
+    recipe = load_recipe(recipe_path)
     for planned in plan_targets(recipe_path, opts):
         target = planned.target
         old: dict[str, Any] = next(
@@ -32,10 +34,11 @@ def explain(recipe_path: str | Path, opts: Options | None = None) -> list[str]:
             )
         backend = get_backend(planned.backend)
         graph_info = {"weight_digests": planned.weight_digests}
-        for part, fields in zip(
-            planned.plan.parts,
-            part_fields(target, planned.graph, graph_info, planned.plan, backend),
-        ):
+        settings = backend_settings(recipe, target, planned.backend, opts.release)
+        fields_list = part_fields(
+            target, planned.graph, graph_info, planned.plan, backend, settings
+        )
+        for part, fields in zip(planned.plan.parts, fields_list):
             key = actions.action_key(fields)
             if key in old_keys or store.get_action(key) is not None:
                 reason = "up to date" if key in old_keys else "up to date (in the cache)"

@@ -15,8 +15,11 @@ from trtbuild.toolchain import toolchain
 
 
 def invocation(backend: str | None, budget: int | None, out: Path, release: bool) -> dict[str, Any]:
-    """The command-line options that change outputs; the lock pins them."""
-    return {"backend": backend or "recipe", "budget": budget or 0, "out": str(out.resolve()),
+    """The command-line options that change outputs; the lock pins them.
+
+    Paths stay as given (relative to the working directory), so a lock file can be committed.
+    """
+    return {"backend": backend or "recipe", "budget": budget or 0, "out": str(out),
             "release": release}  # fmt: skip
 
 

@@ -123,7 +123,7 @@ def example_inputs(inputs: list[InputSpec], device: str) -> tuple[torch.Tensor, 
     )
 
 
-def dynamic_shapes(inputs: list[InputSpec]) -> tuple[dict[int, Any] | None, ...] | None:
+def dynamic_shapes(inputs: list[InputSpec]) -> tuple[tuple[dict[int, Any] | None, ...]] | None:
     """torch.export dims for the recipe's {min, opt, max} shapes."""
     if not any(i.dynamic for i in inputs):
         return None
@@ -138,7 +138,7 @@ def dynamic_shapes(inputs: list[InputSpec]) -> tuple[dict[int, Any] | None, ...]
             axis: torch.export.Dim(f"{spec.name}_{axis}", min=lo, max=hi)
             for axis, (lo, hi) in enumerate(zip(shape.min, shape.max)) if lo != hi
         })  # fmt: skip
-    return tuple(dims)
+    return (tuple(dims),)  # forward(*inputs): one entry, the tuple of inputs
 
 
 def export_meta(

@@ -194,17 +194,25 @@ def _canonical(value: Any, rename: dict[str, str]) -> str:
     return repr(value)
 
 
+SYMINT = "symint"  # a symbolic size (aten.sym_size): no bytes; recomputed from a tensor's shape
+
+
 def _tensor_info(name: str, val: Any) -> TensorInfo:
-    shape = [int(d) if _concrete(d) else str(d) for d in val.shape]
+    if not hasattr(val, "shape"):  # SymInt of a dynamic dimension
+        return TensorInfo(name, [_symbol(val)], SYMINT, 0)
+    shape = [int(d) if _concrete(d) else _symbol(d) for d in val.shape]
     return TensorInfo(name, shape, _dtype(val), _nbytes(val))
 
 
+def _symbol(dim: Any) -> str:
+    """The symbolic expression of a dynamic size ("s0"), not its example value."""
+    node = getattr(dim, "node", None)
+    return str(node.expr) if node is not None else str(dim)
+
+
 def _concrete(dim: Any) -> bool:
-    try:
-        int(dim)
-        return not hasattr(dim, "node") or dim.node.is_constant() if hasattr(dim, "node") else True
-    except Exception:
-        return False
+    """A plain int. (Never int() a SymInt: that guards on, and so specialises, the dimension.)"""
+    return isinstance(dim, int)
 
 
 def _nbytes(val: Any) -> int:

@@ -12,7 +12,7 @@ from torch import nn
 
 from trtbuild import frontend
 from trtbuild.errors import TrtbuildError
-from trtbuild.graph import WRAPPED, from_exported
+from trtbuild.graph import SYMINT, WRAPPED, from_exported
 from trtbuild.recipe import Recipe
 
 DTYPES = {str(d).removeprefix("torch."): d for d in frontend.INPUT_DTYPES.values()}
@@ -20,16 +20,23 @@ DTYPES = {str(d).removeprefix("torch."): d for d in frontend.INPUT_DTYPES.values
 
 def part_module(
     program: Any, ops: list[str], inputs: list[str], outputs: list[str], rename: dict[str, str],
-    weights: dict[str, torch.Tensor],
+    weights: dict[str, torch.Tensor], symints: dict[str, str] | None = None,
+    dims: dict[str, list[int | str]] | None = None, device: str | None = None,
 ) -> fx.GraphModule:  # fmt: skip
     """A GraphModule computing `outputs` from `inputs` with the part's ops and weights only.
 
-    `rename` maps exported node names to OpGraph names (model inputs, weights).
+    `rename` maps exported node names to OpGraph names (model inputs, weights); `symints` are
+    inputs that are symbolic sizes, recomputed from the tensor inputs' shapes (`dims`).
+    Factory ops (arange, zeros, ...) were traced on the meta device; `device` moves them.
     """
+    symints = symints or {}
     graph = fx.Graph()
     env: dict[str, fx.Node] = {}
     for name in inputs:
-        env[name] = graph.placeholder(name)
+        if name not in symints:
+            env[name] = graph.placeholder(name)
+    for name, expr in symints.items():  # sizes come from a tensor input's shape, not an input
+        env[name] = _size_of(graph, env, dims, expr, name)
     root = nn.Module()
     attrs: dict[str, str] = {}
     wanted = set(ops)
@@ -46,11 +53,32 @@ def part_module(
             root.register_buffer(attr, weights[key])
             env[key] = graph.get_attr(attr)
         env[node.name] = graph.node_copy(node, lambda a: env[rename.get(a.name, a.name)])
+        if device is not None and "device" in node.kwargs:
+            env[node.name].kwargs = {**node.kwargs, "device": torch.device(device)}
         for user in node.users:
             if user.target is operator.getitem:
                 env[user.name] = graph.node_copy(user, lambda a: env[rename.get(a.name, a.name)])
     graph.output(tuple(env[name] for name in outputs))
     return fx.GraphModule(root, graph)
+
+
+def _size_of(graph: fx.Graph, env: dict[str, fx.Node], dims: dict[str, list[int | str]] | None,
+             expr: str, name: str) -> fx.Node:  # fmt: skip
+    """aten.sym_size of the first tensor input that has the symbolic dimension `expr`."""
+    for tensor, shape in (dims or {}).items():
+        if expr in shape and tensor in env:
+            return graph.call_function(
+                torch.ops.aten.sym_size.int, (env[tensor], shape.index(expr))
+            )
+    raise TrtbuildError(
+        f"dynamic size {name} = {expr} is not a dimension of any input of this part"
+    )
+
+
+def split_inputs(part_inputs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """A part's tensor inputs, and its symbolic-size inputs (name -> expression)."""
+    tensors = [t for t in part_inputs if t["dtype"] != SYMINT]
+    return tensors, {t["name"]: t["shape"][0] for t in part_inputs if t["dtype"] == SYMINT}
 
 
 def export_part(recipe: Recipe, model_name: str, precision: str, part: dict[str, Any],
@@ -73,15 +101,17 @@ def export_part(recipe: Recipe, model_name: str, precision: str, part: dict[str,
         [*wrapper.model.named_parameters(remove_duplicate=False), *wrapper.model.named_buffers()]
     )
     names = list(part["weights"])
+    tensors, symints = split_inputs(part["inputs"])
     module = part_module(program, part["ops"], [t["name"] for t in part["inputs"]],
                          [t["name"] for t in part["outputs"]], _rename_map(program, input_names),
-                         {n: meta[n] for n in names})  # fmt: skip
-    args = tuple(_example(t) for t in part["inputs"])
+                         {n: meta[n] for n in names}, symints,
+                         {t["name"]: t["shape"] for t in tensors})  # fmt: skip
+    args = tuple(_example(t) for t in tensors)
     onnx_program = torch.onnx.export(
         module, args, dynamo=True, opset_version=opset, optimize=False, verbose=False,
-        input_names=[t["name"] for t in part["inputs"]],
+        input_names=[t["name"] for t in tensors],
         output_names=[t["name"] for t in part["outputs"]],
-        dynamic_shapes=_dynamic_shapes(part["inputs"]),
+        dynamic_shapes=_dynamic_shapes(tensors),
     )  # fmt: skip
     assert onnx_program is not None
     loader = _WeightLoader(recipe, spec, {n: meta[n].dtype for n in names})

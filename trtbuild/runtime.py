@@ -28,17 +28,17 @@ class ChainedModel:
         self.output_names = [o["name"] for o in description["outputs"]]
 
     def __call__(self, *inputs: Any) -> Any:
-        import torch
-
         if len(inputs) != len(self.input_names):
             raise TypeError(
                 f"expected {len(self.input_names)} inputs ({', '.join(self.input_names)}), got {len(inputs)}"
             )
-        values: dict[str, Any] = {name: _to_native(x) for name, x in zip(self.input_names, inputs)}
+        values: dict[str, Any] = {
+            name: self.backend.to_native(x) for name, x in zip(self.input_names, inputs)
+        }
         for engine in self.engines:
             feeds = {name: values[name] for name in engine.input_names}
             values.update(engine.run(feeds))
-        outs = tuple(torch.from_numpy(_to_numpy(values[name])) for name in self.output_names)
+        outs = tuple(self.backend.to_torch(values[name]) for name in self.output_names)
         return outs[0] if len(outs) == 1 else outs
 
     @property
@@ -54,14 +54,3 @@ def load(directory: str | Path, verify: bool = True) -> ChainedModel:
     except FileNotFoundError:
         raise TrtbuildError(f"{directory}: no engine.json here; run `trtbuild run` first") from None
     return ChainedModel(directory, description, verify)
-
-
-def _to_native(x: Any) -> Any:
-    import onnxruntime as ort
-
-    array = x.detach().cpu().contiguous().numpy()
-    return ort.OrtValue.ortvalue_from_numpy(array)
-
-
-def _to_numpy(value: Any) -> Any:
-    return value.numpy()

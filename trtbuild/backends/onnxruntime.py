@@ -74,6 +74,16 @@ class OnnxRuntimeBackend:
             "sidecars": sidecars,
         }
 
+    def to_native(self, tensor: Any) -> Any:
+        import onnxruntime as ort
+
+        return ort.OrtValue.ortvalue_from_numpy(tensor.detach().cpu().contiguous().numpy())
+
+    def to_torch(self, value: Any) -> Any:
+        import torch
+
+        return torch.from_numpy(value.numpy())
+
     def load(self, engine_path: Path) -> OnnxRuntimeEngine:
         import onnxruntime as ort
 

@@ -24,6 +24,8 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--model", help="only this model")
     parser.add_argument("--precision", help="only this precision")
     parser.add_argument("--format", choices=["text", "json", "dot", "svg"], default="text")
+    parser.add_argument("--trtexec", action="store_true",
+                        help="print the equivalent trtexec command line for each part")  # fmt: skip
     parser.set_defaults(handler=handle)
 
 
@@ -32,6 +34,9 @@ def handle(args: argparse.Namespace) -> int:
 
     opts = Options(backend=args.backend, budget=budget(args), out=args.out, cache=args.cache)
     planned = plan_targets(args.recipe, opts, args.model, args.precision)
+    if args.trtexec:
+        print("\n".join(trtexec_lines(args, planned)))
+        return 0
     if args.format == "json":
         print(
             json.dumps(
@@ -44,6 +49,28 @@ def handle(args: argparse.Namespace) -> int:
         dot = "\n".join(as_dot(p.target.name, p.plan) for p in planned)
         print(dot if args.format == "dot" else to_svg(dot))
     return 0
+
+
+def trtexec_lines(args: argparse.Namespace, planned: list[Any]) -> list[str]:
+    """trtexec commands equal to what the TensorRT backend would build, one per part."""
+    from trtbuild.backends.tensorrt import trt_version
+    from trtbuild.backends.trt_config import builder_config, trtexec_command
+    from trtbuild.build import backend_settings, build_inputs
+    from trtbuild.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    major = int((trt_version() or "10").split(".")[0])
+    lines = [f"# TensorRT {major}.x; each part's ONNX is what trtbuild exports for that part"]
+    for p in planned:
+        settings = backend_settings(recipe, p.target, "tensorrt", release=False)
+        folder = args.out / recipe.name / p.target.model.name / p.target.precision
+        for part in p.plan.parts:
+            extra = build_inputs(recipe, p.target, part)
+            config = builder_config(settings, p.target.precision, extra["inputs"], major, False)
+            lines.append(f"# {p.target.name} part {part.index}")
+            lines.append(trtexec_command(config, f"{folder}/part{part.index}.onnx",
+                                         f"{folder}/part{part.index}.engine"))  # fmt: skip
+    return lines
 
 
 def as_json(target: Any, backend: str, plan: Plan) -> dict[str, Any]:
