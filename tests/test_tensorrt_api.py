@@ -34,10 +34,13 @@ def used_names(source: Path) -> set[str]:
     for node in ast.walk(tree):  # `trt = _trt()` or `import tensorrt as foo`
         if isinstance(node, ast.Import):
             aliases |= {a.asname or a.name for a in node.names if a.name == "tensorrt"}
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
-            func = node.value.func
-            if isinstance(func, ast.Name) and func.id == "_trt":
-                aliases |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        call = node.value if isinstance(node, ast.Assign) else None
+        if (
+            isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Name)
+            and call.func.id == "_trt"
+        ):
+            aliases |= {t.id for t in node.targets if isinstance(t, ast.Name)}  # type: ignore[attr-defined]
     names = set()
     for node in ast.walk(tree):
         if (
@@ -46,10 +49,10 @@ def used_names(source: Path) -> set[str]:
             and node.value.id in aliases
         ):
             names.add(node.attr)
-        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
-                and isinstance(node.value.value, ast.Name) and node.value.value.id in aliases):  # fmt: skip
-            if node.value.attr != "__version__":  # a str: its methods are not TensorRT's API
-                names.add(f"{node.value.attr}.{node.attr}")
+        nested = isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+        if (nested and isinstance(node.value.value, ast.Name) and node.value.value.id in aliases  # type: ignore[attr-defined]
+                and node.value.attr != "__version__"):  # a str: its methods are not TensorRT's API  # type: ignore[attr-defined]  # fmt: skip
+            names.add(f"{node.value.attr}.{node.attr}")  # type: ignore[attr-defined]
     return names
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 from trtbuild.errors import TrtbuildError
-from trtbuild.graph import OpGraph
+from trtbuild.graph import OpGraph, TensorInfo
 from trtbuild.memory import MemoryModel
 from trtbuild.sizes import format_size
 
@@ -524,11 +524,7 @@ def problem_of(graph: OpGraph, groups: list[list[str]]) -> Problem:
 
 
 @dataclass(frozen=True)
-class PartTensor:
-    name: str
-    shape: list[int | str]
-    dtype: str
-    bytes: int
+class PartTensor(TensorInfo):
     from_part: int | None  # producing part, None for a model input
 
 

@@ -70,13 +70,7 @@ class Store:
         digest = sha256_file(path)
         dest = self.blob_path(digest)
         if not dest.exists():
-            tmp = self._tmp_path()
-            try:
-                shutil.copyfile(path, tmp)
-                os.replace(tmp, dest)
-            except OSError as exc:
-                tmp.unlink(missing_ok=True)
-                raise _store_error(self.root, exc) from None
+            _atomic_copy(path, dest, self._tmp_path(), self.root)
         return digest
 
     def put_bytes(self, data: bytes) -> str:
@@ -104,13 +98,7 @@ class Store:
         if src is None:
             raise TrtbuildError(f"cache: blob {digest} vanished while publishing {dest}")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
-        try:
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dest)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise _store_error(dest.parent, exc) from None
+        _atomic_copy(src, dest, dest.with_name(f".{dest.name}.tmp{os.getpid()}"), dest.parent)
 
     # ---------------------------------------------------------------- action results
 
@@ -208,6 +196,16 @@ class Store:
         fd, name = tempfile.mkstemp(dir=self.root / "tmp")
         os.close(fd)
         return Path(name)
+
+
+def _atomic_copy(src: Path, dest: Path, tmp: Path, where: Path) -> None:
+    """Copy to `tmp`, then rename over `dest`: never a half-written file under the final name."""
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _store_error(where, exc) from None
 
 
 def _atomic_write(dest: Path, data: bytes, tmp_dir: Path, root: Path | None = None) -> None:

@@ -90,6 +90,9 @@ class OnnxRuntimeBackend:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
+        # Engines of a chain run one after another: an idle pool spinning for work would steal
+        # the cores of the engine that runs next (measured: benchmarks/runtime.py).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(
             str(engine_path), options, providers=["CPUExecutionProvider"]
         )
