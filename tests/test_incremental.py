@@ -231,3 +231,32 @@ def test_full_disk_is_a_clear_error_and_loses_nothing(recipes: Path, tmp_path: P
     assert len(errors) == 1 and "disk full" in errors[0] and "File too large" in errors[0]
     assert {p: p.read_bytes() for p in Path("build").rglob("*") if p.is_file()} == before
     _cache_is_sound(tmp_path / "cache")
+
+
+def test_verify_rules_for_engines_that_are_not_bit_reproducible() -> None:
+    from trtbuild.verify import ArtifactCheck
+
+    same = ArtifactCheck("m/fp16/part0.ort.onnx", "a", "a", "a")
+    assert same.ok and "published and rebuilt" in same.describe()
+    retimed = ArtifactCheck("m/fp16/part0.engine", "a", "a", "b", tactics_match=True)
+    assert retimed.ok and "tactics match" in retimed.describe()
+    assert not ArtifactCheck("m/fp16/part0.engine", "a", "a", "b", tactics_match=False).ok
+    assert not ArtifactCheck("m/fp16/part0.engine", "a", "x", "a").ok  # altered after publishing
+    assert ArtifactCheck("m/fp16/k.engine.timing.cache", "a", "a", "b").ok  # updated cache
+    missing = ArtifactCheck("m/fp16/part0.ort.onnx", "a", None, None)
+    assert not missing.ok and "published file is missing" in missing.describe()
+
+
+def test_cache_commands(recipes: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    build(recipes / "tiny.toml")
+    capsys.readouterr()
+    assert main(["cache", "stats"]) == 0
+    assert "actions in" in capsys.readouterr().out
+    assert main(["cache", "verify"]) == 0
+    assert "every blob matches" in capsys.readouterr().out
+    lock = recipes / "tiny.lock"
+    assert main(["cache", "gc", "--max-size", "1", "--keep", str(lock)]) == 0
+    assert build(recipes / "tiny.toml", Options(out=Path("again"))).targets[0].parts[0].cached
+    assert main(["cache", "gc", "--max-size", "1"]) == 0
+    assert "evicted" in capsys.readouterr().out
+    assert not build(recipes / "tiny.toml", Options(out=Path("third"))).targets[0].parts[0].cached

@@ -77,6 +77,7 @@ class Options:
     locked: bool = False
     release: bool = False
     report: Report = lambda message: None
+    on_plan: Callable[[TargetResult], None] = lambda t: None  # a target was (re-)planned
     on_part: Callable[[TargetResult, PartResult], None] = lambda t, p: None
     memory_override: MemoryModel | None = None
     write_lock: bool = True  # False for `trtbuild verify`: rebuild without touching the lock
@@ -196,6 +197,7 @@ def _build_target(
         opts.report(
             f"{target.name}: {len(the_plan.parts)} part(s), boundary {format_size(the_plan.boundary_bytes)}"
         )
+        opts.on_plan(result)
         try:
             result.parts = _build_parts(
                 recipe, target, graph, graph_info, the_plan, backend, store, opts, result, gate

@@ -42,22 +42,34 @@ def handle(args: argparse.Namespace) -> int:
             print(f"PASSED in {time.perf_counter() - start:.1f}s", file=sys.stderr)
         return 0
     from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from trtbuild.build import Options, build
 
     console = Console(stderr=True, quiet=args.json)
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console)  # fmt: skip
+    tasks: dict[str, Any] = {}
     opts = Options(backend=args.backend, budget=budget(args), out=args.out, cache=args.cache,
                    jobs=args.jobs, locked=args.locked, release=args.release)  # fmt: skip
     if args.verbose:
         opts.report = lambda message: console.print(f"[dim]{message}[/]")
 
+    def on_plan(target: Any) -> None:
+        name = f"{target.model}/{target.precision}"
+        if name in tasks:  # re-planned after a memory overrun: start the bar again
+            progress.reset(tasks[name], total=len(target.plan.parts))
+        else:
+            tasks[name] = progress.add_task(name, total=len(target.plan.parts))
+
     def on_part(target: Any, part: Any) -> None:
         what = "cached" if part.cached else f"built in {part.seconds:.1f}s"
-        console.print(f"  {target.model}/{target.precision} part {part.index}: {what}, "
-                      f"peak RSS {part.peak_rss_bytes / 2**20:.0f} MiB")  # fmt: skip
+        progress.console.print(f"  {target.model}/{target.precision} part {part.index}: {what}, "
+                               f"peak RSS {part.peak_rss_bytes / 2**20:.0f} MiB")  # fmt: skip
+        progress.advance(tasks[f"{target.model}/{target.precision}"])
 
-    opts.on_part = on_part
-    with console.status("building...", spinner="dots"):
+    opts.on_plan, opts.on_part = on_plan, on_part
+    with progress:
         result = build(args.recipe, opts)
     if args.json:
         print(json.dumps(as_json(result), indent=2))
