@@ -57,6 +57,7 @@ class TargetResult:
     plan: Plan
     parts: list[PartResult] = field(default_factory=list)
     graph_job: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what happened: re-plans after overruns
 
 
 @dataclass
@@ -122,7 +123,7 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
         )
     _write_outputs(recipe, results, opts, tools, memo, started, lock_file)
     memo.save()
-    notes = [n for r in results for n in r.graph_job.get("notes", [])]
+    notes = [n for r in results for n in r.notes]
     return BuildResult(False, results, time.perf_counter() - start, notes)
 
 
@@ -213,7 +214,7 @@ def _build_target(
             notes.append(note)
             continue
         _publish(result, recipe, target, store)
-        result.graph_job = {**graph_info, "notes": notes}
+        result.notes = notes
         return result
     raise TrtbuildError(
         f"{target.name}: builds kept crossing the budget after {MAX_REPLANS} re-plans"
