@@ -361,6 +361,8 @@ def _run_part(recipe: Recipe, target: Target, graph_info: dict[str, Any], part: 
             processes.append({"kind": stage, "peak_rss_bytes": outcome.peak_rss_bytes,
                               "seconds": round(outcome.seconds, 3), "started": outcome.started,
                               "ended": outcome.ended, **outcome.result})  # fmt: skip
+        # The builder reads the part's ONNX, which holds exactly the weights the exporter loaded.
+        processes[-1]["weights_loaded"] = processes[0]["weights_loaded"]
         blobs = {"engine": store.put_file(engine_path)}
         for name in processes[-1].get("sidecars", []):
             blobs[name] = store.put_file(scratch / name)
