@@ -15,8 +15,9 @@ from trtbuild.build import Options, plan_targets
 from trtbuild.cli import main
 from trtbuild.errors import TrtbuildError
 from trtbuild.frontend import eager_model, export_meta
+from trtbuild.graph import rename_map
 from trtbuild.memory import DEFAULTS, MemoryModel, Stage
-from trtbuild.partexport import _rename_map, part_module, split_inputs
+from trtbuild.partexport import part_module, split_inputs
 from trtbuild.planner import coarsen, problem_of
 from trtbuild.recipe import load_recipe
 
@@ -131,7 +132,7 @@ def run_split(recipe_path: Path, opts: Options) -> int:
         with torch.no_grad():
             ref = eager(x)
         _, program = export_meta(recipe, spec, precision)
-        rename = _rename_map(program, [i.name for i in spec.inputs])
+        rename = rename_map(program, [i.name for i in spec.inputs])
         state = dict([*eager.model.named_parameters(), *eager.model.named_buffers()])
         values = {spec.inputs[0].name: x}
         for part in planned.plan.parts:

@@ -424,7 +424,7 @@ def engine_description(result: TargetResult, recipe: Recipe) -> dict[str, Any]:
     spec_inputs = [
         i.name for i in next(m for m in recipe.schema.model if m.name == result.model).inputs
     ]
-    outputs = [produced[n] for n in _model_outputs(plan_)]
+    outputs = [produced[n] for n in plan_.model_outputs]
     return {
         "schema": 1,
         "recipe": recipe.name,
@@ -445,10 +445,6 @@ def engine_description(result: TargetResult, recipe: Recipe) -> dict[str, Any]:
             for p, r in zip(plan_.parts, result.parts)
         ],
     }
-
-
-def _model_outputs(plan_: Plan) -> list[str]:
-    return list(plan_.model_outputs)
 
 
 def _io(t: Any) -> dict[str, Any]:
@@ -494,7 +490,7 @@ def _write_outputs(recipe: Recipe, results: list[TargetResult], opts: Options, t
         spec = next(m for m in recipe.schema.model if m.name == r.model)
         if isinstance(spec.weights, str):
             files.append(recipe.resolve(spec.weights))
-    entries = {manifest._rel(f, root): manifest.file_entry(f, memo, root) for f in files}
+    entries = {manifest.relative(f, root): manifest.file_entry(f, memo, root) for f in files}
     lock: dict[str, Any] = {
         "lock": {"version": manifest.LOCK_VERSION, "recipe": recipe.name},
         "invocation": invocation(opts),

@@ -29,7 +29,6 @@ INPUT_DTYPES = {
     "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
     "int64": torch.int64, "int32": torch.int32, "bool": torch.bool,
 }  # fmt: skip
-WRAPPED = "model."  # prefix of every weight name in the exported graph
 RANDOM_INIT_SCHEME = 1  # bump when the seeded init below changes its bytes
 
 

@@ -120,6 +120,16 @@ class OpGraph:
         return g
 
 
+def rename_map(program: ExportedProgram, input_names: list[str]) -> dict[str, str]:
+    """Exported placeholder names -> OpGraph names: the recipe's input names, state-dict names."""
+    sig = program.graph_signature
+    weight_of = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
+    rename = {k: v.removeprefix(WRAPPED) for k, v in weight_of.items()}
+    user = [n for n in program.graph.nodes if n.op == "placeholder" and n.name not in weight_of]
+    rename.update({n.name: name for n, name in zip(user, input_names)})
+    return rename
+
+
 def from_exported(program: ExportedProgram, input_names: list[str]) -> OpGraph:
     """Flatten an exported program into an OpGraph; getitem nodes fold into their producer."""
     sig = program.graph_signature
@@ -128,17 +138,15 @@ def from_exported(program: ExportedProgram, input_names: list[str]) -> OpGraph:
         raise TrtbuildError(
             "the model creates tensor constants in forward(); register them as buffers instead"
         )
-    user_inputs = [
-        n for n in program.graph.nodes if n.op == "placeholder" and n.name not in weight_of
+    rename = rename_map(program, input_names)
+    placeholders = [n for n in program.graph.nodes if n.op == "placeholder"]
+    inputs = [
+        _tensor_info(rename[n.name], n.meta["val"]) for n in placeholders if n.name not in weight_of
     ]
-    rename = {n.name: name for n, name in zip(user_inputs, input_names)}
-    inputs = [_tensor_info(rename[n.name], n.meta["val"]) for n in user_inputs]
     weights: dict[str, WeightInfo] = {}
-    for node in program.graph.nodes:
+    for node in placeholders:
         if node.name in weight_of:
-            name = weight_of[node.name].removeprefix(WRAPPED)
-            rename[node.name] = name
-            val = node.meta["val"]
+            name, val = rename[node.name], node.meta["val"]
             weights[name] = WeightInfo(name, [int(d) for d in val.shape], _dtype(val), _nbytes(val))
     ops = [_op(node, rename, weights) for node in _compute_nodes(program.graph)]
     output_node = next(n for n in program.graph.nodes if n.op == "output")

@@ -56,10 +56,10 @@ def _sorted(value: Any) -> Any:
 
 
 def file_entry(path: Path, memo: DigestMemo, root: Path) -> dict[str, Any]:
-    return {"path": _rel(path, root), "sha256": memo.sha256(path)}
+    return {"path": relative(path, root), "sha256": memo.sha256(path)}
 
 
-def _rel(path: Path, root: Path) -> str:
+def relative(path: Path, root: Path) -> str:
     try:
         return str(path.resolve().relative_to(root))
     except ValueError:

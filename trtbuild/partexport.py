@@ -12,7 +12,7 @@ from torch import nn
 
 from trtbuild import frontend
 from trtbuild.errors import TrtbuildError
-from trtbuild.graph import SYMINT, WRAPPED, from_exported
+from trtbuild.graph import SYMINT, from_exported, rename_map
 from trtbuild.recipe import Recipe
 
 DTYPES = {str(d).removeprefix("torch."): d for d in frontend.INPUT_DTYPES.values()}
@@ -103,7 +103,7 @@ def export_part(recipe: Recipe, model_name: str, precision: str, part: dict[str,
     names = list(part["weights"])
     tensors, symints = split_inputs(part["inputs"])
     module = part_module(program, part["ops"], [t["name"] for t in part["inputs"]],
-                         [t["name"] for t in part["outputs"]], _rename_map(program, input_names),
+                         [t["name"] for t in part["outputs"]], rename_map(program, input_names),
                          {n: meta[n] for n in names}, symints,
                          {t["name"]: t["shape"] for t in tensors})  # fmt: skip
     args = tuple(_example(t) for t in tensors)
@@ -170,15 +170,6 @@ def _attr_name(weight: str) -> str:
 
 def _weight_name(attr: str) -> str:
     return attr.removeprefix("w__").replace("__", ".")
-
-
-def _rename_map(program: Any, input_names: list[str]) -> dict[str, str]:
-    sig = program.graph_signature
-    weight_of = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
-    rename = {k: v.removeprefix(WRAPPED) for k, v in weight_of.items()}
-    user = [n for n in program.graph.nodes if n.op == "placeholder" and n.name not in weight_of]
-    rename.update({n.name: name for n, name in zip(user, input_names)})
-    return rename
 
 
 def _cast(tensor: torch.Tensor, dtype: str) -> torch.Tensor:
