@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
+# Errors that mean "no room to write": a full disk, a file-size limit, a quota.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+DISK_FULL_TEXTS = tuple(os.strerror(e) for e in DISK_FULL_ERRNOS)
+
 
 class TrtbuildError(Exception):
     """A mistake the user can fix: bad recipe, missing file, budget too small, ..."""
@@ -16,3 +23,12 @@ class BudgetExceeded(TrtbuildError):
     def __init__(self, message: str, peak_rss_bytes: int) -> None:
         super().__init__(message)
         self.peak_rss_bytes = peak_rss_bytes
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
+
+
+def disk_full_text(text: str) -> str | None:
+    """The disk-full message in `text` (a log, a wrapped exception's message), if any."""
+    return next((t for t in DISK_FULL_TEXTS if t in text), None)

@@ -8,7 +8,6 @@ kernel (os.wait4 -> ru_maxrss); a watcher thread stops a process that crosses it
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import signal
@@ -24,11 +23,10 @@ from typing import Any
 
 import psutil
 
-from trtbuild.errors import BudgetExceeded, TrtbuildError
+from trtbuild.errors import BudgetExceeded, TrtbuildError, disk_full_text
 from trtbuild.sizes import format_size
 
 POLL_SECONDS = 0.01
-DISK_FULL_TEXT = tuple(os.strerror(e) for e in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT))
 
 
 @dataclass(frozen=True)
@@ -82,7 +80,7 @@ def run_job(job: dict[str, Any], scratch: Path, limit_bytes: int | None = None) 
         )
     if outcome is None:
         log = (scratch / f"{name}.log").read_text(errors="replace")[-2000:]
-        full = next((e for e in DISK_FULL_TEXT if e in log), None)
+        full = disk_full_text(log)
         if full:
             raise TrtbuildError(
                 f"disk full while writing build files: {full}; nothing was published"

@@ -190,8 +190,7 @@ class Recipe:
 
     def where(self, loc: tuple[Any, ...]) -> str:
         """ "path:line" of a key path, or just the path when the line is unknown."""
-        line = _line_of(self.text, loc)
-        return f"{self.path}:{line}" if line else str(self.path)
+        return _where(self.path, self.text, loc)
 
     def model_loc(self, name: str, key: str) -> str:
         index = next(i for i, m in enumerate(self.schema.model) if m.name == name)
@@ -229,8 +228,7 @@ def _describe(path: Path, text: str, exc: ValidationError) -> str:
     err = min(exc.errors(), key=_rank)  # a union reports every member; say the telling one
     loc = tuple(p for p in err["loc"] if not _is_union_tag(p))
     field = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
-    line = _line_of(text, loc)
-    where = f"{path}:{line}" if line else str(path)
+    where = _where(path, text, loc)
     if err["type"] == "extra_forbidden":
         return f"{where}: unknown key '{field}'"
     if err["type"] == "missing":
@@ -259,6 +257,11 @@ def _is_union_tag(part: Any) -> bool:
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(#.*)?$")
 _KEY = re.compile(r"^\s*([A-Za-z0-9_.\-\"']+)\s*=")
+
+
+def _where(path: Path, text: str, loc: tuple[Any, ...]) -> str:
+    line = _line_of(text, loc)
+    return f"{path}:{line}" if line else str(path)
 
 
 def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:

@@ -6,7 +6,6 @@ its peak RSS is its own. The result is written as JSON next to the job; user err
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import sys
@@ -14,9 +13,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from trtbuild.errors import TrtbuildError
-
-DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+from trtbuild.errors import TrtbuildError, disk_full_text, is_disk_full
 
 
 def run(job: dict[str, Any]) -> dict[str, Any]:
@@ -64,12 +61,11 @@ def _disk_full(exc: BaseException | None) -> str | None:
     """The disk-full error behind `exc`, if any (libraries often wrap the OSError)."""
     seen = 0
     while exc is not None and seen < 10:
-        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
-            return f"{exc.strerror} ({exc.filename or 'a build file'})"
-        text = str(exc)
-        for err in DISK_FULL:
-            if os.strerror(err) in text:
-                return os.strerror(err)
+        if is_disk_full(exc):
+            return f"{exc.strerror} ({exc.filename or 'a build file'})"  # type: ignore[attr-defined]
+        text = disk_full_text(str(exc))
+        if text:
+            return text
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return None
 

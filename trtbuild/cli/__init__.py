@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import os
 import sys
@@ -12,7 +11,7 @@ import time
 import traceback
 from collections.abc import Sequence
 
-from trtbuild.errors import TrtbuildError
+from trtbuild.errors import TrtbuildError, is_disk_full
 
 EXIT_OK, EXIT_USER, EXIT_INTERNAL, EXIT_INTERRUPT = 0, 1, 3, 130
 
@@ -40,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _closing(args, False, start)
         return EXIT_USER
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        if not is_disk_full(exc):
             return _internal()
         print(f"trtbuild: error: disk full: {exc.strerror} ({exc.filename}); the cache and earlier "
               "outputs are intact", file=sys.stderr)  # fmt: skip
