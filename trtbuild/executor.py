@@ -1,8 +1,10 @@
 """Run jobs in fresh processes, watch their memory, record their peak RSS.
 
 Every job is a new interpreter (`python -m trtbuild.worker`), the equivalent of a pool with
-max_tasks_per_child=1: nothing leaks from one build into the next. Peak RSS comes from the
-kernel (os.wait4 -> ru_maxrss); a watcher thread stops a process that crosses its limit.
+max_tasks_per_child=1: nothing leaks from one build into the next. Peak RSS is the kernel's
+high-water mark of the worker's own address space (VmHWM, reported by the worker; ru_maxrss from
+os.wait4 only where that is missing, since it also counts the parent at fork); a watcher thread
+stops a process that crosses its limit.
 """
 
 from __future__ import annotations
