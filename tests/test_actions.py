@@ -13,10 +13,11 @@ import pytest
 from trtbuild.actions import KEY_FIELDS, action_key, explain, field_digests
 
 BASE: dict[str, Any] = {
-    "schema": 1,
+    "schema": 2,
     "graph": [{"name": "conv2d", "target": "aten.conv2d.default", "args": "[%x,%w,None,[1, 1]]",
                "inputs": ["x"], "weights": ["w"], "outputs": [["conv2d", [1, 8, 4, 4], "float32"]]}],
     "weights": {"w": "ab" * 32},
+    "inputs": "12" * 32,
     "io": {"inputs": [["x", [1, 3, 4, 4], "float32"]], "outputs": [["conv2d", [1, 8, 4, 4], "float32"]]},
     "precision": "fp32",
     "settings": {"opset": 18},
@@ -25,9 +26,10 @@ BASE: dict[str, Any] = {
 }  # fmt: skip
 
 CHANGES: dict[str, Any] = {
-    "schema": 2,
+    "schema": 3,
     "graph": [{**BASE["graph"][0], "args": "[%x,%w,None,[2, 2]]"}],
     "weights": {"w": "cd" * 32},
+    "inputs": "34" * 32,
     "io": {"inputs": [["x", [2, 3, 4, 4], "float32"]], "outputs": BASE["io"]["outputs"]},
     "precision": "fp16",
     "settings": {"opset": 19},

@@ -11,7 +11,7 @@ import torch
 import trtbuild
 from trtbuild.build import Options, build
 from trtbuild.frontend import eager_model
-from trtbuild.manifest import lock_path, read_lock
+from trtbuild.lockfile import lock_path, read_lock
 from trtbuild.recipe import load_recipe
 
 

@@ -58,5 +58,5 @@ def test_verify_all_removes_corrupt(tmp_path: Path) -> None:
     store = Store(tmp_path / "c")
     good, bad = store.put_bytes(b"a"), store.put_bytes(b"b")
     store.blob_path(bad).write_bytes(b"c")
-    assert store.verify_all() == [bad]
+    assert store.verify_all() == [f"blob {bad}: content does not match its digest"]
     assert store.verified_blob(good)

@@ -6,18 +6,18 @@ the lock file, so `trtbuild explain` can say which field changed.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
+from trtbuild.digests import digest_json as digest
 from trtbuild.graph import OpGraph
 from trtbuild.planner import Part
 
-KEY_SCHEMA = 1
+KEY_SCHEMA = 2
 KEY_FIELDS = (
     "schema",  # trtbuild's key schema version
     "graph",  # the part's ops: targets, arguments, edges, shapes, dtypes
     "weights",  # sha256 of every weight the part holds
+    "inputs",  # the model's discovered inputs: code and data files, distributions, env (content)
     "io",  # names, shapes and dtypes of the part's inputs and outputs
     "precision",
     "settings",  # every backend setting (opset, builder options, workspace, ...)
@@ -26,18 +26,11 @@ KEY_FIELDS = (
 )
 
 
-def canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def digest(value: Any) -> str:
-    return hashlib.sha256(canonical(value).encode()).hexdigest()
-
-
 def part_fields(
-    graph: OpGraph, part: Part, weight_digests: dict[str, str], precision: str,
-    settings: dict[str, Any], fingerprint: dict[str, str], tools: dict[str, str],
+    graph: OpGraph, part: Part, weight_digests: dict[str, str], inputs_digest: str,
+    precision: str, settings: dict[str, Any], machine: dict[str, dict[str, str]],
 ) -> dict[str, Any]:  # fmt: skip
+    """The key fields of one part; `machine` is trtbuild.inputs.machine(backend)."""
     ops = []
     for name in part.ops:
         op = graph.op(name)
@@ -49,14 +42,15 @@ def part_fields(
         "schema": KEY_SCHEMA,
         "graph": ops,
         "weights": {w: weight_digests[w] for w in sorted(part.weights)},
+        "inputs": inputs_digest,
         "io": {
             "inputs": [[t.name, t.shape, t.dtype] for t in part.inputs],
             "outputs": [[t.name, t.shape, t.dtype] for t in part.outputs],
         },
         "precision": precision,
         "settings": settings,
-        "toolchain": tools,
-        "device": fingerprint,
+        "toolchain": machine["toolchain"],
+        "device": machine["device"],
     }
 
 

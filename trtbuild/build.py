@@ -6,66 +6,33 @@ processes (trtbuild.worker), one job each, measured and watched by the executor.
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trtbuild import actions, fastpath, manifest
+from trtbuild import actions, fastpath, lockfile
 from trtbuild.backends import get_backend, resolve_backend
 from trtbuild.digests import DigestMemo
 from trtbuild.errors import BudgetExceeded, TrtbuildError
 from trtbuild.executor import MemoryGate, run_job
 from trtbuild.graph import OpGraph
+from trtbuild.graphjob import GraphJob, graph_job
+from trtbuild.inputs import machine
 from trtbuild.memory import MemoryModel, memory_model, save_corrections
 from trtbuild.planner import Part, Plan, plan
+from trtbuild.publish import now, publish, write_outputs
 from trtbuild.recipe import DynamicShape, Recipe, Target, load_recipe
+from trtbuild.results import BuildResult, PartResult, TargetResult
 from trtbuild.sizes import format_size
 from trtbuild.store import Store, default_cache_dir, sha256_file
 from trtbuild.toolchain import toolchain
 
 MAX_REPLANS = 4
 Report = Callable[[str], None]
-
-
-@dataclass
-class PartResult:
-    index: int
-    key: str
-    cached: bool
-    peak_rss_bytes: int
-    seconds: float
-    sha256: str
-    engine: str
-    sidecars: dict[str, str]  # file name -> sha256 of files the engine reads beside it
-    fields: dict[str, str]
-    record: dict[str, Any]
-
-
-@dataclass
-class TargetResult:
-    model: str
-    precision: str
-    backend: str
-    dir: Path
-    budget_bytes: int
-    plan: Plan
-    parts: list[PartResult] = field(default_factory=list)
-    graph_job: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)  # what happened: re-plans after overruns
-
-
-@dataclass
-class BuildResult:
-    up_to_date: bool
-    targets: list[TargetResult]
-    seconds: float
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -94,34 +61,37 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
     opts = opts or Options()
     start = time.perf_counter()
     cache_dir = (opts.cache or default_cache_dir()).resolve()
-    stale = fastpath.staleness(Path(recipe_path), invocation(opts), cache_dir)
-    if stale.reason is None and not opts.release:
+    # A release build trusts no stat memo: every input is hashed again.
+    stale = fastpath.stale(Path(recipe_path), invocation(opts), cache_dir, not opts.release)
+    if stale is None and not opts.release:
         return BuildResult(True, [], time.perf_counter() - start, ["up to date"])
     recipe = load_recipe(recipe_path)
     if opts.release:
         _check_release(recipe, opts)
-    if opts.locked and stale.reason is not None:
+    if opts.locked and stale is not None:
         raise TrtbuildError(
-            f"{manifest.lock_path(recipe.path)}: --locked, but the inputs no longer match the "
-            f"lock ({stale.reason})"
+            f"{lockfile.lock_path(recipe.path)}: --locked, but the inputs no longer match the "
+            f"lock ({stale})"
         )
-    if stale.reason is None:
+    if stale is None:
         return BuildResult(True, [], time.perf_counter() - start, ["up to date"])
     recipe.check_files()
     store = Store(cache_dir)
-    memo = DigestMemo(cache_dir / "digests.json")
+    store.clean_orphans()
+    memo = DigestMemo(cache_dir / "digests.json", trust_stat=not opts.release)
     tools = toolchain()
-    lock_file = manifest.lock_path(recipe.path)
-    opts.previous_lock = manifest.read_lock(lock_file)
-    opts.report(f"building: {stale.reason}")
-    started = _now()
+    lock_file = lockfile.lock_path(recipe.path)
+    opts.previous_lock = lockfile.read_lock(lock_file)
+    opts.report(f"building: {stale}")
+    started = now()
     gate = MemoryGate(opts.jobs)
     targets = recipe.targets(opts.backend, opts.budget)
     with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
         results = list(
             pool.map(lambda t: _build_target(recipe, t, store, memo, opts, gate), targets)
         )
-    _write_outputs(recipe, results, opts, tools, memo, started, lock_file)
+    write_outputs(recipe, results, invocation(opts), opts.out, tools, memo, started, lock_file,
+                  opts.write_lock)  # fmt: skip
     memo.save()
     notes = [n for r in results for n in r.notes]
     return BuildResult(False, results, time.perf_counter() - start, notes)
@@ -133,7 +103,7 @@ class PlannedTarget:
     backend: str
     graph: OpGraph
     plan: Plan
-    weight_digests: dict[str, str]
+    job: GraphJob
 
 
 def plan_targets(recipe_path: str | Path, opts: Options | None = None, model: str | None = None,
@@ -156,13 +126,11 @@ def plan_targets(recipe_path: str | Path, opts: Options | None = None, model: st
     out = []
     for target in targets:
         backend = resolve_backend(target.backend)
-        graph_info = _graph(
-            recipe, target, store, memo, None
-        )  # planning only: measured, not capped
-        graph = OpGraph.from_json(graph_info["graph"])
+        job = graph_job(recipe, target, store, memo, None)  # planning only: measured, not capped
+        graph = OpGraph.from_json(job.graph)
         memory = opts.memory_override or memory_model(backend, store.root)
         the_plan = plan(graph, target.budget.host_memory, memory)
-        out.append(PlannedTarget(target, backend, graph, the_plan, graph_info["weight_digests"]))
+        out.append(PlannedTarget(target, backend, graph, the_plan, job))
     memo.save()
     return out
 
@@ -187,14 +155,14 @@ def _build_target(
     budget = target.budget.host_memory
     memory = opts.memory_override or memory_model(backend_name, store.root)
     with gate.admit(memory.export.fixed_bytes, budget) as share:
-        graph_info = _graph(recipe, target, store, memo, share)
-    graph = OpGraph.from_json(graph_info["graph"])
-    out_dir = (opts.out / recipe.name / target.model.name / target.precision).resolve()
+        graph_info = graph_job(recipe, target, store, memo, share)
+    graph = OpGraph.from_json(graph_info.graph)
+    out_dir = output_dir(opts.out, recipe.name, target.model.name, target.precision)
     notes: list[str] = []
     for _attempt in range(MAX_REPLANS):
         the_plan = plan(graph, budget, memory)
-        result = TargetResult(target.model.name, target.precision, backend_name, out_dir, budget, the_plan,
-                              graph_job=graph_info)  # fmt: skip
+        result = TargetResult(target.model.name, target.precision, backend_name, out_dir, budget,
+                              the_plan, graph_info, target.backend)  # fmt: skip
         opts.report(
             f"{target.name}: {len(the_plan.parts)} part(s), boundary {format_size(the_plan.boundary_bytes)}"
         )
@@ -213,7 +181,7 @@ def _build_target(
             opts.report(note)
             notes.append(note)
             continue
-        _publish(result, recipe, target, store)
+        publish(result, recipe, store)
         result.notes = notes
         return result
     raise TrtbuildError(
@@ -221,43 +189,17 @@ def _build_target(
     )
 
 
-def _graph(
-    recipe: Recipe, target: Target, store: Store, memo: DigestMemo, budget: int | None
-) -> dict[str, Any]:
-    """The target's OpGraph, from the cache when its source files (depfile) are unchanged."""
-    spec = target.model
-    key = "graph-" + actions.digest(
-        [1, spec.model_dump(mode="json"), target.precision, toolchain()]
-    )
-    cached = store.get_action(key)
-    if cached and _deps_unchanged(cached["deps"], memo):
-        return dict(cached["result"])
-    scratch = store.scratch()
-    try:
-        outcome = run_job({"kind": "graph", "recipe": str(recipe.path), "model": spec.name,
-                           "precision": target.precision}, scratch, budget)  # fmt: skip
-    except BudgetExceeded as exc:
-        raise TrtbuildError(
-            f"budget {format_size(budget or 0)} is too small for {target.name}: exporting its graph on "
-            f"the meta device (no weights) alone reached {format_size(exc.peak_rss_bytes)}"
-        ) from None
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    files = [Path(p) for p in outcome.result["sources"]]
-    if isinstance(spec.weights, str):
-        files.append(recipe.resolve(spec.weights))
-    result = {
-        **outcome.result,
-        "peak_rss_bytes": outcome.peak_rss_bytes,
-        "seconds": outcome.seconds,
-    }
-    deps = {str(p): memo.sha256(p) for p in files}
-    store.put_action(key, {"deps": deps, "result": result, "blobs": {}})
-    return result
-
-
-def _deps_unchanged(deps: dict[str, str], memo: DigestMemo) -> bool:
-    return all(Path(p).is_file() and memo.sha256(Path(p)) == sha for p, sha in deps.items())
+def output_dir(out: Path, *names: str) -> Path:
+    """out/<recipe>/<model>/<precision>, refusing any name that would leave the output root."""
+    root = out.resolve()
+    folder = root.joinpath(*names).resolve()
+    if (
+        not folder.is_relative_to(root)
+        or folder == root
+        or any(n in ("", ".", "..") for n in names)
+    ):
+        raise TrtbuildError(f"{folder}: refusing to write outside the output root {root}")
+    return folder
 
 
 class _Overrun(Exception):
@@ -266,29 +208,23 @@ class _Overrun(Exception):
         self.index, self.stage, self.weight_bytes, self.peak = index, stage, weight_bytes, peak
 
 
-def part_fields(target: Target, graph: OpGraph, graph_info: dict[str, Any], the_plan: Plan,
-                backend: Any, settings: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
+def part_fields(target: Target, graph: OpGraph, job: GraphJob, the_plan: Plan, backend: str,
+                settings: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
     """The action-key fields of every part of a plan (see trtbuild.actions.KEY_FIELDS)."""
-    fingerprint, tools = backend.fingerprint(), toolchain()
+    facts, inputs = machine(backend), job.inputs.digest()
     return [
         actions.part_fields(
-            graph,
-            part,
-            graph_info["weight_digests"],
-            target.precision,
-            settings,
-            fingerprint,
-            tools,
+            graph, part, job.weight_digests, inputs, target.precision, settings, facts
         )
         for part in the_plan.parts
     ]
 
 
-def _build_parts(recipe: Recipe, target: Target, graph: OpGraph, graph_info: dict[str, Any], the_plan: Plan,
+def _build_parts(recipe: Recipe, target: Target, graph: OpGraph, graph_info: GraphJob, the_plan: Plan,
                  backend: Any, store: Store, opts: Options, result: TargetResult,
                  gate: MemoryGate) -> list[PartResult]:  # fmt: skip
     settings = backend_settings(recipe, target, backend.name, opts.release)
-    all_fields = part_fields(target, graph, graph_info, the_plan, backend, settings)
+    all_fields = part_fields(target, graph, graph_info, the_plan, backend.name, settings)
     old = _old_fields(opts, target)
 
     def one(part: Part) -> PartResult:
@@ -326,14 +262,11 @@ def _build_parts(recipe: Recipe, target: Target, graph: OpGraph, graph_info: dic
 
 def _old_fields(opts: Options, target: Target) -> dict[int, dict[str, str]]:
     """Per-part field digests the lock recorded for this target, for "why rebuilt" messages."""
-    lock = opts.previous_lock or {}
-    for entry in lock.get("target", []):
-        if entry["model"] == target.model.name and entry["precision"] == target.precision:
-            return {p["index"]: p["fields"] for p in entry.get("part", [])}
-    return {}
+    entry = lockfile.target_entry(opts.previous_lock, target.model.name, target.precision)
+    return {p["index"]: p["fields"] for p in entry.get("part", [])}
 
 
-def _run_part(recipe: Recipe, target: Target, graph_info: dict[str, Any], part: Part, backend: Any,
+def _run_part(recipe: Recipe, target: Target, graph_info: GraphJob, part: Part, backend: Any,
               settings: dict[str, Any], store: Store, key: str, share: int) -> dict[str, Any]:  # fmt: skip
     scratch = store.scratch()
     try:
@@ -348,7 +281,7 @@ def _run_part(recipe: Recipe, target: Target, graph_info: dict[str, Any], part: 
         processes = []
         for stage, job in (
             ("export", {"kind": "export", "recipe": str(recipe.path), "model": target.model.name,
-                        "precision": target.precision, "part": part_json, "graph_digest": graph_info["digest"],
+                        "precision": target.precision, "part": part_json, "graph_digest": graph_info.digest,
                         "onnx": str(onnx_path), "opset": settings["opset"]}),
             ("build", {"kind": "build", "backend": backend.name, "onnx": str(onnx_path),
                        "engine": str(engine_path),
@@ -412,137 +345,3 @@ def build_inputs(recipe: Recipe, target: Target, part: Part) -> dict[str, Any]:
     cache = target.defaults.tensorrt.timing_cache
     return {"precision": target.precision, "inputs": inputs,
             "timing_cache_path": str(recipe.resolve(cache)) if cache else None}  # fmt: skip
-
-
-# ------------------------------------------------------------------------- publishing
-
-
-def engine_description(result: TargetResult, recipe: Recipe) -> dict[str, Any]:
-    plan_ = result.plan
-    produced = {t.name: t for p in plan_.parts for t in p.outputs}
-    model_inputs = {t.name: t for p in plan_.parts for t in p.inputs if t.from_part is None}
-    spec_inputs = [
-        i.name for i in next(m for m in recipe.schema.model if m.name == result.model).inputs
-    ]
-    outputs = [produced[n] for n in plan_.model_outputs]
-    return {
-        "schema": 1,
-        "recipe": recipe.name,
-        "model": result.model,
-        "precision": result.precision,
-        "backend": result.backend,
-        "inputs": [_io(model_inputs[n]) for n in spec_inputs if n in model_inputs],
-        "outputs": [_io(t) for t in outputs],
-        "parts": [
-            {
-                "index": p.index,
-                "engine": r.engine,
-                "sha256": r.sha256,
-                "sidecars": r.sidecars,
-                "inputs": [t.name for t in p.inputs],
-                "outputs": [t.name for t in p.outputs],
-            }
-            for p, r in zip(plan_.parts, result.parts)
-        ],
-    }
-
-
-def _io(t: Any) -> dict[str, Any]:
-    return {"name": t.name, "shape": t.shape, "dtype": t.dtype}
-
-
-def _publish(result: TargetResult, recipe: Recipe, target: Target, store: Store) -> None:
-    """Swap the target's directory in whole: a reader never sees half of a build."""
-    final = result.dir
-    final.parent.mkdir(parents=True, exist_ok=True)
-    description = engine_description(result, recipe)
-    new = final.parent / f".{final.name}.new-{os.getpid()}"
-    shutil.rmtree(new, ignore_errors=True)
-    try:
-        new.mkdir()
-        for part in result.parts:
-            store.export_blob(part.sha256, new / part.engine)
-            for name, digest in part.sidecars.items():
-                store.export_blob(digest, new / name)
-        manifest.write_json(new / "engine.json", description)
-        manifest.write_json(new / "build.json", {"parts": [p.record for p in result.parts],
-                                                 "graph_process": _graph_record(result.graph_job)})  # fmt: skip
-        old = final.parent / f".{final.name}.old-{os.getpid()}"
-        if final.exists():
-            os.replace(final, old)
-        os.replace(new, final)
-        shutil.rmtree(old, ignore_errors=True)
-    except OSError as exc:
-        shutil.rmtree(new, ignore_errors=True)
-        raise TrtbuildError(f"{final}: cannot publish the build: {exc.strerror or exc}") from None
-
-
-def _graph_record(info: dict[str, Any]) -> dict[str, Any]:
-    return {"peak_rss_bytes": info.get("peak_rss_bytes"), "seconds": info.get("seconds")}
-
-
-def _write_outputs(recipe: Recipe, results: list[TargetResult], opts: Options, tools: dict[str, str],
-                   memo: DigestMemo, started: str, lock_file: Path) -> None:  # fmt: skip
-    root = recipe.root
-    files = [recipe.path]
-    for r in results:
-        files.extend(Path(p) for p in r.graph_job["sources"])
-        spec = next(m for m in recipe.schema.model if m.name == r.model)
-        if isinstance(spec.weights, str):
-            files.append(recipe.resolve(spec.weights))
-    entries = {manifest.relative(f, root): manifest.file_entry(f, memo, root) for f in files}
-    lock: dict[str, Any] = {
-        "lock": {"version": manifest.LOCK_VERSION, "recipe": recipe.name},
-        "invocation": invocation(opts),
-        "toolchain": tools,
-        "file": [entries[k] for k in sorted(entries)],
-        "target": [
-            {
-                "model": r.model,
-                "precision": r.precision,
-                "backend": r.backend,
-                "dir": str(opts.out / recipe.name / r.model / r.precision),
-                "budget_bytes": r.budget_bytes,
-                "boundary_bytes": r.plan.boundary_bytes,
-                "graph_digest": r.graph_job["digest"],
-                "part": [
-                    {
-                        "index": p.index,
-                        "key": p.key,
-                        "engine": p.engine,
-                        "sha256": p.sha256,
-                        "sidecars": p.sidecars,
-                        "peak_rss_bytes": p.peak_rss_bytes,
-                        "fields": p.fields,
-                    }
-                    for p in r.parts
-                ],
-            }
-            for r in results
-        ],
-    }
-    subjects = [
-        (f"{r.model}/{r.precision}/{name}", sha)
-        for r in results for p in r.parts for name, sha in [(p.engine, p.sha256), *p.sidecars.items()]
-    ]  # fmt: skip
-    byproducts = [
-        {"name": f"{r.model}/{r.precision}/{p.engine}", "annotations": {
-            "peak_rss_bytes": p.peak_rss_bytes, "cached": p.cached, "action_key": p.key,
-            "processes": p.record.get("processes", [])}}
-        for r in results for p in r.parts
-    ]  # fmt: skip
-    params = {
-        **invocation(opts), "recipe_path": str(recipe.path), "lock": str(lock_file.name),
-        "targets": [{"model": r.model, "precision": r.precision, "backend": r.backend,
-                     "budget_bytes": r.budget_bytes} for r in results],
-    }  # fmt: skip
-    statement = manifest.provenance(
-        recipe.name, subjects, params, tools, lock["file"], byproducts, started, _now()
-    )
-    manifest.write_json(opts.out.resolve() / recipe.name / "provenance.json", statement)
-    if opts.write_lock:
-        manifest.write_lock(lock_file, lock)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -46,7 +46,7 @@ def run_job(job: dict[str, Any], scratch: Path, limit_bytes: int | None = None) 
     job = {**job, "result": str(scratch / f"{name}.result.json")}
     job_path = scratch / f"{name}.job.json"
     job_path.write_text(json.dumps(job))
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TRTBUILD_PARENT_PID": str(os.getpid())}
     start, started = time.perf_counter(), time.time()
     with open(scratch / f"{name}.log", "wb") as log_file:
         proc = subprocess.Popen(

@@ -1,7 +1,8 @@
-"""The no-op check: is the last build still current? Reads the lock file and file stats only.
+"""The no-op check: is the last build still current? Reads the lock, file stats and metadata.
 
 Imports nothing heavy (no torch, onnx, pydantic, networkx or rich), so that an up-to-date
-`trtbuild run` costs a fraction of `import torch`.
+`trtbuild run` costs a fraction of `import torch`. The check itself is trtbuild.lockfile's
+`staleness()`, the same one `--locked` and `explain` use.
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from trtbuild.digests import DigestMemo
-from trtbuild.manifest import Staleness, check_lock, lock_path, read_lock
-from trtbuild.toolchain import toolchain
+from trtbuild.lockfile import lock_path, read_lock, staleness
 
 
 def invocation(backend: str | None, budget: int | None, out: Path, release: bool) -> dict[str, Any]:
@@ -23,11 +23,12 @@ def invocation(backend: str | None, budget: int | None, out: Path, release: bool
             "release": release}  # fmt: skip
 
 
-def staleness(recipe_path: Path, options: dict[str, Any], cache_dir: Path) -> Staleness:
-    """Staleness(None) when every input, option and output still matches the lock."""
-    memo = DigestMemo(cache_dir / "digests.json")
+def stale(recipe_path: Path, options: dict[str, Any], cache_dir: Path,
+          trust_stat: bool = True) -> str | None:  # fmt: skip
+    """None when every input, option, machine fact and output still matches the lock."""
+    memo = DigestMemo(cache_dir / "digests.json", trust_stat)
     lock = read_lock(lock_path(recipe_path))
-    result = check_lock(lock, options, toolchain(), memo, recipe_path.resolve().parent)
+    reasons = staleness(lock, options, memo, recipe_path.resolve().parent)
     if cache_dir.is_dir():
         memo.save()
-    return result
+    return reasons[0] if reasons else None

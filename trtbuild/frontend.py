@@ -67,17 +67,6 @@ def import_factory(recipe: Recipe, source: str) -> Callable[..., nn.Module]:
     return factory
 
 
-def local_sources(recipe: Recipe) -> list[Path]:
-    """Every file under the recipe's folder that imported model code pulled in (a depfile)."""
-    root = recipe.root
-    found = set()
-    for module in list(sys.modules.values()):
-        file = getattr(module, "__file__", None)
-        if file and Path(file).resolve().is_relative_to(root) and "site-packages" not in file:
-            found.add(Path(file).resolve())
-    return sorted(found)
-
-
 class PrecisionWrapper(nn.Module):
     """Runs the model at `dtype` while inputs and outputs keep the dtypes the recipe declares."""
 
@@ -243,13 +232,26 @@ def load_weights(
         with safe_open(str(path), framework="pt") as handle:
             keys = _stored_names(path, set(handle.keys()), names, aliases)
             return {n: handle.get_tensor(keys[n]) for n in names}
-    state = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+    state = load_state_dict(path)
+    keys = _stored_names(path, set(state), names, aliases)
+    return {n: state[keys[n]] for n in names}
+
+
+def load_state_dict(path: Path) -> dict[str, Any]:
+    """A .pt/.pth state dict, memory-mapped; only plain tensors (weights_only): no code runs."""
+    try:
+        state = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+    except Exception as exc:  # UnpicklingError for objects weights_only refuses, RuntimeError, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrtbuildError(
+            f"{path}: field 'weights': expected a state dict of tensors that torch.load(weights_only=True) "
+            f"accepts, but it failed: {first}"
+        ) from None
     if not isinstance(state, dict):
         raise TrtbuildError(
             f"{path}: expected a state dict (name -> tensor), got {type(state).__name__}"
         )
-    keys = _stored_names(path, set(state), names, aliases)
-    return {n: state[keys[n]] for n in names}
+    return state
 
 
 def weights_path(recipe: Recipe, spec: ModelSpec) -> Path:
@@ -303,7 +305,7 @@ def weight_digests(recipe: Recipe, spec: ModelSpec, model: nn.Module) -> dict[st
     if path.suffix == ".safetensors":
         digests = safetensors_digests(path)
     else:
-        state = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+        state = load_state_dict(path)
         digests = {k: tensor_digest(v) for k, v in state.items() if isinstance(v, torch.Tensor)}
     for group in groups:  # every alias of a tied tensor gets the digest of the stored one
         stored = next((digests[a] for a in group if a in digests), None)
@@ -322,8 +324,14 @@ def safetensors_digests(path: Path) -> dict[str, str]:
     """Per-tensor sha256 straight from the file's byte ranges: no torch tensors built."""
     out = {}
     with path.open("rb") as handle:
-        (header_len,) = struct.unpack("<Q", handle.read(8))
-        header = json.loads(handle.read(header_len))
+        try:
+            (header_len,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(min(header_len, 100 << 20)))
+            assert isinstance(header, dict)
+        except (struct.error, ValueError, AssertionError):
+            raise TrtbuildError(
+                f"{path}: field 'weights': expected a safetensors file, but its header is not valid"
+            ) from None
         base = 8 + header_len
         for name, info in sorted(header.items()):
             if name == "__metadata__":

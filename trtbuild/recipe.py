@@ -105,8 +105,18 @@ class InputSpec(_Strict):
         return list(self.shape.max if isinstance(self.shape, DynamicShape) else self.shape)
 
 
+def _component(value: Any) -> Any:
+    """Names become folders (build/<recipe>/<model>/...): one path component, never . or .."""
+    if isinstance(value, str) and value.strip(".") == "":
+        raise ValueError(f"expected a name that is not made of dots only, got {value!r}")
+    return value
+
+
+Name = Annotated[str, BeforeValidator(_component), Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
 class ModelSpec(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: Name
     source: str = Field(pattern=r"^[^:]+:[A-Za-z_][A-Za-z0-9_]*$")
     kwargs: dict[str, Any] = Field(default_factory=dict)
     weights: RandomInit | str = RandomInit()
@@ -117,7 +127,7 @@ class ModelSpec(_Strict):
 
 
 class RecipeMeta(_Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: Name
 
 
 class RecipeSchema(_Strict):
@@ -211,6 +221,11 @@ def load_recipe(path: str | Path) -> Recipe:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise TrtbuildError(f"{path}: recipe file not found") from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise TrtbuildError(
+            f"{path}:{line}: expected UTF-8 text (TOML), got byte 0x{exc.object[exc.start]:02x}"
+        ) from None
     except OSError as exc:
         raise TrtbuildError(f"{path}: cannot read recipe: {exc.strerror}") from None
     try:

@@ -14,10 +14,13 @@ _UNITS = {
 _SIZE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
 
 
-def parse_size(value: str | int) -> int:
+def parse_size(value: object) -> int:
     """Bytes in `value`; raises ValueError with what was expected."""
-    if isinstance(value, bool):
-        raise ValueError("expected a size like '2GiB', '512MiB', '1.5G' or a number of bytes")
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        raise ValueError(
+            "expected a size like '2GiB', '512MiB', '1.5G' (a string) or a whole number of "
+            f"bytes, got {value!r}"
+        )
     if isinstance(value, int):
         if value <= 0:
             raise ValueError(f"expected a positive number of bytes, got {value}")

@@ -2,11 +2,18 @@
 
 Writes go to a temp file and are renamed into place; every blob is verified against its digest
 when read; a corrupt entry is reported, removed and treated as a miss. No pickle anywhere.
+
+An action entry is bound to its key and its contents by an HMAC-SHA256 with a secret of this
+cache (`mac.key`, made once, mode 0600): an entry edited to name another blob, or copied under
+another key, is a miss that is reported, never an engine served for the wrong inputs.
+Temporary files and job folders under tmp/ carry the pid of the process that made them, so
+the next run (and `cache gc`) removes those whose process is gone.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -28,7 +35,8 @@ README = """\
 
 Content-addressed store of trtbuild (https://github.com/ -- see the project README).
 - cas/<sha256>: immutable blobs, verified against their digest on read.
-- ac/<action key>.json: action results pointing at blobs.
+- ac/<action key>.json: action results pointing at blobs, each bound to its key by an HMAC
+  with the secret in mac.key.
 Safe to delete; the next build fills it again.
 """
 
@@ -103,14 +111,21 @@ class Store:
     # ---------------------------------------------------------------- action results
 
     def get_action(self, key: str) -> dict[str, Any] | None:
-        """The recorded result of `key` if every blob it names is intact, else None."""
+        """The recorded result of `key` if it is authentic and every blob it names is intact."""
         path = self.root / "ac" / f"{key}.json"
         try:
-            result: dict[str, Any] = json.loads(path.read_text())
+            data = json.loads(path.read_text())
+            result: dict[str, Any] = data["entry"]
+            authentic = hmac.compare_digest(str(data["mac"]), self._mac(key, result))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError):
+        except (OSError, ValueError, KeyError, TypeError):
             log.warning("cache: action %s is unreadable; removed, will rebuild", key[:12])
+            path.unlink(missing_ok=True)
+            return None
+        if not authentic:
+            log.warning("cache: action %s does not match its key (altered?); removed, will rebuild",
+                        key[:12])  # fmt: skip
             path.unlink(missing_ok=True)
             return None
         for digest in result.get("blobs", {}).values():
@@ -120,17 +135,35 @@ class Store:
         os.utime(path)
         return result
 
-    def put_action(self, key: str, result: dict[str, Any]) -> None:
-        """Record `result`; the first writer wins."""
+    def put_action(self, key: str, result: dict[str, Any], replace: bool = False) -> None:
+        """Record `result`; the first writer wins unless `replace` (manifests, under a lock)."""
         path = self.root / "ac" / f"{key}.json"
-        if path.exists():
+        if path.exists() and not replace:
             return
+        data = {"entry": result, "key": key, "mac": self._mac(key, result)}
         _atomic_write(
-            path,
-            json.dumps(result, indent=2, sort_keys=True).encode(),
-            self.root / "tmp",
-            self.root,
+            path, json.dumps(data, indent=1, sort_keys=True).encode(), self.root / "tmp", self.root
         )
+
+    def _mac(self, key: str, result: dict[str, Any]) -> str:
+        payload = json.dumps([key, result], sort_keys=True, separators=(",", ":")).encode()
+        return hmac.new(self._secret(), payload, hashlib.sha256).hexdigest()
+
+    def _secret(self) -> bytes:
+        path = self.root / "mac.key"
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            pass
+        tmp = self._tmp_path()
+        tmp.write_bytes(os.urandom(32))
+        try:
+            os.link(tmp, path)  # atomic and exclusive: of two first runs, one secret wins
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path.read_bytes()
 
     @contextmanager
     def locked(self, key: str) -> Iterator[None]:
@@ -149,13 +182,19 @@ class Store:
                 "actions": len(actions)}  # fmt: skip
 
     def verify_all(self) -> list[str]:
-        """Check every blob against its digest; corrupt ones are removed. Returns their digests."""
+        """Check every blob against its digest and every action against its key and blobs.
+
+        What fails is removed (a miss next time); returns one line per problem found.
+        """
         bad = []
         for path in sorted((self.root / "cas").iterdir()):
             if path.is_file() and sha256_file(path) != path.name:
                 log.warning("cache: blob %s is corrupt; removed", path.name[:12])
                 path.unlink(missing_ok=True)
-                bad.append(path.name)
+                bad.append(f"blob {path.name}: content does not match its digest")
+        for path in sorted((self.root / "ac").glob("*.json")):
+            if self.get_action(path.stem) is None:
+                bad.append(f"action {path.stem}: altered, unreadable or names a missing blob")
         return bad
 
     def gc(self, max_size: int, keep: set[str]) -> list[str]:
@@ -190,12 +229,39 @@ class Store:
 
     def scratch(self) -> Path:
         """A fresh private directory for one action's intermediate files."""
-        return Path(tempfile.mkdtemp(prefix=f"job-{time.time_ns()}-", dir=self.root / "tmp"))
+        return Path(tempfile.mkdtemp(prefix=_tmp_prefix(), dir=self.root / "tmp"))
 
     def _tmp_path(self) -> Path:
-        fd, name = tempfile.mkstemp(dir=self.root / "tmp")
+        fd, name = tempfile.mkstemp(prefix=_tmp_prefix(), dir=self.root / "tmp")
         os.close(fd)
         return Path(name)
+
+    def clean_orphans(self) -> list[str]:
+        """Remove what killed runs left in tmp/: entries whose process is gone."""
+        removed = []
+        for entry in (self.root / "tmp").iterdir():
+            pid = entry.name.lstrip(".").split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+                removed.append(entry.name)
+        return removed
+
+
+def _tmp_prefix() -> str:
+    return f"{os.getpid()}-{time.time_ns()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _atomic_copy(src: Path, dest: Path, tmp: Path, where: Path) -> None:
@@ -209,7 +275,7 @@ def _atomic_copy(src: Path, dest: Path, tmp: Path, where: Path) -> None:
 
 
 def _atomic_write(dest: Path, data: bytes, tmp_dir: Path, root: Path | None = None) -> None:
-    fd, name = tempfile.mkstemp(dir=tmp_dir)
+    fd, name = tempfile.mkstemp(prefix=f".{_tmp_prefix()}", dir=tmp_dir)
     try:
         os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as handle:

@@ -6,8 +6,11 @@ its peak RSS is its own. The result is written as JSON next to the job; user err
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -31,29 +34,43 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     if kind == "export":
         from trtbuild.partexport import export_part
 
-        return export_part(recipe, job["model"], job["precision"], job["part"],
-                           job["graph_digest"], Path(job["onnx"]), job["opset"])  # fmt: skip
+        return export_part(
+            recipe,
+            job["model"],
+            job["precision"],
+            job["part"],
+            job["graph_digest"],
+            Path(job["onnx"]),
+            job["opset"],
+        )
     raise ValueError(f"unknown job kind {kind!r}")
 
 
 def _graph(recipe: Any, job: dict[str, Any]) -> dict[str, Any]:
-    from trtbuild import frontend
+    """The op graph, weight digests and discovered inputs of one model at one precision."""
+    from trtbuild import depfile, frontend
     from trtbuild.graph import from_exported
 
     spec = next(m for m in recipe.schema.model if m.name == job["model"])
-    _, program = frontend.export_meta(recipe, spec, job["precision"])
-    graph = from_exported(program, [i.name for i in spec.inputs])
-    digests = frontend.weight_digests(
-        recipe, spec, frontend.build_model(recipe, spec, "fp32", "meta").model
-    )
+    with depfile.recording() as touched:
+        _, program = frontend.export_meta(recipe, spec, job["precision"])
+        graph = from_exported(program, [i.name for i in spec.inputs])
+        digests = frontend.weight_digests(
+            recipe, spec, frontend.build_model(recipe, spec, "fp32", "meta").model
+        )
     missing = sorted(set(graph.weights) - set(digests))
     if missing:
         raise TrtbuildError(f"{spec.weights}: weights file has no tensor {missing[0]!r}")
+    # Weights are pinned tensor by tensor; the cache is trtbuild's own: neither is model code.
+    exclude = [Path(job["cache"])]
+    if isinstance(spec.weights, str):
+        exclude.append(recipe.resolve(spec.weights))
+    inputs = depfile.classify(touched, exclude)
     return {
         "graph": graph.to_json(),
         "digest": graph.digest(),
         "weight_digests": {k: digests[k] for k in sorted(graph.weights)},
-        "sources": [str(p) for p in frontend.local_sources(recipe)],
+        "inputs": {"files": inputs.files, "distributions": inputs.distributions, "env": inputs.env},
     }
 
 
@@ -85,7 +102,24 @@ def own_peak_rss() -> int | None:
     return None
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """A worker must not outlive the trtbuild process that watches its memory (kill -9 of it).
+
+    Linux sends the signal when the thread that started us ends: the executor's thread waits
+    for us until we exit, so that is the run itself. If the parent is already gone, stop now.
+    """
+    parent = int(os.environ.get("TRTBUILD_PARENT_PID", "0"))
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the check below still holds
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if parent and os.getppid() != parent:
+        os._exit(1)
+
+
 def main(argv: list[str]) -> int:
+    die_with_parent()
     job_path = Path(argv[0])
     job = json.loads(job_path.read_text())
     result_path = Path(job["result"])

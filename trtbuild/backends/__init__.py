@@ -6,7 +6,7 @@ from trtbuild.backends.base import Backend, Engine
 from trtbuild.backends.onnxruntime import OnnxRuntimeBackend
 from trtbuild.errors import TrtbuildError
 
-__all__ = ["Backend", "Engine", "get_backend", "resolve_backend"]
+__all__ = ["Backend", "Engine", "backend_class", "get_backend", "resolve_backend"]
 
 
 def _registry() -> dict[str, Backend]:
@@ -15,11 +15,16 @@ def _registry() -> dict[str, Backend]:
     return {"onnxruntime": OnnxRuntimeBackend(), "tensorrt": TensorRTBackend()}
 
 
-def get_backend(name: str) -> Backend:
+def backend_class(name: str) -> Backend:
+    """The backend called `name`, usable here or not (fingerprints need no working backend)."""
     backends = _registry()
     if name not in backends:
         raise TrtbuildError(f"unknown backend {name!r}: expected one of {sorted(backends)}")
-    backend = backends[name]
+    return backends[name]
+
+
+def get_backend(name: str) -> Backend:
+    backend = backend_class(name)
     reason = backend.available()
     if reason:
         raise TrtbuildError(f"backend '{name}' is not available: {reason}")

@@ -40,10 +40,17 @@ def handle(args: argparse.Namespace) -> int:
         )
     elif args.action == "verify":
         bad = store.verify_all()
-        print(f"{len(bad)} corrupt blob(s) removed" if bad else "every blob matches its digest")
+        for line in bad:
+            print(f"removed: {line}")
+        if bad:
+            raise TrtbuildError(f"cache verify: {len(bad)} corrupt entries found and removed")
+        print("every blob matches its digest and every action its key")
     else:
         if not args.max_size:
             raise TrtbuildError("cache gc: --max-size is required (e.g. --max-size 10GiB)")
+        orphans = store.clean_orphans()
+        if orphans:
+            print(f"removed {len(orphans)} folder(s) and file(s) left by killed runs")
         evicted = store.gc(size_arg(args.max_size), referenced(args.keep))
         print(f"evicted {len(evicted)} blob(s); now {format_size(store.stats()['blob_bytes'])}")
     return 0
@@ -51,7 +58,7 @@ def handle(args: argparse.Namespace) -> int:
 
 def referenced(paths: list[Path]) -> set[str]:
     """sha256 of every artifact a lock file or provenance statement names."""
-    from trtbuild.manifest import read_lock
+    from trtbuild.lockfile import read_lock
 
     keep: set[str] = set()
     for path in paths:

@@ -88,12 +88,12 @@ def _up_to_date(args: argparse.Namespace) -> bool:
     """The no-op fast path: lock file and file stats only, no heavy import."""
     from pathlib import Path
 
-    from trtbuild.fastpath import invocation, staleness
+    from trtbuild.fastpath import invocation, stale
     from trtbuild.store import default_cache_dir
 
     cache = (args.cache or default_cache_dir()).resolve()
     options = invocation(args.backend, budget(args), args.out, args.release)
-    return staleness(Path(args.recipe), options, cache).reason is None
+    return stale(Path(args.recipe), options, cache) is None
 
 
 def as_json(result: Any) -> dict[str, Any]:

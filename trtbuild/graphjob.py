@@ -1,0 +1,134 @@
+"""The graph job of a target, cached by what it depends on (a depfile cache, like ccache's).
+
+The job's inputs are only known once it has run (trtbuild.depfile). So the cache has two levels:
+a manifest under a key of what is known before (the model spec, precision, toolchain) lists the
+input sets seen so far; a result is served when every input of one of those sets still has the
+recorded content, read relative to *this* recipe's folder. Two checkouts of one project with a
+shared cache therefore each get the graph of their own code, and identical code is a hit.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trtbuild.digests import DigestMemo, digest_json
+from trtbuild.errors import BudgetExceeded, TrtbuildError
+from trtbuild.executor import run_job
+from trtbuild.inputs import Inputs, discovered
+from trtbuild.recipe import Recipe, Target
+from trtbuild.sizes import format_size
+from trtbuild.store import Store
+from trtbuild.toolchain import toolchain
+
+GRAPH_SCHEMA = 2
+MAX_INPUT_SETS = 16  # input sets remembered per manifest, newest first
+
+
+@dataclass(frozen=True)
+class GraphJob:
+    """What the graph job of a target found, and what it cost."""
+
+    graph: dict[str, Any]  # OpGraph.to_json()
+    digest: str
+    weight_digests: dict[str, str]
+    inputs: Inputs
+    peak_rss_bytes: int
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "graph": self.graph,
+            "digest": self.digest,
+            "weight_digests": self.weight_digests,
+            "inputs": self.inputs.to_json(),
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "seconds": self.seconds,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GraphJob:
+        return cls(
+            data["graph"],
+            data["digest"],
+            data["weight_digests"],
+            Inputs.from_json(data["inputs"]),
+            data["peak_rss_bytes"],
+            data["seconds"],
+        )
+
+
+def graph_job(
+    recipe: Recipe, target: Target, store: Store, memo: DigestMemo, budget: int | None
+) -> GraphJob:
+    """The target's graph: from the cache when its recorded inputs are unchanged, else run."""
+    spec = target.model
+    weights = memo.sha256(recipe.resolve(spec.weights)) if isinstance(spec.weights, str) else None
+    manifest = "graph-manifest-" + digest_json(
+        [GRAPH_SCHEMA, spec.model_dump(mode="json"), weights, target.precision, toolchain()]
+    )
+    hit = _lookup(store, manifest, recipe.root, memo)
+    if hit is not None:
+        return hit
+    with store.locked(manifest):
+        hit = _lookup(store, manifest, recipe.root, memo)
+        if hit is not None:
+            return hit
+        job = _run(recipe, target, store, memo, budget)
+        store.put_action(_result_key(manifest, job.inputs), job.to_json())
+        sets = [job.inputs.to_json(), *_input_sets(store, manifest)][:MAX_INPUT_SETS]
+        store.put_action(manifest, {"input_sets": sets, "blobs": {}}, replace=True)
+    return job
+
+
+def _input_sets(store: Store, manifest: str) -> list[dict[str, Any]]:
+    entry = store.get_action(manifest)
+    return list(entry["input_sets"]) if entry else []
+
+
+def _lookup(store: Store, manifest: str, root: Path, memo: DigestMemo) -> GraphJob | None:
+    for raw in _input_sets(store, manifest):
+        inputs = Inputs.from_json(raw)
+        if inputs.changes(root, memo, limit=1):
+            continue
+        entry = store.get_action(_result_key(manifest, inputs))
+        if entry is not None:
+            return GraphJob.from_json(entry)
+    return None
+
+
+def _result_key(manifest: str, inputs: Inputs) -> str:
+    return "graph-" + digest_json([manifest, inputs.digest()])
+
+
+def _run(
+    recipe: Recipe, target: Target, store: Store, memo: DigestMemo, budget: int | None
+) -> GraphJob:
+    scratch = store.scratch()
+    job = {
+        "kind": "graph",
+        "recipe": str(recipe.path),
+        "model": target.model.name,
+        "precision": target.precision,
+        "cache": str(store.root),
+    }
+    try:
+        outcome = run_job(job, scratch, budget)
+    except BudgetExceeded as exc:
+        raise TrtbuildError(
+            f"budget {format_size(budget or 0)} is too small for {target.name}: exporting its graph on "
+            f"the meta device (no weights) alone reached {format_size(exc.peak_rss_bytes)}"
+        ) from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    result = outcome.result
+    return GraphJob(
+        result["graph"],
+        result["digest"],
+        result["weight_digests"],
+        discovered(result["inputs"], recipe.root, memo),
+        outcome.peak_rss_bytes,
+        round(outcome.seconds, 3),
+    )

@@ -1,0 +1,208 @@
+"""Publishing a build: target folders swapped in whole, then the lock and the provenance.
+
+Nothing is written or removed outside the output root (and the lock beside the recipe); the lock
+and provenance are written last, so an interrupted build leaves the previous ones in place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from trtbuild import lockfile, manifest
+from trtbuild.digests import DigestMemo
+from trtbuild.errors import TrtbuildError
+from trtbuild.inputs import Inputs, relative
+from trtbuild.recipe import Recipe
+from trtbuild.results import TargetResult
+from trtbuild.store import Store
+
+
+def engine_description(result: TargetResult, recipe: Recipe) -> dict[str, Any]:
+    plan_ = result.plan
+    produced = {t.name: t for p in plan_.parts for t in p.outputs}
+    model_inputs = {t.name: t for p in plan_.parts for t in p.inputs if t.from_part is None}
+    spec_inputs = [
+        i.name for i in next(m for m in recipe.schema.model if m.name == result.model).inputs
+    ]
+    outputs = [produced[n] for n in plan_.model_outputs]
+    return {
+        "schema": 1,
+        "recipe": recipe.name,
+        "model": result.model,
+        "precision": result.precision,
+        "backend": result.backend,
+        "inputs": [_io(model_inputs[n]) for n in spec_inputs if n in model_inputs],
+        "outputs": [_io(t) for t in outputs],
+        "parts": [
+            {
+                "index": p.index,
+                "engine": r.engine,
+                "sha256": r.sha256,
+                "sidecars": r.sidecars,
+                "inputs": [t.name for t in p.inputs],
+                "outputs": [t.name for t in p.outputs],
+            }
+            for p, r in zip(plan_.parts, result.parts)
+        ],
+    }
+
+
+def _io(t: Any) -> dict[str, Any]:
+    return {"name": t.name, "shape": t.shape, "dtype": t.dtype}
+
+
+def publish(result: TargetResult, recipe: Recipe, store: Store) -> None:
+    """Swap the target's directory in whole: a reader never sees half of a build."""
+    final = result.dir
+    final.parent.mkdir(parents=True, exist_ok=True)
+    description = engine_description(result, recipe)
+    new = final.parent / f".{final.name}.new-{os.getpid()}"
+    shutil.rmtree(new, ignore_errors=True)
+    try:
+        new.mkdir()
+        for part in result.parts:
+            store.export_blob(part.sha256, new / part.engine)
+            for name, digest in part.sidecars.items():
+                store.export_blob(digest, new / name)
+        manifest.write_json(new / "engine.json", description)
+        manifest.write_json(
+            new / "build.json",
+            {
+                "parts": [p.record for p in result.parts],
+                "graph_process": _graph_record(result.graph_job),
+            },
+        )
+        old = final.parent / f".{final.name}.old-{os.getpid()}"
+        if final.exists():
+            os.replace(final, old)
+        os.replace(new, final)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(new, ignore_errors=True)
+        raise TrtbuildError(f"{final}: cannot publish the build: {exc.strerror or exc}") from None
+
+
+def _graph_record(job: Any) -> dict[str, Any]:
+    return {"peak_rss_bytes": job.peak_rss_bytes, "seconds": job.seconds}
+
+
+def all_inputs(recipe: Recipe, results: list[TargetResult], memo: DigestMemo) -> Inputs:
+    """The recipe, the weights files and every target's discovered inputs, as the lock pins them."""
+    files = {relative(recipe.path, recipe.root): memo.sha256(recipe.path)}
+    dists: dict[str, str] = {}
+    env: dict[str, str] = {}
+    for r in results:
+        spec = next(m for m in recipe.schema.model if m.name == r.model)
+        if isinstance(spec.weights, str):
+            path = recipe.resolve(spec.weights)
+            files[relative(path, recipe.root)] = memo.sha256(path)
+        files.update(r.graph_job.inputs.files)
+        dists.update(r.graph_job.inputs.distributions)
+        env.update(r.graph_job.inputs.env)
+    return Inputs(files, dists, env)
+
+
+def write_outputs(
+    recipe: Recipe,
+    results: list[TargetResult],
+    invocation: dict[str, Any],
+    out: Path,
+    tools: dict[str, str],
+    memo: DigestMemo,
+    started: str,
+    lock_file: Path,
+    write_lock: bool,
+) -> None:
+    """The lock (unless `write_lock` is off, as for verify) and the provenance statement."""
+    from trtbuild.inputs import machine
+
+    inputs = all_inputs(recipe, results, memo)
+    lock: dict[str, Any] = {
+        "lock": {"version": lockfile.LOCK_VERSION, "recipe": recipe.name},
+        "invocation": invocation,
+        "toolchain": tools,
+        **lockfile.inputs_section(inputs),
+        "target": [
+            _target_entry(
+                r, out / recipe.name / r.model / r.precision, machine(r.backend)["device"]
+            )
+            for r in results
+        ],
+    }
+    subjects = [
+        (f"{r.model}/{r.precision}/{name}", sha)
+        for r in results
+        for p in r.parts
+        for name, sha in [(p.engine, p.sha256), *p.sidecars.items()]
+    ]
+    byproducts = [
+        {
+            "name": f"{r.model}/{r.precision}/{p.engine}",
+            "annotations": {
+                "peak_rss_bytes": p.peak_rss_bytes,
+                "cached": p.cached,
+                "action_key": p.key,
+                "processes": p.record.get("processes", []),
+            },
+        }
+        for r in results
+        for p in r.parts
+    ]
+    params = {
+        **invocation,
+        "recipe_path": str(recipe.path),
+        "lock": str(lock_file.name),
+        "targets": [
+            {
+                "model": r.model,
+                "precision": r.precision,
+                "backend": r.backend,
+                "budget_bytes": r.budget_bytes,
+            }
+            for r in results
+        ],
+    }
+    deps = [
+        *lock["file"],
+        *({"path": f"env:{e['name']}", "sha256": e["sha256"]} for e in lock["env"]),
+    ]
+    statement = manifest.provenance(
+        recipe.name, subjects, params, tools, deps, byproducts, started, now()
+    )
+    manifest.write_json(out.resolve() / recipe.name / "provenance.json", statement)
+    if write_lock:
+        lockfile.write_lock(lock_file, lock)
+
+
+def _target_entry(r: TargetResult, folder: Path, device: dict[str, str]) -> dict[str, Any]:
+    return {
+        "model": r.model,
+        "precision": r.precision,
+        "backend": r.backend,
+        "requested_backend": r.requested_backend,
+        "device": device,
+        "dir": str(folder),
+        "budget_bytes": r.budget_bytes,
+        "boundary_bytes": r.plan.boundary_bytes,
+        "graph_digest": r.graph_job.digest,
+        "part": [
+            {
+                "index": p.index,
+                "key": p.key,
+                "engine": p.engine,
+                "sha256": p.sha256,
+                "sidecars": p.sidecars,
+                "peak_rss_bytes": p.peak_rss_bytes,
+                "fields": p.fields,
+            }
+            for p in r.parts
+        ],
+    }
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

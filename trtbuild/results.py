@@ -1,0 +1,46 @@
+"""What a build produced, per part and per target: the records publishing and the CLI read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trtbuild.graphjob import GraphJob
+from trtbuild.planner import Plan
+
+
+@dataclass
+class PartResult:
+    index: int
+    key: str
+    cached: bool
+    peak_rss_bytes: int
+    seconds: float
+    sha256: str
+    engine: str
+    sidecars: dict[str, str]  # file name -> sha256 of files the engine reads beside it
+    fields: dict[str, str]
+    record: dict[str, Any]
+
+
+@dataclass
+class TargetResult:
+    model: str
+    precision: str
+    backend: str
+    dir: Path
+    budget_bytes: int
+    plan: Plan
+    graph_job: GraphJob
+    requested_backend: str
+    parts: list[PartResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what happened: re-plans after overruns
+
+
+@dataclass
+class BuildResult:
+    up_to_date: bool
+    targets: list[TargetResult]
+    seconds: float
+    notes: list[str] = field(default_factory=list)
