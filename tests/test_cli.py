@@ -30,6 +30,9 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "recipes" / "models" / "broken.py").write_text(
         "def broken(**kwargs):\n    raise RuntimeError('boom: no such layer')\n"
     )
+    import torch
+
+    torch.save({"fn": os.getcwd}, root / "recipes" / "evil.pt")  # a pickle weights_only refuses
     cwd = Path.cwd()
     os.chdir(root)
     try:
@@ -65,7 +68,25 @@ BAD = [
      r"tiny\.toml:7: field 'defaults\.precisions\[0\]': Input should be 'fp32', 'fp16' or 'bf16'"),
     ("weights missing", 'weights = { init = "random", seed = 3 }', 'weights = "w/resnet.safetensors"',
      r"tiny\.toml:15: field 'model\[0\]\.weights': expected a \.safetensors or \.pt file, but .*resnet\.safetensors does not exist"),
+    ("float size", 'host_memory = "2GiB"', "host_memory = 1.5",
+     r"tiny\.toml:9: field 'defaults\.budget\.host_memory': expected a size like .*, got 1\.5$"),
+    ("dots as recipe name", 'name = "tiny"', 'name = ".."',
+     r"tiny\.toml:3: field 'recipe\.name': expected a name that is not made of dots only, got '\.\.'"),
+    ("dots as model name", 'name = "resnet_tiny"', 'name = "."',
+     r"tiny\.toml:12: field 'model\[0\]\.name': expected a name that is not made of dots only"),
+    ("rejected pickle", 'weights = { init = "random", seed = 3 }', 'weights = "evil.pt"',
+     r"evil\.pt: field 'weights': expected a state dict of tensors that torch\.load\(weights_only=True\) accepts, but it failed"),
 ]  # fmt: skip
+
+
+def test_recipe_that_is_not_utf8(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = snapshot(Path("build"))
+    built.write_bytes(built.read_bytes().replace(b"# A few-KB", b"# A f\xe9w-KB"))
+    assert main(["run", str(built)]) == 1
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("trtbuild: error:")]
+    assert errors == [f"trtbuild: error: {built}:1: expected UTF-8 text (TOML), got byte 0xe9"]
+    assert snapshot(Path("build")) == before
 
 
 @pytest.mark.parametrize(("case", "old", "new", "expected"), BAD, ids=[b[0] for b in BAD])

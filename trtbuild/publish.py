@@ -120,6 +120,7 @@ def write_outputs(
     """The lock (unless `write_lock` is off, as for verify) and the provenance statement."""
     from trtbuild.inputs import machine
 
+    _remove_dropped_targets(out, recipe.name, results)
     inputs = all_inputs(recipe, results, memo)
     lock: dict[str, Any] = {
         "lock": {"version": lockfile.LOCK_VERSION, "recipe": recipe.name},
@@ -176,6 +177,21 @@ def write_outputs(
     manifest.write_json(out.resolve() / recipe.name / "provenance.json", statement)
     if write_lock:
         lockfile.write_lock(lock_file, lock)
+
+
+def _remove_dropped_targets(out: Path, recipe_name: str, results: list[TargetResult]) -> None:
+    """Outputs of targets the recipe no longer has go, as in a clean build (ninja's cleandead).
+
+    Only <model>/<precision> folders directly under out/<recipe> are candidates.
+    """
+    root = (out / recipe_name).resolve()
+    keep = {r.dir.resolve() for r in results}
+    for engine_json in root.glob("*/*/engine.json"):
+        folder = engine_json.parent
+        if folder not in keep and folder.is_relative_to(root):
+            shutil.rmtree(folder, ignore_errors=True)
+            if not any(folder.parent.iterdir()):
+                folder.parent.rmdir()
 
 
 def _target_entry(r: TargetResult, folder: Path, device: dict[str, str]) -> dict[str, Any]:
