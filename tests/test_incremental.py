@@ -234,17 +234,72 @@ def test_full_disk_is_a_clear_error_and_loses_nothing(recipes: Path, tmp_path: P
 
 
 def test_verify_rules_for_engines_that_are_not_bit_reproducible() -> None:
-    from trtbuild.verify import ArtifactCheck
+    """compare() decides from the rebuilt layer JSON whether a retimed engine still verifies."""
+    from trtbuild.verify import compare
 
-    same = ArtifactCheck("m/fp16/part0.ort.onnx", "a", "a", "a")
-    assert same.ok and "published and rebuilt" in same.describe()
-    retimed = ArtifactCheck("m/fp16/part0.engine", "a", "a", "b", tactics_match=True)
-    assert retimed.ok and "tactics match" in retimed.describe()
-    assert not ArtifactCheck("m/fp16/part0.engine", "a", "a", "b", tactics_match=False).ok
-    assert not ArtifactCheck("m/fp16/part0.engine", "a", "x", "a").ok  # altered after publishing
-    assert ArtifactCheck("m/fp16/k.engine.timing.cache", "a", "a", "b").ok  # updated cache
-    missing = ArtifactCheck("m/fp16/part0.ort.onnx", "a", None, None)
+    engine, layers = "m/fp16/part0.engine", "m/fp16/0123.engine.layers.json"
+    subjects = {engine: "a", layers: "L"}
+    published = {engine: "a", layers: "L"}
+    (same_layers, retimed) = compare(  # sorted by name: the layer JSON first
+        subjects, published, {engine: "b", layers: "L"}, {engine: layers}
+    )
+    assert retimed.ok and retimed.tactics_match and "tactics match" in retimed.describe()
+    assert same_layers.ok
+    (changed_layers, other_tactics) = compare(
+        subjects, published, {engine: "b", layers: "M"}, {engine: layers}
+    )
+    assert not other_tactics.ok and not other_tactics.tactics_match and not changed_layers.ok
+    assert "rebuild differs" in other_tactics.describe()
+    (no_layers,) = compare({engine: "a"}, {engine: "a"}, {engine: "b"}, {})
+    assert not no_layers.ok  # an engine without a layer JSON must match bit for bit
+    (altered,) = compare({engine: "a"}, {engine: "x"}, {engine: "a"}, {})
+    assert not altered.ok and "published file was altered" in altered.describe()
+    (timing,) = compare({"m/fp16/k.engine.timing.cache": "a"},
+                        {"m/fp16/k.engine.timing.cache": "a"}, {"m/fp16/k.engine.timing.cache": "b"}, {})  # fmt: skip
+    assert timing.ok  # an updated timing cache is informational
+    (missing,) = compare({"m/fp16/part0.ort.onnx": "a"}, {"m/fp16/part0.ort.onnx": None}, {}, {})
     assert not missing.ok and "published file is missing" in missing.describe()
+
+
+def test_killing_trtbuild_kills_its_worker(recipes: Path) -> None:
+    """kill -9 of the orchestrator: the worker it watched must not run on unwatched."""
+    import psutil
+
+    proc = subprocess.Popen([*TRTBUILD, "run", str(recipes / "tiny.toml")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline, workers = time.time() + 60, []
+    while time.time() < deadline and not workers:
+        workers = psutil.Process(proc.pid).children()
+        time.sleep(0.05)
+    assert workers, "no worker process started"
+    proc.kill()
+    proc.wait()
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, f"workers outlived trtbuild: {[p.pid for p in alive]}"
+    assert main(["cache", "gc", "--max-size", "100GiB"]) == 0
+    assert not [p for p in Path("cache/tmp").iterdir() if not p.name.startswith(".")]
+
+
+def test_run_from_the_recipes_folder_with_a_relative_path(recipes: Path) -> None:
+    """`cd recipes && trtbuild run tiny.toml`: torch.classes has a relative __file__."""
+    recipe = recipes / "tiny.toml"
+    recipe.write_text(recipe.read_text().replace('["fp32", "fp16"]', '["fp32"]'))
+    proc = subprocess.run([*TRTBUILD, "run", "tiny.toml"], cwd=recipes, capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (recipes / "build" / "tiny" / "resnet_tiny" / "fp32" / "engine.json").is_file()
+    again = subprocess.run([*TRTBUILD, "run", "tiny.toml"], cwd=recipes, capture_output=True,
+                           text=True, check=True)  # fmt: skip
+    assert "up to date" in again.stderr
+
+
+def test_output_folders_stay_inside_the_output_root(tmp_path: Path) -> None:
+    from trtbuild.build import output_dir
+
+    assert output_dir(tmp_path, "r", "m", "fp32") == tmp_path.resolve() / "r" / "m" / "fp32"
+    for names in ((".", "m", "fp32"), ("r", "..", "fp32"), ("..", "..", ".."), ("r", "", "fp32")):
+        with pytest.raises(TrtbuildError, match="refusing to write outside the output root"):
+            output_dir(tmp_path / "out", *names)
 
 
 def test_cache_commands(recipes: Path, capsys: pytest.CaptureFixture[str]) -> None:

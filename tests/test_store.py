@@ -60,3 +60,41 @@ def test_verify_all_removes_corrupt(tmp_path: Path) -> None:
     store.blob_path(bad).write_bytes(b"c")
     assert store.verify_all() == [f"blob {bad}: content does not match its digest"]
     assert store.verified_blob(good)
+
+
+def test_an_action_edited_to_name_another_blob_is_a_reported_miss(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = Store(tmp_path / "c")
+    right, other = store.put_bytes(b"the right engine"), store.put_bytes(b"another valid blob")
+    store.put_action("k" * 64, {"blobs": {"engine": right}})
+    path = tmp_path / "c" / "ac" / f"{'k' * 64}.json"
+    path.write_text(path.read_text().replace(right, other))
+    assert store.verify_all() == [f"action {'k' * 64}: altered, unreadable or names a missing blob"]
+    assert "does not match its key" in caplog.text
+    assert store.get_action("k" * 64) is None
+
+
+def test_an_action_copied_under_another_key_is_a_miss(tmp_path: Path) -> None:
+    store = Store(tmp_path / "c")
+    blob = store.put_bytes(b"engine")
+    store.put_action("a" * 64, {"blobs": {"engine": blob}})
+    ac = tmp_path / "c" / "ac"
+    (ac / f"{'b' * 64}.json").write_bytes((ac / f"{'a' * 64}.json").read_bytes())
+    assert store.get_action("a" * 64) == {"blobs": {"engine": blob}}
+    assert store.get_action("b" * 64) is None
+
+
+def test_orphaned_scratch_of_a_dead_process_is_cleaned(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    store = Store(tmp_path / "c")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    orphan = tmp_path / "c" / "tmp" / f"{dead}-123-job"
+    orphan.mkdir()
+    (orphan / "part.onnx").write_bytes(b"half")
+    mine = store.scratch()
+    assert store.clean_orphans() == [orphan.name]
+    assert not orphan.exists() and mine.is_dir()
