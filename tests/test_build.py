@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from trtbuild.build import Options, build
 from trtbuild.frontend import eager_model
 from trtbuild.lockfile import lock_path, read_lock
 from trtbuild.recipe import load_recipe
+from trtbuild.store import Store, sha256_file
 
 
 def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -125,3 +127,42 @@ def test_random_init_is_the_same_in_any_process(recipes: Path, seed: int) -> Non
     assert torch.equal(whole["fc.weight"], alone["fc.weight"])
     other = random_init(build_model(recipe, spec, "fp32", "meta").model, ["fc.weight"], seed + 1)
     assert not torch.equal(other["fc.weight"], alone["fc.weight"])
+
+
+def _unique_bytes(*roots: Path) -> int:
+    """Disk bytes of the files below `roots`, each inode once (as `du` counts hard links)."""
+    seen: dict[tuple[int, int], int] = {}
+    for root in roots:
+        for path in root.rglob("*"):
+            st = path.lstat()
+            if path.is_file():
+                seen[(st.st_dev, st.st_ino)] = st.st_size
+    return sum(seen.values())
+
+
+def test_build_and_cache_hold_one_copy_and_an_edited_engine_is_caught(recipes: Path) -> None:
+    recipe = recipes / "tiny.toml"
+    result = build(recipe)
+    engines = sum(
+        Path(f"cache/cas/{sha}").stat().st_size
+        for t in result.targets for p in t.parts for sha in [p.sha256, *p.sidecars.values()]
+    )  # fmt: skip
+    total = _unique_bytes(Path("build"), Path("cache"))
+    assert engines <= total <= 1.1 * engines + 256 * 1024, (engines, total)
+    du = subprocess.run(
+        ["du", "-sb", "build", "cache"], capture_output=True, text=True, check=False
+    )
+    if du.returncode == 0:  # du itself agrees: each hard-linked file once
+        assert sum(int(line.split()[0]) for line in du.stdout.splitlines()) <= 1.1 * engines + 2**20
+
+    part = result.targets[0].parts[0]
+    published = result.targets[0].dir / part.engine
+    published.chmod(0o644)  # a user who insists on editing a read-only engine in place
+    with published.open("ab") as handle:
+        handle.write(b"\0")
+    again = build(recipe)
+    assert not again.up_to_date
+    rebuilt = again.targets[0].parts[0]
+    assert not rebuilt.cached and rebuilt.sha256 == part.sha256  # detected, rebuilt bit for bit
+    assert sha256_file(published) == part.sha256
+    assert Store(Path("cache").resolve()).verify_all() == []

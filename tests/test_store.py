@@ -21,6 +21,7 @@ def test_blob_roundtrip_and_corruption_is_a_miss(
     assert store.verified_blob(digest) is not None
     store.put_action("k" * 64, {"blobs": {"engine": digest}, "x": 1})
     assert store.get_action("k" * 64) == {"blobs": {"engine": digest}, "x": 1}
+    store.blob_path(digest).chmod(0o644)  # blobs are read-only
     store.blob_path(digest).write_bytes(b"engine bytez")
     assert store.get_action("k" * 64) is None  # blob corrupt: action is a miss
     assert not store.blob_path(digest).exists()
@@ -57,6 +58,7 @@ def test_gc_is_lru_and_keeps_what_is_referenced(tmp_path: Path) -> None:
 def test_verify_all_removes_corrupt(tmp_path: Path) -> None:
     store = Store(tmp_path / "c")
     good, bad = store.put_bytes(b"a"), store.put_bytes(b"b")
+    store.blob_path(bad).chmod(0o644)
     store.blob_path(bad).write_bytes(b"c")
     assert store.verify_all() == [f"blob {bad}: content does not match its digest"]
     assert store.verified_blob(good)
@@ -98,3 +100,38 @@ def test_orphaned_scratch_of_a_dead_process_is_cleaned(tmp_path: Path) -> None:
     mine = store.scratch()
     assert store.clean_orphans() == [orphan.name]
     assert not orphan.exists() and mine.is_dir()
+
+
+def test_blobs_are_read_only_and_published_without_a_second_copy(tmp_path: Path) -> None:
+    store = Store(tmp_path / "c")
+    engine = tmp_path / "c" / "tmp" / "made-by-a-job.onnx"
+    engine.write_bytes(b"engine bytes" * 1000)
+    digest = store.put_file(engine)
+    assert not engine.exists()  # moved into the store, not copied
+    blob = store.blob_path(digest)
+    assert blob.stat().st_mode & 0o777 == 0o444
+    how = store.export_blob(digest, tmp_path / "out" / "part0.onnx")
+    published = tmp_path / "out" / "part0.onnx"
+    assert published.read_bytes() == b"engine bytes" * 1000
+    if how == "hardlink":
+        assert published.stat().st_ino == blob.stat().st_ino
+    else:
+        assert how == "reflink"  # this machine's filesystem has no reflinks; others may
+
+
+def test_locks_of_keys_with_a_common_prefix_are_independent(tmp_path: Path) -> None:
+    """Graph manifests share a long prefix: their locks must not (they did, at key[:16])."""
+    import threading
+
+    store = Store(tmp_path / "c")
+    held = threading.Event()
+    with store.locked("graph-manifest-" + "a" * 64):
+        thread = threading.Thread(target=lambda: _hold(store, "graph-manifest-" + "b" * 64, held))
+        thread.start()
+        assert held.wait(5), "the second lock waited for the first"
+    thread.join()
+
+
+def _hold(store: Store, key: str, held: object) -> None:
+    with store.locked(key):
+        held.set()  # type: ignore[attr-defined]

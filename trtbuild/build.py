@@ -6,11 +6,12 @@ processes (trtbuild.worker), one job each, measured and watched by the executor.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ class Options:
     budget: int | None = None
     out: Path = Path("build")
     cache: Path | None = None
-    jobs: int = 1
+    jobs: int = field(default_factory=lambda: auto_jobs())  # the memory gate still applies
     locked: bool = False
     release: bool = False
     report: Report = lambda message: None
@@ -50,6 +51,13 @@ class Options:
     memory_override: MemoryModel | None = None
     write_lock: bool = True  # False for `trtbuild verify`: rebuild without touching the lock
     previous_lock: dict[str, Any] | None = None
+
+
+def auto_jobs() -> int:
+    """One job per core this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def invocation(opts: Options) -> dict[str, Any]:

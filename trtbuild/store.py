@@ -12,6 +12,7 @@ the next run (and `cache gc`) removes those whose process is gone.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
@@ -74,18 +75,25 @@ class Store:
         return self.root / "cas" / digest
 
     def put_file(self, path: Path) -> str:
-        """Copy `path` into the store; returns its sha256."""
+        """Move `path` (a file this run made) into the store, read-only; returns its sha256."""
         digest = sha256_file(path)
         dest = self.blob_path(digest)
         if not dest.exists():
-            _atomic_copy(path, dest, self._tmp_path(), self.root)
+            tmp = self._tmp_path()
+            try:
+                os.replace(path, tmp)  # the scratch folder is in the store: a rename, no copy
+            except OSError:
+                shutil.copyfile(path, tmp)
+            _seal(tmp, dest, self.root)
         return digest
 
     def put_bytes(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
         dest = self.blob_path(digest)
         if not dest.exists():
-            _atomic_write(dest, data, self.root / "tmp", self.root)
+            tmp = self._tmp_path()
+            tmp.write_bytes(data)
+            _seal(tmp, dest, self.root)
         return digest
 
     def verified_blob(self, digest: str) -> Path | None:
@@ -100,13 +108,28 @@ class Store:
         os.utime(path)  # last use, for gc
         return path
 
-    def export_blob(self, digest: str, dest: Path) -> None:
-        """Copy a verified blob to `dest` atomically."""
+    def export_blob(self, digest: str, dest: Path) -> str:
+        """Publish a verified blob at `dest` atomically, without a second copy where possible.
+
+        A reflink (copy-on-write clone) where the filesystem has one; else a hard link to the
+        read-only blob, so a published engine costs no disk of its own; a copy as the last resort
+        (another filesystem). Returns how: "reflink", "hardlink" or "copy". A user who makes a
+        hard-linked file writable and edits it alters the blob too: the next read of the blob
+        checks its digest, so the edit is detected and the blob rebuilt, never served.
+        """
         src = self.verified_blob(digest)
         if src is None:
             raise TrtbuildError(f"cache: blob {digest} vanished while publishing {dest}")
         dest.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_copy(src, dest, dest.with_name(f".{dest.name}.tmp{os.getpid()}"), dest.parent)
+        tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        try:
+            how = _link_or_copy(src, tmp)
+            os.replace(tmp, dest)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _store_error(dest.parent, exc) from None
+        return how
 
     # ---------------------------------------------------------------- action results
 
@@ -170,7 +193,7 @@ class Store:
         """Hold the lock of one action: look up, lock, look up again, build."""
         lock_dir = self.root / "locks"
         lock_dir.mkdir(exist_ok=True)
-        with FileLock(str(lock_dir / f"{key[:16]}.lock")):
+        with FileLock(str(lock_dir / f"{key}.lock")):
             yield
 
     # ---------------------------------------------------------------- maintenance
@@ -264,14 +287,33 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _atomic_copy(src: Path, dest: Path, tmp: Path, where: Path) -> None:
-    """Copy to `tmp`, then rename over `dest`: never a half-written file under the final name."""
+def _seal(tmp: Path, dest: Path, root: Path) -> None:
+    """Make a finished blob read-only and rename it to its final name."""
     try:
-        shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o444)
         os.replace(tmp, dest)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise _store_error(where, exc) from None
+        raise _store_error(root, exc) from None
+
+
+FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+
+
+def _link_or_copy(src: Path, dest: Path) -> str:
+    with src.open("rb") as source, dest.open("wb") as target:
+        try:
+            fcntl.ioctl(target.fileno(), FICLONE, source.fileno())
+            return "reflink"
+        except OSError:
+            pass
+    dest.unlink()
+    try:
+        os.link(src, dest)
+        return "hardlink"
+    except OSError:
+        shutil.copyfile(src, dest)
+        return "copy"
 
 
 def _atomic_write(dest: Path, data: bytes, tmp_dir: Path, root: Path | None = None) -> None:

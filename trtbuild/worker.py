@@ -62,7 +62,7 @@ def _graph(recipe: Any, job: dict[str, Any]) -> dict[str, Any]:
     if missing:
         raise TrtbuildError(f"{spec.weights}: weights file has no tensor {missing[0]!r}")
     # Weights are pinned tensor by tensor; the cache is trtbuild's own: neither is model code.
-    exclude = [Path(job["cache"])]
+    exclude = [Path(job["cache"])] if job.get("cache") else []
     if isinstance(spec.weights, str):
         exclude.append(recipe.resolve(spec.weights))
     inputs = depfile.classify(touched, exclude)

@@ -15,7 +15,12 @@ def add_parser(sub: Any) -> None:
     parser = sub.add_parser("run", help="build every target of a recipe")
     add_build_options(parser)
     parser.add_argument(
-        "-j", "--jobs", type=int, default=1, help="parallel builds (within the memory budget)"
+        "-j",
+        "--jobs",
+        type=jobs_arg,
+        default="auto",
+        help="processes at once: a number, or auto (default) = one per core; the memory "
+        "budget still bounds what runs together",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument(
@@ -28,6 +33,16 @@ def add_parser(sub: Any) -> None:
         "--release", action="store_true", help="release build: explicit backend, provenance"
     )
     parser.set_defaults(handler=handle)
+
+
+def jobs_arg(text: str | int) -> int:
+    if text == "auto":
+        from trtbuild.build import auto_jobs
+
+        return auto_jobs()
+    if isinstance(text, int) or (text.isdigit() and int(text) >= 1):
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected a number >= 1 or auto, got {text!r}")
 
 
 def handle(args: argparse.Namespace) -> int:
