@@ -153,3 +153,16 @@ def test_subprocess_user_error_exit_1(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "recipe file not found" in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("FAILED in ")
+
+
+def test_noop_imports_nothing_heavy(built: Path) -> None:
+    """The no-op path checks every discovered input, and still imports no torch or onnx."""
+    code = (
+        "import sys; from trtbuild.cli import main; code = main(['run', sys.argv[1]]); "
+        "heavy = {'torch', 'onnx', 'onnxruntime', 'onnxscript', 'pydantic', 'networkx', 'rich'}; "
+        "print(code, sorted({m.split('.')[0] for m in sys.modules} & heavy))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(built)], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    assert "up to date" in proc.stderr
+    assert proc.stdout.split() == ["0", "[]"]

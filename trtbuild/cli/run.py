@@ -35,11 +35,10 @@ def add_parser(sub: Any) -> None:
     parser.set_defaults(handler=handle)
 
 
-def jobs_arg(text: str | int) -> int:
+def jobs_arg(text: str | int) -> int | None:
+    """A number of jobs, or None for auto (one per core: trtbuild.build.auto_jobs)."""
     if text == "auto":
-        from trtbuild.build import auto_jobs
-
-        return auto_jobs()
+        return None
     if isinstance(text, int) or (text.isdigit() and int(text) >= 1):
         return int(text)
     raise argparse.ArgumentTypeError(f"expected a number >= 1 or auto, got {text!r}")
@@ -59,14 +58,14 @@ def handle(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from trtbuild.build import Options, build
+    from trtbuild.build import Options, auto_jobs, build
 
     console = Console(stderr=True, quiet=args.json)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), console=console)  # fmt: skip
     tasks: dict[str, Any] = {}
     opts = Options(backend=args.backend, budget=budget(args), out=args.out, cache=args.cache,
-                   jobs=args.jobs, locked=args.locked, release=args.release)  # fmt: skip
+                   jobs=args.jobs or auto_jobs(), locked=args.locked, release=args.release)  # fmt: skip
     if args.verbose:
         opts.report = lambda message: console.print(f"[dim]{message}[/]")
 
