@@ -29,6 +29,7 @@ import tomli_w
 from trtbuild.digests import DigestMemo
 from trtbuild.inputs import Inputs, machine
 from trtbuild.store import atomic_write_text
+from trtbuild.toolchain import toolchain
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -124,8 +125,11 @@ def staleness(
 def _machine_changes(lock: dict[str, Any]) -> list[str]:
     from trtbuild.backends import resolve_backend
 
+    tools = toolchain()
+    if lock.get("toolchain") != tools:
+        return ["toolchain changed " + _diff(lock.get("toolchain", {}), tools)]
     found = []
-    seen: dict[str, dict[str, dict[str, str]]] = {}
+    devices: dict[str, dict[str, str]] = {}  # one fingerprint per backend (nvidia-smi is slow)
     for target in lock.get("target", []):
         backend = target["backend"]
         now = resolve_backend(target.get("requested_backend", backend))
@@ -133,16 +137,11 @@ def _machine_changes(lock: dict[str, Any]) -> list[str]:
         if now != backend:
             found.append(f'{name}: backend "auto" now means {now}, was {backend}')
             continue
-        current = seen.setdefault(backend, machine(backend))
-        if lock.get("toolchain") != current["toolchain"]:
-            found.append(
-                "toolchain changed " + _diff(lock.get("toolchain", {}), current["toolchain"])
-            )
-            break
-        if target.get("device") != current["device"]:
-            found.append(
-                f"{name}: device changed " + _diff(target.get("device", {}), current["device"])
-            )
+        if backend not in devices:
+            devices[backend] = machine(backend)["device"]
+        device = devices[backend]
+        if target.get("device") != device:
+            found.append(f"{name}: device changed " + _diff(target.get("device", {}), device))
     return found
 
 

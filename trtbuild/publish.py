@@ -15,7 +15,7 @@ from typing import Any
 from trtbuild import lockfile, manifest
 from trtbuild.digests import DigestMemo
 from trtbuild.errors import TrtbuildError
-from trtbuild.inputs import Inputs, relative
+from trtbuild.inputs import Inputs, machine, relative
 from trtbuild.recipe import Recipe
 from trtbuild.results import TargetResult
 from trtbuild.store import Store
@@ -118,8 +118,6 @@ def write_outputs(
     write_lock: bool,
 ) -> None:
     """The lock (unless `write_lock` is off, as for verify) and the provenance statement."""
-    from trtbuild.inputs import machine
-
     _remove_dropped_targets(out, recipe.name, results)
     inputs = all_inputs(recipe, results, memo)
     lock: dict[str, Any] = {
