@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -79,21 +79,14 @@ class Store:
         digest = sha256_file(path)
         dest = self.blob_path(digest)
         if not dest.exists():
-            tmp = self._tmp_path()
-            try:
-                os.replace(path, tmp)  # the scratch folder is in the store: a rename, no copy
-            except OSError:
-                shutil.copyfile(path, tmp)
-            _seal(tmp, dest, self.root)
+            _seal(lambda tmp: _move_or_copy(path, tmp), self._tmp_path(), dest, self.root)
         return digest
 
     def put_bytes(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
         dest = self.blob_path(digest)
         if not dest.exists():
-            tmp = self._tmp_path()
-            tmp.write_bytes(data)
-            _seal(tmp, dest, self.root)
+            _seal(lambda tmp: tmp.write_bytes(data), self._tmp_path(), dest, self.root)
         return digest
 
     def verified_blob(self, digest: str) -> Path | None:
@@ -287,14 +280,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _seal(tmp: Path, dest: Path, root: Path) -> None:
-    """Make a finished blob read-only and rename it to its final name."""
+def _seal(fill: Callable[[Path], object], tmp: Path, dest: Path, root: Path) -> None:
+    """Fill `tmp`, make it read-only and rename it to `dest`; on failure nothing is left behind."""
     try:
+        fill(tmp)
         os.chmod(tmp, 0o444)
         os.replace(tmp, dest)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise _store_error(root, exc) from None
+
+
+def _move_or_copy(src: Path, dest: Path) -> None:
+    try:
+        os.replace(src, dest)  # job folders are in the store: a rename, no copy
+    except OSError:
+        shutil.copyfile(src, dest)
 
 
 FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
