@@ -67,7 +67,7 @@ BAD = [
     ("unknown precision", 'precisions = ["fp32"]', 'precisions = ["int3"]',
      r"tiny\.toml:7: field 'defaults\.precisions\[0\]': Input should be 'fp32', 'fp16' or 'bf16'"),
     ("weights missing", 'weights = { init = "random", seed = 3 }', 'weights = "w/resnet.safetensors"',
-     r"tiny\.toml:15: field 'model\[0\]\.weights': expected a \.safetensors or \.pt file, but .*resnet\.safetensors does not exist"),
+     r"tiny\.toml:15: field 'model\[0\]\.weights': expected a \.safetensors or \.pt file, or a model folder, but .*resnet\.safetensors does not exist"),
     ("float size", 'host_memory = "2GiB"', "host_memory = 1.5",
      r"tiny\.toml:9: field 'defaults\.budget\.host_memory': expected a size like .*, got 1\.5$"),
     ("dots as recipe name", 'name = "tiny"', 'name = ".."',

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,7 +15,7 @@ from benchmarks.greedy import greedy_cost, greedy_parts
 from trtbuild.build import Options, plan_targets
 from trtbuild.cli import main
 from trtbuild.errors import TrtbuildError
-from trtbuild.frontend import eager_model, export_meta
+from trtbuild.frontend import code_constants, eager_model, export_model
 from trtbuild.graph import rename_map
 from trtbuild.memory import DEFAULTS, MemoryModel, Stage
 from trtbuild.partexport import part_module, split_inputs
@@ -131,9 +132,10 @@ def run_split(recipe_path: Path, opts: Options) -> int:
         eager = eager_model(recipe, spec, precision)
         with torch.no_grad():
             ref = eager(x)
-        _, program = export_meta(recipe, spec, precision)
+        _, program = export_model(recipe, spec, precision)
         rename = rename_map(program, [i.name for i in spec.inputs])
-        state = dict([*eager.model.named_parameters(), *eager.model.named_buffers()])
+        state = {**dict([*eager.model.named_parameters(), *eager.model.named_buffers()]),
+                 **code_constants(program)}  # fmt: skip
         values = {spec.inputs[0].name: x}
         for part in planned.plan.parts:
             tensors, symints = split_inputs([asdict(t) for t in part.inputs])
@@ -177,3 +179,26 @@ def test_scaled_seed_net_split_reproduces_eager(recipes: Path) -> None:
 @pytest.mark.slow
 def test_full_seed_net_split_reproduces_eager(recipes: Path) -> None:
     assert run_split(recipes / "seed_net.toml", Options(budget=1 << 30)) == 1
+
+
+def test_part_io_names_never_collide_with_the_part_s_own_op_names(tmp_path: Path) -> None:
+    """Boundary tensors keep the whole model's node names ("add"); the exporter numbers a part's
+    own ops afresh and may call one of them "add" too: ONNX Runtime refused such parts."""
+    import onnxruntime as ort
+
+    from trtbuild.partexport import _unique_io_names
+
+    class TwoAdds(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return (x + 1) + 2
+
+    program = torch.onnx.export(TwoAdds(), (torch.ones(2),), dynamo=True, output_names=["add"])
+    assert program is not None
+    program.save(str(tmp_path / "clash.onnx"))
+    with pytest.raises(Exception, match="add"):
+        ort.InferenceSession(str(tmp_path / "clash.onnx"))
+    _unique_io_names(program.model.graph)
+    program.save(str(tmp_path / "fixed.onnx"))
+    session = ort.InferenceSession(str(tmp_path / "fixed.onnx"))
+    (out,) = session.run(["add"], {session.get_inputs()[0].name: np.ones(2, dtype=np.float32)})
+    assert out.tolist() == [4.0, 4.0]

@@ -23,7 +23,7 @@ from trtbuild.executor import MemoryGate, run_job
 from trtbuild.graph import OpGraph
 from trtbuild.graphjob import GraphJob, graph_job
 from trtbuild.inputs import machine
-from trtbuild.memory import MemoryModel, memory_model, save_corrections
+from trtbuild.memory import MemoryModel, Observation, memory_model, record
 from trtbuild.planner import Part, Plan, plan
 from trtbuild.publish import now, publish, write_outputs
 from trtbuild.recipe import DynamicShape, Recipe, Target, load_recipe
@@ -136,7 +136,7 @@ def plan_targets(recipe_path: str | Path, opts: Options | None = None, model: st
         backend = resolve_backend(target.backend)
         job = graph_job(recipe, target, store, memo, None)  # planning only: measured, not capped
         graph = OpGraph.from_json(job.graph)
-        memory = opts.memory_override or memory_model(backend, store.root)
+        memory = memory_model(backend, store.root, job.base_bytes, opts.memory_override)
         the_plan = plan(graph, target.budget.host_memory, memory)
         out.append(PlannedTarget(target, backend, graph, the_plan, job))
     memo.save()
@@ -161,13 +161,14 @@ def _build_target(
     backend_name = resolve_backend(target.backend)
     backend = get_backend(backend_name)
     budget = target.budget.host_memory
-    memory = opts.memory_override or memory_model(backend_name, store.root)
-    with gate.admit(memory.export.fixed_bytes, budget) as share:
+    before = memory_model(backend_name, store.root, None, opts.memory_override)
+    with gate.admit(before.export.fixed_bytes, budget) as share:
         graph_info = graph_job(recipe, target, store, memo, share)
     graph = OpGraph.from_json(graph_info.graph)
     out_dir = output_dir(opts.out, recipe.name, target.model.name, target.precision)
     notes: list[str] = []
     for _attempt in range(MAX_REPLANS):
+        memory = memory_model(backend_name, store.root, graph_info.base_bytes, opts.memory_override)
         the_plan = plan(graph, budget, memory)
         result = TargetResult(target.model.name, target.precision, backend_name, out_dir, budget,
                               the_plan, graph_info, target.backend)  # fmt: skip
@@ -176,19 +177,19 @@ def _build_target(
         )
         opts.on_plan(result)
         try:
-            result.parts = _build_parts(
-                recipe, target, graph, graph_info, the_plan, backend, store, opts, result, gate
-            )
+            result.parts = _build_parts(recipe, target, graph, graph_info, the_plan, memory,
+                                        backend, store, opts, result, gate)  # fmt: skip
         except _Overrun as over:
-            memory = memory.corrected(over.stage, over.weight_bytes, over.peak)
-            save_corrections(backend_name, memory, store.root)
+            record(store.root, [over.observation])
             note = (
-                f"{target.name}: part {over.index} {over.stage} process crossed its memory share "
-                f"(peak {format_size(over.peak)}); memory model corrected, re-planned and rebuilt"
+                f"{target.name}: part {over.index} {over.observation.stage} process crossed its "
+                f"memory share (peak {format_size(over.observation.peak_bytes)}); memory model "
+                "refitted, re-planned and rebuilt"
             )
             opts.report(note)
             notes.append(note)
             continue
+        record(store.root, observations(result, graph_info))
         publish(result, recipe, store)
         result.notes = notes
         return result
@@ -211,9 +212,21 @@ def output_dir(out: Path, *names: str) -> Path:
 
 
 class _Overrun(Exception):
-    def __init__(self, index: int, stage: str, weight_bytes: int, peak: int) -> None:
-        super().__init__(stage)
-        self.index, self.stage, self.weight_bytes, self.peak = index, stage, weight_bytes, peak
+    def __init__(self, index: int, observation: Observation) -> None:
+        super().__init__(observation.stage)
+        self.index, self.observation = index, observation
+
+
+def observations(result: TargetResult, job: GraphJob) -> list[Observation]:
+    """The processes this build ran (cached parts ran none), as memory-model observations."""
+    base = job.base_bytes or 0
+    seen = []
+    for part in result.parts:
+        for p in [] if part.cached else part.record["processes"]:
+            own = base if p["kind"] == "export" else 0
+            seen.append(Observation(p["kind"], result.backend, part.record["weight_bytes"], own,
+                                    p["peak_rss_bytes"]))  # fmt: skip
+    return seen
 
 
 def part_fields(target: Target, graph: OpGraph, job: GraphJob, the_plan: Plan, backend: str,
@@ -229,8 +242,8 @@ def part_fields(target: Target, graph: OpGraph, job: GraphJob, the_plan: Plan, b
 
 
 def _build_parts(recipe: Recipe, target: Target, graph: OpGraph, graph_info: GraphJob, the_plan: Plan,
-                 backend: Any, store: Store, opts: Options, result: TargetResult,
-                 gate: MemoryGate) -> list[PartResult]:  # fmt: skip
+                 memory: MemoryModel, backend: Any, store: Store, opts: Options,
+                 result: TargetResult, gate: MemoryGate) -> list[PartResult]:  # fmt: skip
     settings = backend_settings(recipe, target, backend.name, opts.release)
     all_fields = part_fields(target, graph, graph_info, the_plan, backend.name, settings)
     old = _old_fields(opts, target)
@@ -248,9 +261,8 @@ def _build_parts(recipe: Recipe, target: Target, graph: OpGraph, graph_info: Gra
                 if cached is None:
                     reason = actions.explain(old.get(part.index), actions.field_digests(fields))
                     opts.report(f"{target.name} part {part.index}: {reason}")
-                    cached = _run_part(
-                        recipe, target, graph_info, part, backend, settings, store, key, share
-                    )
+                    cached = _run_part(recipe, target, graph_info, part, memory, backend,
+                                       settings, store, key, share)  # fmt: skip
                     store.put_action(key, cached)
                     built = True
                 else:
@@ -274,8 +286,9 @@ def _old_fields(opts: Options, target: Target) -> dict[int, dict[str, str]]:
     return {p["index"]: p["fields"] for p in entry.get("part", [])}
 
 
-def _run_part(recipe: Recipe, target: Target, graph_info: GraphJob, part: Part, backend: Any,
-              settings: dict[str, Any], store: Store, key: str, share: int) -> dict[str, Any]:  # fmt: skip
+def _run_part(recipe: Recipe, target: Target, graph_info: GraphJob, part: Part, memory: MemoryModel,
+              backend: Any, settings: dict[str, Any], store: Store, key: str,
+              share: int) -> dict[str, Any]:  # fmt: skip
     scratch = store.scratch()
     try:
         onnx_path, engine_path = (
@@ -298,8 +311,11 @@ def _run_part(recipe: Recipe, target: Target, graph_info: GraphJob, part: Part, 
             try:
                 outcome = run_job(job, scratch, share)
             except BudgetExceeded as exc:
-                raise _Overrun(part.index, stage, part.weight_bytes, exc.peak_rss_bytes) from None
+                base = (graph_info.base_bytes or 0) if stage == "export" else 0
+                seen = Observation(stage, backend.name, part.weight_bytes, base, exc.peak_rss_bytes)
+                raise _Overrun(part.index, seen) from None
             processes.append({"kind": stage, "peak_rss_bytes": outcome.peak_rss_bytes,
+                              "predicted_peak_bytes": memory.stage(stage).predict(part.weight_bytes),
                               "seconds": round(outcome.seconds, 3), "started": outcome.started,
                               "ended": outcome.ended, **outcome.result})  # fmt: skip
         # The builder reads the part's ONNX, which holds exactly the weights the exporter loaded.

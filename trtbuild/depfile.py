@@ -181,7 +181,8 @@ def classify(touched: Touched, exclude: list[Path]) -> Discovered:
             top = Path(raw[len(site_dir) :]).parts[0].split(".")[0]
             dist = owners.get(top)
             if dist is not None:
-                dists[dist] = importlib.metadata.version(dist)
+                if dist not in dists:  # one metadata read per distribution, not per file
+                    dists[dist] = importlib.metadata.version(dist)
                 continue
         files.add(resolved)  # a file nobody installed: by content
     env = {name: env_digest(value) for name, value in touched.env.items()}

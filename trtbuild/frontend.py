@@ -5,19 +5,20 @@ Runs inside worker processes only (it imports torch); the orchestrator never imp
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
 import json
-import struct
 import sys
-from collections.abc import Callable, Iterable
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from trtbuild import hf
+from trtbuild.checkpoint import Checkpoint, name_map
 from trtbuild.errors import TrtbuildError
 from trtbuild.recipe import InputSpec, ModelSpec, RandomInit, Recipe
 
@@ -68,29 +69,42 @@ def import_factory(recipe: Recipe, source: str) -> Callable[..., nn.Module]:
 
 
 class PrecisionWrapper(nn.Module):
-    """Runs the model at `dtype` while inputs and outputs keep the dtypes the recipe declares."""
+    """Runs the model at `dtype` while inputs and outputs keep the dtypes the recipe declares.
+
+    Inputs go in by position, or by name (`keywords`, with fixed `extra` keyword arguments);
+    `outputs` picks fields of a returned mapping (a transformers ModelOutput).
+    """
 
     model: nn.Module
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype) -> None:
+    def __init__(self, model: nn.Module, dtype: torch.dtype, keywords: list[str] | None = None,
+                 extra: dict[str, Any] | None = None, outputs: list[str] | None = None,
+                 where: str = "") -> None:  # fmt: skip
         super().__init__()
         self.model = model
         self.dtype = dtype
+        self.keywords, self.extra, self.outputs, self.where = keywords, extra or {}, outputs, where
 
     def forward(self, *inputs: torch.Tensor) -> Any:
         cast = [x.to(self.dtype) if x.is_floating_point() else x for x in inputs]
-        out = self.model(*cast)
+        if self.keywords is None:
+            out = self.model(*cast)
+        else:
+            out = self.model(**dict(zip(self.keywords, cast)), **self.extra)
+        if self.keywords is not None or self.outputs is not None:
+            picked = hf.pick(out, self.outputs, self.where)
+            out = picked[0] if len(picked) == 1 else picked
         if isinstance(out, torch.Tensor):
             return out.float() if out.is_floating_point() else out
         return tuple(o.float() if o.is_floating_point() else o for o in out)
 
 
-def build_model(recipe: Recipe, spec: ModelSpec, precision: str, device: str) -> PrecisionWrapper:
-    """The wrapped model in eval mode; on "meta" it holds no weight bytes."""
-    factory = import_factory(recipe, spec.source)
+def build_model(recipe: Recipe, spec: ModelSpec, precision: str) -> PrecisionWrapper:
+    """The wrapped model in eval mode, holding no parameter bytes (see `parameters_on_meta`)."""
+    factory = (lambda: hf.build(recipe, spec)) if spec.transformers else _factory(recipe, spec)
     try:
-        with torch.device(device):
-            model = factory(**spec.kwargs)
+        with parameters_on_meta():
+            model = factory()
     except TrtbuildError:
         raise
     except Exception as exc:
@@ -102,7 +116,44 @@ def build_model(recipe: Recipe, spec: ModelSpec, precision: str, device: str) ->
         raise TrtbuildError(
             f"{recipe.path}: model '{spec.name}': {spec.source} did not return an nn.Module"
         )
-    return PrecisionWrapper(model.eval(), PRECISION_DTYPES[precision]).eval()
+    where = recipe.model_loc(spec.name, "outputs" if spec.outputs else "source")
+    keywords = [i.name for i in spec.inputs] if spec.transformers else None
+    extra = hf.call_kwargs(model) if spec.transformers else None
+    dtype = PRECISION_DTYPES[precision]
+    return PrecisionWrapper(model.eval(), dtype, keywords, extra, spec.outputs, where).eval()
+
+
+def _factory(recipe: Recipe, spec: ModelSpec) -> Callable[[], nn.Module]:
+    factory = import_factory(recipe, spec.source)
+    return lambda: factory(**spec.kwargs)
+
+
+@contextlib.contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Construct a model whose parameters live on the meta device while its buffers are real.
+
+    Parameters are weights: they come from the checkpoint (or seeded init), so holding them would
+    only cost memory. Buffers are computed by the model's own constructor (rotary frequencies,
+    position ids, masks); the non-persistent ones are in no checkpoint, so their real values are
+    kept. (As accelerate's init_empty_weights(include_buffers=False) does.)
+    """
+    register = nn.Module.register_parameter
+
+    def on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None and param.device.type != "meta":
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    nn.Module.register_parameter = on_meta  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register  # type: ignore[method-assign]
+
+
+def checkpoint_names(model: nn.Module) -> list[str]:
+    """The tensors a checkpoint holds: parameters (every tied alias) and persistent buffers."""
+    return list(model.state_dict(keep_vars=True))
 
 
 def example_inputs(inputs: list[InputSpec], device: str) -> tuple[torch.Tensor, ...]:
@@ -122,23 +173,33 @@ def dynamic_shapes(inputs: list[InputSpec]) -> tuple[tuple[dict[int, Any] | None
             dims.append(None)
             continue
         assert not isinstance(shape, list)
+        # DYNAMIC, not a named Dim: export may find that dims are equal (input_ids and
+        # attention_mask share the sequence length) instead of failing on it.
         dims.append({
-            axis: torch.export.Dim(f"{spec.name}_{axis}", min=lo, max=hi)
+            axis: torch.export.Dim.DYNAMIC(min=lo, max=hi)
             for axis, (lo, hi) in enumerate(zip(shape.min, shape.max)) if lo != hi
         })  # fmt: skip
     return (tuple(dims),)  # forward(*inputs): one entry, the tuple of inputs
 
 
-def export_meta(
+def export_model(
     recipe: Recipe, spec: ModelSpec, precision: str
 ) -> tuple[PrecisionWrapper, ExportedProgram]:
-    """torch.export on the meta device: the whole graph, no weight bytes."""
-    model = build_model(recipe, spec, precision, "meta")
+    """torch.export of the whole graph with fake parameters and inputs: no weight bytes.
+
+    Fake tensors on the CPU (not the meta device) so that code that makes tensors in forward()
+    (`torch.tensor(...)`, empty caches) makes real ones: their values are in program.constants.
+    """
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    model = build_model(recipe, spec, precision)
     model.model.to(PRECISION_DTYPES[precision])
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    _fake_checkpoint_tensors(model, mode)
+    with mode:
+        args = example_inputs(spec.inputs, "cpu")
     try:
-        program = torch.export.export(
-            model, example_inputs(spec.inputs, "meta"), dynamic_shapes=dynamic_shapes(spec.inputs)
-        )
+        program = torch.export.export(model, args, dynamic_shapes=dynamic_shapes(spec.inputs))
     except Exception as exc:
         raise TrtbuildError(
             f"{recipe.path}: model '{spec.name}': torch.export failed: {type(exc).__name__}: "
@@ -147,15 +208,50 @@ def export_meta(
     return model, program
 
 
+def _fake_checkpoint_tensors(model: nn.Module, mode: Any) -> None:
+    """Swap parameters and persistent buffers for fake CPU tensors (ties kept); keep the rest."""
+    fakes: dict[int, torch.Tensor] = {}
+
+    def fake(tensor: torch.Tensor) -> torch.Tensor:
+        if id(tensor) not in fakes:
+            with mode:
+                fakes[id(tensor)] = torch.empty(tensor.shape, dtype=tensor.dtype)
+        return fakes[id(tensor)]
+
+    for module in model.modules():
+        for name, param in module._parameters.items():
+            if param is not None:
+                module._parameters[name] = nn.Parameter(fake(param), requires_grad=False)
+        for name, buf in module._buffers.items():
+            if buf is not None and name not in module._non_persistent_buffers_set:
+                module._buffers[name] = fake(buf)
+
+
+def code_constants(program: ExportedProgram) -> dict[str, torch.Tensor]:
+    """Tensors that come from the model's code, by OpGraph name: non-persistent buffers (made by
+    the constructor) and constants made in forward(). Real values, never in a checkpoint."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    from trtbuild.graph import WRAPPED
+
+    out = {}
+    for name, value in program.constants.items():
+        if not isinstance(value, torch.Tensor):
+            continue  # script objects: not tensors
+        if isinstance(value, FakeTensor) or value.is_meta:
+            raise TrtbuildError(
+                f"the model's tensor {name.removeprefix(WRAPPED)!r} has no value at export time "
+                "(made on the meta device); make it without device='meta'"
+            )
+        out[name.removeprefix(WRAPPED)] = value.detach()
+    return out
+
+
 def eager_model(recipe: Recipe, spec: ModelSpec, precision: str) -> PrecisionWrapper:
     """The whole model with its weights, as PyTorch runs it: the reference for checks and tests."""
-    wrapper = build_model(recipe, spec, precision, "meta")
-    names = [n for n, _ in [*wrapper.model.named_parameters(), *wrapper.model.named_buffers()]]
-    state = load_weights(recipe, spec, wrapper.model, names)
-    fresh = build_model(recipe, spec, precision, "meta")
-    for group in tied_names(fresh.model):  # tied weights are loaded once, assigned to each name
-        for alias in group[1:]:
-            state[alias] = state[group[0]]
+    fresh = build_model(recipe, spec, precision)
+    state = load_weights(recipe, spec, build_model(recipe, spec, precision).model,
+                         checkpoint_names(fresh.model))  # fmt: skip
     fresh.model.load_state_dict(state, assign=True, strict=False)
     fresh.model.to(PRECISION_DTYPES[precision])
     return fresh
@@ -192,6 +288,7 @@ def random_init(model: nn.Module, names: Iterable[str], seed: int) -> dict[str, 
     found: dict[str, torch.Tensor] = {}
     for owner_name in sorted(owners):
         module = owners[owner_name]
+        kept = dict(module._parameters), dict(module._buffers)
         module.to_empty(device="cpu", recurse=False)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(module_seed(seed, owner_name))
@@ -203,7 +300,10 @@ def random_init(model: nn.Module, names: Iterable[str], seed: int) -> dict[str, 
             *module.named_buffers(recurse=False),
         ]:
             found[prefix + local] = tensor.detach()
-        module.to_empty(device="meta", recurse=False)  # the caller holds what it asked for
+        # The caller holds what it asked for; the model gets its own tensors back, so that a
+        # tie (one Parameter under two names) still holds for the next call.
+        module._parameters.update(kept[0])
+        module._buffers.update(kept[1])
     return {name: found[source] for name, source in wanted.items()}
 
 
@@ -218,131 +318,59 @@ def _reset(module: nn.Module) -> None:
         buf.zero_()
 
 
+class WeightSource:
+    """A model's checkpoint tensors by its own state-dict names: seeded init or a checkpoint."""
+
+    def __init__(self, recipe: Recipe, spec: ModelSpec, model: nn.Module) -> None:
+        self.spec, self.model = spec, model
+        self.ties = tied_names(model)
+        self.checkpoint: Checkpoint | None = None
+        if isinstance(spec.weights, str):
+            self.checkpoint = Checkpoint.open(recipe.resolve(spec.weights))
+        self._names: dict[str, str] | None = None
+
+    def stored_names(self) -> dict[str, str]:
+        """Model name -> stored name, for every tensor a checkpoint of this model holds."""
+        assert self.checkpoint is not None
+        if self._names is None:
+            aliases = {alias: group for group in self.ties for alias in group}
+            self._names = name_map(self.checkpoint.path, checkpoint_names(self.model),
+                                   self.checkpoint.names(), aliases)  # fmt: skip
+        return self._names
+
+    def load(self, names: list[str]) -> dict[str, torch.Tensor]:
+        """The named tensors, and nothing else (only the shards that hold them are opened)."""
+        if isinstance(self.spec.weights, RandomInit):
+            return random_init(self.model, names, self.spec.weights.seed)
+        assert self.checkpoint is not None
+        stored = self.stored_names()
+        tensors = self.checkpoint.load({stored[n] for n in names})
+        return {n: tensors[stored[n]] for n in names}
+
+    def digests(self) -> dict[str, str]:
+        """sha256 per checkpoint tensor by model name; random init is described, not made."""
+        if isinstance(self.spec.weights, RandomInit):
+            return _init_digests(self.model, self.ties, self.spec.weights.seed)
+        assert self.checkpoint is not None
+        by_stored = self.checkpoint.digests()
+        return {name: by_stored[s] for name, s in self.stored_names().items()}
+
+
 def load_weights(
     recipe: Recipe, spec: ModelSpec, model: nn.Module, names: list[str]
 ) -> dict[str, torch.Tensor]:
     """The named tensors (state-dict names of the user's model), and nothing else."""
-    if isinstance(spec.weights, RandomInit):
-        return random_init(model, names, spec.weights.seed)
-    path = weights_path(recipe, spec)
-    aliases = {alias: group for group in tied_names(model) for alias in group}
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
-            keys = _stored_names(path, set(handle.keys()), names, aliases)
-            return {n: handle.get_tensor(keys[n]) for n in names}
-    state = load_state_dict(path)
-    keys = _stored_names(path, set(state), names, aliases)
-    return {n: state[keys[n]] for n in names}
+    return WeightSource(recipe, spec, model).load(names)
 
 
-def load_state_dict(path: Path) -> dict[str, Any]:
-    """A .pt/.pth state dict, memory-mapped; only plain tensors (weights_only): no code runs."""
-    try:
-        state = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
-    except Exception as exc:  # UnpicklingError for objects weights_only refuses, RuntimeError, ...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TrtbuildError(
-            f"{path}: field 'weights': expected a state dict of tensors that torch.load(weights_only=True) "
-            f"accepts, but it failed: {first}"
-        ) from None
-    if not isinstance(state, dict):
-        raise TrtbuildError(
-            f"{path}: expected a state dict (name -> tensor), got {type(state).__name__}"
-        )
-    return state
-
-
-def weights_path(recipe: Recipe, spec: ModelSpec) -> Path:
-    assert isinstance(spec.weights, str)
-    path = recipe.resolve(spec.weights)
-    if not path.is_file():
-        raise TrtbuildError(
-            f"{recipe.path}: model '{spec.name}': field 'weights': file {path} not found"
-        )
-    if path.suffix not in (".safetensors", ".pt", ".pth"):
-        raise TrtbuildError(
-            f"{recipe.path}: model '{spec.name}': field 'weights': expected a .safetensors or .pt file, got {path.name}"
-        )
-    return path
-
-
-def _stored_names(
-    path: Path, available: set[str], names: Iterable[str], aliases: dict[str, list[str]]
-) -> dict[str, str]:
-    """The name each wanted tensor has in the file (a tied tensor may be saved under any alias)."""
-    out, missing = {}, []
-    for name in names:
-        stored = next((a for a in aliases.get(name, [name]) if a in available), None)
-        if stored is None:
-            missing.append(name)
-        else:
-            out[name] = stored
-    if missing:
-        raise TrtbuildError(
-            f"{path}: weights file has no tensor {missing[0]!r} ({len(missing)} missing)"
-        )
-    return out
-
-
-def weight_digests(recipe: Recipe, spec: ModelSpec, model: nn.Module) -> dict[str, str]:
-    """sha256 per state-dict tensor; random init is described, not materialised."""
-    groups = tied_names(model)
-    if isinstance(spec.weights, RandomInit):
-        canonical = {alias: group[0] for group in groups for alias in group}
-        out = {}
-        named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers()]
-        for name, tensor in named:
-            source = canonical.get(name, name)
-            owner = source.rpartition(".")[0]
-            cls = type(model.get_submodule(owner) if owner else model).__qualname__
-            desc = [RANDOM_INIT_SCHEME, spec.weights.seed, source, cls, list(tensor.shape),
-                    str(tensor.dtype)]  # fmt: skip
-            out[name] = hashlib.sha256(json.dumps(desc).encode()).hexdigest()
-        return out
-    path = weights_path(recipe, spec)
-    if path.suffix == ".safetensors":
-        digests = safetensors_digests(path)
-    else:
-        state = load_state_dict(path)
-        digests = {k: tensor_digest(v) for k, v in state.items() if isinstance(v, torch.Tensor)}
-    for group in groups:  # every alias of a tied tensor gets the digest of the stored one
-        stored = next((digests[a] for a in group if a in digests), None)
-        if stored is not None:
-            digests.update(dict.fromkeys(group, stored))
-    return digests
-
-
-def tensor_digest(tensor: torch.Tensor) -> str:
-    flat = tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
-    head = json.dumps([str(tensor.dtype), list(tensor.shape)]).encode()
-    return hashlib.sha256(head + flat.tobytes()).hexdigest()
-
-
-def safetensors_digests(path: Path) -> dict[str, str]:
-    """Per-tensor sha256 straight from the file's byte ranges: no torch tensors built."""
+def _init_digests(model: nn.Module, groups: list[list[str]], seed: int) -> dict[str, str]:
+    canonical = {alias: group[0] for group in groups for alias in group}
     out = {}
-    with path.open("rb") as handle:
-        try:
-            (header_len,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(min(header_len, 100 << 20)))
-            assert isinstance(header, dict)
-        except (struct.error, ValueError, AssertionError):
-            raise TrtbuildError(
-                f"{path}: field 'weights': expected a safetensors file, but its header is not valid"
-            ) from None
-        base = 8 + header_len
-        for name, info in sorted(header.items()):
-            if name == "__metadata__":
-                continue
-            start, end = info["data_offsets"]
-            handle.seek(base + start)
-            digest = hashlib.sha256(json.dumps([info["dtype"], info["shape"]]).encode())
-            remaining = end - start
-            while remaining:
-                chunk = handle.read(min(remaining, 1 << 22))
-                digest.update(chunk)
-                remaining -= len(chunk)
-            out[name] = digest.hexdigest()
+    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers()]
+    for name, tensor in named:
+        source = canonical.get(name, name)
+        owner = source.rpartition(".")[0]
+        cls = type(model.get_submodule(owner) if owner else model).__qualname__
+        desc = [RANDOM_INIT_SCHEME, seed, source, cls, list(tensor.shape), str(tensor.dtype)]
+        out[name] = hashlib.sha256(json.dumps(desc).encode()).hexdigest()
     return out

@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from trtbuild.errors import TrtbuildError
-
 if TYPE_CHECKING:
     import torch.fx
     from torch.export import ExportedProgram
@@ -30,12 +28,19 @@ class TensorInfo:
     bytes: int
 
 
+CHECKPOINT, CODE = "checkpoint", "code"
+
+
 @dataclass(frozen=True)
 class WeightInfo:
+    """A tensor the graph holds: from the checkpoint (parameters, persistent buffers), or from
+    the model's code (non-persistent buffers its constructor makes, constants made in forward)."""
+
     name: str  # state-dict name in the user's model
     shape: list[int]
     dtype: str
     bytes: int
+    origin: str = CHECKPOINT
 
 
 @dataclass(frozen=True)
@@ -120,12 +125,20 @@ class OpGraph:
         return g
 
 
+def _held_tensors(program: ExportedProgram) -> dict[str, str]:
+    """Placeholder name -> exported FQN of every tensor the program holds (not an input)."""
+    sig = program.graph_signature
+    return {
+        **sig.inputs_to_parameters, **sig.inputs_to_buffers,
+        **sig.inputs_to_lifted_tensor_constants,
+    }  # fmt: skip
+
+
 def rename_map(program: ExportedProgram, input_names: list[str]) -> dict[str, str]:
     """Exported placeholder names -> OpGraph names: the recipe's input names, state-dict names."""
-    sig = program.graph_signature
-    weight_of = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
-    rename = {k: v.removeprefix(WRAPPED) for k, v in weight_of.items()}
-    user = [n for n in program.graph.nodes if n.op == "placeholder" and n.name not in weight_of]
+    held = _held_tensors(program)
+    rename = {k: v.removeprefix(WRAPPED) for k, v in held.items()}
+    user = [n for n in program.graph.nodes if n.op == "placeholder" and n.name not in held]
     rename.update({n.name: name for n, name in zip(user, input_names)})
     return rename
 
@@ -133,21 +146,21 @@ def rename_map(program: ExportedProgram, input_names: list[str]) -> dict[str, st
 def from_exported(program: ExportedProgram, input_names: list[str]) -> OpGraph:
     """Flatten an exported program into an OpGraph; getitem nodes fold into their producer."""
     sig = program.graph_signature
-    weight_of = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}
-    if sig.inputs_to_lifted_tensor_constants:
-        raise TrtbuildError(
-            "the model creates tensor constants in forward(); register them as buffers instead"
-        )
+    held = _held_tensors(program)
+    from_code = {*sig.non_persistent_buffers, *sig.inputs_to_lifted_tensor_constants.values()}
     rename = rename_map(program, input_names)
     placeholders = [n for n in program.graph.nodes if n.op == "placeholder"]
     inputs = [
-        _tensor_info(rename[n.name], n.meta["val"]) for n in placeholders if n.name not in weight_of
+        _tensor_info(rename[n.name], n.meta["val"]) for n in placeholders if n.name not in held
     ]
     weights: dict[str, WeightInfo] = {}
     for node in placeholders:
-        if node.name in weight_of:
+        if node.name in held:
             name, val = rename[node.name], node.meta["val"]
-            weights[name] = WeightInfo(name, [int(d) for d in val.shape], _dtype(val), _nbytes(val))
+            origin = CODE if held[node.name] in from_code else CHECKPOINT
+            weights[name] = WeightInfo(
+                name, [int(d) for d in val.shape], _dtype(val), _nbytes(val), origin
+            )
     ops = [_op(node, rename, weights) for node in _compute_nodes(program.graph)]
     output_node = next(n for n in program.graph.nodes if n.op == "output")
     outputs = [rename.get(a.name, a.name) for a in output_node.all_input_nodes]

@@ -14,16 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trtbuild.checkpoint import checkpoint_files
 from trtbuild.digests import DigestMemo, digest_json
 from trtbuild.errors import BudgetExceeded, TrtbuildError
 from trtbuild.executor import run_job
-from trtbuild.inputs import Inputs, discovered
-from trtbuild.recipe import Recipe, Target
+from trtbuild.inputs import Inputs, discovered, relative
+from trtbuild.recipe import ModelSpec, Recipe, Target
 from trtbuild.sizes import format_size
 from trtbuild.store import Store
 from trtbuild.toolchain import toolchain
 
-GRAPH_SCHEMA = 2
+GRAPH_SCHEMA = 3
 MAX_INPUT_SETS = 16  # input sets remembered per manifest, newest first
 
 
@@ -37,6 +38,7 @@ class GraphJob:
     inputs: Inputs
     peak_rss_bytes: int
     seconds: float
+    base_bytes: int | None  # resident size after import and export, before weights (memory.py)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -46,6 +48,7 @@ class GraphJob:
             "inputs": self.inputs.to_json(),
             "peak_rss_bytes": self.peak_rss_bytes,
             "seconds": self.seconds,
+            "base_bytes": self.base_bytes,
         }
 
     @classmethod
@@ -57,6 +60,7 @@ class GraphJob:
             Inputs.from_json(data["inputs"]),
             data["peak_rss_bytes"],
             data["seconds"],
+            data.get("base_bytes"),
         )
 
 
@@ -65,7 +69,7 @@ def graph_job(
 ) -> GraphJob:
     """The target's graph: from the cache when its recorded inputs are unchanged, else run."""
     spec = target.model
-    weights = memo.sha256(recipe.resolve(spec.weights)) if isinstance(spec.weights, str) else None
+    weights = weights_digest(recipe, spec, memo)
     manifest = "graph-manifest-" + digest_json(
         [GRAPH_SCHEMA, spec.model_dump(mode="json"), weights, target.precision, toolchain()]
     )
@@ -81,6 +85,20 @@ def graph_job(
         sets = [job.inputs.to_json(), *_input_sets(store, manifest)][:MAX_INPUT_SETS]
         store.put_action(manifest, {"input_sets": sets, "blobs": {}}, replace=True)
     return job
+
+
+def weights_files(recipe: Recipe, spec: ModelSpec) -> list[Path]:
+    """The files of a target's checkpoint (none for seeded init)."""
+    if not isinstance(spec.weights, str):
+        return []
+    return checkpoint_files(recipe.resolve(spec.weights))
+
+
+def weights_digest(recipe: Recipe, spec: ModelSpec, memo: DigestMemo) -> str | None:
+    files = weights_files(recipe, spec)
+    if not files:
+        return None
+    return digest_json([[relative(f, recipe.root), memo.sha256(f)] for f in files])
 
 
 def _input_sets(store: Store, manifest: str) -> list[dict[str, Any]]:
@@ -131,4 +149,5 @@ def _run(
         discovered(result["inputs"], recipe.root, memo),
         outcome.peak_rss_bytes,
         round(outcome.seconds, 3),
+        result.get("base_bytes"),
     )

@@ -1,10 +1,15 @@
 """The memory model: predicted peak RSS of the processes that build one part.
 
-A part is built by two processes in turn: the exporter (torch + ONNX exporter) and the backend's
-builder. Each is modelled as fixed cost + alpha x the part's weight bytes; a part's predicted peak
-is the larger of the two. Defaults were measured on this machine (benchmarks/build_memory.py) or,
-for TensorRT, come from NVIDIA's documentation; every build corrects them from measured peak RSS
-(`corrected`), and the corrections persist in the cache directory.
+A part is built by two processes in turn: the exporter (torch, the model's own imports, the ONNX
+exporter) and the backend's builder. Each is modelled as fixed cost + alpha x the part's weight
+bytes; a part's predicted peak is the larger of the two.
+
+The exporter's fixed cost is the model's own: its graph job imports and exports the same model
+and records its resident size (`base_bytes`: `transformers` alone is hundreds of MiB, a ResNet
+file is nothing), plus the exporter's overhead. Overheads and alphas start from priors measured
+on this machine (benchmarks/build_memory.py) or, for TensorRT, NVIDIA's documentation; every
+process a build runs adds an observation to the cache (memory.json) and both are fitted to them:
+an upper envelope, so that a fitted model predicts every process seen so far.
 """
 
 from __future__ import annotations
@@ -12,8 +17,16 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from filelock import FileLock
+
+MiB = 1 << 20
+MAX_OBSERVATIONS = 256  # per stage and backend, newest kept
+SLACK = 8 * MiB  # sampling noise between a process and its next run
+MIN_SPREAD = 32 * MiB  # weight bytes that must separate observations before alpha is fitted
 
 
 @dataclass(frozen=True)
@@ -41,30 +54,34 @@ class MemoryModel:
             math.floor((budget - s.fixed_bytes) / s.alpha) for s in (self.export, self.build)
         )
 
-    def corrected(self, stage: str, weight_bytes: int, peak_rss: int) -> MemoryModel:
-        """The model raised (never lowered) so that it would have predicted `peak_rss`."""
-        current: Stage = getattr(self, stage)
-        if current.predict(weight_bytes) >= peak_rss:
-            return self
-        if weight_bytes > 0:
-            alpha = (peak_rss - current.fixed_bytes) / weight_bytes
-            fixed = current.fixed_bytes if alpha > 0 else peak_rss
-            new = Stage(fixed, max(alpha, current.alpha) * 1.05)
-        else:
-            new = Stage(int(peak_rss * 1.05), current.alpha)
-        return replace(self, **{stage: new}, source="corrected from measured peak RSS")
+    def stage(self, name: str) -> Stage:
+        return self.export if name == "export" else self.build
 
 
-MiB = 1 << 20
-# Measured here with `python benchmarks/build_memory.py`. Each alpha is the largest
-# (peak RSS - fixed) / weight bytes seen over the measured parts, so that the linear model is an
-# upper envelope: the budget is a promise, a model that under-predicts a known part breaks it.
-# The exporter streams weights one tensor at a time (partexport.py), so its alpha stays near 1;
-# ONNX Runtime prepacks large convolutions at session creation, up to ~2.7x their weights.
+@dataclass(frozen=True)
+class Observation:
+    """One measured build process: its part's weight bytes, the model's base, its peak."""
+
+    stage: str  # "export" or "build"
+    backend: str
+    weight_bytes: int
+    base_bytes: int  # the model's own process cost (export); 0 for the builder
+    peak_bytes: int
+
+    @property
+    def key(self) -> str:
+        """Exporters are the same whatever the backend; builders are the backend's own."""
+        return "export" if self.stage == "export" else f"build:{self.backend}"
+
+
+# Priors, measured here with `python benchmarks/build_memory.py`. The exporter's overhead is what
+# a part's export adds to its model's base (the ONNX exporter, the part's graph); it streams
+# weights one tensor at a time (partexport.py), so its alpha stays near 1. ONNX Runtime prepacks
+# large convolutions at session creation, up to ~2.7x their weights.
 ONNXRUNTIME = MemoryModel(
-    export=Stage(fixed_bytes=420 * MiB, alpha=1.0),
+    export=Stage(fixed_bytes=80 * MiB, alpha=1.0),
     build=Stage(fixed_bytes=96 * MiB, alpha=2.7),
-    source="measured on a 2-core x86_64 CPU machine, benchmarks/build_memory.py",
+    source="priors measured on a 2-core x86_64 CPU machine, benchmarks/build_memory.py",
 )
 # NVIDIA documents builder host memory at 2x to 5x the weights (TensorRT developer guide,
 # "Memory usage of the builder"); Torch-TensorRT's resource partitioner assumes 4x.
@@ -75,48 +92,79 @@ TENSORRT = MemoryModel(
     "assumes) plus ~0.5 GiB resident for the CUDA context and TensorRT libraries",
 )
 DEFAULTS = {"onnxruntime": ONNXRUNTIME, "tensorrt": TENSORRT}
+# A model's base before its first graph job has run (torch + a small model, measured here).
+DEFAULT_BASE = 420 * MiB
 
 
-def memory_model(backend: str, cache_dir: Path | None) -> MemoryModel:
-    """The default for `backend`, raised by corrections saved in the cache, if any."""
-    model = DEFAULTS[backend]
-    path = _corrections_path(cache_dir)
+def memory_model(
+    backend: str, cache_dir: Path | None, base_bytes: int | None = None,
+    prior: MemoryModel | None = None,
+) -> MemoryModel:  # fmt: skip
+    """The memory model of one target: its model's base plus the fitted exporter overhead for
+    the export stage, the fitted builder for the build stage.
+
+    `prior` replaces the default priors (and then no base is added: it is the whole model).
+    """
+    start = prior or DEFAULTS[backend]
+    seen = load_observations(cache_dir)
+    per_model = prior is None  # a given prior is the whole process cost: bases stay in the fit
+    export = fit(start.export, [o for o in seen if o.key == "export"], per_model)
+    build = fit(start.build, [o for o in seen if o.key == f"build:{backend}"], per_model)
+    if per_model:
+        base = DEFAULT_BASE if base_bytes is None else base_bytes
+        export = Stage(export.fixed_bytes + base, export.alpha)
+    fitted = (export, build) != (start.export, start.build)
+    source = f"fitted to {len(seen)} measured processes" if fitted and seen else start.source
+    return MemoryModel(export, build, source)
+
+
+def fit(prior: Stage, observations: list[Observation], less_base: bool = True) -> Stage:
+    """An upper envelope of (peak - base) over weight bytes (of the peak: `less_base` False).
+
+    alpha: the least-squares slope when the observations' weights are far enough apart to say
+    anything about it, else the prior's; fixed: the largest residual, plus slack for noise.
+    """
+    if not observations:
+        return prior
+    xs = [o.weight_bytes for o in observations]
+    ys = [o.peak_bytes - (o.base_bytes if less_base else 0) for o in observations]
+    alpha = prior.alpha
+    if max(xs) - min(xs) >= MIN_SPREAD:
+        mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
+        var = sum((x - mean_x) ** 2 for x in xs)
+        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / var
+        alpha = max(slope, 0.25)
+    fixed = max(y - alpha * x for x, y in zip(xs, ys)) + SLACK
+    return Stage(max(int(fixed), 0), alpha)
+
+
+def load_observations(cache_dir: Path | None) -> list[Observation]:
+    path = _path(cache_dir)
     if path is None or not path.is_file():
-        return model
+        return []
     try:
-        saved = json.loads(path.read_text()).get(backend)
-    except (OSError, ValueError):
-        return model
-    if not saved:
-        return model
-    export, build = Stage(**saved["export"]), Stage(**saved["build"])
-    return MemoryModel(
-        export=_max_stage(model.export, export), build=_max_stage(model.build, build),
-        source=saved.get("source", model.source),
-    )  # fmt: skip
+        raw = json.loads(path.read_text()).get("observations", [])
+        return [Observation(**o) for o in raw]
+    except (OSError, ValueError, TypeError, AttributeError):
+        return []  # an unreadable file is a missing one: the priors hold
 
 
-def save_corrections(backend: str, model: MemoryModel, cache_dir: Path) -> None:
-    path = _corrections_path(cache_dir)
-    assert path is not None
+def record(cache_dir: Path, observations: Iterable[Observation]) -> None:
+    """Add measured processes to the cache's memory.json (newest MAX_OBSERVATIONS per stage)."""
+    new = list(observations)
+    path = _path(cache_dir)
+    if not new or path is None:
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        data = json.loads(path.read_text()) if path.is_file() else {}
-    except ValueError:
-        data = {}
-    data[backend] = {
-        "export": asdict(model.export),
-        "build": asdict(model.build),
-        "source": model.source,
-    }
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    with FileLock(str(path) + ".lock"):
+        seen = load_observations(cache_dir) + new
+        kept: list[Observation] = []
+        for key in dict.fromkeys(o.key for o in seen):
+            kept += [o for o in seen if o.key == key][-MAX_OBSERVATIONS:]
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"observations": [asdict(o) for o in kept]}, indent=1))
+        os.replace(tmp, path)
 
 
-def _corrections_path(cache_dir: Path | None) -> Path | None:
+def _path(cache_dir: Path | None) -> Path | None:
     return cache_dir / "memory.json" if cache_dir is not None else None
-
-
-def _max_stage(a: Stage, b: Stage) -> Stage:
-    return Stage(max(a.fixed_bytes, b.fixed_bytes), max(a.alpha, b.alpha))

@@ -12,10 +12,16 @@ from torch import nn
 
 from trtbuild import frontend
 from trtbuild.errors import TrtbuildError
-from trtbuild.graph import SYMINT, from_exported, rename_map
+from trtbuild.graph import SYMINT, WeightInfo, from_exported, rename_map
 from trtbuild.recipe import Recipe
 
-DTYPES = {str(d).removeprefix("torch."): d for d in frontend.INPUT_DTYPES.values()}
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype an OpGraph names ("float32", "int64", "uint8", ...)."""
+    dtype = getattr(torch, name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise TrtbuildError(f"unknown tensor dtype {name!r} in the model graph")
+    return dtype
 
 
 def part_module(
@@ -27,7 +33,7 @@ def part_module(
 
     `rename` maps exported node names to OpGraph names (model inputs, weights); `symints` are
     inputs that are symbolic sizes, recomputed from the tensor inputs' shapes (`dims`).
-    Factory ops (arange, zeros, ...) were traced on the meta device; `device` moves them.
+    Factory ops (arange, zeros, ...) and .to(device) were traced on the CPU; `device` moves them.
     """
     symints = symints or {}
     graph = fx.Graph()
@@ -53,13 +59,23 @@ def part_module(
             root.register_buffer(attr, weights[key])
             env[key] = graph.get_attr(attr)
         env[node.name] = graph.node_copy(node, lambda a: env[rename.get(a.name, a.name)])
-        if device is not None and "device" in node.kwargs:
-            env[node.name].kwargs = {**node.kwargs, "device": torch.device(device)}
+        if device is not None:
+            _move(env[node.name], torch.device(device))
         for user in node.users:
             if user.target is operator.getitem:
                 env[user.name] = graph.node_copy(user, lambda a: env[rename.get(a.name, a.name)])
     graph.output(tuple(env[name] for name in outputs))
     return fx.GraphModule(root, graph)
+
+
+def _move(node: fx.Node, device: torch.device) -> None:
+    """Every device argument of a copied node (factory ops, .to(device)) becomes `device`."""
+
+    def move(arg: Any) -> Any:
+        return device if isinstance(arg, torch.device) else arg
+
+    node.args = fx.node.map_aggregate(node.args, move)
+    node.kwargs = fx.node.map_aggregate(node.kwargs, move)
 
 
 def _size_of(graph: fx.Graph, env: dict[str, fx.Node], dims: dict[str, list[int | str]] | None,
@@ -90,22 +106,20 @@ def export_part(recipe: Recipe, model_name: str, precision: str, part: dict[str,
     when the file is written. Peak memory is the process cost plus about one tensor.
     """
     spec = next(m for m in recipe.schema.model if m.name == model_name)
-    wrapper, program = frontend.export_meta(recipe, spec, precision)
+    _, program = frontend.export_model(recipe, spec, precision)
     input_names = [i.name for i in spec.inputs]
     graph = from_exported(program, input_names)
     if graph.digest() != graph_digest:
         raise TrtbuildError(
             f"model '{model_name}' changed while it was being built (graph digest differs); run again"
         )
-    meta = dict(
-        [*wrapper.model.named_parameters(remove_duplicate=False), *wrapper.model.named_buffers()]
-    )
     names = list(part["weights"])
+    meta = {n: _meta_tensor(graph.weights[n]) for n in names}
     tensors, symints = split_inputs(part["inputs"])
     module = part_module(program, part["ops"], [t["name"] for t in part["inputs"]],
                          [t["name"] for t in part["outputs"]], rename_map(program, input_names),
-                         {n: meta[n] for n in names}, symints,
-                         {t["name"]: t["shape"] for t in tensors})  # fmt: skip
+                         meta, symints, {t["name"]: t["shape"] for t in tensors},
+                         device="meta")  # fmt: skip
     args = tuple(_example(t) for t in tensors)
     onnx_program = torch.onnx.export(
         module, args, dynamo=True, opset_version=opset, optimize=False, verbose=False,
@@ -114,31 +128,64 @@ def export_part(recipe: Recipe, model_name: str, precision: str, part: dict[str,
         dynamic_shapes=_dynamic_shapes(tensors),
     )  # fmt: skip
     assert onnx_program is not None
-    loader = _WeightLoader(recipe, spec, {n: meta[n].dtype for n in names})
+    _unique_io_names(onnx_program.model.graph)
+    constants = frontend.code_constants(program)
+    loader = _WeightLoader(recipe, spec, {n: meta[n].dtype for n in names}, constants)
     attached = _attach_lazy_weights(onnx_program.model, loader)
     onnx_program.save(str(onnx_path), external_data=True)
     return {
         "weights_loaded": sorted(loader.loaded),
         "weight_bytes_loaded": loader.bytes_loaded,
+        "checkpoint_files_opened": loader.files_opened(),
         "initializers": attached,
     }
+
+
+def _unique_io_names(graph: Any) -> None:
+    """Rename inner values that carry a name of the part's inputs or outputs.
+
+    Those names come from the whole model's graph ("add_9"); the exporter numbers the part's own
+    ops afresh, so one of them may be called "add_9" too, and ONNX names must be unique.
+    """
+    io = {v.name: v for v in [*graph.inputs, *graph.outputs]}
+    for node in graph.all_nodes():
+        for value in node.outputs:
+            if value.name in io and io[value.name] is not value:
+                value.name = f"{value.name}__inner_{node.name}"
+
+
+def _meta_tensor(info: WeightInfo) -> torch.Tensor:
+    return torch.empty(info.shape, dtype=torch_dtype(info.dtype), device="meta")
 
 
 class _WeightLoader:
     """Loads one weight at a time, in the part's precision, and remembers what it loaded."""
 
-    def __init__(self, recipe: Recipe, spec: Any, dtypes: dict[str, torch.dtype]) -> None:
-        self.recipe, self.spec, self.dtypes = recipe, spec, dtypes
-        self.source = frontend.build_model(recipe, spec, "fp32", "meta").model
+    def __init__(self, recipe: Recipe, spec: Any, dtypes: dict[str, torch.dtype],
+                 constants: dict[str, torch.Tensor]) -> None:  # fmt: skip
+        self.dtypes, self.constants = dtypes, constants
+        self.source = frontend.WeightSource(
+            recipe, spec, frontend.build_model(recipe, spec, "fp32").model
+        )
         self.loaded: set[str] = set()
         self.bytes_loaded = 0
 
     def __call__(self, name: str) -> torch.Tensor:
-        tensor = frontend.load_weights(self.recipe, self.spec, self.source, [name])[name]
+        """A checkpoint tensor from its file (or seeded init); a code constant as the code made it."""
+        made = self.constants.get(name)
+        tensor = made if made is not None else self.source.load([name])[name]
         tensor = tensor.to(self.dtypes[name]).contiguous()
         self.loaded.add(name)
         self.bytes_loaded += tensor.numel() * tensor.element_size()
         return tensor
+
+    def files_opened(self) -> list[str]:
+        """The checkpoint files this part read (a sharded checkpoint: only its shards)."""
+        checkpoint = self.source.checkpoint
+        if checkpoint is None:
+            return []
+        root = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
+        return sorted(str(f.relative_to(root)) for f in checkpoint.opened)
 
 
 def _attach_lazy_weights(model: Any, loader: _WeightLoader) -> int:
@@ -172,14 +219,9 @@ def _weight_name(attr: str) -> str:
     return attr.removeprefix("w__").replace("__", ".")
 
 
-def _cast(tensor: torch.Tensor, dtype: str) -> torch.Tensor:
-    target = DTYPES.get(dtype, tensor.dtype)
-    return tensor.to(target) if tensor.dtype != target else tensor
-
-
 def _example(t: dict[str, Any]) -> torch.Tensor:
     shape = [d if isinstance(d, int) else 2 for d in t["shape"]]
-    return torch.empty(shape, dtype=DTYPES.get(t["dtype"], torch.float32), device="meta")
+    return torch.empty(shape, dtype=torch_dtype(t["dtype"]), device="meta")
 
 
 def _dynamic_shapes(inputs: list[dict[str, Any]]) -> tuple[dict[int, Any], ...] | None:

@@ -15,6 +15,7 @@ from typing import Any
 from trtbuild import lockfile, manifest
 from trtbuild.digests import DigestMemo
 from trtbuild.errors import TrtbuildError
+from trtbuild.graphjob import weights_files
 from trtbuild.inputs import Inputs, machine, relative
 from trtbuild.recipe import Recipe
 from trtbuild.results import TargetResult
@@ -97,8 +98,7 @@ def all_inputs(recipe: Recipe, results: list[TargetResult], memo: DigestMemo) ->
     env: dict[str, str] = {}
     for r in results:
         spec = next(m for m in recipe.schema.model if m.name == r.model)
-        if isinstance(spec.weights, str):
-            path = recipe.resolve(spec.weights)
+        for path in weights_files(recipe, spec):
             files[relative(path, recipe.root)] = memo.sha256(path)
         files.update(r.graph_job.inputs.files)
         dists.update(r.graph_job.inputs.distributions)

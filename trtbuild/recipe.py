@@ -115,15 +115,34 @@ def _component(value: Any) -> Any:
 Name = Annotated[str, BeforeValidator(_component), Field(pattern=r"^[A-Za-z0-9_.-]+$")]
 
 
+TRANSFORMERS = "transformers"  # source = "transformers:<model class>", e.g. LlamaForCausalLM
+
+
 class ModelSpec(_Strict):
     name: Name
     source: str = Field(pattern=r"^[^:]+:[A-Za-z_][A-Za-z0-9_]*$")
     kwargs: dict[str, Any] = Field(default_factory=dict)
-    weights: RandomInit | str = RandomInit()
+    # transformers sources: an inline config, or a config.json / model folder (default: the
+    # weights folder's config.json)
+    config: dict[str, Any] | str | None = None
+    weights: RandomInit | str = RandomInit()  # a file, or a Hugging Face model folder
     inputs: list[InputSpec] = Field(min_length=1)
+    outputs: list[str] | None = Field(None, min_length=1)  # fields of a returned dict/ModelOutput
     backend: BackendName | None = None
     precisions: list[Precision] | None = Field(None, min_length=1)
     budget: Budget | None = None
+
+    @property
+    def transformers(self) -> bool:
+        return self.source.partition(":")[0] == TRANSFORMERS
+
+    @model_validator(mode="after")
+    def _config_for_transformers(self) -> ModelSpec:
+        if self.config is not None and not self.transformers:
+            raise ValueError(
+                f"expected 'config' only with a {TRANSFORMERS}:<class> source, got source {self.source!r}"
+            )
+        return self
 
 
 class RecipeMeta(_Strict):
@@ -194,9 +213,12 @@ class Recipe:
             module_ref = model.source.rpartition(":")[0]
             if module_ref.endswith(".py") and not self.resolve(module_ref).is_file():
                 self._missing(("model", index, "source"), self.resolve(module_ref), "a Python file")
-            if isinstance(model.weights, str) and not self.resolve(model.weights).is_file():
+            if isinstance(model.weights, str) and not self.resolve(model.weights).exists():
                 self._missing(("model", index, "weights"), self.resolve(model.weights),
-                              "a .safetensors or .pt file")  # fmt: skip
+                              "a .safetensors or .pt file, or a model folder")  # fmt: skip
+            if isinstance(model.config, str) and not self.resolve(model.config).exists():
+                self._missing(("model", index, "config"), self.resolve(model.config),
+                              "a config.json file or a model folder")  # fmt: skip
 
     def where(self, loc: tuple[Any, ...]) -> str:
         """ "path:line" of a key path, or just the path when the line is unknown."""

@@ -49,27 +49,31 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
 def _graph(recipe: Any, job: dict[str, Any]) -> dict[str, Any]:
     """The op graph, weight digests and discovered inputs of one model at one precision."""
     from trtbuild import depfile, frontend
+    from trtbuild.checkpoint import tensor_digest
     from trtbuild.graph import from_exported
 
     spec = next(m for m in recipe.schema.model if m.name == job["model"])
     with depfile.recording() as touched:
-        _, program = frontend.export_meta(recipe, spec, job["precision"])
+        _, program = frontend.export_model(recipe, spec, job["precision"])
         graph = from_exported(program, [i.name for i in spec.inputs])
-        digests = frontend.weight_digests(
-            recipe, spec, frontend.build_model(recipe, spec, "fp32", "meta").model
-        )
+        base = own_peak_rss()  # the model's own process cost, before any weight is read
+        model = frontend.build_model(recipe, spec, "fp32").model
+        digests = frontend.WeightSource(recipe, spec, model).digests()
+        constants = frontend.code_constants(program)
+    digests.update({name: tensor_digest(value) for name, value in constants.items()})
     missing = sorted(set(graph.weights) - set(digests))
-    if missing:
-        raise TrtbuildError(f"{spec.weights}: weights file has no tensor {missing[0]!r}")
+    if missing:  # a buffer the graph reads that is neither in the checkpoint nor made by code
+        raise TrtbuildError(f"{spec.weights}: checkpoint has no tensor for {missing[0]!r}")
     # Weights are pinned tensor by tensor; the cache is trtbuild's own: neither is model code.
     exclude = [Path(job["cache"])] if job.get("cache") else []
-    if isinstance(spec.weights, str):
+    if isinstance(spec.weights, str):  # config.json of a model folder too: lock pins it
         exclude.append(recipe.resolve(spec.weights))
     inputs = depfile.classify(touched, exclude)
     return {
         "graph": graph.to_json(),
         "digest": graph.digest(),
         "weight_digests": {k: digests[k] for k in sorted(graph.weights)},
+        "base_bytes": base,
         "inputs": {"files": inputs.files, "distributions": inputs.distributions, "env": inputs.env},
     }
 

@@ -1,0 +1,87 @@
+"""Predicted vs measured peak RSS of every build process, and whether plans use no more engines
+than the measured peaks require.
+
+    python benchmarks/memory_model.py                 # every recipe in recipes/ + the transformers test models
+    python benchmarks/memory_model.py resnet.toml hf  # some of them ("hf": the test models)
+
+One fresh cache for the whole run, so the memory model learns as a user's cache would: each
+process's prediction is the one it was admitted with (`predicted_peak_bytes` in build.json).
+Goal: every process within [-20%, +25%] of its measured peak. Then each target is built at a budget
+so large that it is one engine, and planned again at 1.2x that engine's measured peak: the plan
+must be one engine too.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from trtbuild.build import Options, build, plan_targets
+
+REPO = Path(__file__).resolve().parent.parent
+MiB = 1 << 20
+LOW, HIGH = -0.20, 0.25
+
+
+def hf_recipe(folder: Path) -> Path:
+    from tests.test_transformers import MODELS, write_recipe
+
+    return write_recipe(folder / "hf.toml", MODELS)
+
+
+def main(names: list[str]) -> int:
+    work = Path(tempfile.mkdtemp(prefix="trtbuild-memmodel-"))
+    cache, out = work / "cache", work / "build"
+    shutil.copytree(REPO / "recipes", work / "recipes", ignore=shutil.ignore_patterns("*.lock"))
+    paths = [hf_recipe(work / "recipes") if n == "hf" else work / "recipes" / n for n in names]
+    misses, extra_engines = 0, 0
+    print(
+        "| recipe | target | part | weights MiB | process | predicted MiB | measured MiB | error |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    try:
+        for path in paths:
+            result = build(path, Options(backend="onnxruntime", out=out, cache=cache))
+            for t in result.targets:
+                for part in t.parts:
+                    w = part.record["weight_bytes"]
+                    for proc in part.record["processes"]:
+                        predicted, measured = proc["predicted_peak_bytes"], proc["peak_rss_bytes"]
+                        error = predicted / measured - 1
+                        misses += not LOW <= error <= HIGH
+                        print(f"| {path.stem} | {t.model}/{t.precision} | {part.index} | {w / MiB:.1f} | "
+                              f"{proc['kind']} | {predicted / MiB:.0f} | {measured / MiB:.0f} | "
+                              f"{error:+.1%}{'' if LOW <= error <= HIGH else ' MISS'} |", flush=True)  # fmt: skip
+        print("\n| recipe | target | one-engine peak MiB | engines at 1.2x |")
+        print("|---|---|---|---|")
+        for path in paths:
+            whole = build(path, Options(backend="onnxruntime", out=work / "whole", cache=cache,
+                                        budget=64 << 30))  # fmt: skip
+            for t in whole.targets:
+                peak = max(
+                    p["peak_rss_bytes"] for part in t.parts for p in part.record["processes"]
+                )
+                (planned,) = plan_targets(path, Options(backend="onnxruntime", cache=cache,
+                                                        budget=int(1.2 * peak)), t.model, t.precision)  # fmt: skip
+                engines = len(planned.plan.parts)
+                extra_engines += engines > 1
+                print(
+                    f"| {path.stem} | {t.model}/{t.precision} | {peak / MiB:.0f} | {engines} |",
+                    flush=True,
+                )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"\nprocesses outside [{LOW:+.0%}, {HIGH:+.0%}]: {misses}; targets split at 1.2x their "
+        f"one-engine peak: {extra_engines}"
+    )
+    return 1 if misses or extra_engines else 0
+
+
+if __name__ == "__main__":
+    everything = [p.name for p in sorted((REPO / "recipes").glob("*.toml"))] + ["hf"]
+    sys.exit(main(sys.argv[1:] or everything))
