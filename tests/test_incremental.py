@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -96,7 +97,11 @@ def test_explain_and_verbose_say_why(recipes: Path, capsys: pytest.CaptureFixtur
     out = capsys.readouterr().out
     assert "resnet_tiny/fp32 part 0: would rebuild: weights changed (" in out
     assert main(["run", str(recipe), "-v"]) == 0
-    assert "resnet_tiny/fp16 part 0: would rebuild: weights changed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "resnet_tiny/fp16 part 0: would rebuild: weights changed" in err
+    # -v shows each process's measured peak against the memory model's prediction
+    assert re.search(r"export: peak \d+ MiB, predicted \d+ MiB \([+-]\d+%\)", err), err
+    assert re.search(r"build: peak \d+ MiB, predicted \d+ MiB \([+-]\d+%\)", err), err
 
 
 def test_locked_and_release(recipes: Path) -> None:

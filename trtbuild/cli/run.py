@@ -80,6 +80,9 @@ def handle(args: argparse.Namespace) -> int:
         what = "cached" if part.cached else f"built in {part.seconds:.1f}s"
         progress.console.print(f"  {target.model}/{target.precision} part {part.index}: {what}, "
                                f"peak RSS {part.peak_rss_bytes / 2**20:.0f} MiB")  # fmt: skip
+        if args.verbose and not part.cached:
+            for process in part.record["processes"]:
+                progress.console.print(f"[dim]    {_memory_line(process)}[/]")
         progress.advance(tasks[f"{target.model}/{target.precision}"])
 
     opts.on_plan, opts.on_part = on_plan, on_part
@@ -138,6 +141,15 @@ def as_json(result: Any) -> dict[str, Any]:
             for t in result.targets
         ],
     }
+
+
+def _memory_line(process: dict[str, Any]) -> str:
+    """One build process: its measured peak against the memory model's prediction."""
+    measured, predicted = process["peak_rss_bytes"], process.get("predicted_peak_bytes")
+    if not predicted:
+        return f"{process['kind']}: peak {measured / 2**20:.0f} MiB"
+    return (f"{process['kind']}: peak {measured / 2**20:.0f} MiB, predicted {predicted / 2**20:.0f} "
+            f"MiB ({predicted / measured - 1:+.0%})")  # fmt: skip
 
 
 def _table(result: Any) -> Any:
