@@ -7,7 +7,6 @@ processes (trtbuild.worker), one job each, measured and watched by the executor.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,21 +14,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trtbuild import actions, fastpath, lockfile
+from trtbuild import fastpath, lockfile
 from trtbuild.backends import get_backend, resolve_backend
 from trtbuild.digests import DigestMemo
-from trtbuild.errors import BudgetExceeded, TrtbuildError
-from trtbuild.executor import MemoryGate, run_job
+from trtbuild.errors import TrtbuildError
+from trtbuild.executor import MemoryGate
 from trtbuild.graph import OpGraph
 from trtbuild.graphjob import GraphJob, graph_job
-from trtbuild.inputs import machine
-from trtbuild.memory import MemoryModel, Observation, memory_model, record
-from trtbuild.planner import Part, Plan, plan
+from trtbuild.memory import MemoryModel, memory_model, record
+from trtbuild.parts import Overrun, build_parts, observations
+from trtbuild.planner import Plan, plan
 from trtbuild.publish import now, publish, write_outputs
-from trtbuild.recipe import DynamicShape, Recipe, Target, load_recipe
+from trtbuild.recipe import Recipe, Target, load_recipe
 from trtbuild.results import BuildResult, PartResult, TargetResult
 from trtbuild.sizes import format_size
-from trtbuild.store import Store, default_cache_dir, sha256_file
+from trtbuild.store import Store, default_cache_dir
 from trtbuild.toolchain import toolchain
 
 MAX_REPLANS = 4
@@ -177,9 +176,9 @@ def _build_target(
         )
         opts.on_plan(result)
         try:
-            result.parts = _build_parts(recipe, target, graph, graph_info, the_plan, memory,
-                                        backend, store, opts, result, gate)  # fmt: skip
-        except _Overrun as over:
+            result.parts = build_parts(recipe, target, graph, graph_info, the_plan, memory,
+                                       backend, store, opts, result, gate)  # fmt: skip
+        except Overrun as over:
             record(store.root, [over.observation])
             note = (
                 f"{target.name}: part {over.index} {over.observation.stage} process crossed its "
@@ -209,163 +208,3 @@ def output_dir(out: Path, *names: str) -> Path:
     ):
         raise TrtbuildError(f"{folder}: refusing to write outside the output root {root}")
     return folder
-
-
-class _Overrun(Exception):
-    def __init__(self, index: int, observation: Observation) -> None:
-        super().__init__(observation.stage)
-        self.index, self.observation = index, observation
-
-
-def observations(result: TargetResult, job: GraphJob) -> list[Observation]:
-    """The processes this build ran (cached parts ran none), as memory-model observations."""
-    base = job.base_bytes or 0
-    seen = []
-    for part in result.parts:
-        for p in [] if part.cached else part.record["processes"]:
-            own = base if p["kind"] == "export" else 0
-            seen.append(Observation(p["kind"], result.backend, part.record["weight_bytes"], own,
-                                    p["peak_rss_bytes"]))  # fmt: skip
-    return seen
-
-
-def part_fields(target: Target, graph: OpGraph, job: GraphJob, the_plan: Plan, backend: str,
-                settings: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
-    """The action-key fields of every part of a plan (see trtbuild.actions.KEY_FIELDS)."""
-    facts, inputs = machine(backend), job.inputs.digest()
-    return [
-        actions.part_fields(
-            graph, part, job.weight_digests, inputs, target.precision, settings, facts
-        )
-        for part in the_plan.parts
-    ]
-
-
-def _build_parts(recipe: Recipe, target: Target, graph: OpGraph, graph_info: GraphJob, the_plan: Plan,
-                 memory: MemoryModel, backend: Any, store: Store, opts: Options,
-                 result: TargetResult, gate: MemoryGate) -> list[PartResult]:  # fmt: skip
-    settings = backend_settings(recipe, target, backend.name, opts.release)
-    all_fields = part_fields(target, graph, graph_info, the_plan, backend.name, settings)
-    old = _old_fields(opts, target)
-
-    def one(part: Part) -> PartResult:
-        fields = all_fields[part.index]
-        key = actions.action_key(fields)
-        cached = store.get_action(key)
-        if cached is None:
-            with (
-                gate.admit(part.predicted_peak_bytes, target.budget.host_memory) as share,
-                store.locked(key),
-            ):
-                cached = store.get_action(key)
-                if cached is None:
-                    reason = actions.explain(old.get(part.index), actions.field_digests(fields))
-                    opts.report(f"{target.name} part {part.index}: {reason}")
-                    cached = _run_part(recipe, target, graph_info, part, memory, backend,
-                                       settings, store, key, share)  # fmt: skip
-                    store.put_action(key, cached)
-                    built = True
-                else:
-                    built = False
-        else:
-            built = False
-        blobs = dict(cached["blobs"])
-        res = PartResult(part.index, key, not built, cached["peak_rss_bytes"], cached["seconds"],
-                         blobs.pop("engine"), f"part{part.index}{backend.engine_suffix}", blobs,
-                         actions.field_digests(fields), cached)  # fmt: skip
-        opts.on_part(result, res)
-        return res
-
-    with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
-        return list(pool.map(one, the_plan.parts))
-
-
-def _old_fields(opts: Options, target: Target) -> dict[int, dict[str, str]]:
-    """Per-part field digests the lock recorded for this target, for "why rebuilt" messages."""
-    entry = lockfile.target_entry(opts.previous_lock, target.model.name, target.precision)
-    return {p["index"]: p["fields"] for p in entry.get("part", [])}
-
-
-def _run_part(recipe: Recipe, target: Target, graph_info: GraphJob, part: Part, memory: MemoryModel,
-              backend: Any, settings: dict[str, Any], store: Store, key: str,
-              share: int) -> dict[str, Any]:  # fmt: skip
-    scratch = store.scratch()
-    try:
-        onnx_path, engine_path = (
-            scratch / "part.onnx",
-            scratch / f"{key[:16]}{backend.engine_suffix}",
-        )
-        part_json = {
-            "ops": part.ops, "weights": part.weights,
-            "inputs": [t.__dict__ for t in part.inputs], "outputs": [t.__dict__ for t in part.outputs],
-        }  # fmt: skip
-        processes = []
-        for stage, job in (
-            ("export", {"kind": "export", "recipe": str(recipe.path), "model": target.model.name,
-                        "precision": target.precision, "part": part_json, "graph_digest": graph_info.digest,
-                        "onnx": str(onnx_path), "opset": settings["opset"]}),
-            ("build", {"kind": "build", "backend": backend.name, "onnx": str(onnx_path),
-                       "engine": str(engine_path),
-                       "settings": {**settings, **build_inputs(recipe, target, part)}}),
-        ):  # fmt: skip
-            try:
-                outcome = run_job(job, scratch, share)
-            except BudgetExceeded as exc:
-                base = (graph_info.base_bytes or 0) if stage == "export" else 0
-                seen = Observation(stage, backend.name, part.weight_bytes, base, exc.peak_rss_bytes)
-                raise _Overrun(part.index, seen) from None
-            processes.append({"kind": stage, "peak_rss_bytes": outcome.peak_rss_bytes,
-                              "predicted_peak_bytes": memory.stage(stage).predict(part.weight_bytes),
-                              "seconds": round(outcome.seconds, 3), "started": outcome.started,
-                              "ended": outcome.ended, **outcome.result})  # fmt: skip
-        # The builder reads the part's ONNX, which holds exactly the weights the exporter loaded.
-        processes[-1]["weights_loaded"] = processes[0]["weights_loaded"]
-        blobs = {"engine": store.put_file(engine_path)}
-        for name in processes[-1].get("sidecars", []):
-            blobs[name] = store.put_file(scratch / name)
-        return {
-            "key": key,
-            "blobs": blobs,
-            "peak_rss_bytes": max(p["peak_rss_bytes"] for p in processes),
-            "seconds": round(sum(p["seconds"] for p in processes), 3),
-            "weight_bytes": part.weight_bytes,
-            "predicted_peak_bytes": part.predicted_peak_bytes,
-            "memory_limit_bytes": share,
-            "processes": processes,
-        }
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def backend_settings(recipe: Recipe, target: Target, backend: str, release: bool) -> dict[str, Any]:
-    """Every backend setting of a target; all of it goes into the action key."""
-    settings: dict[str, Any] = {"opset": target.defaults.opset}
-    if backend == "tensorrt":
-        trt = target.defaults.tensorrt
-        settings.update(
-            gpu_workspace=target.budget.gpu_workspace, host_memory=target.budget.host_memory,
-            tensorrt=trt.model_dump(mode="json"), release=release,
-        )  # fmt: skip
-        if trt.timing_cache:
-            path = recipe.resolve(trt.timing_cache)
-            if not path.is_file():
-                raise TrtbuildError(
-                    f"{recipe.path}: field 'defaults.tensorrt.timing_cache': expected a timing "
-                    f"cache file, but {path} does not exist"
-                )
-            settings["timing_cache_sha256"] = sha256_file(path)
-    return settings
-
-
-def build_inputs(recipe: Recipe, target: Target, part: Part) -> dict[str, Any]:
-    """What a builder needs beyond the key's settings: precision, input ranges, file paths."""
-    ranges = {i.name: i.shape for i in target.model.inputs if isinstance(i.shape, DynamicShape)}
-    inputs = []
-    for t in part.inputs:
-        entry: dict[str, Any] = {"name": t.name, "shape": t.shape}
-        if t.name in ranges:
-            entry.update(min=ranges[t.name].min, opt=ranges[t.name].opt, max=ranges[t.name].max)
-        inputs.append(entry)
-    cache = target.defaults.tensorrt.timing_cache
-    return {"precision": target.precision, "inputs": inputs,
-            "timing_cache_path": str(recipe.resolve(cache)) if cache else None}  # fmt: skip

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from trtbuild import actions, lockfile
-from trtbuild.build import Options, backend_settings, invocation, part_fields, plan_targets
+from trtbuild.build import Options, invocation, plan_targets
 from trtbuild.digests import DigestMemo
+from trtbuild.parts import backend_settings, part_fields
 from trtbuild.recipe import load_recipe
 from trtbuild.store import Store, default_cache_dir
 

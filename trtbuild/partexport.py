@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import operator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from torch import nn
 
 from trtbuild import frontend
 from trtbuild.errors import TrtbuildError
-from trtbuild.graph import SYMINT, WeightInfo, from_exported, rename_map
+from trtbuild.graph import SYMINT, OpGraph, WeightInfo, from_exported, rename_map
 from trtbuild.recipe import Recipe
 
 
@@ -97,13 +98,15 @@ def split_inputs(part_inputs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]
     return tensors, {t["name"]: t["shape"][0] for t in part_inputs if t["dtype"] == SYMINT}
 
 
-def export_part(recipe: Recipe, model_name: str, precision: str, part: dict[str, Any],
-                graph_digest: str, onnx_path: Path, opset: int) -> dict[str, Any]:  # fmt: skip
-    """Write the part's ONNX with its weights streamed in one tensor at a time.
+def export_parts(recipe: Recipe, model_name: str, precision: str,
+                 parts: list[tuple[dict[str, Any], Path]], graph_digest: str,
+                 opset: int) -> list[dict[str, Any]]:  # fmt: skip
+    """Write each part's ONNX, one after another, from one export of the whole model.
 
-    The graph is exported with meta-device weights; each ONNX initializer is then a lazy tensor
-    that loads its one weight (safetensors slice, mmap'd state dict entry, or seeded module init)
-    when the file is written. Peak memory is the process cost plus about one tensor.
+    The graph is exported with fake weights; each ONNX initializer is then a lazy tensor that
+    loads its one weight (safetensors slice, mmap'd state dict entry, seeded module init, or a
+    code constant) when the file is written. Peak memory is the process cost plus about one
+    tensor, whatever the number of parts.
     """
     spec = next(m for m in recipe.schema.model if m.name == model_name)
     _, program = frontend.export_model(recipe, spec, precision)
@@ -113,11 +116,24 @@ def export_part(recipe: Recipe, model_name: str, precision: str, part: dict[str,
         raise TrtbuildError(
             f"model '{model_name}' changed while it was being built (graph digest differs); run again"
         )
+    rename = rename_map(program, input_names)
+    source = frontend.WeightSource(recipe, spec, frontend.build_model(recipe, spec, "fp32").model)
+    constants = frontend.code_constants(program)
+    out = []
+    for part, onnx_path in parts:
+        out.append(_export_one(program, graph, rename, source, constants, part, onnx_path, opset))
+        gc.collect()  # the previous part's ONNX model is garbage: free it before the next
+    return out
+
+
+def _export_one(program: Any, graph: OpGraph, rename: dict[str, str], source: Any,
+                constants: dict[str, torch.Tensor], part: dict[str, Any], onnx_path: Path,
+                opset: int) -> dict[str, Any]:  # fmt: skip
     names = list(part["weights"])
     meta = {n: _meta_tensor(graph.weights[n]) for n in names}
     tensors, symints = split_inputs(part["inputs"])
     module = part_module(program, part["ops"], [t["name"] for t in part["inputs"]],
-                         [t["name"] for t in part["outputs"]], rename_map(program, input_names),
+                         [t["name"] for t in part["outputs"]], rename,
                          meta, symints, {t["name"]: t["shape"] for t in tensors},
                          device="meta")  # fmt: skip
     args = tuple(_example(t) for t in tensors)
@@ -129,8 +145,7 @@ def export_part(recipe: Recipe, model_name: str, precision: str, part: dict[str,
     )  # fmt: skip
     assert onnx_program is not None
     _unique_io_names(onnx_program.model.graph)
-    constants = frontend.code_constants(program)
-    loader = _WeightLoader(recipe, spec, {n: meta[n].dtype for n in names}, constants)
+    loader = _WeightLoader(source, {n: meta[n].dtype for n in names}, constants)
     attached = _attach_lazy_weights(onnx_program.model, loader)
     onnx_program.save(str(onnx_path), external_data=True)
     return {
@@ -161,12 +176,11 @@ def _meta_tensor(info: WeightInfo) -> torch.Tensor:
 class _WeightLoader:
     """Loads one weight at a time, in the part's precision, and remembers what it loaded."""
 
-    def __init__(self, recipe: Recipe, spec: Any, dtypes: dict[str, torch.dtype],
+    def __init__(self, source: Any, dtypes: dict[str, torch.dtype],
                  constants: dict[str, torch.Tensor]) -> None:  # fmt: skip
-        self.dtypes, self.constants = dtypes, constants
-        self.source = frontend.WeightSource(
-            recipe, spec, frontend.build_model(recipe, spec, "fp32").model
-        )
+        self.source, self.dtypes, self.constants = source, dtypes, constants
+        if source.checkpoint is not None:  # parts are exported one after another: count anew
+            source.checkpoint.opened.clear()
         self.loaded: set[str] = set()
         self.bytes_loaded = 0
 

@@ -32,17 +32,13 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     if kind == "graph":
         return _graph(recipe, job)
     if kind == "export":
-        from trtbuild.partexport import export_part
+        from trtbuild.partexport import export_parts
 
-        return export_part(
-            recipe,
-            job["model"],
-            job["precision"],
-            job["part"],
-            job["graph_digest"],
-            Path(job["onnx"]),
-            job["opset"],
+        parts = [(entry["part"], Path(entry["onnx"])) for entry in job["parts"]]
+        exported = export_parts(
+            recipe, job["model"], job["precision"], parts, job["graph_digest"], job["opset"]
         )
+        return {"parts": exported}
     raise ValueError(f"unknown job kind {kind!r}")
 
 

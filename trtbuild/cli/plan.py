@@ -55,7 +55,7 @@ def trtexec_lines(args: argparse.Namespace, planned: list[Any]) -> list[str]:
     """trtexec commands equal to what the TensorRT backend would build, one per part."""
     from trtbuild.backends.tensorrt import trt_version
     from trtbuild.backends.trt_config import builder_config, trtexec_command
-    from trtbuild.build import backend_settings, build_inputs
+    from trtbuild.parts import backend_settings, build_inputs
     from trtbuild.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)

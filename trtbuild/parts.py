@@ -1,0 +1,234 @@
+"""Build the parts of one plan: the cache's parts as they are, the others in two steps.
+
+1. One export process writes the ONNX of every part the cache lacks: torch, the model's imports,
+   its construction and its graph export are paid once per target, not once per part; weights
+   are still streamed one tensor at a time, so its peak is that of the heaviest part alone.
+2. One build process per part (the backend's builder), in parallel as the memory gate allows.
+
+A process that crosses its memory share is stopped; `Overrun` carries what was measured, and
+the caller refits the memory model and plans again.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trtbuild import actions, lockfile
+from trtbuild.errors import BudgetExceeded, TrtbuildError
+from trtbuild.executor import JobOutcome, MemoryGate, run_job
+from trtbuild.graph import OpGraph
+from trtbuild.graphjob import GraphJob
+from trtbuild.inputs import machine
+from trtbuild.memory import MemoryModel, Observation
+from trtbuild.planner import Part, Plan
+from trtbuild.recipe import DynamicShape, Recipe, Target
+from trtbuild.results import PartResult, TargetResult
+from trtbuild.store import Store, sha256_file
+
+if TYPE_CHECKING:
+    from trtbuild.build import Options
+
+
+class Overrun(Exception):
+    def __init__(self, index: int, observation: Observation) -> None:
+        super().__init__(observation.stage)
+        self.index, self.observation = index, observation
+
+
+def build_parts(recipe: Recipe, target: Target, graph: OpGraph, job: GraphJob, the_plan: Plan,
+                memory: MemoryModel, backend: Any, store: Store, opts: Options,
+                result: TargetResult, gate: MemoryGate) -> list[PartResult]:  # fmt: skip
+    settings = backend_settings(recipe, target, backend.name, opts.release)
+    fields = part_fields(target, graph, job, the_plan, backend.name, settings)
+    keys = [actions.action_key(f) for f in fields]
+    done: dict[int, PartResult] = {}
+
+    def finish(part: Part, record: dict[str, Any], built: bool) -> None:
+        blobs = dict(record["blobs"])
+        done[part.index] = PartResult(
+            part.index, keys[part.index], not built, record["peak_rss_bytes"], record["seconds"],
+            blobs.pop("engine"), f"part{part.index}{backend.engine_suffix}", blobs,
+            actions.field_digests(fields[part.index]), record,
+        )  # fmt: skip
+        opts.on_part(result, done[part.index])
+
+    todo = []
+    for part in the_plan.parts:
+        cached = store.get_action(keys[part.index])
+        if cached is None:
+            todo.append(part)
+        else:
+            finish(part, cached, built=False)
+    if todo:
+        with ExitStack() as held:  # sorted: two runs never wait for each other in a circle
+            for key in sorted({keys[p.index] for p in todo}):
+                held.enter_context(store.locked(key))
+            again, todo = todo, []
+            for part in again:  # another run may have built it while we waited
+                cached = store.get_action(keys[part.index])
+                if cached is None:
+                    todo.append(part)
+                else:
+                    finish(part, cached, built=False)
+            old = old_fields(opts, target)
+            for part in todo:
+                why = actions.explain(
+                    old.get(part.index), actions.field_digests(fields[part.index])
+                )
+                opts.report(f"{target.name} part {part.index}: {why}")
+            if todo:
+                _run(recipe, target, job, todo, keys, memory, backend, settings, store, opts, gate,
+                     finish)  # fmt: skip
+    return [done[part.index] for part in the_plan.parts]
+
+
+def _run(recipe: Recipe, target: Target, job: GraphJob, todo: list[Part], keys: list[str],
+         memory: MemoryModel, backend: Any, settings: dict[str, Any], store: Store, opts: Options,
+         gate: MemoryGate, finish: Callable[[Part, dict[str, Any], bool], None]) -> None:  # fmt: skip
+    budget = target.budget.host_memory
+    scratch = store.scratch()
+    try:
+        folders = {p.index: scratch / f"part{p.index}" for p in todo}
+        for folder in folders.values():
+            folder.mkdir()
+        heaviest = max(p.weight_bytes for p in todo)
+        export_job = {
+            "kind": "export", "recipe": str(recipe.path), "model": target.model.name,
+            "precision": target.precision, "graph_digest": job.digest, "opset": settings["opset"],
+            "parts": [{"part": _part_json(p), "onnx": str(folders[p.index] / "part.onnx")} for p in todo],
+        }  # fmt: skip
+        predicted = memory.export.predict(heaviest)
+        with gate.admit(predicted, budget) as share:
+            outcome = _stage(export_job, scratch, share, todo[0].index, "export", heaviest,
+                             job.base_bytes or 0, backend.name)  # fmt: skip
+        export = {**_process("export", outcome, heaviest, predicted, share),
+                  "shared_by": [p.index for p in todo]}  # fmt: skip
+        per_part = dict(zip([p.index for p in todo], outcome.result["parts"]))
+
+        def build_one(part: Part) -> None:
+            folder, exported = folders[part.index], per_part[part.index]
+            engine = folder / f"{keys[part.index][:16]}{backend.engine_suffix}"
+            build_job = {"kind": "build", "backend": backend.name,
+                         "onnx": str(folder / "part.onnx"), "engine": str(engine),
+                         "settings": {**settings, **build_inputs(recipe, target, part)}}  # fmt: skip
+            predicted = memory.build.predict(part.weight_bytes)
+            with gate.admit(predicted, budget) as share:
+                outcome = _stage(build_job, scratch, share, part.index, "build",
+                                 part.weight_bytes, 0, backend.name)  # fmt: skip
+            processes = [{**export, **exported},
+                         {**_process("build", outcome, part.weight_bytes, predicted, share),
+                          "weights_loaded": exported["weights_loaded"]}]  # fmt: skip
+            blobs = {"engine": store.put_file(engine)}
+            for name in processes[-1].get("sidecars", []):
+                blobs[name] = store.put_file(folder / name)
+            record = {
+                "key": keys[part.index], "blobs": blobs,
+                "peak_rss_bytes": max(p["peak_rss_bytes"] for p in processes),
+                # the export process is shared: each part counts its share of the time
+                "seconds": round(export["seconds"] / len(todo) + processes[-1]["seconds"], 3),
+                "weight_bytes": part.weight_bytes, "predicted_peak_bytes": part.predicted_peak_bytes,
+                "memory_limit_bytes": budget, "processes": processes,
+            }  # fmt: skip
+            store.put_action(keys[part.index], record)
+            finish(part, record, True)
+
+        with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
+            list(pool.map(build_one, todo))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _stage(job: dict[str, Any], scratch: Path, share: int, index: int, stage: str,
+           weight_bytes: int, base: int, backend: str) -> JobOutcome:  # fmt: skip
+    try:
+        return run_job(job, scratch, share)
+    except BudgetExceeded as exc:
+        seen = Observation(stage, backend, weight_bytes, base, exc.peak_rss_bytes)
+        raise Overrun(index, seen) from None
+
+
+def _process(kind: str, outcome: JobOutcome, weight_bytes: int, predicted: int,
+             share: int) -> dict[str, Any]:  # fmt: skip
+    """One process as build.json records it; `weight_bytes` is what its prediction was for."""
+    result = {k: v for k, v in outcome.result.items() if k != "parts"}
+    return {"kind": kind, "peak_rss_bytes": outcome.peak_rss_bytes,
+            "predicted_peak_bytes": predicted, "weight_bytes": weight_bytes,
+            "memory_limit_bytes": share,
+            "seconds": round(outcome.seconds, 3), "started": outcome.started,
+            "ended": outcome.ended, **result}  # fmt: skip
+
+
+def _part_json(part: Part) -> dict[str, Any]:
+    return {"ops": part.ops, "weights": part.weights,
+            "inputs": [t.__dict__ for t in part.inputs],
+            "outputs": [t.__dict__ for t in part.outputs]}  # fmt: skip
+
+
+def observations(result: TargetResult, job: GraphJob) -> list[Observation]:
+    """The processes this build ran (cached parts ran none; a shared export counts once)."""
+    seen = []
+    for part in result.parts:
+        for p in [] if part.cached else part.record["processes"]:
+            if p["kind"] == "export" and p.get("shared_by", [part.index])[0] != part.index:
+                continue
+            base = (job.base_bytes or 0) if p["kind"] == "export" else 0
+            w = p.get("weight_bytes", part.record["weight_bytes"])
+            seen.append(Observation(p["kind"], result.backend, w, base, p["peak_rss_bytes"]))
+    return seen
+
+
+def part_fields(target: Target, graph: OpGraph, job: GraphJob, the_plan: Plan, backend: str,
+                settings: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
+    """The action-key fields of every part of a plan (see trtbuild.actions.KEY_FIELDS)."""
+    facts, inputs = machine(backend), job.inputs.digest()
+    return [
+        actions.part_fields(
+            graph, part, job.weight_digests, inputs, target.precision, settings, facts
+        )
+        for part in the_plan.parts
+    ]
+
+
+def old_fields(opts: Options, target: Target) -> dict[int, dict[str, str]]:
+    """Per-part field digests the lock recorded for this target, for "why rebuilt" messages."""
+    entry = lockfile.target_entry(opts.previous_lock, target.model.name, target.precision)
+    return {p["index"]: p["fields"] for p in entry.get("part", [])}
+
+
+def backend_settings(recipe: Recipe, target: Target, backend: str, release: bool) -> dict[str, Any]:
+    """Every backend setting of a target; all of it goes into the action key."""
+    settings: dict[str, Any] = {"opset": target.defaults.opset}
+    if backend == "tensorrt":
+        trt = target.defaults.tensorrt
+        settings.update(
+            gpu_workspace=target.budget.gpu_workspace, host_memory=target.budget.host_memory,
+            tensorrt=trt.model_dump(mode="json"), release=release,
+        )  # fmt: skip
+        if trt.timing_cache:
+            path = recipe.resolve(trt.timing_cache)
+            if not path.is_file():
+                raise TrtbuildError(
+                    f"{recipe.path}: field 'defaults.tensorrt.timing_cache': expected a timing "
+                    f"cache file, but {path} does not exist"
+                )
+            settings["timing_cache_sha256"] = sha256_file(path)
+    return settings
+
+
+def build_inputs(recipe: Recipe, target: Target, part: Part) -> dict[str, Any]:
+    """What a builder needs beyond the key's settings: precision, input ranges, file paths."""
+    ranges = {i.name: i.shape for i in target.model.inputs if isinstance(i.shape, DynamicShape)}
+    inputs = []
+    for t in part.inputs:
+        entry: dict[str, Any] = {"name": t.name, "shape": t.shape}
+        if t.name in ranges:
+            entry.update(min=ranges[t.name].min, opt=ranges[t.name].opt, max=ranges[t.name].max)
+        inputs.append(entry)
+    cache = target.defaults.tensorrt.timing_cache
+    return {"precision": target.precision, "inputs": inputs,
+            "timing_cache_path": str(recipe.resolve(cache)) if cache else None}  # fmt: skip
