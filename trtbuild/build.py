@@ -21,7 +21,7 @@ from trtbuild.errors import TrtbuildError
 from trtbuild.executor import MemoryGate
 from trtbuild.graph import OpGraph
 from trtbuild.graphjob import GraphJob, graph_job
-from trtbuild.memory import MemoryModel, memory_model, record
+from trtbuild.memory import MemoryModel, memory_model, pinned, record
 from trtbuild.parts import Overrun, build_parts, observations
 from trtbuild.planner import Plan, plan
 from trtbuild.publish import now, publish, write_outputs
@@ -130,12 +130,18 @@ def plan_targets(recipe_path: str | Path, opts: Options | None = None, model: st
     ]  # fmt: skip
     if not targets:
         raise TrtbuildError(f"{recipe.path}: no target matches model={model} precision={precision}")
+    lock = lockfile.read_lock(lockfile.lock_path(recipe.path))  # plan as `run` would
     out = []
     for target in targets:
         backend = resolve_backend(target.backend)
         job = graph_job(recipe, target, store, memo, None)  # planning only: measured, not capped
         graph = OpGraph.from_json(job.graph)
-        memory = memory_model(backend, store.root, job.base_bytes, opts.memory_override)
+        locked = (
+            None
+            if opts.memory_override
+            else pinned(lock, target.model.name, target.precision, backend)
+        )
+        memory = locked or memory_model(backend, store.root, job.base_bytes, opts.memory_override)
         the_plan = plan(graph, target.budget.host_memory, memory)
         out.append(PlannedTarget(target, backend, graph, the_plan, job))
     memo.save()
@@ -166,11 +172,18 @@ def _build_target(
     graph = OpGraph.from_json(graph_info.graph)
     out_dir = output_dir(opts.out, recipe.name, target.model.name, target.precision)
     notes: list[str] = []
+    locked = (
+        None
+        if opts.memory_override
+        else pinned(opts.previous_lock, target.model.name, target.precision, backend_name)
+    )
     for _attempt in range(MAX_REPLANS):
-        memory = memory_model(backend_name, store.root, graph_info.base_bytes, opts.memory_override)
+        memory = locked or memory_model(
+            backend_name, store.root, graph_info.base_bytes, opts.memory_override
+        )
         the_plan = plan(graph, budget, memory)
         result = TargetResult(target.model.name, target.precision, backend_name, out_dir, budget,
-                              the_plan, graph_info, target.backend)  # fmt: skip
+                              the_plan, graph_info, target.backend, memory=memory)  # fmt: skip
         opts.report(
             f"{target.name}: {len(the_plan.parts)} part(s), boundary {format_size(the_plan.boundary_bytes)}"
         )
@@ -180,6 +193,7 @@ def _build_target(
                                        backend, store, opts, result, gate)  # fmt: skip
         except Overrun as over:
             record(store.root, [over.observation])
+            locked = None  # the pinned model was wrong for this machine: refit
             note = (
                 f"{target.name}: part {over.index} {over.observation.stage} process crossed its "
                 f"memory share (peak {format_size(over.observation.peak_bytes)}); memory model "

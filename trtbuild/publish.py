@@ -203,6 +203,7 @@ def _target_entry(r: TargetResult, folder: Path, device: dict[str, str]) -> dict
         "budget_bytes": r.budget_bytes,
         "boundary_bytes": r.plan.boundary_bytes,
         "graph_digest": r.graph_job.digest,
+        **({"memory": r.memory.to_json()} if r.memory else {}),
         "part": [
             {
                 "index": p.index,

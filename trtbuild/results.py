@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from trtbuild.graphjob import GraphJob
+from trtbuild.memory import MemoryModel
 from trtbuild.planner import Plan
 
 
@@ -36,6 +37,7 @@ class TargetResult:
     requested_backend: str
     parts: list[PartResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what happened: re-plans after overruns
+    memory: MemoryModel | None = None  # the memory model the plan was made with (the lock pins it)
 
 
 @dataclass
