@@ -152,16 +152,22 @@ def run_split(recipe_path: Path, opts: Options) -> int:
     return split
 
 
+# These budgets split the models under this fixed memory model, whatever a machine measures.
+FIXED = MemoryModel(Stage(420 << 20, 1.0), Stage(96 << 20, 2.7), "test: fixed")
+
+
 def test_resnet_plans_split_with_fx_reproduce_eager(recipes: Path) -> None:
     for budget in (460 << 20, 440 << 20):
-        assert (
-            run_split(recipes / "resnet.toml", Options(backend="onnxruntime", budget=budget)) == 2
-        )
+        opts = Options(backend="onnxruntime", budget=budget, memory_override=FIXED)
+        assert run_split(recipes / "resnet.toml", opts) == 2
 
 
 def test_gpt2_and_unet_plans_split_with_fx_reproduce_eager(recipes: Path) -> None:
-    assert run_split(recipes / "gpt2.toml", Options(backend="onnxruntime")) == 1
-    assert run_split(recipes / "unet.toml", Options(backend="onnxruntime", budget=430 << 20)) == 1
+    assert (
+        run_split(recipes / "gpt2.toml", Options(backend="onnxruntime", memory_override=FIXED)) == 1
+    )
+    opts = Options(backend="onnxruntime", budget=430 << 20, memory_override=FIXED)
+    assert run_split(recipes / "unet.toml", opts) == 1
 
 
 def test_scaled_seed_net_split_reproduces_eager(recipes: Path) -> None:

@@ -108,19 +108,19 @@ def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out - ref).abs().max() / ref.abs().max())
 
 
-def test_transformers_models_build_split_and_match_eager(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", list(MODELS))
+def test_transformers_model_builds_split_and_matches_eager(tmp_path: Path, name: str) -> None:
     """Acceptance 1: GPT-2, Llama (rotary, GQA), BERT, ViT and ConvNeXt, each in >= 2 engines
     under its budget; decoders at two sequence lengths through a dynamic sequence dimension."""
-    for name, model in MODELS.items():
-        path, target = build_split(tmp_path, name, model)
-        recipe = load_recipe(path)
-        spec = recipe.schema.model[0]
-        eager, engine = eager_model(recipe, spec, "fp32"), trtbuild.load(target.dir)
-        for seq in (8, 32) if name in DECODERS else (16,):
-            inputs = example(spec, seq)
-            with torch.no_grad():
-                ref = eager(*inputs)
-            assert rel_error(engine(*inputs), ref) < 1e-4, (name, seq)
+    path, target = build_split(tmp_path, name, MODELS[name])
+    recipe = load_recipe(path)
+    spec = recipe.schema.model[0]
+    eager, engine = eager_model(recipe, spec, "fp32"), trtbuild.load(target.dir)
+    for seq in (8, 32) if name in DECODERS else (16,):
+        inputs = example(spec, seq)
+        with torch.no_grad():
+            ref = eager(*inputs)
+        assert rel_error(engine(*inputs), ref) < 1e-4, (name, seq)
 
 
 def test_sharded_checkpoint_parts_open_only_their_shards(tmp_path: Path) -> None:
@@ -147,3 +147,19 @@ def test_sharded_checkpoint_parts_open_only_their_shards(tmp_path: Path) -> None
     with torch.no_grad():
         ref = reference(input_ids=inputs[0], attention_mask=inputs[1], use_cache=False).logits
     assert rel_error(trtbuild.load(target.dir)(*inputs), ref) < 1e-4
+
+
+def test_ops_the_chosen_outputs_do_not_need_are_not_planned(tmp_path: Path) -> None:
+    """ViTModel also computes its pooler; with outputs = last_hidden_state those ops fed nothing,
+    and a part made of them alone had no outputs (ONNX Runtime refused the empty engine)."""
+    from trtbuild.frontend import export_model
+    from trtbuild.graph import from_exported
+
+    path = write_recipe(tmp_path / "vit.toml", {"vit": MODELS["vit"]})
+    recipe = load_recipe(path)
+    spec = recipe.schema.model[0]
+    _, program = export_model(recipe, spec, "fp32")
+    graph = from_exported(program, [i.name for i in spec.inputs])
+    assert not any("pooler" in w for w in graph.weights)
+    readers = {name for op in graph.ops for name in op.inputs} | set(graph.outputs)
+    assert all(any(t.name in readers for t in op.outputs) for op in graph.ops)

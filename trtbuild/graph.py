@@ -164,7 +164,20 @@ def from_exported(program: ExportedProgram, input_names: list[str]) -> OpGraph:
     ops = [_op(node, rename, weights) for node in _compute_nodes(program.graph)]
     output_node = next(n for n in program.graph.nodes if n.op == "output")
     outputs = [rename.get(a.name, a.name) for a in output_node.all_input_nodes]
-    return OpGraph(inputs, outputs, weights, ops)
+    ops = _live(ops, outputs)
+    used = {w for op in ops for w in op.weights}
+    return OpGraph(inputs, outputs, {k: v for k, v in weights.items() if k in used}, ops)
+
+
+def _live(ops: list[Op], outputs: list[str]) -> list[Op]:
+    """The ops the outputs depend on. A model may compute what the recipe does not ask for
+    (ViT's pooler when `outputs` picks last_hidden_state): a part of such ops has no outputs."""
+    needed, keep = set(outputs), []
+    for op in reversed(ops):
+        if any(t.name in needed for t in op.outputs):
+            keep.append(op)
+            needed.update(op.inputs)
+    return keep[::-1]
 
 
 def _compute_nodes(graph: torch.fx.Graph) -> list[torch.fx.Node]:
