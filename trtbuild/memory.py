@@ -161,8 +161,8 @@ def fit(prior: Stage, observations: list[Observation], less_base: bool = True) -
     alpha: the least-squares slope when the observations' weights are far enough apart to say
     anything about it, but never below the prior's: one model's light builder says nothing about
     another's (ONNX Runtime held 0.9x the weights of ResNet-50 and 2.2x those of BERT; a slope
-    fitted to the first under-predicted the second by 81%). fixed: the largest residual, and at
-    least the lightest process seen, plus slack for noise.
+    fitted to the first under-predicted the second by 81%). fixed: the largest residual, at least
+    the prior's or the lightest process seen (whichever is less), plus slack for noise.
     """
     if not observations:
         return prior
@@ -174,7 +174,8 @@ def fit(prior: Stage, observations: list[Observation], less_base: bool = True) -
         var = sum((x - mean_x) ** 2 for x in xs)
         slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys)) / var
         alpha = max(slope, prior.alpha)
-    fixed = max(max(y - alpha * x for x, y in zip(xs, ys)), min(ys)) + SLACK
+    floor = min(prior.fixed_bytes, min(ys))  # the lesser of the prior and the lightest seen
+    fixed = max(max(y - alpha * x for x, y in zip(xs, ys)), floor) + SLACK
     return Stage(int(fixed), alpha)
 
 
