@@ -18,7 +18,8 @@ from trtbuild import fastpath, lockfile
 from trtbuild.backends import get_backend, resolve_backend
 from trtbuild.digests import DigestMemo
 from trtbuild.errors import TrtbuildError
-from trtbuild.executor import MemoryGate
+from trtbuild.executor import MemoryGate, worker_env
+from trtbuild.forkserver import EXPECTED_BYTES, ForkServer
 from trtbuild.graph import OpGraph
 from trtbuild.graphjob import GraphJob, graph_job
 from trtbuild.memory import MemoryModel, memory_model, pinned, record
@@ -49,6 +50,8 @@ class Options:
     on_part: Callable[[TargetResult, PartResult], None] = lambda t, p: None
     memory_override: MemoryModel | None = None
     write_lock: bool = True  # False for `trtbuild verify`: rebuild without touching the lock
+    # Fork torch jobs from one server process (see forkserver.py); TRTBUILD_FORK_SERVER=0: never.
+    fork_server: bool = field(default_factory=lambda: os.environ.get("TRTBUILD_FORK_SERVER") != "0")
     previous_lock: dict[str, Any] | None = None
 
 
@@ -57,6 +60,17 @@ def auto_jobs() -> int:
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+def fork_server(opts: Options, targets: list[Target], store: Store) -> ForkServer | None:
+    """A fork server for this run, unless turned off or a budget is too small to share with it.
+
+    The server holds about EXPECTED_BYTES while it runs; where a budget is under twice that, each
+    job gets the whole budget to itself in a plain process instead.
+    """
+    if not opts.fork_server or any(t.budget.host_memory < 2 * EXPECTED_BYTES for t in targets):
+        return None
+    return ForkServer(store.root / "tmp" / f"{os.getpid()}-forkserver.log", worker_env())
 
 
 def invocation(opts: Options) -> dict[str, Any]:
@@ -91,12 +105,17 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
     opts.previous_lock = lockfile.read_lock(lock_file)
     opts.report(f"building: {stale}")
     started = now()
-    gate = MemoryGate(opts.jobs)
     targets = recipe.targets(opts.backend, opts.budget)
-    with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
-        results = list(
-            pool.map(lambda t: _build_target(recipe, t, store, memo, opts, gate), targets)
-        )
+    server = fork_server(opts, targets, store)
+    gate = MemoryGate(opts.jobs, server)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
+            results = list(
+                pool.map(lambda t: _build_target(recipe, t, store, memo, opts, gate), targets)
+            )
+    finally:
+        if server is not None:
+            server.close()
     write_outputs(recipe, results, invocation(opts), opts.out, tools, memo, started, lock_file,
                   opts.write_lock)  # fmt: skip
     memo.save()
@@ -167,8 +186,8 @@ def _build_target(
     backend = get_backend(backend_name)
     budget = target.budget.host_memory
     before = memory_model(backend_name, store.root, None, opts.memory_override)
-    with gate.admit(before.export.fixed_bytes, budget) as share:
-        graph_info = graph_job(recipe, target, store, memo, share)
+    with gate.admit(before.export.fixed_bytes, budget, forked=True) as share:
+        graph_info = graph_job(recipe, target, store, memo, share, gate.server)
     graph = OpGraph.from_json(graph_info.graph)
     out_dir = output_dir(opts.out, recipe.name, target.model.name, target.precision)
     notes: list[str] = []

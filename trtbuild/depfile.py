@@ -21,7 +21,7 @@ import os
 import site
 import sys
 import sysconfig
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +44,17 @@ class Touched:
 
 _active: Touched | None = None
 _hook_installed = False
+_baseline: frozenset[str] | None = None
+
+
+def set_baseline(modules: Iterable[str]) -> None:
+    """Modules a fresh worker has before recording; others loaded earlier count as recorded.
+
+    The fork server imports torch.export's machinery ahead of any job; a graph job forked from
+    it must still report those modules, as a fresh worker importing them in the job would.
+    """
+    global _baseline
+    _baseline = frozenset(modules)
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
@@ -101,7 +112,7 @@ def recording() -> Iterator[Touched]:
     touched = Touched()
     _active = touched
     os.environ.__class__ = _RecordingEnviron
-    before = set(sys.modules)
+    before = set(sys.modules) if _baseline is None else set(_baseline)
     try:
         yield touched
     finally:

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +26,12 @@ from typing import Any
 import psutil
 
 from trtbuild.errors import BudgetExceeded, TrtbuildError, disk_full_text
+from trtbuild.forkserver import ForkServer
 from trtbuild.sizes import format_size
 
 POLL_SECONDS = 0.01
+PRIVATE_EVERY = 5  # read smaps_rollup (costlier than statm) every 5th sample
+FORKED_KINDS = ("graph", "export", "probe")
 
 
 @dataclass(frozen=True)
@@ -38,32 +41,52 @@ class JobOutcome:
     seconds: float
     started: float  # wall-clock (time.time()) start and end, to see overlap of parallel jobs
     ended: float
+    # Forked jobs: peak of the pages this process alone holds (USS, sampled). What it shares
+    # with the fork server is in peak_rss_bytes (as in a fresh process) but costs the host once.
+    private_peak_bytes: int | None = None
 
 
-def run_job(job: dict[str, Any], scratch: Path, limit_bytes: int | None = None) -> JobOutcome:
-    """Run one job in its own process; raise TrtbuildError or BudgetExceeded on failure."""
+def run_job(
+    job: dict[str, Any], scratch: Path, limit_bytes: int | None = None,
+    server: ForkServer | None = None,
+) -> JobOutcome:  # fmt: skip
+    """Run one job in its own process; raise TrtbuildError or BudgetExceeded on failure.
+
+    Graph and export jobs are forked from `server` when there is one; build jobs (which never
+    import torch) always start a plain interpreter.
+    """
     name = f"{job['kind']}-{time.time_ns()}"
     job = {**job, "result": str(scratch / f"{name}.result.json")}
     job_path = scratch / f"{name}.job.json"
     job_path.write_text(json.dumps(job))
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TRTBUILD_PARENT_PID": str(os.getpid())}
+    log_path = scratch / f"{name}.log"
+    forked = server is not None and job["kind"] in FORKED_KINDS
     start, started = time.perf_counter(), time.time()
-    with open(scratch / f"{name}.log", "wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "trtbuild.worker", str(job_path)],
-            stdout=subprocess.DEVNULL, stderr=log_file, env=env,
-        )  # fmt: skip
-    watcher = _Watcher(proc.pid, limit_bytes)
+    if forked:
+        assert server is not None
+        pid = server.spawn(job_path, log_path)
+        wait: Callable[[], tuple[int, int]] = lambda: (server.wait(pid), 0)  # noqa: E731
+    else:
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "trtbuild.worker", str(job_path)],
+                stdout=subprocess.DEVNULL, stderr=log_file, env=worker_env(),
+            )  # fmt: skip
+        pid = proc.pid
+        wait = lambda: _wait4(pid)  # noqa: E731
+    watcher = _Watcher(pid, limit_bytes, private=forked)
     watcher.start()
     try:
-        _, status, usage = os.wait4(proc.pid, 0)
+        status, maxrss = wait()
     except BaseException:
-        proc.kill()
-        os.wait4(proc.pid, 0)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        wait()
         raise
     finally:
         watcher.stop()
-    proc.returncode = os.waitstatus_to_exitcode(status)
+        watcher.join()
+    returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - start
     outcome = _read_result(Path(job["result"]))
     own = outcome.get("vm_hwm_bytes") if outcome else None
@@ -71,7 +94,7 @@ def run_job(job: dict[str, Any], scratch: Path, limit_bytes: int | None = None) 
     if own:
         peak = max(own, watcher.peak)
     else:
-        peak = watcher.peak if watcher.killed else max(usage.ru_maxrss * 1024, watcher.peak)
+        peak = watcher.peak if watcher.killed else max(maxrss, watcher.peak)
     if watcher.killed or (limit_bytes is not None and peak > limit_bytes):
         # A spike shorter than the sampling period is caught here, from the kernel's own peak.
         what = "was stopped" if watcher.killed else "finished, but its output is not used"
@@ -88,7 +111,7 @@ def run_job(job: dict[str, Any], scratch: Path, limit_bytes: int | None = None) 
                 f"disk full while writing build files: {full}; nothing was published"
             )
         raise TrtbuildError(
-            f"{job['kind']} process died with exit status {proc.returncode}: "
+            f"{job['kind']} process died with exit status {returncode}: "
             f"{log.strip().splitlines()[-1] if log.strip() else 'no output'}"
         )
     if not outcome["ok"]:
@@ -98,7 +121,18 @@ def run_job(job: dict[str, Any], scratch: Path, limit_bytes: int | None = None) 
                 f"{job['kind']} process failed: {outcome['error']}", outcome["traceback"]
             )
         raise TrtbuildError(outcome["error"])
-    return JobOutcome(outcome["result"], peak, seconds, started, time.time())
+    private = watcher.private_peak if forked else None
+    return JobOutcome(outcome["result"], peak, seconds, started, time.time(), private)
+
+
+def worker_env() -> dict[str, str]:
+    """The environment of every worker process (and of the fork server)."""
+    return {**os.environ, "PYTHONWARNINGS": "ignore", "TRTBUILD_PARENT_PID": str(os.getpid())}
+
+
+def _wait4(pid: int) -> tuple[int, int]:
+    _, status, usage = os.wait4(pid, 0)
+    return status, usage.ru_maxrss * 1024
 
 
 def _read_result(path: Path) -> dict[str, Any] | None:
@@ -118,10 +152,11 @@ class InternalJobError(RuntimeError):
 class _Watcher(threading.Thread):
     """Samples the process's RSS; kills it when it crosses `limit`."""
 
-    def __init__(self, pid: int, limit: int | None) -> None:
+    def __init__(self, pid: int, limit: int | None, private: bool = False) -> None:
         super().__init__(daemon=True)
-        self.pid, self.limit = pid, limit
+        self.pid, self.limit, self.private = pid, limit, private
         self.peak = 0
+        self.private_peak = 0
         self.killed = False
         self._stop_event = threading.Event()
 
@@ -130,12 +165,16 @@ class _Watcher(threading.Thread):
             process = psutil.Process(self.pid)
         except psutil.Error:
             return
+        samples = 0
         while not self._stop_event.wait(POLL_SECONDS):
             try:
                 rss = process.memory_info().rss
             except psutil.Error:
                 return
             self.peak = max(self.peak, rss)
+            samples += 1
+            if self.private and samples % PRIVATE_EVERY == 1:
+                self.private_peak = max(self.private_peak, private_bytes(self.pid))
             if self.limit is not None and rss > self.limit:
                 self.killed = True
                 with contextlib.suppress(ProcessLookupError):
@@ -146,32 +185,77 @@ class _Watcher(threading.Thread):
         self._stop_event.set()
 
 
+def private_bytes(pid: int) -> int:
+    """Pages only this process holds (USS: Private_Clean + Private_Dirty), 0 once it is gone."""
+    total = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    total += int(line.split()[1]) * 1024
+    except OSError:
+        return 0
+    return total
+
+
 class MemoryGate:
     """Admit jobs while the sum of their predicted peaks fits the budget, at most `slots` at once.
 
     One job is always admitted when nothing runs, so a job larger than the budget still gets its
     chance (its own limit stops it). Shared by every target of a run.
+
+    With a fork server, its resident pages count once: a forked job is charged its prediction
+    less the server's size (its VmHWM, and so its prediction, already holds those shared pages),
+    a plain job its whole prediction plus the server's size while the server runs. A plain job
+    that only fits without the server stops it when no forked job needs it; the next forked job
+    starts it again.
     """
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, server: ForkServer | None = None) -> None:
         self.slots = max(1, slots)
+        self.server = server
         self.in_use = 0
         self.running = 0
+        self.forked_running = 0
         self._cond = threading.Condition()
 
+    def _resident(self) -> int:
+        return self.server.rss_bytes if self.server is not None and self.server.running else 0
+
+    def _fits(self, charge: int, forked: bool, budget: int) -> bool:
+        assert self.server is not None or not forked
+        server = self.server.rss_bytes if forked and self.server is not None else self._resident()
+        return self.in_use + charge + server <= budget
+
+    def _evict(self, forked: bool, charge: int, budget: int) -> bool:
+        """A plain job fits only without the server, and no forked job runs: stop the server."""
+        idle = not forked and not self.forked_running
+        alive = self.server is not None and self.server.running
+        return idle and alive and not self._fits(charge, False, budget)
+
     @contextmanager
-    def admit(self, predicted: int, budget: int) -> Iterator[int]:
+    def admit(self, predicted: int, budget: int, forked: bool = False) -> Iterator[int]:
         """Wait for room; yields this job's share: the budget less what the others may use."""
+        forked = forked and self.server is not None
+        server_bytes = self.server.rss_bytes if forked and self.server is not None else 0
+        charge = max(predicted - server_bytes, 0)
         with self._cond:
-            while self.running and (self.running >= self.slots or self.in_use + predicted > budget):
+            while True:
+                if self._evict(forked, charge, budget):
+                    self.server.close()  # type: ignore[union-attr]  # its pages serve this job
+                busy = self.running >= self.slots or not self._fits(charge, forked, budget)
+                if not (self.running and busy):
+                    break
                 self._cond.wait()
-            share = budget - self.in_use
-            self.in_use += predicted
+            share = budget - self.in_use - (0 if forked else self._resident())
+            self.in_use += charge
             self.running += 1
+            self.forked_running += forked
         try:
             yield share
         finally:
             with self._cond:
-                self.in_use -= predicted
+                self.in_use -= charge
                 self.running -= 1
+                self.forked_running -= forked
                 self._cond.notify_all()

@@ -18,6 +18,7 @@ from trtbuild.checkpoint import checkpoint_files
 from trtbuild.digests import DigestMemo, digest_json
 from trtbuild.errors import BudgetExceeded, TrtbuildError
 from trtbuild.executor import run_job
+from trtbuild.forkserver import ForkServer
 from trtbuild.inputs import Inputs, discovered, relative
 from trtbuild.recipe import ModelSpec, Recipe, Target
 from trtbuild.sizes import format_size
@@ -65,8 +66,9 @@ class GraphJob:
 
 
 def graph_job(
-    recipe: Recipe, target: Target, store: Store, memo: DigestMemo, budget: int | None
-) -> GraphJob:
+    recipe: Recipe, target: Target, store: Store, memo: DigestMemo, budget: int | None,
+    server: ForkServer | None = None,
+) -> GraphJob:  # fmt: skip
     """The target's graph: from the cache when its recorded inputs are unchanged, else run."""
     spec = target.model
     weights = weights_digest(recipe, spec, memo)
@@ -80,7 +82,7 @@ def graph_job(
         hit = _lookup(store, manifest, recipe.root, memo)
         if hit is not None:
             return hit
-        job = _run(recipe, target, store, memo, budget)
+        job = _run(recipe, target, store, memo, budget, server)
         store.put_action(_result_key(manifest, job.inputs), job.to_json())
         sets = [job.inputs.to_json(), *_input_sets(store, manifest)][:MAX_INPUT_SETS]
         store.put_action(manifest, {"input_sets": sets, "blobs": {}}, replace=True)
@@ -122,8 +124,9 @@ def _result_key(manifest: str, inputs: Inputs) -> str:
 
 
 def _run(
-    recipe: Recipe, target: Target, store: Store, memo: DigestMemo, budget: int | None
-) -> GraphJob:
+    recipe: Recipe, target: Target, store: Store, memo: DigestMemo, budget: int | None,
+    server: ForkServer | None,
+) -> GraphJob:  # fmt: skip
     scratch = store.scratch()
     job = {
         "kind": "graph",
@@ -133,7 +136,7 @@ def _run(
         "cache": str(store.root),
     }
     try:
-        outcome = run_job(job, scratch, budget)
+        outcome = run_job(job, scratch, budget, server)
     except BudgetExceeded as exc:
         raise TrtbuildError(
             f"budget {format_size(budget or 0)} is too small for {target.name}: exporting its graph on "

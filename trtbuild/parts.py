@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from trtbuild import actions, lockfile
 from trtbuild.errors import BudgetExceeded, TrtbuildError
 from trtbuild.executor import JobOutcome, MemoryGate, run_job
+from trtbuild.forkserver import ForkServer
 from trtbuild.graph import OpGraph
 from trtbuild.graphjob import GraphJob
 from trtbuild.inputs import machine
@@ -103,9 +104,9 @@ def _run(recipe: Recipe, target: Target, job: GraphJob, todo: list[Part], keys: 
             "parts": [{"part": _part_json(p), "onnx": str(folders[p.index] / "part.onnx")} for p in todo],
         }  # fmt: skip
         predicted = memory.export.predict(heaviest)
-        with gate.admit(predicted, budget) as share:
+        with gate.admit(predicted, budget, forked=True) as share:
             outcome = _stage(export_job, scratch, share, todo[0].index, "export", heaviest,
-                             job.base_bytes or 0, backend.name)  # fmt: skip
+                             job.base_bytes or 0, backend.name, gate.server)  # fmt: skip
         export = {**_process("export", outcome, heaviest, predicted, share),
                   "shared_by": [p.index for p in todo]}  # fmt: skip
         per_part = dict(zip([p.index for p in todo], outcome.result["parts"]))
@@ -144,9 +145,10 @@ def _run(recipe: Recipe, target: Target, job: GraphJob, todo: list[Part], keys: 
 
 
 def _stage(job: dict[str, Any], scratch: Path, share: int, index: int, stage: str,
-           weight_bytes: int, base: int, backend: str) -> JobOutcome:  # fmt: skip
+           weight_bytes: int, base: int, backend: str,
+           server: ForkServer | None = None) -> JobOutcome:  # fmt: skip
     try:
-        return run_job(job, scratch, share)
+        return run_job(job, scratch, share, server)
     except BudgetExceeded as exc:
         seen = Observation(stage, backend, weight_bytes, base, exc.peak_rss_bytes)
         raise Overrun(index, seen) from None
@@ -158,7 +160,7 @@ def _process(kind: str, outcome: JobOutcome, weight_bytes: int, predicted: int,
     result = {k: v for k, v in outcome.result.items() if k != "parts"}
     return {"kind": kind, "peak_rss_bytes": outcome.peak_rss_bytes,
             "predicted_peak_bytes": predicted, "weight_bytes": weight_bytes,
-            "memory_limit_bytes": share,
+            "memory_limit_bytes": share, "private_peak_bytes": outcome.private_peak_bytes,
             "seconds": round(outcome.seconds, 3), "started": outcome.started,
             "ended": outcome.ended, **result}  # fmt: skip
 

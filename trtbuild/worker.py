@@ -26,6 +26,8 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
 
         backend = get_backend(job["backend"])
         return backend.build(Path(job["onnx"]), job["settings"], Path(job["engine"]))
+    if kind == "probe":
+        return _probe(job["bytes"])
     from trtbuild.recipe import load_recipe
 
     recipe = load_recipe(job["recipe"])
@@ -40,6 +42,14 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         )
         return {"parts": exported}
     raise ValueError(f"unknown job kind {kind!r}")
+
+
+def _probe(size: int) -> dict[str, Any]:
+    """Hold `size` bytes of touched memory: checks what the executor measures (see tests)."""
+    ballast = bytearray(size)
+    for offset in range(0, size, 4096):
+        ballast[offset] = 1
+    return {"bytes": len(ballast)}
 
 
 def _graph(recipe: Any, job: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,238 @@
+"""A fork server: import torch once per run, fork a fresh process for every torch job.
+
+A graph or export job in a new interpreter pays `python` start-up and `import torch` (2-4 s on
+this project's 2-core machines) before it does any work. The fork server (a "zygote", as
+Android's or Chromium's) is one process that imports the worker side of trtbuild (torch, onnx,
+the torch.export machinery) once; each job is a child forked from it: a fresh process, isolated as before (a crash
+or leak stays in the child, which exits after its one job), watched and measured as before.
+
+Protocol: JSON lines. The orchestrator writes `{"id", "job", "log", "cwd"}` to the server's stdin;
+the server answers `{"id", "pid"}` once the child runs and `{"pid", "status"}` when it exits
+(a pidfd per child: the server is single-threaded, which is what makes forking it safe). When
+the orchestrator goes away (stdin closes, even after kill -9), the server kills its children
+and exits; a child whose server dies is killed by the kernel (PR_SET_PDEATHSIG).
+
+Memory: a child shares the server's pages copy-on-write. Its VmHWM counts those pages once, as a
+fresh process would count its own `import torch`, so the figures and the memory model are the
+same as with plain processes; the run's memory gate counts the server's pages once for all
+children (see executor.MemoryGate). Model code is never imported here: what a model imports is
+discovered per job (depfile) exactly as in a fresh worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+from typing import IO, Any
+
+from trtbuild.errors import TrtbuildError
+
+# What a graph or export job imports before it runs any model code (so a forked child starts
+# where a fresh worker would be when depfile.recording() begins) ...
+BASELINE = (
+    "trtbuild.worker",
+    "trtbuild.recipe",
+    "trtbuild.depfile",
+    "trtbuild.frontend",
+    "trtbuild.checkpoint",
+    "trtbuild.graph",
+    "trtbuild.partexport",
+)
+# ... and what every graph job's recording imports whatever the model (torch.export's tracing
+# machinery, 2 s of imports). A child records these as a fresh worker would have (see
+# depfile.set_baseline), so the lock is the same with or without the server.
+EXTRAS = ("torch._dynamo", "torch.onnx")
+
+
+EXPECTED_BYTES = 400 << 20
+
+
+class ForkServer:
+    """The orchestrator's handle on one fork server; thread-safe, started on first use."""
+
+    def __init__(self, log_path: Path, env: dict[str, str]) -> None:
+        self._log_path, self._env = log_path, env
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+        self._next_id = 0
+        self._started: dict[int, Future[int]] = {}
+        self._exited: dict[int, Future[int]] = {}
+        # The server's own resident memory once it has imported everything (before it first
+        # starts: what such a server usually takes, for the memory gate's arithmetic).
+        self.rss_bytes = EXPECTED_BYTES
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None
+
+    def start(self) -> None:
+        with self._lock:
+            if self._proc is not None:
+                return
+            with open(self._log_path, "ab") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "trtbuild.forkserver"],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=self._env,
+                )  # fmt: skip
+            assert proc.stdout is not None
+            ready = proc.stdout.readline()
+            if not ready:
+                proc.wait()
+                raise TrtbuildError(f"the fork server did not start; see {self._log_path}")
+            self.rss_bytes = json.loads(ready)["rss_bytes"]
+            self._proc = proc
+            # each server gets its own tables: a stopped one's reader cannot touch the next's
+            self._started, self._exited = {}, {}
+            reader = threading.Thread(
+                target=self._read, args=(proc.stdout, self._started, self._exited), daemon=True
+            )
+            reader.start()
+
+    def spawn(self, job_path: Path, log_path: Path) -> int:
+        """Fork a child that runs `python -m trtbuild.worker JOB` as its one job; its pid."""
+        self.start()
+        started: Future[int] = Future()
+        with self._lock:
+            assert self._proc is not None and self._proc.stdin is not None
+            request_id, self._next_id = self._next_id, self._next_id + 1
+            self._started[request_id] = started
+            request = {"id": request_id, "job": str(job_path), "log": str(log_path),
+                       "cwd": os.getcwd()}  # fmt: skip
+            self._proc.stdin.write(json.dumps(request).encode() + b"\n")
+            self._proc.stdin.flush()
+        pid = started.result()
+        return pid
+
+    def wait(self, pid: int) -> int:
+        """The child's wait status, once it has exited."""
+        with self._lock:
+            done = self._exited.setdefault(pid, Future())
+        status = done.result()
+        with self._lock:
+            self._exited.pop(pid, None)
+        return status
+
+    def _read(self, stream: IO[bytes], started: dict[int, Future[int]],
+              exited: dict[int, Future[int]]) -> None:  # fmt: skip
+        for line in stream:
+            message = json.loads(line)
+            with self._lock:
+                if "id" in message:
+                    started.pop(message["id"]).set_result(message["pid"])
+                else:
+                    exited.setdefault(message["pid"], Future()).set_result(message["status"])
+        with self._lock:  # the server is gone: nobody waits forever
+            for future in [*started.values(), *exited.values()]:
+                if not future.done():
+                    future.set_exception(TrtbuildError("the fork server exited unexpectedly"))
+
+    def close(self) -> None:
+        with self._lock:
+            proc, self._proc = self._proc, None
+        if proc is not None:
+            assert proc.stdin is not None
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+            proc.wait()
+
+
+# ------------------------------------------------------------------------- the server side
+
+
+def _own_rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _child(request: dict[str, Any], server_pid: int) -> None:
+    """In the forked child: become a worker process for one job, then exit."""
+    code = 3
+    try:
+        os.environ["TRTBUILD_PARENT_PID"] = str(server_pid)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        devnull = os.open(os.devnull, os.O_RDWR)
+        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        os.dup2(log, 2)
+        os.close(devnull)
+        os.close(log)
+        os.chdir(request["cwd"])
+        from trtbuild import worker
+
+        code = worker.main([request["job"]])
+    except BaseException:  # a child must never return into the server's loop
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _reply(fd: int, message: dict[str, Any]) -> None:
+    os.write(fd, json.dumps(message).encode() + b"\n")
+
+
+def serve() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the orchestrator's to handle
+    # The protocol gets its own descriptors: whatever an import prints goes to the log.
+    requests, replies = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)
+    os.close(devnull)
+    for name in BASELINE:
+        importlib.import_module(name)
+    from trtbuild import depfile
+
+    depfile.set_baseline(sys.modules)
+    for name in EXTRAS:
+        importlib.import_module(name)
+    server_pid = os.getpid()
+    _reply(replies, {"rss_bytes": _own_rss()})
+    children: dict[int, int] = {}  # pidfd -> pid
+    pending = b""
+    while True:
+        readable, _, _ = select.select([requests, *children], [], [])
+        for fd in readable:
+            if fd != requests:
+                pid = children.pop(fd)
+                os.close(fd)
+                _, status = os.waitpid(pid, 0)
+                _reply(replies, {"pid": pid, "status": status})
+                continue
+            chunk = os.read(requests, 65536)
+            if not chunk:  # the orchestrator is gone: so are its jobs
+                for pid in children.values():
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                return
+            pending += chunk
+            while b"\n" in pending:
+                line, pending = pending.split(b"\n", 1)
+                request = json.loads(line)
+                pid = os.fork()
+                if pid == 0:
+                    for fd_ in (requests, replies, *children):
+                        os.close(fd_)
+                    _child(request, server_pid)
+                children[os.pidfd_open(pid)] = pid
+                _reply(replies, {"id": request["id"], "pid": pid})
+
+
+if __name__ == "__main__":
+    serve()
