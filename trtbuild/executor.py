@@ -26,7 +26,7 @@ from typing import Any
 import psutil
 
 from trtbuild.errors import BudgetExceeded, TrtbuildError, disk_full_text
-from trtbuild.forkserver import ForkServer
+from trtbuild.forkserver import ForkServer, Unavailable
 from trtbuild.sizes import format_size
 
 POLL_SECONDS = 0.01
@@ -60,20 +60,8 @@ def run_job(
     job_path = scratch / f"{name}.job.json"
     job_path.write_text(json.dumps(job))
     log_path = scratch / f"{name}.log"
-    forked = server is not None and job["kind"] in FORKED_KINDS
     start, started = time.perf_counter(), time.time()
-    if forked:
-        assert server is not None
-        pid = server.spawn(job_path, log_path)
-        wait: Callable[[], tuple[int, int]] = lambda: (server.wait(pid), 0)  # noqa: E731
-    else:
-        with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "trtbuild.worker", str(job_path)],
-                stdout=subprocess.DEVNULL, stderr=log_file, env=worker_env(),
-            )  # fmt: skip
-        pid = proc.pid
-        wait = lambda: _wait4(pid)  # noqa: E731
+    pid, wait, forked = _start(job_path, log_path, server if job["kind"] in FORKED_KINDS else None)
     watcher = _Watcher(pid, limit_bytes, private=forked)
     watcher.start()
     try:
@@ -81,7 +69,8 @@ def run_job(
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        wait()
+        with contextlib.suppress(Unavailable):
+            wait()
         raise
     finally:
         watcher.stop()
@@ -123,6 +112,23 @@ def run_job(
         raise TrtbuildError(outcome["error"])
     private = watcher.private_peak if forked else None
     return JobOutcome(outcome["result"], peak, seconds, started, time.time(), private)
+
+
+def _start(job_path: Path, log_path: Path,
+           server: ForkServer | None) -> tuple[int, Callable[[], tuple[int, int]], bool]:  # fmt: skip
+    """Start the job's process: (pid, a wait returning (status, ru_maxrss), forked or not)."""
+    if server is not None:
+        try:
+            pid = server.spawn(job_path, log_path)
+            return pid, lambda: (server.wait(pid), 0), True
+        except Unavailable:  # a job never fails for want of the server: run it plainly
+            pass
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "trtbuild.worker", str(job_path)],
+            stdout=subprocess.DEVNULL, stderr=log_file, env=worker_env(),
+        )  # fmt: skip
+    return proc.pid, lambda: _wait4(proc.pid), False
 
 
 def worker_env() -> dict[str, str]:

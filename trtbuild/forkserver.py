@@ -31,8 +31,9 @@ import subprocess
 import sys
 import threading
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from trtbuild.errors import TrtbuildError
 
@@ -56,27 +57,39 @@ EXTRAS = ("torch._dynamo", "torch.onnx")
 EXPECTED_BYTES = 400 << 20
 
 
+class Unavailable(TrtbuildError):
+    """The server could not start or has died: the job can still run as a plain process."""
+
+
+@dataclass
+class _Session:
+    """One started server: its process and the replies awaited from it."""
+
+    proc: subprocess.Popen[bytes]
+    started: dict[int, Future[int]] = field(default_factory=dict)  # request id -> pid
+    exited: dict[int, Future[int]] = field(default_factory=dict)  # pid -> wait status
+    gone: bool = False
+
+
 class ForkServer:
-    """The orchestrator's handle on one fork server; thread-safe, started on first use."""
+    """The orchestrator's handle on a fork server; thread-safe, (re)started on first use."""
 
     def __init__(self, log_path: Path, env: dict[str, str]) -> None:
         self._log_path, self._env = log_path, env
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._session: _Session | None = None
         self._lock = threading.Lock()
         self._next_id = 0
-        self._started: dict[int, Future[int]] = {}
-        self._exited: dict[int, Future[int]] = {}
         # The server's own resident memory once it has imported everything (before it first
         # starts: what such a server usually takes, for the memory gate's arithmetic).
         self.rss_bytes = EXPECTED_BYTES
 
     @property
     def running(self) -> bool:
-        return self._proc is not None
+        return self._session is not None
 
     def start(self) -> None:
         with self._lock:
-            if self._proc is not None:
+            if self._session is not None:
                 return
             with open(self._log_path, "ab") as log:
                 proc = subprocess.Popen(
@@ -87,62 +100,71 @@ class ForkServer:
             ready = proc.stdout.readline()
             if not ready:
                 proc.wait()
-                raise TrtbuildError(f"the fork server did not start; see {self._log_path}")
+                raise Unavailable(f"the fork server did not start; see {self._log_path}")
             self.rss_bytes = json.loads(ready)["rss_bytes"]
-            self._proc = proc
-            # each server gets its own tables: a stopped one's reader cannot touch the next's
-            self._started, self._exited = {}, {}
-            reader = threading.Thread(
-                target=self._read, args=(proc.stdout, self._started, self._exited), daemon=True
-            )
-            reader.start()
+            self._session = _Session(proc)
+            threading.Thread(target=self._read, args=(self._session,), daemon=True).start()
 
     def spawn(self, job_path: Path, log_path: Path) -> int:
         """Fork a child that runs `python -m trtbuild.worker JOB` as its one job; its pid."""
         self.start()
         started: Future[int] = Future()
         with self._lock:
-            assert self._proc is not None and self._proc.stdin is not None
+            session = self._session
+            if session is None or session.gone:
+                raise Unavailable(f"the fork server has exited; see {self._log_path}")
             request_id, self._next_id = self._next_id, self._next_id + 1
-            self._started[request_id] = started
+            session.started[request_id] = started
             request = {"id": request_id, "job": str(job_path), "log": str(log_path),
                        "cwd": os.getcwd()}  # fmt: skip
-            self._proc.stdin.write(json.dumps(request).encode() + b"\n")
-            self._proc.stdin.flush()
-        pid = started.result()
-        return pid
+            try:
+                assert session.proc.stdin is not None
+                session.proc.stdin.write(json.dumps(request).encode() + b"\n")
+                session.proc.stdin.flush()
+            except OSError:
+                raise Unavailable(f"the fork server has exited; see {self._log_path}") from None
+        return started.result()
 
     def wait(self, pid: int) -> int:
         """The child's wait status, once it has exited."""
         with self._lock:
-            done = self._exited.setdefault(pid, Future())
+            session = self._session
+            if session is None:
+                raise Unavailable("the fork server was stopped")
+            done = session.exited.setdefault(pid, Future())
+            if session.gone and not done.done():
+                done.set_exception(Unavailable(f"the fork server exited; see {self._log_path}"))
         status = done.result()
         with self._lock:
-            self._exited.pop(pid, None)
+            session.exited.pop(pid, None)
         return status
 
-    def _read(self, stream: IO[bytes], started: dict[int, Future[int]],
-              exited: dict[int, Future[int]]) -> None:  # fmt: skip
-        for line in stream:
+    def _read(self, session: _Session) -> None:
+        assert session.proc.stdout is not None
+        for line in session.proc.stdout:
             message = json.loads(line)
             with self._lock:
                 if "id" in message:
-                    started.pop(message["id"]).set_result(message["pid"])
+                    session.started.pop(message["id"]).set_result(message["pid"])
                 else:
-                    exited.setdefault(message["pid"], Future()).set_result(message["status"])
+                    waiting = session.exited.setdefault(message["pid"], Future())
+                    waiting.set_result(message["status"])
         with self._lock:  # the server is gone: nobody waits forever
-            for future in [*started.values(), *exited.values()]:
+            session.gone = True
+            for future in [*session.started.values(), *session.exited.values()]:
                 if not future.done():
-                    future.set_exception(TrtbuildError("the fork server exited unexpectedly"))
+                    future.set_exception(
+                        Unavailable(f"the fork server exited; see {self._log_path}")
+                    )
 
     def close(self) -> None:
         with self._lock:
-            proc, self._proc = self._proc, None
-        if proc is not None:
-            assert proc.stdin is not None
+            session, self._session = self._session, None
+        if session is not None:
+            assert session.proc.stdin is not None
             with contextlib.suppress(OSError):
-                proc.stdin.close()
-            proc.wait()
+                session.proc.stdin.close()
+            session.proc.wait()
 
 
 # ------------------------------------------------------------------------- the server side

@@ -27,7 +27,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         backend = get_backend(job["backend"])
         return backend.build(Path(job["onnx"]), job["settings"], Path(job["engine"]))
     if kind == "probe":
-        return _probe(job["bytes"])
+        return _probe(job["bytes"], job.get("hold", 0.0))
     from trtbuild.recipe import load_recipe
 
     recipe = load_recipe(job["recipe"])
@@ -44,11 +44,14 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"unknown job kind {kind!r}")
 
 
-def _probe(size: int) -> dict[str, Any]:
-    """Hold `size` bytes of touched memory: checks what the executor measures (see tests)."""
+def _probe(size: int, hold: float) -> dict[str, Any]:
+    """Touch `size` bytes and hold them `hold` seconds: what the executor measures (tests)."""
+    import time
+
     ballast = bytearray(size)
     for offset in range(0, size, 4096):
         ballast[offset] = 1
+    time.sleep(hold)
     return {"bytes": len(ballast)}
 
 

@@ -22,6 +22,13 @@ def add_parser(sub: Any) -> None:
         help="processes at once: a number, or auto (default) = one per core; the memory "
         "budget still bounds what runs together",
     )
+    parser.add_argument(
+        "--no-fork-server",
+        dest="fork_server",
+        action="store_false",
+        help="start every job as a fresh interpreter instead of forking torch jobs from one "
+        "process that imported torch once (also TRTBUILD_FORK_SERVER=0)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="say why each part is (re)built"
@@ -66,6 +73,7 @@ def handle(args: argparse.Namespace) -> int:
     tasks: dict[str, Any] = {}
     opts = Options(backend=args.backend, budget=budget(args), out=args.out, cache=args.cache,
                    jobs=args.jobs or auto_jobs(), locked=args.locked, release=args.release)  # fmt: skip
+    opts.fork_server = opts.fork_server and args.fork_server
     if args.verbose:
         opts.report = lambda message: console.print(f"[dim]{message}[/]")
 

@@ -1,0 +1,148 @@
+"""The fork server: forked jobs measured honestly, engines and locks the same as with plain
+processes, no process outliving a killed run, the memory gate counting the server once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.test_transformers import MODELS, write_recipe
+from trtbuild.build import Options, build
+from trtbuild.executor import MemoryGate, run_job, worker_env
+from trtbuild.forkserver import ForkServer
+from trtbuild.lockfile import lock_path, read_lock
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> ForkServer:
+    started = ForkServer(tmp_path / "forkserver.log", worker_env())
+    started.start()
+    yield started
+    started.close()
+
+
+def probe(tmp_path: Path, size: int, server: ForkServer | None) -> tuple[int, int | None]:
+    """(peak RSS, private peak) of a job that touches `size` bytes and holds them 0.3 s."""
+    outcome = run_job({"kind": "probe", "bytes": size, "hold": 0.3}, tmp_path, None, server)
+    assert outcome.result == {"bytes": size}
+    return outcome.peak_rss_bytes, outcome.private_peak_bytes
+
+
+def test_a_forked_job_counts_its_own_bytes_once_and_the_shared_ones_once(
+    tmp_path: Path, server: ForkServer
+) -> None:
+    empty_peak, empty_private = probe(tmp_path, 0, server)
+    full_peak, full_private = probe(tmp_path, 256 * MiB, server)
+    assert empty_private is not None and full_private is not None
+    # The server's pages (torch) are in the job's peak, as in a fresh process: not zero times ...
+    assert empty_peak > 100 * MiB, empty_peak
+    # ... but they are not the job's own: a job that allocates nothing holds little privately.
+    assert empty_private < 48 * MiB, empty_private
+    # What the job allocates is measured once, in both figures.
+    assert 256 * MiB <= full_private < 256 * MiB + 48 * MiB, full_private
+    assert 240 * MiB < full_peak - empty_peak < 256 * MiB + 48 * MiB, (full_peak, empty_peak)
+    # Against a plain process: the same bytes on top of its own (smaller) interpreter.
+    plain_empty, none = probe(tmp_path, 0, None)
+    plain_full, _ = probe(tmp_path, 256 * MiB, None)
+    assert none is None
+    assert 240 * MiB < plain_full - plain_empty < 256 * MiB + 48 * MiB
+
+
+def test_engines_and_lock_are_the_same_with_and_without_the_fork_server(
+    recipes: Path, tmp_path: Path
+) -> None:
+    models = {"tiny": recipes / "tiny.toml"}  # torchvision-style ResNet, fp32 + fp16
+    hf = {"bert": {**MODELS["bert"], "config": {**MODELS["bert"]["config"], "hidden_size": 128}}}
+    models["bert"] = write_recipe(recipes / "hf_bert.toml", hf, {"bert": 1 << 30})  # imports HF
+    for name, recipe in models.items():
+        outputs = {}
+        for forked in (True, False):
+            out = tmp_path / f"{name}-{forked}"
+            opts = Options(out=out, cache=tmp_path / f"cache-{name}-{forked}", fork_server=forked)
+            result = build(recipe, opts)
+            for target in result.targets:
+                for part in target.parts:
+                    export = part.record["processes"][0]
+                    assert (export["private_peak_bytes"] is not None) == forked, export
+            outputs[forked] = (pinned(lock_path(recipe)), engines(out))
+        assert outputs[True][0] == outputs[False][0], name  # same inputs, keys, distributions
+        assert outputs[True][1] == outputs[False][1], name  # byte-identical engines
+        assert outputs[True][1], name
+    assert any(d["name"] == "transformers" for d in outputs[True][0]["distribution"])
+
+
+def pinned(lock_file: Path) -> dict[str, Any]:
+    """What a lock pins as inputs and outputs (not the measured memory, which differs by mode)."""
+    lock = read_lock(lock_file)
+    assert lock is not None
+    parts = [
+        {k: part[k] for k in ("key", "fields", "sha256", "engine")}
+        for target in lock["target"]
+        for part in target["part"]
+    ]
+    return {
+        **{k: lock.get(k) for k in ("file", "distribution", "env", "toolchain")},
+        "parts": parts,
+    }
+
+
+def engines(out: Path) -> dict[Path, bytes]:
+    return {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*.onnx*"))}
+
+
+def test_a_killed_run_leaves_neither_server_nor_jobs(tmp_path: Path) -> None:
+    script = textwrap.dedent(f"""
+        import sys, threading
+        from pathlib import Path
+from typing import Any
+        from trtbuild.executor import run_job, worker_env
+        from trtbuild.forkserver import ForkServer
+        server = ForkServer(Path({str(tmp_path)!r}) / "fs.log", worker_env())
+        server.start()
+        print(server._session.proc.pid, flush=True)
+        job = {{"kind": "probe", "bytes": 1 << 20, "hold": 600}}
+        threading.Thread(target=run_job, args=(job, Path({str(tmp_path)!r}), None, server)).start()
+    """)
+    run = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert run.stdout is not None
+    server_pid = int(run.stdout.readline())
+    server = psutil.Process(server_pid)
+    deadline = time.monotonic() + 60
+    while not server.children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    (job,) = server.children()
+    os.kill(run.pid, signal.SIGKILL)
+    run.wait()
+    _, alive = psutil.wait_procs([server, job], timeout=20)
+    assert not alive, alive
+
+
+def test_the_gate_counts_the_server_once_and_stops_it_for_a_plain_job(server: ForkServer) -> None:
+    budget = server.rss_bytes + 600 * MiB
+    gate = MemoryGate(slots=2, server=server)
+    # Two forked jobs of (server + 250 MiB) each fit together: the server's pages count once.
+    with gate.admit(server.rss_bytes + 250 * MiB, budget, forked=True) as first:
+        assert first == budget  # its own peak holds the server's pages
+        with gate.admit(server.rss_bytes + 250 * MiB, budget, forked=True) as second:
+            assert second == budget - 250 * MiB
+    assert server.running
+    # A plain job that fits only without the server stops it (no forked job needs it) ...
+    with gate.admit(budget - 100 * MiB, budget) as share:
+        assert not server.running
+        assert share == budget
+    # ... and a small plain job next to a running server gets the budget less the server.
+    server.start()
+    with gate.admit(100 * MiB, budget) as share:
+        assert server.running
+        assert share == budget - server.rss_bytes
