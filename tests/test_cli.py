@@ -141,8 +141,24 @@ def test_subprocess_table_and_passed_line(built: Path) -> None:
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "resnet_tiny/fp32" in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("PASSED in ")
+    # The closing table fits an 80-column terminal: one line per target, nothing wrapped.
+    lines = proc.stderr.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    (row,) = [line for line in lines if "resnet_tiny/fp32 " in line and "onnxruntime" in line]
+    assert row.split("│")[6].strip() == "2048", row  # the budget, in MiB
+
+
+def test_version_and_bare_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("trtbuild 0.1.0 (python ")
+    assert "torch 2." in out and "onnxruntime 1." in out and "tensorrt " in out
+    assert main([]) == 0  # `trtbuild` alone: help with examples, not an error
+    out = capsys.readouterr().out
+    assert "usage: trtbuild" in out and "trtbuild run recipes/resnet.toml" in out
 
 
 def test_subprocess_user_error_exit_1(tmp_path: Path) -> None:

@@ -16,11 +16,49 @@ from trtbuild.errors import TrtbuildError, is_disk_full
 EXIT_OK, EXIT_USER, EXIT_INTERNAL, EXIT_INTERRUPT = 0, 1, 3, 130
 
 
+EXAMPLES = """examples:
+  trtbuild run recipes/resnet.toml                 build every target (cached parts are reused)
+  trtbuild plan recipes/resnet.toml --budget 1GiB  show the partition, build nothing
+  trtbuild explain recipes/resnet.toml             say why each part would be (re)built
+  trtbuild verify build/resnet/provenance.json     check published files and a clean rebuild
+"""
+
+
+class _Version(argparse.Action):
+    """--version: trtbuild's version and the toolchain it found (package metadata, no import)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:  # fmt: skip
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        print(version_text())
+        parser.exit()
+
+
+def version_text() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    def found(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    tools = ", ".join(f"{name} {found(name)}" for name in ("torch", "onnxruntime", "tensorrt"))
+    return f"trtbuild {found('trtbuild')} (python {sys.version.split()[0]}; {tools})"
+
+
 def _parser() -> argparse.ArgumentParser:
     from trtbuild.cli import cache, explain, plan, run, verify
 
-    parser = argparse.ArgumentParser(prog="trtbuild", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="trtbuild", epilog=EXAMPLES,
+        description="Memory-bounded, incremental, reproducible builds of inference engines.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    parser.add_argument("--version", action=_Version, help="show versions and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in (run, plan, explain, verify, cache):
         module.add_parser(sub)
     return parser
@@ -31,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command is None:  # `trtbuild` alone: what it does and how to start
+        parser.print_help()
+        return EXIT_OK
     try:
         code: int = args.handler(args)
         return code

@@ -161,17 +161,20 @@ def _memory_line(process: dict[str, Any]) -> str:
 
 
 def _table(result: Any) -> Any:
+    """One row per target, narrow enough for an 80-column terminal."""
     from rich.table import Table
 
     table = Table(title="trtbuild run")
-    for col in ("target", "backend", "parts", "cached/built", "peak RSS / budget", "seconds"):
-        table.add_column(col)
+    table.add_column("target")
+    table.add_column("backend")
+    for col in ("parts", "built", "peak\nMiB", "budget\nMiB", "s"):
+        table.add_column(col, justify="right")
     for t in result.targets:
         peak = max((p.peak_rss_bytes for p in t.parts), default=0)
-        cached = sum(p.cached for p in t.parts)
+        built = sum(not p.cached for p in t.parts)
         table.add_row(
-            f"{t.model}/{t.precision}", t.backend, str(len(t.parts)), f"{cached}/{len(t.parts) - cached}",
-            f"{peak / 2**20:.0f} / {t.budget_bytes / 2**20:.0f} MiB",
+            f"{t.model}/{t.precision}", t.backend, str(len(t.parts)), str(built),
+            f"{peak / 2**20:.0f}", f"{t.budget_bytes / 2**20:.0f}",
             f"{sum(p.seconds for p in t.parts if not p.cached):.1f}",
         )  # fmt: skip
     return table
