@@ -116,7 +116,8 @@ def test_safetensors_and_state_dict_weights(recipes: Path, tmp_path: Path) -> No
 @pytest.mark.parametrize("seed", [0, 7])
 def test_random_init_is_the_same_in_any_process(recipes: Path, seed: int) -> None:
     """Per-module seeded init: a part loading one module gets the bytes a whole-model init gives."""
-    from trtbuild.frontend import build_model, random_init
+    from trtbuild.frontend import build_model
+    from trtbuild.weights import random_init
 
     recipe = load_recipe(recipes / "tiny.toml")
     spec = recipe.schema.model[0]
@@ -132,7 +133,8 @@ def test_random_init_is_the_same_in_any_process(recipes: Path, seed: int) -> Non
 def test_random_init_of_tied_weights_does_not_depend_on_load_order(recipes: Path) -> None:
     """A part's exporter loads weights one at a time in the ONNX graph's order: loading the
     embedding first must not untie the output projection from it (it did: wrong logits)."""
-    from trtbuild.frontend import build_model, random_init
+    from trtbuild.frontend import build_model
+    from trtbuild.weights import random_init
 
     recipe = load_recipe(recipes / "gpt_dyn.toml")
     spec = recipe.schema.model[0]

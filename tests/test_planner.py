@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 from benchmarks.greedy import greedy_cost, greedy_parts
 from benchmarks.oracle import optimum
-from trtbuild.planner import Problem, _interval_dp, _topological_orders, solve
+from trtbuild.planner import Problem, solve
+from trtbuild.planner.interval import interval_dp, topological_orders
 
 
 @st.composite
@@ -49,8 +50,8 @@ def test_plan_is_feasible_and_optimal(case: tuple[Problem, int]) -> None:
 def test_interval_dp_and_refinement_on_larger_graphs(case: tuple[Problem, int]) -> None:
     problem, cap = case
     greedy = greedy_cost(problem, cap, overshoot=False)
-    for order in _topological_orders(problem):
-        parts = _interval_dp(problem, cap, order)
+    for order in topological_orders(problem):
+        parts = interval_dp(problem, cap, order)
         assert problem.is_chain_of_ideals(parts)
         assert all(problem.weight_of(p) <= cap for p in parts)
         if order == list(range(problem.n)):

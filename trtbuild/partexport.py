@@ -15,6 +15,7 @@ from trtbuild import frontend
 from trtbuild.errors import TrtbuildError
 from trtbuild.graph import SYMINT, OpGraph, WeightInfo, from_exported, rename_map
 from trtbuild.recipe import Recipe
+from trtbuild.weights import WeightSource
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -117,7 +118,7 @@ def export_parts(recipe: Recipe, model_name: str, precision: str,
             f"model '{model_name}' changed while it was being built (graph digest differs); run again"
         )
     rename = rename_map(program, input_names)
-    source = frontend.WeightSource(recipe, spec, frontend.build_model(recipe, spec, "fp32").model)
+    source = WeightSource(recipe, spec, frontend.build_model(recipe, spec, "fp32").model)
     constants = frontend.code_constants(program)
     out = []
     for part, onnx_path in parts:

@@ -60,6 +60,7 @@ def _graph(recipe: Any, job: dict[str, Any]) -> dict[str, Any]:
     from trtbuild import depfile, frontend
     from trtbuild.checkpoint import tensor_digest
     from trtbuild.graph import from_exported
+    from trtbuild.weights import WeightSource
 
     spec = next(m for m in recipe.schema.model if m.name == job["model"])
     with depfile.recording() as touched:
@@ -67,7 +68,7 @@ def _graph(recipe: Any, job: dict[str, Any]) -> dict[str, Any]:
         graph = from_exported(program, [i.name for i in spec.inputs])
         base = own_peak_rss()  # the model's own process cost, before any weight is read
         model = frontend.build_model(recipe, spec, "fp32").model
-        digests = frontend.WeightSource(recipe, spec, model).digests()
+        digests = WeightSource(recipe, spec, model).digests()
         constants = frontend.code_constants(program)
     digests.update({name: tensor_digest(value) for name, value in constants.items()})
     missing = sorted(set(graph.weights) - set(digests))
