@@ -10,8 +10,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import networkx as nx
-
 if TYPE_CHECKING:
     import torch.fx
     from torch.export import ExportedProgram
@@ -107,22 +105,6 @@ class OpGraph:
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()
-
-    def to_networkx(self) -> nx.DiGraph:
-        """One node per op; edge u -> v carries the tensors of u that v reads."""
-        g = nx.DiGraph()
-        for op in self.ops:
-            g.add_node(op.name, op=op)
-        for op in self.ops:
-            for name in op.inputs:
-                src = self.producer(name)
-                if src is None:
-                    continue
-                if g.has_edge(src, op.name):
-                    g.edges[src, op.name]["tensors"].add(name)
-                else:
-                    g.add_edge(src, op.name, tensors={name})
-        return g
 
 
 def _held_tensors(program: ExportedProgram) -> dict[str, str]:

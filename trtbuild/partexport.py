@@ -109,7 +109,7 @@ def export_parts(recipe: Recipe, model_name: str, precision: str,
     code constant) when the file is written. Peak memory is the process cost plus about one
     tensor, whatever the number of parts.
     """
-    spec = next(m for m in recipe.schema.model if m.name == model_name)
+    spec = recipe.model_spec(model_name)
     _, program = frontend.export_model(recipe, spec, precision)
     input_names = [i.name for i in spec.inputs]
     graph = from_exported(program, input_names)

@@ -26,9 +26,7 @@ def engine_description(result: TargetResult, recipe: Recipe) -> dict[str, Any]:
     plan_ = result.plan
     produced = {t.name: t for p in plan_.parts for t in p.outputs}
     model_inputs = {t.name: t for p in plan_.parts for t in p.inputs if t.from_part is None}
-    spec_inputs = [
-        i.name for i in next(m for m in recipe.schema.model if m.name == result.model).inputs
-    ]
+    spec_inputs = [i.name for i in recipe.model_spec(result.model).inputs]
     outputs = [produced[n] for n in plan_.model_outputs]
     return {
         "schema": 1,
@@ -97,7 +95,7 @@ def all_inputs(recipe: Recipe, results: list[TargetResult], memo: DigestMemo) ->
     dists: dict[str, str] = {}
     env: dict[str, str] = {}
     for r in results:
-        spec = next(m for m in recipe.schema.model if m.name == r.model)
+        spec = recipe.model_spec(r.model)
         for path in weights_files(recipe, spec):
             files[relative(path, recipe.root)] = memo.sha256(path)
         files.update(r.graph_job.inputs.files)

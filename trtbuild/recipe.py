@@ -204,6 +204,10 @@ class Recipe:
                 out.append(Target(model, precision, chosen_backend, chosen_budget, defaults))  # type: ignore[arg-type]
         return out
 
+    def model_spec(self, name: str) -> ModelSpec:
+        """The [[model]] table called `name` (names are unique: the schema checks it)."""
+        return next(m for m in self.schema.model if m.name == name)
+
     def resolve(self, relative: str) -> Path:
         return (self.root / relative).resolve()
 

@@ -62,7 +62,7 @@ def _graph(recipe: Any, job: dict[str, Any]) -> dict[str, Any]:
     from trtbuild.graph import from_exported
     from trtbuild.weights import WeightSource
 
-    spec = next(m for m in recipe.schema.model if m.name == job["model"])
+    spec = recipe.model_spec(job["model"])
     with depfile.recording() as touched:
         _, program = frontend.export_model(recipe, spec, job["precision"])
         graph = from_exported(program, [i.name for i in spec.inputs])
