@@ -33,8 +33,10 @@ def main(recipes: list[str]) -> None:
     try:
         shutil.copytree(REPO / "recipes", work / "recipes", ignore=shutil.ignore_patterns("*.lock"))
         for name in recipes:
-            result = build(work / "recipes" / Path(name).name,
-                           Options(backend="onnxruntime", out=work / "build", cache=work / "cache"))  # fmt: skip
+            result = build(
+                work / "recipes" / Path(name).name,
+                Options(backend="onnxruntime", out=work / "build", cache=work / "cache"),
+            )
             for t in result.targets:
                 for part in t.parts:
                     w = part.record["weight_bytes"]
@@ -42,10 +44,13 @@ def main(recipes: list[str]) -> None:
                         stage = getattr(ONNXRUNTIME, proc["kind"])
                         alpha = (proc["peak_rss_bytes"] - stage.fixed_bytes) / w if w else 0.0
                         worst[proc["kind"]] = max(worst[proc["kind"]], alpha)
-                        print(f"| {Path(name).stem} | {t.model}/{t.precision} | {part.index} | {w / MiB:.1f} | "
-                              f"{proc['kind']} | {proc['peak_rss_bytes'] / MiB:.0f} | "
-                              f"{proc['peak_rss_bytes'] / w if w else 0:.2f} | {alpha:.2f} | {4 * w / MiB:.0f} | "
-                              f"{t.budget_bytes / MiB:.0f} |", flush=True)  # fmt: skip
+                        print(
+                            f"| {Path(name).stem} | {t.model}/{t.precision} | {part.index} | {w / MiB:.1f} | "
+                            f"{proc['kind']} | {proc['peak_rss_bytes'] / MiB:.0f} | "
+                            f"{proc['peak_rss_bytes'] / w if w else 0:.2f} | {alpha:.2f} | {4 * w / MiB:.0f} | "
+                            f"{t.budget_bytes / MiB:.0f} |",
+                            flush=True,
+                        )
         print(
             f"\nlargest alpha: export {worst['export']:.2f} (model {ONNXRUNTIME.export.alpha}), "
             f"build {worst['build']:.2f} (model {ONNXRUNTIME.build.alpha})"

@@ -58,8 +58,11 @@ def by_hand(recipe: Path, work: Path) -> float:
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", BY_HAND, str(REPO), str(recipe), str(out)], check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-c", BY_HAND, str(REPO), str(recipe), str(out)],
+        check=True,
+        capture_output=True,
+    )
     return time.perf_counter() - start
 
 
@@ -68,8 +71,20 @@ def trtbuild(recipe: Path, work: Path) -> tuple[float, list[tuple[int, int]]]:
     shutil.rmtree(work / "cache", ignore_errors=True)
     shutil.rmtree(work / "build", ignore_errors=True)
     recipe.with_suffix(".lock").unlink(missing_ok=True)
-    cmd = [sys.executable, "-m", "trtbuild", "run", str(recipe), "--json",
-           "--cache", str(work / "cache"), "--out", str(work / "build"), "--backend", "onnxruntime"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "trtbuild",
+        "run",
+        str(recipe),
+        "--json",
+        "--cache",
+        str(work / "cache"),
+        "--out",
+        str(work / "build"),
+        "--backend",
+        "onnxruntime",
+    ]
     start = time.perf_counter()
     proc = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=work)
     seconds = time.perf_counter() - start

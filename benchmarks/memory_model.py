@@ -53,20 +53,29 @@ def main(names: list[str]) -> int:
                         predicted, measured = proc["predicted_peak_bytes"], proc["peak_rss_bytes"]
                         error = predicted / measured - 1
                         misses += not LOW <= error <= HIGH
-                        print(f"| {path.stem} | {t.model}/{t.precision} | {part.index} | {w / MiB:.1f} | "
-                              f"{proc['kind']} | {predicted / MiB:.0f} | {measured / MiB:.0f} | "
-                              f"{error:+.1%}{'' if LOW <= error <= HIGH else ' MISS'} |", flush=True)  # fmt: skip
+                        print(
+                            f"| {path.stem} | {t.model}/{t.precision} | {part.index} | {w / MiB:.1f} | "
+                            f"{proc['kind']} | {predicted / MiB:.0f} | {measured / MiB:.0f} | "
+                            f"{error:+.1%}{'' if LOW <= error <= HIGH else ' MISS'} |",
+                            flush=True,
+                        )
         print("\n| recipe | target | one-engine peak MiB | engines at 1.2x |")
         print("|---|---|---|---|")
         for path in paths:
-            whole = build(path, Options(backend="onnxruntime", out=work / "whole", cache=cache,
-                                        budget=64 << 30))  # fmt: skip
+            whole = build(
+                path,
+                Options(backend="onnxruntime", out=work / "whole", cache=cache, budget=64 << 30),
+            )
             for t in whole.targets:
                 peak = max(
                     p["peak_rss_bytes"] for part in t.parts for p in part.record["processes"]
                 )
-                (planned,) = plan_targets(path, Options(backend="onnxruntime", cache=cache,
-                                                        budget=int(1.2 * peak)), t.model, t.precision)  # fmt: skip
+                (planned,) = plan_targets(
+                    path,
+                    Options(backend="onnxruntime", cache=cache, budget=int(1.2 * peak)),
+                    t.model,
+                    t.precision,
+                )
                 engines = len(planned.plan.parts)
                 extra_engines += engines > 1
                 print(

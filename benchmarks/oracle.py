@@ -59,8 +59,12 @@ def optimum(problem: Problem, cap: int) -> int | None:
     objective = np.zeros(size)
     for t, b in enumerate(problem.tensor_bytes):
         objective[c(t)] = b
-    result = milp(objective, constraints=LinearConstraint(matrix, lo, hi),
-                  integrality=np.ones(size), bounds=Bounds(0, 1))  # fmt: skip
+    result = milp(
+        objective,
+        constraints=LinearConstraint(matrix, lo, hi),
+        integrality=np.ones(size),
+        bounds=Bounds(0, 1),
+    )
     if not result.success:
         return None
     return round(result.fun)

@@ -27,8 +27,12 @@ from trtbuild.planner import Problem, coarsen, plan, problem_of, solve
 from trtbuild.sizes import format_size
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
-MODELS = [("seed_net.toml", "seed_net"), ("resnet.toml", "resnet50"), ("gpt2.toml", "gpt2_small"),
-          ("unet.toml", "unet")]  # fmt: skip
+MODELS = [
+    ("seed_net.toml", "seed_net"),
+    ("resnet.toml", "resnet50"),
+    ("gpt2.toml", "gpt2_small"),
+    ("unet.toml", "unet"),
+]
 ORACLE_MAX_NODES = 30
 
 
@@ -71,10 +75,15 @@ def synthetic(n: int, seed: int = 0) -> tuple[Problem, int]:
     for u, v in edges:
         consumers.setdefault(u, set()).add(v)
     producers = sorted(consumers)
-    problem = Problem(n, sorted(edges), [frozenset([v]) for v in range(n)],
-                      [rng.randint(1, 1000) for _ in range(n)], producers,
-                      [rng.randint(1, 10_000) for _ in producers],
-                      [frozenset(consumers[p]) for p in producers])  # fmt: skip
+    problem = Problem(
+        n,
+        sorted(edges),
+        [frozenset([v]) for v in range(n)],
+        [rng.randint(1, 1000) for _ in range(n)],
+        producers,
+        [rng.randint(1, 10_000) for _ in producers],
+        [frozenset(consumers[p]) for p in producers],
+    )
     return problem, problem.weight_of(range(n)) // 8
 
 
@@ -86,8 +95,10 @@ def synthetic_rows() -> list[str]:
         solution = solve(problem, cap)
         seconds = time.perf_counter() - start
         greedy = greedy_parts(problem, cap, overshoot=False)
-        rows.append(f"| synthetic | {n:,} | 1/8 of weights | {len(greedy)}: {problem.cost(greedy):,} | | "
-                    f"{len(solution.parts)}: {solution.cost:,} ({solution.method}) | | {seconds:.2f} |")  # fmt: skip
+        rows.append(
+            f"| synthetic | {n:,} | 1/8 of weights | {len(greedy)}: {problem.cost(greedy):,} | | "
+            f"{len(solution.parts)}: {solution.cost:,} ({solution.method}) | | {seconds:.2f} |"
+        )
         print(rows[-1], flush=True)
     return rows
 

@@ -34,8 +34,12 @@ def budget_for(recipe: Path, parts: int, cache: Path) -> int:
     """The largest budget, in MiB steps, whose plan has exactly `parts` parts."""
     for mib in range(2048, 300, -2):
         try:
-            (planned,) = plan_targets(recipe, Options(backend="onnxruntime", budget=mib * MiB, cache=cache),
-                                      "resnet50", "fp32")  # fmt: skip
+            (planned,) = plan_targets(
+                recipe,
+                Options(backend="onnxruntime", budget=mib * MiB, cache=cache),
+                "resnet50",
+                "fp32",
+            )
         except trtbuild.TrtbuildError:
             break
         if len(planned.plan.parts) == parts:
@@ -74,8 +78,16 @@ def main() -> None:
         for parts in (1, 2, 4):
             budget = budget_for(recipe, parts, work / "cache")
             out = work / f"build{parts}"
-            (target,) = build(recipe, Options(backend="onnxruntime", budget=budget, out=out,
-                                              cache=work / "cache", write_lock=False)).targets  # fmt: skip
+            (target,) = build(
+                recipe,
+                Options(
+                    backend="onnxruntime",
+                    budget=budget,
+                    out=out,
+                    cache=work / "cache",
+                    write_lock=False,
+                ),
+            ).targets
             engine = trtbuild.load(target.dir)
             rows.append(
                 (parts, budget, target.plan.boundary_bytes, median_ms(engine, x, args.runs))

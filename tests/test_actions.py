@@ -14,16 +14,27 @@ from trtbuild.actions import KEY_FIELDS, action_key, explain, field_digests
 
 BASE: dict[str, Any] = {
     "schema": 2,
-    "graph": [{"name": "conv2d", "target": "aten.conv2d.default", "args": "[%x,%w,None,[1, 1]]",
-               "inputs": ["x"], "weights": ["w"], "outputs": [["conv2d", [1, 8, 4, 4], "float32"]]}],
+    "graph": [
+        {
+            "name": "conv2d",
+            "target": "aten.conv2d.default",
+            "args": "[%x,%w,None,[1, 1]]",
+            "inputs": ["x"],
+            "weights": ["w"],
+            "outputs": [["conv2d", [1, 8, 4, 4], "float32"]],
+        }
+    ],
     "weights": {"w": "ab" * 32},
     "inputs": "12" * 32,
-    "io": {"inputs": [["x", [1, 3, 4, 4], "float32"]], "outputs": [["conv2d", [1, 8, 4, 4], "float32"]]},
+    "io": {
+        "inputs": [["x", [1, 3, 4, 4], "float32"]],
+        "outputs": [["conv2d", [1, 8, 4, 4], "float32"]],
+    },
     "precision": "fp32",
     "settings": {"opset": 18},
     "toolchain": {"torch": "2.13.0", "onnx": "1.23.2"},
     "device": {"backend": "onnxruntime", "onnxruntime": "1.32.0", "device": "cpu-x86_64-avx2"},
-}  # fmt: skip
+}
 
 CHANGES: dict[str, Any] = {
     "schema": 3,
@@ -58,12 +69,20 @@ def test_key_ignores_dict_order() -> None:
 
 
 def test_key_is_the_same_in_other_processes_and_hash_seeds() -> None:
-    code = ("import json, sys; from trtbuild.actions import action_key; "
-            "print(action_key(json.loads(sys.stdin.read())))")  # fmt: skip
+    code = (
+        "import json, sys; from trtbuild.actions import action_key; "
+        "print(action_key(json.loads(sys.stdin.read())))"
+    )
     keys = set()
     for seed in ("0", "1", "12345", "random"):
-        proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(BASE), text=True,
-                              capture_output=True, check=True, env={**os.environ, "PYTHONHASHSEED": seed})  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-c", code],
+            input=json.dumps(BASE),
+            text=True,
+            capture_output=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
         keys.add(proc.stdout.strip())
     assert keys == {action_key(BASE)}
 

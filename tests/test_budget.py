@@ -65,8 +65,12 @@ def test_dynamic_shapes_work_across_parts(recipes: Path) -> None:
 def test_jobs_run_in_parallel_within_the_budget(recipes: Path) -> None:
     """-j 2 on two targets: their processes overlap in time, and the sum of predictions fits."""
     result = build(recipes / "tiny.toml", Options(jobs=2))
-    spans = [(p["started"], p["ended"]) for t in result.targets for part in t.parts
-             for p in part.record["processes"]]  # fmt: skip
+    spans = [
+        (p["started"], p["ended"])
+        for t in result.targets
+        for part in t.parts
+        for p in part.record["processes"]
+    ]
     assert len(spans) == 4
     assert any(a0 < b1 and b0 < a1 for i, (a0, a1) in enumerate(spans) for b0, b1 in spans[i + 1 :])
 
@@ -74,8 +78,16 @@ def test_jobs_run_in_parallel_within_the_budget(recipes: Path) -> None:
 def test_watcher_stops_a_process_over_its_limit(tmp_path: Path) -> None:
     """A real export of the seed network with a 300 MiB limit: killed, peak reported."""
     with pytest.raises(BudgetExceeded) as info:
-        run_job({"kind": "graph", "recipe": str(Path(__file__).parent.parent / "recipes/seed_net.toml"),
-                 "model": "seed_net", "precision": "fp32"}, tmp_path, 200 << 20)  # fmt: skip
+        run_job(
+            {
+                "kind": "graph",
+                "recipe": str(Path(__file__).parent.parent / "recipes/seed_net.toml"),
+                "model": "seed_net",
+                "precision": "fp32",
+            },
+            tmp_path,
+            200 << 20,
+        )
     assert info.value.peak_rss_bytes > 200 << 20
 
 
@@ -86,8 +98,16 @@ def test_peak_is_the_workers_own_not_the_parents(tmp_path: Path) -> None:
     recipe = Path(__file__).parent / "data" / "tiny.toml"
     shutil.copytree(Path(__file__).parent.parent / "recipes" / "models", tmp_path / "models")
     shutil.copy(recipe, tmp_path / "tiny.toml")
-    outcome = run_job({"kind": "graph", "recipe": str(tmp_path / "tiny.toml"), "model": "resnet_tiny",
-                       "precision": "fp32"}, tmp_path, None)  # fmt: skip
+    outcome = run_job(
+        {
+            "kind": "graph",
+            "recipe": str(tmp_path / "tiny.toml"),
+            "model": "resnet_tiny",
+            "precision": "fp32",
+        },
+        tmp_path,
+        None,
+    )
     assert 50 << 20 < outcome.peak_rss_bytes < 800 << 20
     del ballast
 

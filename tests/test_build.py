@@ -161,8 +161,10 @@ def test_build_and_cache_hold_one_copy_and_an_edited_engine_is_caught(recipes: P
     result = build(recipe)
     engines = sum(
         Path(f"cache/cas/{sha}").stat().st_size
-        for t in result.targets for p in t.parts for sha in [p.sha256, *p.sidecars.values()]
-    )  # fmt: skip
+        for t in result.targets
+        for p in t.parts
+        for sha in [p.sha256, *p.sidecars.values()]
+    )
     total = _unique_bytes(Path("build"), Path("cache"))
     assert engines <= total <= 1.1 * engines + 256 * 1024, (engines, total)
     du = subprocess.run(

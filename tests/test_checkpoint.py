@@ -30,8 +30,10 @@ def test_the_checkpoint_prefix_is_added() -> None:
 
 
 def test_a_tied_tensor_may_be_stored_under_either_name() -> None:
-    tied = {"lm_head.weight": ["model.embed_tokens.weight", "lm_head.weight"],
-            "model.embed_tokens.weight": ["model.embed_tokens.weight", "lm_head.weight"]}  # fmt: skip
+    tied = {
+        "lm_head.weight": ["model.embed_tokens.weight", "lm_head.weight"],
+        "model.embed_tokens.weight": ["model.embed_tokens.weight", "lm_head.weight"],
+    }
     stored = ["model.embed_tokens.weight", "model.norm.weight"]
     assert name_map(CKPT, STORED, stored, tied)["lm_head.weight"] == "model.embed_tokens.weight"
 

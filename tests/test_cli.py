@@ -52,31 +52,79 @@ def built(template: Path, tmp_path: Path) -> Path:
 
 BAD = [
     ("toml syntax", 'name = "tiny"', 'name = "tiny', r"tiny\.toml: TOML syntax error: .*line 3"),
-    ("unknown key", 'dtype = "float32"', 'dtype = "float32"\nlayout = "nchw"',
-     r"tiny\.toml:20: unknown key 'model\[0\]\.inputs\[0\]\.layout'"),
-    ("wrong type", "kwargs = { num_classes = 10, width = 8 }", "kwargs = 3",
-     r"tiny\.toml:14: field 'model\[0\]\.kwargs': Input should be a valid dictionary"),
-    ("bad size", 'host_memory = "2GiB"', 'host_memory = "2 gigs"',
-     r"tiny\.toml:9: field 'defaults\.budget\.host_memory': expected a size like"),
-    ("missing model file", "models/resnet.py:resnet_tiny", "models/nope.py:resnet_tiny",
-     r"tiny\.toml:13: field 'model\[0\]\.source': expected a Python file, but .*nope\.py does not exist"),
-    ("factory raises", "models/resnet.py:resnet_tiny", "models/broken.py:broken",
-     r"tiny\.toml:13: model 'resnet_tiny': factory models/broken\.py:broken raised RuntimeError: boom"),
-    ("negative dim", "shape = [2, 3, 32, 32]", "shape = [2, -3, 32, 32]",
-     r"tiny\.toml:18: field 'model\[0\]\.inputs\[0\]\.shape\[1\]': expected dimensions >= 1, got -3"),
-    ("unknown precision", 'precisions = ["fp32"]', 'precisions = ["int3"]',
-     r"tiny\.toml:7: field 'defaults\.precisions\[0\]': Input should be 'fp32', 'fp16' or 'bf16'"),
-    ("weights missing", 'weights = { init = "random", seed = 3 }', 'weights = "w/resnet.safetensors"',
-     r"tiny\.toml:15: field 'model\[0\]\.weights': expected a \.safetensors or \.pt file, or a model folder, but .*resnet\.safetensors does not exist"),
-    ("float size", 'host_memory = "2GiB"', "host_memory = 1.5",
-     r"tiny\.toml:9: field 'defaults\.budget\.host_memory': expected a size like .*, got 1\.5$"),
-    ("dots as recipe name", 'name = "tiny"', 'name = ".."',
-     r"tiny\.toml:3: field 'recipe\.name': expected a name that is not made of dots only, got '\.\.'"),
-    ("dots as model name", 'name = "resnet_tiny"', 'name = "."',
-     r"tiny\.toml:12: field 'model\[0\]\.name': expected a name that is not made of dots only"),
-    ("rejected pickle", 'weights = { init = "random", seed = 3 }', 'weights = "evil.pt"',
-     r"evil\.pt: field 'weights': expected a state dict of tensors that torch\.load\(weights_only=True\) accepts, but it failed"),
-]  # fmt: skip
+    (
+        "unknown key",
+        'dtype = "float32"',
+        'dtype = "float32"\nlayout = "nchw"',
+        r"tiny\.toml:20: unknown key 'model\[0\]\.inputs\[0\]\.layout'",
+    ),
+    (
+        "wrong type",
+        "kwargs = { num_classes = 10, width = 8 }",
+        "kwargs = 3",
+        r"tiny\.toml:14: field 'model\[0\]\.kwargs': Input should be a valid dictionary",
+    ),
+    (
+        "bad size",
+        'host_memory = "2GiB"',
+        'host_memory = "2 gigs"',
+        r"tiny\.toml:9: field 'defaults\.budget\.host_memory': expected a size like",
+    ),
+    (
+        "missing model file",
+        "models/resnet.py:resnet_tiny",
+        "models/nope.py:resnet_tiny",
+        r"tiny\.toml:13: field 'model\[0\]\.source': expected a Python file, but .*nope\.py does not exist",
+    ),
+    (
+        "factory raises",
+        "models/resnet.py:resnet_tiny",
+        "models/broken.py:broken",
+        r"tiny\.toml:13: model 'resnet_tiny': factory models/broken\.py:broken raised RuntimeError: boom",
+    ),
+    (
+        "negative dim",
+        "shape = [2, 3, 32, 32]",
+        "shape = [2, -3, 32, 32]",
+        r"tiny\.toml:18: field 'model\[0\]\.inputs\[0\]\.shape\[1\]': expected dimensions >= 1, got -3",
+    ),
+    (
+        "unknown precision",
+        'precisions = ["fp32"]',
+        'precisions = ["int3"]',
+        r"tiny\.toml:7: field 'defaults\.precisions\[0\]': Input should be 'fp32', 'fp16' or 'bf16'",
+    ),
+    (
+        "weights missing",
+        'weights = { init = "random", seed = 3 }',
+        'weights = "w/resnet.safetensors"',
+        r"tiny\.toml:15: field 'model\[0\]\.weights': expected a \.safetensors or \.pt file, or a model folder, but .*resnet\.safetensors does not exist",
+    ),
+    (
+        "float size",
+        'host_memory = "2GiB"',
+        "host_memory = 1.5",
+        r"tiny\.toml:9: field 'defaults\.budget\.host_memory': expected a size like .*, got 1\.5$",
+    ),
+    (
+        "dots as recipe name",
+        'name = "tiny"',
+        'name = ".."',
+        r"tiny\.toml:3: field 'recipe\.name': expected a name that is not made of dots only, got '\.\.'",
+    ),
+    (
+        "dots as model name",
+        'name = "resnet_tiny"',
+        'name = "."',
+        r"tiny\.toml:12: field 'model\[0\]\.name': expected a name that is not made of dots only",
+    ),
+    (
+        "rejected pickle",
+        'weights = { init = "random", seed = 3 }',
+        'weights = "evil.pt"',
+        r"evil\.pt: field 'weights': expected a state dict of tensors that torch\.load\(weights_only=True\) accepts, but it failed",
+    ),
+]
 
 
 def test_recipe_that_is_not_utf8(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -138,8 +186,10 @@ def test_budget_flag_errors(built: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_subprocess_table_and_passed_line(built: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "trtbuild", "run", str(built), "--backend", "onnxruntime"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("PASSED in ")
     # The closing table fits an 80-column terminal: one line per target, nothing wrapped.
@@ -164,8 +214,10 @@ def test_version_and_bare_command(capsys: pytest.CaptureFixture[str]) -> None:
 def test_subprocess_user_error_exit_1(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "trtbuild", "run", str(tmp_path / "none.toml")],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 1
     assert "recipe file not found" in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("FAILED in ")
@@ -178,7 +230,8 @@ def test_noop_imports_nothing_heavy(built: Path) -> None:
         "heavy = {'torch', 'onnx', 'onnxruntime', 'onnxscript', 'pydantic', 'networkx', 'rich'}; "
         "print(code, sorted({m.split('.')[0] for m in sys.modules} & heavy))"
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(built)], capture_output=True,
-                          text=True, check=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(built)], capture_output=True, text=True, check=True
+    )
     assert "up to date" in proc.stderr
     assert proc.stdout.split() == ["0", "[]"]

@@ -39,8 +39,12 @@ def test_one_changed_weight_rebuilds_only_its_part(recipes: Path) -> None:
         state[f"{name}.bias"] = torch.zeros(shape[0])
     save_file(state, str(recipes / "mlp.safetensors"))
     recipe = recipes / "mlp.toml"
-    recipe.write_text(recipe.read_text().replace('source = "models/mlp.py:wide_mlp"',
-                                                 'source = "models/mlp.py:wide_mlp"\nweights = "mlp.safetensors"'))  # fmt: skip
+    recipe.write_text(
+        recipe.read_text().replace(
+            'source = "models/mlp.py:wide_mlp"',
+            'source = "models/mlp.py:wide_mlp"\nweights = "mlp.safetensors"',
+        )
+    )
     first = build(recipe)
     (target,) = first.targets
     assert len(target.parts) >= 2
@@ -166,8 +170,12 @@ def _part_actions(cache: Path) -> list[Path]:
 
 def test_kill_9_mid_build_then_rebuild_only_what_is_missing(recipes: Path, tmp_path: Path) -> None:
     cache = tmp_path / "cache"
-    proc = subprocess.Popen([*TRTBUILD, "run", str(recipes / "tiny.toml"), "--json", "-j", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [*TRTBUILD, "run", str(recipes / "tiny.toml"), "--json", "-j", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and not _part_actions(cache):  # the first target's part is done
         time.sleep(0.05)
@@ -180,8 +188,12 @@ def test_kill_9_mid_build_then_rebuild_only_what_is_missing(recipes: Path, tmp_p
     )
     _cache_is_sound(cache)
     done_before = {p.name for p in _part_actions(cache)}
-    again = subprocess.run([*TRTBUILD, "run", str(recipes / "tiny.toml"), "--json"],
-                           capture_output=True, text=True, check=True)  # fmt: skip
+    again = subprocess.run(
+        [*TRTBUILD, "run", str(recipes / "tiny.toml"), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     parts = [p for t in json.loads(again.stdout)["targets"] for p in t["parts"]]
     assert [p["cached"] for p in parts] == [f"{p['key']}.json" in done_before for p in parts]
     assert any(p["cached"] for p in parts) and not all(p["cached"] for p in parts)
@@ -242,8 +254,13 @@ def test_full_disk_is_a_clear_error_and_loses_nothing(recipes: Path, tmp_path: P
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (16_384, 16_384))
 
-    proc = subprocess.run([*TRTBUILD, "run", str(recipe)], capture_output=True, text=True,
-                          preexec_fn=small_disk, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [*TRTBUILD, "run", str(recipe)],
+        capture_output=True,
+        text=True,
+        preexec_fn=small_disk,
+        check=False,
+    )
     assert proc.returncode == 1, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("trtbuild: error:")]
     assert len(errors) == 1 and "disk full" in errors[0] and "File too large" in errors[0]
@@ -272,8 +289,12 @@ def test_verify_rules_for_engines_that_are_not_bit_reproducible() -> None:
     assert not no_layers.ok  # an engine without a layer JSON must match bit for bit
     (altered,) = compare({engine: "a"}, {engine: "x"}, {engine: "a"}, {})
     assert not altered.ok and "published file was altered" in altered.describe()
-    (timing,) = compare({"m/fp16/k.engine.timing.cache": "a"},
-                        {"m/fp16/k.engine.timing.cache": "a"}, {"m/fp16/k.engine.timing.cache": "b"}, {})  # fmt: skip
+    (timing,) = compare(
+        {"m/fp16/k.engine.timing.cache": "a"},
+        {"m/fp16/k.engine.timing.cache": "a"},
+        {"m/fp16/k.engine.timing.cache": "b"},
+        {},
+    )
     assert timing.ok  # an updated timing cache is informational
     (missing,) = compare({"m/fp16/part0.ort.onnx": "a"}, {"m/fp16/part0.ort.onnx": None}, {}, {})
     assert not missing.ok and "published file is missing" in missing.describe()
@@ -283,8 +304,11 @@ def test_killing_trtbuild_kills_its_worker(recipes: Path) -> None:
     """kill -9 of the orchestrator: the worker it watched must not run on unwatched."""
     import psutil
 
-    proc = subprocess.Popen([*TRTBUILD, "run", str(recipes / "tiny.toml")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [*TRTBUILD, "run", str(recipes / "tiny.toml")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline, workers = time.time() + 60, []
     while time.time() < deadline and not workers:
         workers = psutil.Process(proc.pid).children()
@@ -302,12 +326,14 @@ def test_run_from_the_recipes_folder_with_a_relative_path(recipes: Path) -> None
     """`cd recipes && trtbuild run tiny.toml`: torch.classes has a relative __file__."""
     recipe = recipes / "tiny.toml"
     recipe.write_text(recipe.read_text().replace('["fp32", "fp16"]', '["fp32"]'))
-    proc = subprocess.run([*TRTBUILD, "run", "tiny.toml"], cwd=recipes, capture_output=True,
-                          text=True, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [*TRTBUILD, "run", "tiny.toml"], cwd=recipes, capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert (recipes / "build" / "tiny" / "resnet_tiny" / "fp32" / "engine.json").is_file()
-    again = subprocess.run([*TRTBUILD, "run", "tiny.toml"], cwd=recipes, capture_output=True,
-                           text=True, check=True)  # fmt: skip
+    again = subprocess.run(
+        [*TRTBUILD, "run", "tiny.toml"], cwd=recipes, capture_output=True, text=True, check=True
+    )
     assert "up to date" in again.stderr
 
 

@@ -106,46 +106,84 @@ SHARED = "project/shared"
 RECIPE = "project/recipes/probe.toml"
 Change = Callable[[Path, pytest.MonkeyPatch], None]
 CASES: list[Any] = [  # the slow ones repeat a mechanism another case covers
-    ("weight", "weighted.toml",
-     lambda r, m: _save_weights(r / "project/recipes/w.safetensors", shift=1.0),
-     "changed: w.safetensors changed"),
-    pytest.param("helper forward", "probe.toml",
-     lambda r, m: _edit(r / SHARED / "helpers.py", "torch.relu(x)", "torch.tanh(x)"),
-     "changed: ../shared/helpers.py changed", marks=pytest.mark.slow, id="helper forward"),
-    ("helper init", "probe.toml",
-     lambda r, m: _edit(r / SHARED / "helpers.py", "-0.5, 0.5", "-0.1, 0.1"),
-     "changed: ../shared/helpers.py changed"),
-    ("data file", "probe.toml",
-     lambda r, m: _edit(r / SHARED / "config.json", "32", "24"),
-     "changed: ../shared/config.json changed"),
-    ("environment variable", "probe.toml",
-     lambda r, m: m.setenv("PROBE_SCALE", "2.5"),
-     "changed: environment variable PROBE_SCALE changed"),
-    ("module outside the recipe folder", "probe.toml",
-     lambda r, m: _edit(r / SHARED / "probe.py", "* self.scale", "* self.scale + 1.0"),
-     "changed: ../shared/probe.py changed"),
-    ("kwarg", "probe.toml",
-     lambda r, m: _edit(r / RECIPE, "width = 16 }", "width = 16, out = 6 }"),
-     "changed: probe.toml changed"),
-    pytest.param("input shape", "probe.toml",
-     lambda r, m: _edit(r / RECIPE, "shape = [2, 16]", "shape = [3, 16]"),
-     "changed: probe.toml changed", marks=pytest.mark.slow, id="input shape"),
-    ("precision", "probe.toml",
-     lambda r, m: _edit(r / RECIPE, 'precisions = ["fp32"]', 'precisions = ["fp16"]'),
-     "probe/fp16 part 0: would build: not in the lock file"),
-    ("backend version", "probe.toml",
-     lambda r, m: _older_onnxruntime(r),
-     "changed: probe/fp32: device changed (onnxruntime 1.0.0 -> "),
-]  # fmt: skip
+    (
+        "weight",
+        "weighted.toml",
+        lambda r, m: _save_weights(r / "project/recipes/w.safetensors", shift=1.0),
+        "changed: w.safetensors changed",
+    ),
+    pytest.param(
+        "helper forward",
+        "probe.toml",
+        lambda r, m: _edit(r / SHARED / "helpers.py", "torch.relu(x)", "torch.tanh(x)"),
+        "changed: ../shared/helpers.py changed",
+        marks=pytest.mark.slow,
+        id="helper forward",
+    ),
+    (
+        "helper init",
+        "probe.toml",
+        lambda r, m: _edit(r / SHARED / "helpers.py", "-0.5, 0.5", "-0.1, 0.1"),
+        "changed: ../shared/helpers.py changed",
+    ),
+    (
+        "data file",
+        "probe.toml",
+        lambda r, m: _edit(r / SHARED / "config.json", "32", "24"),
+        "changed: ../shared/config.json changed",
+    ),
+    (
+        "environment variable",
+        "probe.toml",
+        lambda r, m: m.setenv("PROBE_SCALE", "2.5"),
+        "changed: environment variable PROBE_SCALE changed",
+    ),
+    (
+        "module outside the recipe folder",
+        "probe.toml",
+        lambda r, m: _edit(r / SHARED / "probe.py", "* self.scale", "* self.scale + 1.0"),
+        "changed: ../shared/probe.py changed",
+    ),
+    (
+        "kwarg",
+        "probe.toml",
+        lambda r, m: _edit(r / RECIPE, "width = 16 }", "width = 16, out = 6 }"),
+        "changed: probe.toml changed",
+    ),
+    pytest.param(
+        "input shape",
+        "probe.toml",
+        lambda r, m: _edit(r / RECIPE, "shape = [2, 16]", "shape = [3, 16]"),
+        "changed: probe.toml changed",
+        marks=pytest.mark.slow,
+        id="input shape",
+    ),
+    (
+        "precision",
+        "probe.toml",
+        lambda r, m: _edit(r / RECIPE, 'precisions = ["fp32"]', 'precisions = ["fp16"]'),
+        "probe/fp16 part 0: would build: not in the lock file",
+    ),
+    (
+        "backend version",
+        "probe.toml",
+        lambda r, m: _older_onnxruntime(r),
+        "changed: probe/fp32: device changed (onnxruntime 1.0.0 -> ",
+    ),
+]
 
 
 @pytest.mark.parametrize(
     ("case", "recipe_name", "change", "named"), CASES, ids=[c[0] for c in CASES]
 )
 def test_incremental_build_equals_clean_build(
-    project: Path, monkeypatch: pytest.MonkeyPatch, case: str, recipe_name: str, change: Change,
+    project: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+    recipe_name: str,
+    change: Change,
     named: str,
-) -> None:  # fmt: skip
+) -> None:
     recipe = project / "project" / "recipes" / recipe_name
     before = _published(project / "build")
     change(project, monkeypatch)
@@ -157,8 +195,9 @@ def test_incremental_build_equals_clean_build(
     incremental = _published(project / "build" / name)
     assert incremental == _published(project / "clean" / name)
     if case != "backend version":  # the one change that leaves the engine as it was
-        assert incremental != {k.removeprefix(f"{name}/"): v for k, v in before.items()
-                               if k.startswith(f"{name}/")}  # fmt: skip
+        assert incremental != {
+            k.removeprefix(f"{name}/"): v for k, v in before.items() if k.startswith(f"{name}/")
+        }
 
 
 def test_a_file_the_model_never_reads_rebuilds_nothing(project: Path) -> None:
@@ -192,8 +231,12 @@ def test_the_lock_pins_what_the_model_touched(
     lock = read_lock(lock_path(project / RECIPE))
     assert lock is not None
     files = {f["path"] for f in lock["file"]}
-    assert files == {"probe.toml", "../shared/probe.py", "../shared/helpers.py",
-                     "../shared/config.json"}  # fmt: skip
+    assert files == {
+        "probe.toml",
+        "../shared/probe.py",
+        "../shared/helpers.py",
+        "../shared/config.json",
+    }
     assert lock["env"] == [{"name": "PROBE_SCALE", "sha256": "unset"}]
     assert {d["name"] for d in lock["distribution"]} >= {"torch"}
     assert str(project) not in lock_path(project / RECIPE).read_text()  # portable: no abs paths

@@ -87,8 +87,14 @@ def test_plan_json_schema(recipes: Path, capsys: pytest.CaptureFixture[str]) -> 
     )
     data = json.loads(capsys.readouterr().out)
     (target,) = data["targets"]
-    assert set(target) >= {"model", "precision", "budget_bytes", "boundary_bytes",
-                           "min_feasible_budget_bytes", "parts"}  # fmt: skip
+    assert set(target) >= {
+        "model",
+        "precision",
+        "budget_bytes",
+        "boundary_bytes",
+        "min_feasible_budget_bytes",
+        "parts",
+    }
     crossing = 0
     for part in target["parts"]:
         assert set(part) >= {
@@ -127,22 +133,34 @@ def run_split(recipe_path: Path, opts: Options) -> int:
     for planned in plan_targets(recipe_path, opts):
         spec, precision = planned.target.model, planned.target.precision
         torch.manual_seed(0)
-        x = torch.randn(spec.inputs[0].opt_shape) if spec.inputs[0].dtype.startswith("float") else \
-            torch.randint(0, 50, spec.inputs[0].opt_shape)  # fmt: skip
+        x = (
+            torch.randn(spec.inputs[0].opt_shape)
+            if spec.inputs[0].dtype.startswith("float")
+            else torch.randint(0, 50, spec.inputs[0].opt_shape)
+        )
         eager = eager_model(recipe, spec, precision)
         with torch.no_grad():
             ref = eager(x)
         _, program = export_model(recipe, spec, precision)
         rename = rename_map(program, [i.name for i in spec.inputs])
-        state = {**dict([*eager.model.named_parameters(), *eager.model.named_buffers()]),
-                 **code_constants(program)}  # fmt: skip
+        state = {
+            **dict([*eager.model.named_parameters(), *eager.model.named_buffers()]),
+            **code_constants(program),
+        }
         values = {spec.inputs[0].name: x}
         for part in planned.plan.parts:
             tensors, symints = split_inputs([asdict(t) for t in part.inputs])
-            module = part_module(program, part.ops, [t.name for t in part.inputs],
-                                 [t.name for t in part.outputs], rename,
-                                 {w: state[w].detach() for w in part.weights}, symints,
-                                 {t["name"]: t["shape"] for t in tensors}, device="cpu")  # fmt: skip
+            module = part_module(
+                program,
+                part.ops,
+                [t.name for t in part.inputs],
+                [t.name for t in part.outputs],
+                rename,
+                {w: state[w].detach() for w in part.weights},
+                symints,
+                {t["name"]: t["shape"] for t in tensors},
+                device="cpu",
+            )
             with torch.no_grad():
                 outs = module(*[values[t["name"]] for t in tensors])
             values.update(zip([t.name for t in part.outputs], outs))

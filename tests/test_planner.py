@@ -62,8 +62,15 @@ def test_interval_dp_and_refinement_on_larger_graphs(case: tuple[Problem, int]) 
 
 
 def test_greedy_overshoots_where_trtbuild_does_not() -> None:
-    chain = Problem(3, [(0, 1), (1, 2)], [frozenset([0]), frozenset([1]), frozenset([2])],
-                    [10, 10, 10], [0, 1], [5, 5], [frozenset([1]), frozenset([2])])  # fmt: skip
+    chain = Problem(
+        3,
+        [(0, 1), (1, 2)],
+        [frozenset([0]), frozenset([1]), frozenset([2])],
+        [10, 10, 10],
+        [0, 1],
+        [5, 5],
+        [frozenset([1]), frozenset([2])],
+    )
     parts = greedy_parts(chain, 15)
     assert max(chain.weight_of(p) for p in parts) > 15
     assert all(chain.weight_of(p) <= 15 for p in solve(chain, 15).parts)
@@ -71,16 +78,30 @@ def test_greedy_overshoots_where_trtbuild_does_not() -> None:
 
 def test_tensor_with_many_readers_is_paid_once() -> None:
     # 0 feeds 1, 2 and 3; each node is too heavy to share a part with another.
-    fan = Problem(4, [(0, 1), (0, 2), (0, 3)], [frozenset([i]) for i in range(4)], [10] * 4,
-                  [0], [7], [frozenset([1, 2, 3])])  # fmt: skip
+    fan = Problem(
+        4,
+        [(0, 1), (0, 2), (0, 3)],
+        [frozenset([i]) for i in range(4)],
+        [10] * 4,
+        [0],
+        [7],
+        [frozenset([1, 2, 3])],
+    )
     solution = solve(fan, 10)
     assert len(solution.parts) == 4
     assert solution.cost == 7
 
 
 def test_fewest_parts_among_cheapest() -> None:
-    chain = Problem(4, [(0, 1), (1, 2), (2, 3)], [frozenset([i]) for i in range(4)], [1] * 4,
-                    [0, 1, 2], [5, 0, 5], [frozenset([1]), frozenset([2]), frozenset([3])])  # fmt: skip
+    chain = Problem(
+        4,
+        [(0, 1), (1, 2), (2, 3)],
+        [frozenset([i]) for i in range(4)],
+        [1] * 4,
+        [0, 1, 2],
+        [5, 0, 5],
+        [frozenset([1]), frozenset([2]), frozenset([3])],
+    )
     solution = solve(chain, 2)
     assert solution.cost == 0
     assert [len(p) for p in solution.parts] == [2, 2]

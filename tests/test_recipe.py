@@ -45,15 +45,39 @@ def test_defaults(tmp_path: Path) -> None:
     ("old", "new", "expected"),
     [
         ('name = "t"', 'name = "t', r"r\.toml: TOML syntax error: .*line 2"),
-        ('name = "x"', 'name = "x"\ncolour = 1', r"r\.toml:14: unknown key 'model\[0\]\.inputs\[0\]\.colour'"),
-        ('host_memory = "1GiB"', 'host_memory = "1XB"', r"r\.toml:7: field 'defaults\.budget\.host_memory': expected a size"),
-        ('shape = [1, 3, 32, 32]', 'shape = [1, -3, 32, 32]', r"r\.toml:14: field 'model\[0\]\.inputs\[0\]\.shape\[1\]': expected dimensions >= 1, got -3"),
-        ('precisions = ["fp32"]', 'precisions = ["fp8"]', r"r\.toml:5: field 'defaults\.precisions\[0\]': Input should be 'fp32', 'fp16' or 'bf16', got 'fp8'"),
-        ('shape = [1, 3, 32, 32]', 'shape = "big"', r"r\.toml:14: field 'model\[0\]\.inputs\[0\]\.shape'"),
-        ('source = "models/resnet.py:resnet_tiny"', "source = 3", r"r\.toml:11: field 'model\[0\]\.source': Input should be a valid string"),
+        (
+            'name = "x"',
+            'name = "x"\ncolour = 1',
+            r"r\.toml:14: unknown key 'model\[0\]\.inputs\[0\]\.colour'",
+        ),
+        (
+            'host_memory = "1GiB"',
+            'host_memory = "1XB"',
+            r"r\.toml:7: field 'defaults\.budget\.host_memory': expected a size",
+        ),
+        (
+            "shape = [1, 3, 32, 32]",
+            "shape = [1, -3, 32, 32]",
+            r"r\.toml:14: field 'model\[0\]\.inputs\[0\]\.shape\[1\]': expected dimensions >= 1, got -3",
+        ),
+        (
+            'precisions = ["fp32"]',
+            'precisions = ["fp8"]',
+            r"r\.toml:5: field 'defaults\.precisions\[0\]': Input should be 'fp32', 'fp16' or 'bf16', got 'fp8'",
+        ),
+        (
+            "shape = [1, 3, 32, 32]",
+            'shape = "big"',
+            r"r\.toml:14: field 'model\[0\]\.inputs\[0\]\.shape'",
+        ),
+        (
+            'source = "models/resnet.py:resnet_tiny"',
+            "source = 3",
+            r"r\.toml:11: field 'model\[0\]\.source': Input should be a valid string",
+        ),
         ('[recipe]\nname = "t"\n', "", r"r\.toml: field 'recipe' is required"),
     ],
-)  # fmt: skip
+)
 def test_errors_name_file_line_field(tmp_path: Path, old: str, new: str, expected: str) -> None:
     assert old in GOOD
     with pytest.raises(TrtbuildError, match=expected) as info:

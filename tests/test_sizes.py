@@ -7,9 +7,16 @@ from trtbuild.sizes import format_size, parse_size
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("512MiB", 512 << 20), ("2GiB", 2 << 30), ("1.5G", 1_500_000_000), ("1024", 1024),
-     (4096, 4096), ("3 kb", 3000), ("1TiB", 1 << 40)],
-)  # fmt: skip
+    [
+        ("512MiB", 512 << 20),
+        ("2GiB", 2 << 30),
+        ("1.5G", 1_500_000_000),
+        ("1024", 1024),
+        (4096, 4096),
+        ("3 kb", 3000),
+        ("1TiB", 1 << 40),
+    ],
+)
 def test_parse(text: str | int, expected: int) -> None:
     assert parse_size(text) == expected
 

@@ -92,8 +92,12 @@ def test_orphaned_scratch_of_a_dead_process_is_cleaned(tmp_path: Path) -> None:
     import sys
 
     store = Store(tmp_path / "c")
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     orphan = tmp_path / "c" / "tmp" / f"{dead}-123-job"
     orphan.mkdir()
     (orphan / "part.onnx").write_bytes(b"half")

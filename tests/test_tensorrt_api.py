@@ -50,20 +50,31 @@ def used_names(source: Path) -> set[str]:
         ):
             names.add(node.attr)
         nested = isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
-        if (nested and isinstance(node.value.value, ast.Name) and node.value.value.id in aliases  # type: ignore[attr-defined]
-                and node.value.attr != "__version__"):  # a str: its methods are not TensorRT's API  # type: ignore[attr-defined]  # fmt: skip
+        if (
+            nested
+            and isinstance(node.value.value, ast.Name)
+            and node.value.value.id in aliases  # type: ignore[attr-defined]
+            and node.value.attr != "__version__"
+        ):  # a str: its methods are not TensorRT's API  # type: ignore[attr-defined]
             names.add(f"{node.value.attr}.{node.attr}")  # type: ignore[attr-defined]
     return names
 
 
 # What TensorRT returns, for the backend's local variables: constructor or factory -> class.
 FACTORIES = {
-    "Builder": "Builder", "OnnxParser": "OnnxParser", "Runtime": "Runtime", "Logger": "Logger",
-    "create_network": "INetworkDefinition", "create_builder_config": "IBuilderConfig",
-    "create_optimization_profile": "IOptimizationProfile", "deserialize_cuda_engine": "ICudaEngine",
-    "create_execution_context": "IExecutionContext", "create_engine_inspector": "EngineInspector",
-    "create_timing_cache": "ITimingCache", "get_timing_cache": "ITimingCache",
-}  # fmt: skip
+    "Builder": "Builder",
+    "OnnxParser": "OnnxParser",
+    "Runtime": "Runtime",
+    "Logger": "Logger",
+    "create_network": "INetworkDefinition",
+    "create_builder_config": "IBuilderConfig",
+    "create_optimization_profile": "IOptimizationProfile",
+    "deserialize_cuda_engine": "ICudaEngine",
+    "create_execution_context": "IExecutionContext",
+    "create_engine_inspector": "EngineInspector",
+    "create_timing_cache": "ITimingCache",
+    "get_timing_cache": "ITimingCache",
+}
 
 
 def _var(target: ast.expr) -> str | None:
@@ -111,12 +122,22 @@ def config_names() -> dict[str, set[int]]:
         "weight_streaming",
     ]
     for major, typing, precision, level, release, on in product(
-        (10, 11), ("strong", "weak"), ("fp32", "fp16", "bf16"), trt_config.HARDWARE_LEVELS,
-        (False, True), (False, True),
-    ):  # fmt: skip
-        trt = {"optimization_level": 3, "typing": typing, "hardware_compatibility": level,
-               "max_aux_streams": None, "timing_cache": "t.cache", "tactic_dram": True,
-               **dict.fromkeys(options, on)}  # fmt: skip
+        (10, 11),
+        ("strong", "weak"),
+        ("fp32", "fp16", "bf16"),
+        trt_config.HARDWARE_LEVELS,
+        (False, True),
+        (False, True),
+    ):
+        trt = {
+            "optimization_level": 3,
+            "typing": typing,
+            "hardware_compatibility": level,
+            "max_aux_streams": None,
+            "timing_cache": "t.cache",
+            "tactic_dram": True,
+            **dict.fromkeys(options, on),
+        }
         try:
             cfg = trt_config.builder_config(
                 {**base, "tensorrt": trt}, precision, [], major, release
@@ -126,8 +147,10 @@ def config_names() -> dict[str, set[int]]:
         names = [f"NetworkDefinitionCreationFlag.{f}" for f in cfg.network_flags]
         names += [f"BuilderFlag.{f}" for f in cfg.builder_flags]
         names += [f"MemoryPoolType.{p}" for p in cfg.memory_pools]
-        names += [f"HardwareCompatibilityLevel.{cfg.hardware_compatibility}",
-                  f"ProfilingVerbosity.{cfg.profiling_verbosity}"]  # fmt: skip
+        names += [
+            f"HardwareCompatibilityLevel.{cfg.hardware_compatibility}",
+            f"ProfilingVerbosity.{cfg.profiling_verbosity}",
+        ]
         for name in names:
             out.setdefault(name, set()).add(major)
     return out
@@ -143,10 +166,16 @@ def test_every_static_name_exists_in_every_supported_release() -> None:
 
 def test_every_member_of_a_tensorrt_object_exists_in_every_release() -> None:
     members = member_calls(SOURCE)
-    expected = {"Builder.build_serialized_network", "IBuilderConfig.set_memory_pool_limit",
-                "OnnxParser.parse_from_file", "IExecutionContext.execute_async_v3",
-                "ICudaEngine.num_io_tensors", "IOptimizationProfile.set_shape",
-                "EngineInspector.get_engine_information", "ITimingCache.serialize"}  # fmt: skip
+    expected = {
+        "Builder.build_serialized_network",
+        "IBuilderConfig.set_memory_pool_limit",
+        "OnnxParser.parse_from_file",
+        "IExecutionContext.execute_async_v3",
+        "ICudaEngine.num_io_tensors",
+        "IOptimizationProfile.set_shape",
+        "EngineInspector.get_engine_information",
+        "ITimingCache.serialize",
+    }
     assert expected <= members, expected - members
     for release in RELEASES:
         missing = sorted(m for m in members if m not in surface(release))

@@ -30,38 +30,61 @@ ENCODER_INPUTS = [
 PIXELS = [{"name": "pixel_values", "shape": [1, 3, 32, 32]}]
 # Weights of 25-40 MB: halving them moves a prediction well clear of the memory model's fitting
 # (the exporter's fitted overhead may move by ~10 MiB as this build's processes are observed).
-SMALL = {"num_hidden_layers": 3, "hidden_size": 512, "intermediate_size": 2048,
-         "num_attention_heads": 4}  # fmt: skip
+SMALL = {
+    "num_hidden_layers": 3,
+    "hidden_size": 512,
+    "intermediate_size": 2048,
+    "num_attention_heads": 4,
+}
 MODELS: dict[str, dict[str, Any]] = {
     "gpt2": {
-        "source": "transformers:GPT2LMHeadModel", "outputs": ["logits"], "inputs": DECODER_INPUTS,
-        "config": {"n_layer": 3, "n_embd": 512, "n_head": 4, "vocab_size": 100,
-                   "n_positions": 64, "bos_token_id": 0, "eos_token_id": 0},
+        "source": "transformers:GPT2LMHeadModel",
+        "outputs": ["logits"],
+        "inputs": DECODER_INPUTS,
+        "config": {
+            "n_layer": 3,
+            "n_embd": 512,
+            "n_head": 4,
+            "vocab_size": 100,
+            "n_positions": 64,
+            "bos_token_id": 0,
+            "eos_token_id": 0,
+        },
     },
     "llama": {  # rotary embeddings (non-persistent inv_freq) and grouped-query attention
-        "source": "transformers:LlamaForCausalLM", "outputs": ["logits"], "inputs": DECODER_INPUTS,
-        "config": {**SMALL, "num_key_value_heads": 2, "vocab_size": 100,
-                   "max_position_embeddings": 64},
+        "source": "transformers:LlamaForCausalLM",
+        "outputs": ["logits"],
+        "inputs": DECODER_INPUTS,
+        "config": {
+            **SMALL,
+            "num_key_value_heads": 2,
+            "vocab_size": 100,
+            "max_position_embeddings": 64,
+        },
     },
     "bert": {  # non-persistent position_ids / token_type_ids buffers
-        "source": "transformers:BertModel", "outputs": ["last_hidden_state"],
+        "source": "transformers:BertModel",
+        "outputs": ["last_hidden_state"],
         "inputs": ENCODER_INPUTS,
         "config": {**SMALL, "vocab_size": 100, "max_position_embeddings": 64},
     },
     "vit": {
-        "source": "transformers:ViTModel", "inputs": PIXELS,
+        "source": "transformers:ViTModel",
+        "inputs": PIXELS,
         "config": {**SMALL, "image_size": 32, "patch_size": 8},
     },
     "convnext": {
-        "source": "transformers:ConvNextModel", "inputs": PIXELS,
+        "source": "transformers:ConvNextModel",
+        "inputs": PIXELS,
         "config": {"hidden_sizes": [64, 128, 256, 512], "depths": [1, 1, 3, 2], "image_size": 32},
     },
-}  # fmt: skip
+}
 DECODERS = ("gpt2", "llama")
 
 
-def write_recipe(path: Path, models: dict[str, dict[str, Any]],
-                 budgets: dict[str, int] | None = None) -> Path:  # fmt: skip
+def write_recipe(
+    path: Path, models: dict[str, dict[str, Any]], budgets: dict[str, int] | None = None
+) -> Path:
     entries = []
     for name, model in models.items():
         entry = {"name": name, **{k: v for k, v in model.items() if k != "inputs"}}
@@ -134,8 +157,12 @@ def test_sharded_checkpoint_parts_open_only_their_shards(tmp_path: Path) -> None
     index = json.loads((folder / "model.safetensors.index.json").read_text())
     shards = sorted(set(index["weight_map"].values()))
     assert len(shards) >= 4
-    model = {"source": "transformers:AutoModelForCausalLM", "weights": "llama-ckpt",
-             "outputs": ["logits"], "inputs": DECODER_INPUTS}  # fmt: skip
+    model = {
+        "source": "transformers:AutoModelForCausalLM",
+        "weights": "llama-ckpt",
+        "outputs": ["logits"],
+        "inputs": DECODER_INPUTS,
+    }
     path, target = build_split(tmp_path, "sharded", model)
     opened = [set(p.record["processes"][0]["checkpoint_files_opened"]) for p in target.parts]
     for part, files in zip(target.parts, opened):

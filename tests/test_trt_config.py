@@ -15,8 +15,11 @@ GiB = 1 << 30
 
 
 def settings(**trt: Any) -> dict[str, Any]:
-    return {"gpu_workspace": GiB, "host_memory": 2 * GiB,
-            "tensorrt": TensorRTSettings(**trt).model_dump(mode="json")}  # fmt: skip
+    return {
+        "gpu_workspace": GiB,
+        "host_memory": 2 * GiB,
+        "tensorrt": TensorRTSettings(**trt).model_dump(mode="json"),
+    }
 
 
 @pytest.mark.parametrize("major", [10, 11])
@@ -50,8 +53,10 @@ def test_pools() -> None:
 
 
 def test_dynamic_shapes_become_one_profile() -> None:
-    inputs = [{"name": "ids", "shape": [1, "s0"], "min": [1, 1], "opt": [1, 64], "max": [1, 256]},
-              {"name": "mask", "shape": [1, 8]}]  # fmt: skip
+    inputs = [
+        {"name": "ids", "shape": [1, "s0"], "min": [1, 1], "opt": [1, 64], "max": [1, 256]},
+        {"name": "mask", "shape": [1, 8]},
+    ]
     cfg = builder_config(settings(), "fp32", inputs, 10, release=False)
     assert cfg.profiles == [Profile({"ids": ([1, 1], [1, 64], [1, 256])})]
     assert builder_config(settings(), "fp32", [inputs[1]], 10, False).profiles == []
@@ -74,13 +79,31 @@ def test_release_with_pinned_timing_cache_refuses_misses() -> None:
 
 
 def test_options_and_levels() -> None:
-    cfg = builder_config(settings(optimization_level=5, hardware_compatibility="ampere_plus", refit=True,
-                                  strip_plan=True, version_compatible=True, exclude_lean_runtime=True,
-                                  weight_streaming=True, max_aux_streams=2), "fp32", [], 11, False)  # fmt: skip
+    cfg = builder_config(
+        settings(
+            optimization_level=5,
+            hardware_compatibility="ampere_plus",
+            refit=True,
+            strip_plan=True,
+            version_compatible=True,
+            exclude_lean_runtime=True,
+            weight_streaming=True,
+            max_aux_streams=2,
+        ),
+        "fp32",
+        [],
+        11,
+        False,
+    )
     assert cfg.optimization_level == 5 and cfg.hardware_compatibility == "AMPERE_PLUS"
     assert cfg.max_aux_streams == 2 and cfg.profiling_verbosity == "DETAILED"
-    assert set(cfg.builder_flags) == {"VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME", "REFIT", "STRIP_PLAN",
-                                      "WEIGHT_STREAMING"}  # fmt: skip
+    assert set(cfg.builder_flags) == {
+        "VERSION_COMPATIBLE",
+        "EXCLUDE_LEAN_RUNTIME",
+        "REFIT",
+        "STRIP_PLAN",
+        "WEIGHT_STREAMING",
+    }
     with pytest.raises(TrtbuildError, match="exclude_lean_runtime needs"):
         builder_config(settings(exclude_lean_runtime=True), "fp32", [], 10, False)
     with pytest.raises(TrtbuildError, match=r"TensorRT 9\.x is not supported"):
@@ -89,8 +112,13 @@ def test_options_and_levels() -> None:
 
 def test_trtexec_command() -> None:
     inputs = [{"name": "x", "shape": ["s0", 3], "min": [1, 3], "opt": [4, 3], "max": [8, 3]}]
-    cfg = builder_config(settings(typing="weak", timing_cache="t.cache", hardware_compatibility="ampere_plus"),
-                         "fp16", inputs, 10, release=True)  # fmt: skip
+    cfg = builder_config(
+        settings(typing="weak", timing_cache="t.cache", hardware_compatibility="ampere_plus"),
+        "fp16",
+        inputs,
+        10,
+        release=True,
+    )
     assert trtexec_command(cfg, "part0.onnx", "part0.engine") == (
         "trtexec --onnx=part0.onnx --saveEngine=part0.engine --memPoolSize=workspace:1024M "
         "--builderOptimizationLevel=3 --profilingVerbosity=detailed --fp16 --errorOnTimingCacheMiss "

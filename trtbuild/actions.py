@@ -27,17 +27,28 @@ KEY_FIELDS = (
 
 
 def part_fields(
-    graph: OpGraph, part: Part, weight_digests: dict[str, str], inputs_digest: str,
-    precision: str, settings: dict[str, Any], machine: dict[str, dict[str, str]],
-) -> dict[str, Any]:  # fmt: skip
+    graph: OpGraph,
+    part: Part,
+    weight_digests: dict[str, str],
+    inputs_digest: str,
+    precision: str,
+    settings: dict[str, Any],
+    machine: dict[str, dict[str, str]],
+) -> dict[str, Any]:
     """The key fields of one part; `machine` is trtbuild.inputs.machine(backend)."""
     ops = []
     for name in part.ops:
         op = graph.op(name)
-        ops.append({
-            "name": op.name, "target": op.target, "args": op.args, "inputs": op.inputs,
-            "weights": op.weights, "outputs": [[t.name, t.shape, t.dtype] for t in op.outputs],
-        })  # fmt: skip
+        ops.append(
+            {
+                "name": op.name,
+                "target": op.target,
+                "args": op.args,
+                "inputs": op.inputs,
+                "weights": op.weights,
+                "outputs": [[t.name, t.shape, t.dtype] for t in op.outputs],
+            }
+        )
     return {
         "schema": KEY_SCHEMA,
         "graph": ops,

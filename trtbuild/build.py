@@ -116,8 +116,17 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
     finally:
         if server is not None:
             server.close()
-    write_outputs(recipe, results, invocation(opts), opts.out, tools, memo, started, lock_file,
-                  opts.write_lock)  # fmt: skip
+    write_outputs(
+        recipe,
+        results,
+        invocation(opts),
+        opts.out,
+        tools,
+        memo,
+        started,
+        lock_file,
+        opts.write_lock,
+    )
     memo.save()
     notes = [n for r in results for n in r.notes]
     return BuildResult(False, results, time.perf_counter() - start, notes)
@@ -132,8 +141,12 @@ class PlannedTarget:
     job: GraphJob
 
 
-def plan_targets(recipe_path: str | Path, opts: Options | None = None, model: str | None = None,
-                 precision: str | None = None) -> list[PlannedTarget]:  # fmt: skip
+def plan_targets(
+    recipe_path: str | Path,
+    opts: Options | None = None,
+    model: str | None = None,
+    precision: str | None = None,
+) -> list[PlannedTarget]:
     """Plans of the recipe's targets (optionally one model / precision); builds nothing.
 
     Planning needs only the memory model, so `--backend tensorrt` plans work without TensorRT.
@@ -144,9 +157,11 @@ def plan_targets(recipe_path: str | Path, opts: Options | None = None, model: st
     store = Store((opts.cache or default_cache_dir()).resolve())
     memo = DigestMemo(store.root / "digests.json")
     targets = [
-        t for t in recipe.targets(opts.backend, opts.budget)
-        if (model is None or t.model.name == model) and (precision is None or t.precision == precision)
-    ]  # fmt: skip
+        t
+        for t in recipe.targets(opts.backend, opts.budget)
+        if (model is None or t.model.name == model)
+        and (precision is None or t.precision == precision)
+    ]
     if not targets:
         raise TrtbuildError(f"{recipe.path}: no target matches model={model} precision={precision}")
     lock = lockfile.read_lock(lockfile.lock_path(recipe.path))  # plan as `run` would
@@ -201,15 +216,35 @@ def _build_target(
             backend_name, store.root, graph_info.base_bytes, opts.memory_override
         )
         the_plan = plan(graph, budget, memory)
-        result = TargetResult(target.model.name, target.precision, backend_name, out_dir, budget,
-                              the_plan, graph_info, target.backend, memory=memory)  # fmt: skip
+        result = TargetResult(
+            target.model.name,
+            target.precision,
+            backend_name,
+            out_dir,
+            budget,
+            the_plan,
+            graph_info,
+            target.backend,
+            memory=memory,
+        )
         opts.report(
             f"{target.name}: {len(the_plan.parts)} part(s), boundary {format_size(the_plan.boundary_bytes)}"
         )
         opts.on_plan(result)
         try:
-            result.parts = build_parts(recipe, target, graph, graph_info, the_plan, memory,
-                                       backend, store, opts, result, gate)  # fmt: skip
+            result.parts = build_parts(
+                recipe,
+                target,
+                graph,
+                graph_info,
+                the_plan,
+                memory,
+                backend,
+                store,
+                opts,
+                result,
+                gate,
+            )
         except Overrun as over:
             record(store.root, [over.observation])
             locked = None  # the pinned model was wrong for this machine: refit

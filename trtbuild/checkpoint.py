@@ -112,8 +112,9 @@ def safetensors_digests(path: Path) -> dict[str, str]:
     return out
 
 
-def name_map(path: Path, wanted: list[str], stored: Iterable[str],
-             aliases: dict[str, list[str]]) -> dict[str, str]:  # fmt: skip
+def name_map(
+    path: Path, wanted: list[str], stored: Iterable[str], aliases: dict[str, list[str]]
+) -> dict[str, str]:
     """Model name -> stored name for every wanted tensor, by the rule in the module docstring.
 
     `aliases`: names that share one tensor (tied weights); any one of them may be the stored one.

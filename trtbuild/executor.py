@@ -47,9 +47,11 @@ class JobOutcome:
 
 
 def run_job(
-    job: dict[str, Any], scratch: Path, limit_bytes: int | None = None,
+    job: dict[str, Any],
+    scratch: Path,
+    limit_bytes: int | None = None,
     server: ForkServer | None = None,
-) -> JobOutcome:  # fmt: skip
+) -> JobOutcome:
     """Run one job in its own process; raise TrtbuildError or BudgetExceeded on failure.
 
     Graph and export jobs are forked from `server` when there is one; build jobs (which never
@@ -114,8 +116,9 @@ def run_job(
     return JobOutcome(outcome["result"], peak, seconds, started, time.time(), private)
 
 
-def _start(job_path: Path, log_path: Path,
-           server: ForkServer | None) -> tuple[int, Callable[[], tuple[int, int]], bool]:  # fmt: skip
+def _start(
+    job_path: Path, log_path: Path, server: ForkServer | None
+) -> tuple[int, Callable[[], tuple[int, int]], bool]:
     """Start the job's process: (pid, a wait returning (status, ru_maxrss), forked or not)."""
     if server is not None:
         try:
@@ -126,8 +129,10 @@ def _start(job_path: Path, log_path: Path,
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "trtbuild.worker", str(job_path)],
-            stdout=subprocess.DEVNULL, stderr=log_file, env=worker_env(),
-        )  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+            env=worker_env(),
+        )
     return proc.pid, lambda: _wait4(proc.pid), False
 
 

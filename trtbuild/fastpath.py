@@ -19,12 +19,17 @@ def invocation(backend: str | None, budget: int | None, out: Path, release: bool
 
     Paths stay as given (relative to the working directory), so a lock file can be committed.
     """
-    return {"backend": backend or "recipe", "budget": budget or 0, "out": str(out),
-            "release": release}  # fmt: skip
+    return {
+        "backend": backend or "recipe",
+        "budget": budget or 0,
+        "out": str(out),
+        "release": release,
+    }
 
 
-def stale(recipe_path: Path, options: dict[str, Any], cache_dir: Path,
-          trust_stat: bool = True) -> str | None:  # fmt: skip
+def stale(
+    recipe_path: Path, options: dict[str, Any], cache_dir: Path, trust_stat: bool = True
+) -> str | None:
     """None when every input, option, machine fact and output still matches the lock."""
     memo = DigestMemo(cache_dir / "digests.json", trust_stat)
     lock = read_lock(lock_path(recipe_path))

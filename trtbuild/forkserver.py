@@ -94,8 +94,11 @@ class ForkServer:
             with open(self._log_path, "ab") as log:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "trtbuild.forkserver"],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=self._env,
-                )  # fmt: skip
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    env=self._env,
+                )
             assert proc.stdout is not None
             ready = proc.stdout.readline()
             if not ready:
@@ -115,8 +118,12 @@ class ForkServer:
                 raise Unavailable(f"the fork server has exited; see {self._log_path}")
             request_id, self._next_id = self._next_id, self._next_id + 1
             session.started[request_id] = started
-            request = {"id": request_id, "job": str(job_path), "log": str(log_path),
-                       "cwd": os.getcwd()}  # fmt: skip
+            request = {
+                "id": request_id,
+                "job": str(job_path),
+                "log": str(log_path),
+                "cwd": os.getcwd(),
+            }
             try:
                 assert session.proc.stdin is not None
                 session.proc.stdin.write(json.dumps(request).encode() + b"\n")

@@ -26,9 +26,13 @@ if TYPE_CHECKING:
 
 PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 INPUT_DTYPES = {
-    "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-    "int64": torch.int64, "int32": torch.int32, "bool": torch.bool,
-}  # fmt: skip
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "bool": torch.bool,
+}
 
 
 def import_factory(recipe: Recipe, source: str) -> Callable[..., nn.Module]:
@@ -75,9 +79,15 @@ class PrecisionWrapper(nn.Module):
 
     model: nn.Module
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype, keywords: list[str] | None = None,
-                 extra: dict[str, Any] | None = None, outputs: list[str] | None = None,
-                 where: str = "") -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        dtype: torch.dtype,
+        keywords: list[str] | None = None,
+        extra: dict[str, Any] | None = None,
+        outputs: list[str] | None = None,
+        where: str = "",
+    ) -> None:
         super().__init__()
         self.model = model
         self.dtype = dtype
@@ -168,10 +178,13 @@ def dynamic_shapes(inputs: list[InputSpec]) -> tuple[tuple[dict[int, Any] | None
         assert not isinstance(shape, list)
         # DYNAMIC, not a named Dim: export may find that dims are equal (input_ids and
         # attention_mask share the sequence length) instead of failing on it.
-        dims.append({
-            axis: torch.export.Dim.DYNAMIC(min=lo, max=hi)
-            for axis, (lo, hi) in enumerate(zip(shape.min, shape.max)) if lo != hi
-        })  # fmt: skip
+        dims.append(
+            {
+                axis: torch.export.Dim.DYNAMIC(min=lo, max=hi)
+                for axis, (lo, hi) in enumerate(zip(shape.min, shape.max))
+                if lo != hi
+            }
+        )
     return (tuple(dims),)  # forward(*inputs): one entry, the tuple of inputs
 
 
@@ -243,8 +256,9 @@ def code_constants(program: ExportedProgram) -> dict[str, torch.Tensor]:
 def eager_model(recipe: Recipe, spec: ModelSpec, precision: str) -> PrecisionWrapper:
     """The whole model with its weights, as PyTorch runs it: the reference for checks and tests."""
     fresh = build_model(recipe, spec, precision)
-    state = load_weights(recipe, spec, build_model(recipe, spec, precision).model,
-                         checkpoint_names(fresh.model))  # fmt: skip
+    state = load_weights(
+        recipe, spec, build_model(recipe, spec, precision).model, checkpoint_names(fresh.model)
+    )
     fresh.model.load_state_dict(state, assign=True, strict=False)
     fresh.model.to(PRECISION_DTYPES[precision])
     return fresh

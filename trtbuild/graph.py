@@ -111,9 +111,10 @@ def _held_tensors(program: ExportedProgram) -> dict[str, str]:
     """Placeholder name -> exported FQN of every tensor the program holds (not an input)."""
     sig = program.graph_signature
     return {
-        **sig.inputs_to_parameters, **sig.inputs_to_buffers,
+        **sig.inputs_to_parameters,
+        **sig.inputs_to_buffers,
         **sig.inputs_to_lifted_tensor_constants,
-    }  # fmt: skip
+    }
 
 
 def rename_map(program: ExportedProgram, input_names: list[str]) -> dict[str, str]:
@@ -192,8 +193,14 @@ def _op(node: torch.fx.Node, rename: dict[str, str], weights: dict[str, WeightIn
     for arg in node.all_input_nodes:
         name = rename.get(arg.name, arg.name)
         (used_weights if name in weights else inputs).append(name)
-    return Op(node.name, str(node.target), _canonical(node.args, rename) + _canonical(node.kwargs, rename),
-              list(dict.fromkeys(inputs)), list(dict.fromkeys(used_weights)), outputs)  # fmt: skip
+    return Op(
+        node.name,
+        str(node.target),
+        _canonical(node.args, rename) + _canonical(node.kwargs, rename),
+        list(dict.fromkeys(inputs)),
+        list(dict.fromkeys(used_weights)),
+        outputs,
+    )
 
 
 def _canonical(value: Any, rename: dict[str, str]) -> str:

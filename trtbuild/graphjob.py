@@ -66,9 +66,13 @@ class GraphJob:
 
 
 def graph_job(
-    recipe: Recipe, target: Target, store: Store, memo: DigestMemo, budget: int | None,
+    recipe: Recipe,
+    target: Target,
+    store: Store,
+    memo: DigestMemo,
+    budget: int | None,
     server: ForkServer | None = None,
-) -> GraphJob:  # fmt: skip
+) -> GraphJob:
     """The target's graph: from the cache when its recorded inputs are unchanged, else run."""
     spec = target.model
     weights = weights_digest(recipe, spec, memo)
@@ -124,9 +128,13 @@ def _result_key(manifest: str, inputs: Inputs) -> str:
 
 
 def _run(
-    recipe: Recipe, target: Target, store: Store, memo: DigestMemo, budget: int | None,
+    recipe: Recipe,
+    target: Target,
+    store: Store,
+    memo: DigestMemo,
+    budget: int | None,
     server: ForkServer | None,
-) -> GraphJob:  # fmt: skip
+) -> GraphJob:
     scratch = store.scratch()
     job = {
         "kind": "graph",

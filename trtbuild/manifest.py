@@ -13,9 +13,16 @@ SLSA = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://github.com/trtbuild/trtbuild/build/v1"
 
 
-def provenance(recipe_name: str, subjects: list[tuple[str, str]], params: dict[str, Any],
-               tools: dict[str, str], deps: list[dict[str, Any]], byproducts: list[dict[str, Any]],
-               started: str, finished: str) -> dict[str, Any]:  # fmt: skip
+def provenance(
+    recipe_name: str,
+    subjects: list[tuple[str, str]],
+    params: dict[str, Any],
+    tools: dict[str, str],
+    deps: list[dict[str, Any]],
+    byproducts: list[dict[str, Any]],
+    started: str,
+    finished: str,
+) -> dict[str, Any]:
     """An in-toto Statement with a SLSA Provenance v1 predicate; subjects are the engines."""
     return {
         "_type": STATEMENT,

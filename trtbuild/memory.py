@@ -62,10 +62,12 @@ class MemoryModel:
     def to_json(self) -> dict[str, Any]:
         """As the lock pins it (flat: TOML inline)."""
         return {
-            "export_fixed_bytes": self.export.fixed_bytes, "export_alpha": self.export.alpha,
-            "build_fixed_bytes": self.build.fixed_bytes, "build_alpha": self.build.alpha,
+            "export_fixed_bytes": self.export.fixed_bytes,
+            "export_alpha": self.export.alpha,
+            "build_fixed_bytes": self.build.fixed_bytes,
+            "build_alpha": self.build.alpha,
             "source": self.source,
-        }  # fmt: skip
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MemoryModel:
@@ -116,9 +118,11 @@ DEFAULT_BASE = 420 * MiB
 
 
 def memory_model(
-    backend: str, cache_dir: Path | None, base_bytes: int | None = None,
+    backend: str,
+    cache_dir: Path | None,
+    base_bytes: int | None = None,
     prior: MemoryModel | None = None,
-) -> MemoryModel:  # fmt: skip
+) -> MemoryModel:
     """The memory model of one target: its model's base plus the fitted exporter overhead for
     the export stage, the fitted builder for the build stage.
 
@@ -137,8 +141,9 @@ def memory_model(
     return MemoryModel(export, build, source)
 
 
-def pinned(lock: dict[str, Any] | None, model: str, precision: str,
-           backend: str) -> MemoryModel | None:  # fmt: skip
+def pinned(
+    lock: dict[str, Any] | None, model: str, precision: str, backend: str
+) -> MemoryModel | None:
     """The memory model the lock recorded for a target built with `backend`, if any.
 
     Plans follow from it: reusing it makes an incremental build plan exactly as the build that

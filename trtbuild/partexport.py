@@ -27,10 +27,16 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 def part_module(
-    program: Any, ops: list[str], inputs: list[str], outputs: list[str], rename: dict[str, str],
-    weights: dict[str, torch.Tensor], symints: dict[str, str] | None = None,
-    dims: dict[str, list[int | str]] | None = None, device: str | None = None,
-) -> fx.GraphModule:  # fmt: skip
+    program: Any,
+    ops: list[str],
+    inputs: list[str],
+    outputs: list[str],
+    rename: dict[str, str],
+    weights: dict[str, torch.Tensor],
+    symints: dict[str, str] | None = None,
+    dims: dict[str, list[int | str]] | None = None,
+    device: str | None = None,
+) -> fx.GraphModule:
     """A GraphModule computing `outputs` from `inputs` with the part's ops and weights only.
 
     `rename` maps exported node names to OpGraph names (model inputs, weights); `symints` are
@@ -80,8 +86,13 @@ def _move(node: fx.Node, device: torch.device) -> None:
     node.kwargs = fx.node.map_aggregate(node.kwargs, move)
 
 
-def _size_of(graph: fx.Graph, env: dict[str, fx.Node], dims: dict[str, list[int | str]] | None,
-             expr: str, name: str) -> fx.Node:  # fmt: skip
+def _size_of(
+    graph: fx.Graph,
+    env: dict[str, fx.Node],
+    dims: dict[str, list[int | str]] | None,
+    expr: str,
+    name: str,
+) -> fx.Node:
     """aten.sym_size of the first tensor input that has the symbolic dimension `expr`."""
     for tensor, shape in (dims or {}).items():
         if expr in shape and tensor in env:
@@ -99,9 +110,14 @@ def split_inputs(part_inputs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]
     return tensors, {t["name"]: t["shape"][0] for t in part_inputs if t["dtype"] == SYMINT}
 
 
-def export_parts(recipe: Recipe, model_name: str, precision: str,
-                 parts: list[tuple[dict[str, Any], Path]], graph_digest: str,
-                 opset: int) -> list[dict[str, Any]]:  # fmt: skip
+def export_parts(
+    recipe: Recipe,
+    model_name: str,
+    precision: str,
+    parts: list[tuple[dict[str, Any], Path]],
+    graph_digest: str,
+    opset: int,
+) -> list[dict[str, Any]]:
     """Write each part's ONNX, one after another, from one export of the whole model.
 
     The graph is exported with fake weights; each ONNX initializer is then a lazy tensor that
@@ -127,23 +143,42 @@ def export_parts(recipe: Recipe, model_name: str, precision: str,
     return out
 
 
-def _export_one(program: Any, graph: OpGraph, rename: dict[str, str], source: Any,
-                constants: dict[str, torch.Tensor], part: dict[str, Any], onnx_path: Path,
-                opset: int) -> dict[str, Any]:  # fmt: skip
+def _export_one(
+    program: Any,
+    graph: OpGraph,
+    rename: dict[str, str],
+    source: Any,
+    constants: dict[str, torch.Tensor],
+    part: dict[str, Any],
+    onnx_path: Path,
+    opset: int,
+) -> dict[str, Any]:
     names = list(part["weights"])
     meta = {n: _meta_tensor(graph.weights[n]) for n in names}
     tensors, symints = split_inputs(part["inputs"])
-    module = part_module(program, part["ops"], [t["name"] for t in part["inputs"]],
-                         [t["name"] for t in part["outputs"]], rename,
-                         meta, symints, {t["name"]: t["shape"] for t in tensors},
-                         device="meta")  # fmt: skip
+    module = part_module(
+        program,
+        part["ops"],
+        [t["name"] for t in part["inputs"]],
+        [t["name"] for t in part["outputs"]],
+        rename,
+        meta,
+        symints,
+        {t["name"]: t["shape"] for t in tensors},
+        device="meta",
+    )
     args = tuple(_example(t) for t in tensors)
     onnx_program = torch.onnx.export(
-        module, args, dynamo=True, opset_version=opset, optimize=False, verbose=False,
+        module,
+        args,
+        dynamo=True,
+        opset_version=opset,
+        optimize=False,
+        verbose=False,
         input_names=[t["name"] for t in tensors],
         output_names=[t["name"] for t in part["outputs"]],
         dynamic_shapes=_dynamic_shapes(tensors),
-    )  # fmt: skip
+    )
     assert onnx_program is not None
     _unique_io_names(onnx_program.model.graph)
     loader = _WeightLoader(source, {n: meta[n].dtype for n in names}, constants)
@@ -177,8 +212,9 @@ def _meta_tensor(info: WeightInfo) -> torch.Tensor:
 class _WeightLoader:
     """Loads one weight at a time, in the part's precision, and remembers what it loaded."""
 
-    def __init__(self, source: Any, dtypes: dict[str, torch.dtype],
-                 constants: dict[str, torch.Tensor]) -> None:  # fmt: skip
+    def __init__(
+        self, source: Any, dtypes: dict[str, torch.dtype], constants: dict[str, torch.Tensor]
+    ) -> None:
         self.source, self.dtypes, self.constants = source, dtypes, constants
         if source.checkpoint is not None:  # parts are exported one after another: count anew
             source.checkpoint.opened.clear()

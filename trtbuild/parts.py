@@ -41,9 +41,19 @@ class Overrun(Exception):
         self.index, self.observation = index, observation
 
 
-def build_parts(recipe: Recipe, target: Target, graph: OpGraph, job: GraphJob, the_plan: Plan,
-                memory: MemoryModel, backend: Any, store: Store, opts: Options,
-                result: TargetResult, gate: MemoryGate) -> list[PartResult]:  # fmt: skip
+def build_parts(
+    recipe: Recipe,
+    target: Target,
+    graph: OpGraph,
+    job: GraphJob,
+    the_plan: Plan,
+    memory: MemoryModel,
+    backend: Any,
+    store: Store,
+    opts: Options,
+    result: TargetResult,
+    gate: MemoryGate,
+) -> list[PartResult]:
     settings = backend_settings(recipe, target, backend.name, opts.release)
     fields = part_fields(target, graph, job, the_plan, backend.name, settings)
     keys = [actions.action_key(f) for f in fields]
@@ -52,10 +62,17 @@ def build_parts(recipe: Recipe, target: Target, graph: OpGraph, job: GraphJob, t
     def finish(part: Part, record: dict[str, Any], built: bool) -> None:
         blobs = dict(record["blobs"])
         done[part.index] = PartResult(
-            part.index, keys[part.index], not built, record["peak_rss_bytes"], record["seconds"],
-            blobs.pop("engine"), f"part{part.index}{backend.engine_suffix}", blobs,
-            actions.field_digests(fields[part.index]), record,
-        )  # fmt: skip
+            part.index,
+            keys[part.index],
+            not built,
+            record["peak_rss_bytes"],
+            record["seconds"],
+            blobs.pop("engine"),
+            f"part{part.index}{backend.engine_suffix}",
+            blobs,
+            actions.field_digests(fields[part.index]),
+            record,
+        )
         opts.on_part(result, done[part.index])
 
     todo = []
@@ -83,14 +100,37 @@ def build_parts(recipe: Recipe, target: Target, graph: OpGraph, job: GraphJob, t
                 )
                 opts.report(f"{target.name} part {part.index}: {why}")
             if todo:
-                _run(recipe, target, job, todo, keys, memory, backend, settings, store, opts, gate,
-                     finish)  # fmt: skip
+                _run(
+                    recipe,
+                    target,
+                    job,
+                    todo,
+                    keys,
+                    memory,
+                    backend,
+                    settings,
+                    store,
+                    opts,
+                    gate,
+                    finish,
+                )
     return [done[part.index] for part in the_plan.parts]
 
 
-def _run(recipe: Recipe, target: Target, job: GraphJob, todo: list[Part], keys: list[str],
-         memory: MemoryModel, backend: Any, settings: dict[str, Any], store: Store, opts: Options,
-         gate: MemoryGate, finish: Callable[[Part, dict[str, Any], bool], None]) -> None:  # fmt: skip
+def _run(
+    recipe: Recipe,
+    target: Target,
+    job: GraphJob,
+    todo: list[Part],
+    keys: list[str],
+    memory: MemoryModel,
+    backend: Any,
+    settings: dict[str, Any],
+    store: Store,
+    opts: Options,
+    gate: MemoryGate,
+    finish: Callable[[Part, dict[str, Any], bool], None],
+) -> None:
     budget = target.budget.host_memory
     scratch = store.scratch()
     try:
@@ -99,42 +139,78 @@ def _run(recipe: Recipe, target: Target, job: GraphJob, todo: list[Part], keys: 
             folder.mkdir()
         heaviest = max(p.weight_bytes for p in todo)
         export_job = {
-            "kind": "export", "recipe": str(recipe.path), "model": target.model.name,
-            "precision": target.precision, "graph_digest": job.digest, "opset": settings["opset"],
-            "parts": [{"part": _part_json(p), "onnx": str(folders[p.index] / "part.onnx")} for p in todo],
-        }  # fmt: skip
+            "kind": "export",
+            "recipe": str(recipe.path),
+            "model": target.model.name,
+            "precision": target.precision,
+            "graph_digest": job.digest,
+            "opset": settings["opset"],
+            "parts": [
+                {"part": _part_json(p), "onnx": str(folders[p.index] / "part.onnx")} for p in todo
+            ],
+        }
         predicted = memory.export.predict(heaviest)
         with gate.admit(predicted, budget, forked=True) as share:
-            outcome = _stage(export_job, scratch, share, todo[0].index, "export", heaviest,
-                             job.base_bytes or 0, backend.name, gate.server)  # fmt: skip
-        export = {**_process("export", outcome, heaviest, predicted, share),
-                  "shared_by": [p.index for p in todo]}  # fmt: skip
+            outcome = _stage(
+                export_job,
+                scratch,
+                share,
+                todo[0].index,
+                "export",
+                heaviest,
+                job.base_bytes or 0,
+                backend.name,
+                gate.server,
+            )
+        export = {
+            **_process("export", outcome, heaviest, predicted, share),
+            "shared_by": [p.index for p in todo],
+        }
         per_part = dict(zip([p.index for p in todo], outcome.result["parts"]))
 
         def build_one(part: Part) -> None:
             folder, exported = folders[part.index], per_part[part.index]
             engine = folder / f"{keys[part.index][:16]}{backend.engine_suffix}"
-            build_job = {"kind": "build", "backend": backend.name,
-                         "onnx": str(folder / "part.onnx"), "engine": str(engine),
-                         "settings": {**settings, **build_inputs(recipe, target, part)}}  # fmt: skip
+            build_job = {
+                "kind": "build",
+                "backend": backend.name,
+                "onnx": str(folder / "part.onnx"),
+                "engine": str(engine),
+                "settings": {**settings, **build_inputs(recipe, target, part)},
+            }
             predicted = memory.build.predict(part.weight_bytes)
             with gate.admit(predicted, budget) as share:
-                outcome = _stage(build_job, scratch, share, part.index, "build",
-                                 part.weight_bytes, 0, backend.name)  # fmt: skip
-            processes = [{**export, **exported},
-                         {**_process("build", outcome, part.weight_bytes, predicted, share),
-                          "weights_loaded": exported["weights_loaded"]}]  # fmt: skip
+                outcome = _stage(
+                    build_job,
+                    scratch,
+                    share,
+                    part.index,
+                    "build",
+                    part.weight_bytes,
+                    0,
+                    backend.name,
+                )
+            processes = [
+                {**export, **exported},
+                {
+                    **_process("build", outcome, part.weight_bytes, predicted, share),
+                    "weights_loaded": exported["weights_loaded"],
+                },
+            ]
             blobs = {"engine": store.put_file(engine)}
             for name in processes[-1].get("sidecars", []):
                 blobs[name] = store.put_file(folder / name)
             record = {
-                "key": keys[part.index], "blobs": blobs,
+                "key": keys[part.index],
+                "blobs": blobs,
                 "peak_rss_bytes": max(p["peak_rss_bytes"] for p in processes),
                 # the export process is shared: each part counts its share of the time
                 "seconds": round(export["seconds"] / len(todo) + processes[-1]["seconds"], 3),
-                "weight_bytes": part.weight_bytes, "predicted_peak_bytes": part.predicted_peak_bytes,
-                "memory_limit_bytes": budget, "processes": processes,
-            }  # fmt: skip
+                "weight_bytes": part.weight_bytes,
+                "predicted_peak_bytes": part.predicted_peak_bytes,
+                "memory_limit_bytes": budget,
+                "processes": processes,
+            }
             store.put_action(keys[part.index], record)
             finish(part, record, True)
 
@@ -144,9 +220,17 @@ def _run(recipe: Recipe, target: Target, job: GraphJob, todo: list[Part], keys: 
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _stage(job: dict[str, Any], scratch: Path, share: int, index: int, stage: str,
-           weight_bytes: int, base: int, backend: str,
-           server: ForkServer | None = None) -> JobOutcome:  # fmt: skip
+def _stage(
+    job: dict[str, Any],
+    scratch: Path,
+    share: int,
+    index: int,
+    stage: str,
+    weight_bytes: int,
+    base: int,
+    backend: str,
+    server: ForkServer | None = None,
+) -> JobOutcome:
     try:
         return run_job(job, scratch, share, server)
     except BudgetExceeded as exc:
@@ -154,21 +238,32 @@ def _stage(job: dict[str, Any], scratch: Path, share: int, index: int, stage: st
         raise Overrun(index, seen) from None
 
 
-def _process(kind: str, outcome: JobOutcome, weight_bytes: int, predicted: int,
-             share: int) -> dict[str, Any]:  # fmt: skip
+def _process(
+    kind: str, outcome: JobOutcome, weight_bytes: int, predicted: int, share: int
+) -> dict[str, Any]:
     """One process as build.json records it; `weight_bytes` is what its prediction was for."""
     result = {k: v for k, v in outcome.result.items() if k != "parts"}
-    return {"kind": kind, "peak_rss_bytes": outcome.peak_rss_bytes,
-            "predicted_peak_bytes": predicted, "weight_bytes": weight_bytes,
-            "memory_limit_bytes": share, "private_peak_bytes": outcome.private_peak_bytes,
-            "seconds": round(outcome.seconds, 3), "started": outcome.started,
-            "ended": outcome.ended, **result}  # fmt: skip
+    return {
+        "kind": kind,
+        "peak_rss_bytes": outcome.peak_rss_bytes,
+        "predicted_peak_bytes": predicted,
+        "weight_bytes": weight_bytes,
+        "memory_limit_bytes": share,
+        "private_peak_bytes": outcome.private_peak_bytes,
+        "seconds": round(outcome.seconds, 3),
+        "started": outcome.started,
+        "ended": outcome.ended,
+        **result,
+    }
 
 
 def _part_json(part: Part) -> dict[str, Any]:
-    return {"ops": part.ops, "weights": part.weights,
-            "inputs": [t.__dict__ for t in part.inputs],
-            "outputs": [t.__dict__ for t in part.outputs]}  # fmt: skip
+    return {
+        "ops": part.ops,
+        "weights": part.weights,
+        "inputs": [t.__dict__ for t in part.inputs],
+        "outputs": [t.__dict__ for t in part.outputs],
+    }
 
 
 def observations(result: TargetResult, job: GraphJob) -> list[Observation]:
@@ -184,8 +279,14 @@ def observations(result: TargetResult, job: GraphJob) -> list[Observation]:
     return seen
 
 
-def part_fields(target: Target, graph: OpGraph, job: GraphJob, the_plan: Plan, backend: str,
-                settings: dict[str, Any]) -> list[dict[str, Any]]:  # fmt: skip
+def part_fields(
+    target: Target,
+    graph: OpGraph,
+    job: GraphJob,
+    the_plan: Plan,
+    backend: str,
+    settings: dict[str, Any],
+) -> list[dict[str, Any]]:
     """The action-key fields of every part of a plan (see trtbuild.actions.KEY_FIELDS)."""
     facts, inputs = machine(backend), job.inputs.digest()
     return [
@@ -208,9 +309,11 @@ def backend_settings(recipe: Recipe, target: Target, backend: str, release: bool
     if backend == "tensorrt":
         trt = target.defaults.tensorrt
         settings.update(
-            gpu_workspace=target.budget.gpu_workspace, host_memory=target.budget.host_memory,
-            tensorrt=trt.model_dump(mode="json"), release=release,
-        )  # fmt: skip
+            gpu_workspace=target.budget.gpu_workspace,
+            host_memory=target.budget.host_memory,
+            tensorrt=trt.model_dump(mode="json"),
+            release=release,
+        )
         if trt.timing_cache:
             path = recipe.resolve(trt.timing_cache)
             if not path.is_file():
@@ -232,5 +335,8 @@ def build_inputs(recipe: Recipe, target: Target, part: Part) -> dict[str, Any]:
             entry.update(min=ranges[t.name].min, opt=ranges[t.name].opt, max=ranges[t.name].max)
         inputs.append(entry)
     cache = target.defaults.tensorrt.timing_cache
-    return {"precision": target.precision, "inputs": inputs,
-            "timing_cache_path": str(recipe.resolve(cache)) if cache else None}  # fmt: skip
+    return {
+        "precision": target.precision,
+        "inputs": inputs,
+        "timing_cache_path": str(recipe.resolve(cache)) if cache else None,
+    }

@@ -218,11 +218,17 @@ class Recipe:
             if module_ref.endswith(".py") and not self.resolve(module_ref).is_file():
                 self._missing(("model", index, "source"), self.resolve(module_ref), "a Python file")
             if isinstance(model.weights, str) and not self.resolve(model.weights).exists():
-                self._missing(("model", index, "weights"), self.resolve(model.weights),
-                              "a .safetensors or .pt file, or a model folder")  # fmt: skip
+                self._missing(
+                    ("model", index, "weights"),
+                    self.resolve(model.weights),
+                    "a .safetensors or .pt file, or a model folder",
+                )
             if isinstance(model.config, str) and not self.resolve(model.config).exists():
-                self._missing(("model", index, "config"), self.resolve(model.config),
-                              "a config.json file or a model folder")  # fmt: skip
+                self._missing(
+                    ("model", index, "config"),
+                    self.resolve(model.config),
+                    "a config.json file or a model folder",
+                )
 
     def where(self, loc: tuple[Any, ...]) -> str:
         """ "path:line" of a key path, or just the path when the line is unknown."""

@@ -140,8 +140,10 @@ class Store:
             path.unlink(missing_ok=True)
             return None
         if not authentic:
-            log.warning("cache: action %s does not match its key (altered?); removed, will rebuild",
-                        key[:12])  # fmt: skip
+            log.warning(
+                "cache: action %s does not match its key (altered?); removed, will rebuild",
+                key[:12],
+            )
             path.unlink(missing_ok=True)
             return None
         for digest in result.get("blobs", {}).values():
@@ -194,8 +196,11 @@ class Store:
     def stats(self) -> dict[str, int]:
         blobs = [p for p in (self.root / "cas").iterdir() if p.is_file()]
         actions = [p for p in (self.root / "ac").iterdir() if p.suffix == ".json"]
-        return {"blobs": len(blobs), "blob_bytes": sum(p.stat().st_size for p in blobs),
-                "actions": len(actions)}  # fmt: skip
+        return {
+            "blobs": len(blobs),
+            "blob_bytes": sum(p.stat().st_size for p in blobs),
+            "actions": len(actions),
+        }
 
     def verify_all(self) -> list[str]:
         """Check every blob against its digest and every action against its key and blobs.

@@ -94,8 +94,12 @@ def verify(provenance: str | Path, report: Any = print) -> list[ArtifactCheck]:
     return compare(subjects, published, rebuilt, layers_of)
 
 
-def compare(subjects: dict[str, str], published: dict[str, str | None], rebuilt: dict[str, str],
-            layers_of: dict[str, str]) -> list[ArtifactCheck]:  # fmt: skip
+def compare(
+    subjects: dict[str, str],
+    published: dict[str, str | None],
+    rebuilt: dict[str, str],
+    layers_of: dict[str, str],
+) -> list[ArtifactCheck]:
     """One check per recorded artifact. An engine whose rebuilt bytes differ still verifies when
     its layer JSON (engine inspector: layers and tactics) was rebuilt identical to the recorded one."""
     checks = []

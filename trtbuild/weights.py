@@ -99,8 +99,9 @@ class WeightSource:
         assert self.checkpoint is not None
         if self._names is None:
             aliases = {alias: group for group in self.ties for alias in group}
-            self._names = name_map(self.checkpoint.path, checkpoint_names(self.model),
-                                   self.checkpoint.names(), aliases)  # fmt: skip
+            self._names = name_map(
+                self.checkpoint.path, checkpoint_names(self.model), self.checkpoint.names(), aliases
+            )
         return self._names
 
     def load(self, names: list[str]) -> dict[str, torch.Tensor]:

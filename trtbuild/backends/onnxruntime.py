@@ -109,6 +109,18 @@ def _cpu_isa() -> str:
         )
     except (OSError, StopIteration):
         return "unknown"
-    wanted = ("avx", "avx2", "avx512f", "avx512bw", "avx512_bf16", "avx512_fp16", "amx_tile",
-              "fma", "f16c", "asimd", "sve", "bf16")  # fmt: skip
+    wanted = (
+        "avx",
+        "avx2",
+        "avx512f",
+        "avx512bw",
+        "avx512_bf16",
+        "avx512_fp16",
+        "amx_tile",
+        "fma",
+        "f16c",
+        "asimd",
+        "sve",
+        "bf16",
+    )
     return "+".join(f for f in wanted if f in flags) or "baseline"

@@ -48,8 +48,11 @@ def gpu_facts() -> dict[str, str] | None:
         return None
     proc = subprocess.run(
         ["nvidia-smi", "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"],
-        capture_output=True, text=True, check=False, timeout=30,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
     if proc.returncode != 0 or not proc.stdout.strip():
         return None
     name, capability, driver = (s.strip() for s in proc.stdout.splitlines()[0].split(","))
@@ -99,10 +102,16 @@ def _torch_dtype(dtype: Any) -> Any:
     import torch
 
     trt = _trt()
-    table = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16,
-             trt.DataType.BF16: torch.bfloat16, trt.DataType.INT32: torch.int32,
-             trt.DataType.INT64: torch.int64, trt.DataType.BOOL: torch.bool,
-             trt.DataType.INT8: torch.int8, trt.DataType.UINT8: torch.uint8}  # fmt: skip
+    table = {
+        trt.DataType.FLOAT: torch.float32,
+        trt.DataType.HALF: torch.float16,
+        trt.DataType.BF16: torch.bfloat16,
+        trt.DataType.INT32: torch.int32,
+        trt.DataType.INT64: torch.int64,
+        trt.DataType.BOOL: torch.bool,
+        trt.DataType.INT8: torch.int8,
+        trt.DataType.UINT8: torch.uint8,
+    }
     return table[dtype]
 
 
@@ -124,8 +133,9 @@ class TensorRTBackend:
     def build(self, onnx_path: Path, settings: Mapping[str, Any], out: Path) -> dict[str, Any]:
         trt = _trt()
         major = int(trt.__version__.split(".")[0])
-        config_plan = builder_config(dict(settings), settings["precision"], settings["inputs"],
-                                     major, settings["release"])  # fmt: skip
+        config_plan = builder_config(
+            dict(settings), settings["precision"], settings["inputs"], major, settings["release"]
+        )
         logger = trt.Logger()
         builder = trt.Builder(logger)
         network = builder.create_network(_network_flags(trt, config_plan))

@@ -16,8 +16,11 @@ WEAK_TYPING_FLAGS = {
     "fp16": "FP16",
     "bf16": "BF16",
 }  # 10.x only: gone in 11 (always strongly typed)
-HARDWARE_LEVELS = {"none": "NONE", "ampere_plus": "AMPERE_PLUS",
-                   "same_compute_capability": "SAME_COMPUTE_CAPABILITY"}  # fmt: skip
+HARDWARE_LEVELS = {
+    "none": "NONE",
+    "ampere_plus": "AMPERE_PLUS",
+    "same_compute_capability": "SAME_COMPUTE_CAPABILITY",
+}
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,13 @@ class BuilderConfig:
     timing_cache: str | None = None  # path of the pinned timing cache, if any
 
 
-def builder_config(settings: dict[str, Any], precision: str, inputs: list[dict[str, Any]],
-                   trt_major: int, release: bool) -> BuilderConfig:  # fmt: skip
+def builder_config(
+    settings: dict[str, Any],
+    precision: str,
+    inputs: list[dict[str, Any]],
+    trt_major: int,
+    release: bool,
+) -> BuilderConfig:
     """The builder configuration for one part.
 
     settings: the target's backend settings (see build._settings): "gpu_workspace",
@@ -62,9 +70,13 @@ def builder_config(settings: dict[str, Any], precision: str, inputs: list[dict[s
         network_flags = []
         if precision in WEAK_TYPING_FLAGS:
             builder_flags.append(WEAK_TYPING_FLAGS[precision])
-    for option, flag in (("version_compatible", "VERSION_COMPATIBLE"),
-                         ("exclude_lean_runtime", "EXCLUDE_LEAN_RUNTIME"), ("refit", "REFIT"),
-                         ("strip_plan", "STRIP_PLAN"), ("weight_streaming", "WEIGHT_STREAMING")):  # fmt: skip
+    for option, flag in (
+        ("version_compatible", "VERSION_COMPATIBLE"),
+        ("exclude_lean_runtime", "EXCLUDE_LEAN_RUNTIME"),
+        ("refit", "REFIT"),
+        ("strip_plan", "STRIP_PLAN"),
+        ("weight_streaming", "WEIGHT_STREAMING"),
+    ):
         if trt[option]:
             builder_flags.append(flag)
     if trt["exclude_lean_runtime"] and not trt["version_compatible"]:
@@ -112,9 +124,12 @@ def trtexec_command(config: BuilderConfig, onnx: str, engine: str) -> str:
         for k, v in config.memory_pools.items()
         if k in _TRTEXEC_POOLS
     )
-    args = [f"trtexec --onnx={onnx} --saveEngine={engine}", f"--memPoolSize={pools}",
-            f"--builderOptimizationLevel={config.optimization_level}",
-            f"--profilingVerbosity={config.profiling_verbosity.lower()}"]  # fmt: skip
+    args = [
+        f"trtexec --onnx={onnx} --saveEngine={engine}",
+        f"--memPoolSize={pools}",
+        f"--builderOptimizationLevel={config.optimization_level}",
+        f"--profilingVerbosity={config.profiling_verbosity.lower()}",
+    ]
     if "STRONGLY_TYPED" in config.network_flags:
         args.append("--stronglyTyped")
     args += [f"--{_TRTEXEC_FLAGS[f]}" for f in config.builder_flags]
@@ -134,7 +149,13 @@ def trtexec_command(config: BuilderConfig, onnx: str, engine: str) -> str:
 
 
 _TRTEXEC_POOLS = {"WORKSPACE": "workspace"}
-_TRTEXEC_FLAGS = {"FP16": "fp16", "BF16": "bf16", "VERSION_COMPATIBLE": "versionCompatible",
-                  "EXCLUDE_LEAN_RUNTIME": "excludeLeanRuntime", "REFIT": "refit",
-                  "STRIP_PLAN": "stripWeights", "WEIGHT_STREAMING": "weightStreaming",
-                  "ERROR_ON_TIMING_CACHE_MISS": "errorOnTimingCacheMiss"}  # fmt: skip
+_TRTEXEC_FLAGS = {
+    "FP16": "fp16",
+    "BF16": "bf16",
+    "VERSION_COMPATIBLE": "versionCompatible",
+    "EXCLUDE_LEAN_RUNTIME": "excludeLeanRuntime",
+    "REFIT": "refit",
+    "STRIP_PLAN": "stripWeights",
+    "WEIGHT_STREAMING": "weightStreaming",
+    "ERROR_ON_TIMING_CACHE_MISS": "errorOnTimingCacheMiss",
+}

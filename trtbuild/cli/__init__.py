@@ -27,8 +27,13 @@ EXAMPLES = """examples:
 class _Version(argparse.Action):
     """--version: trtbuild's version and the toolchain it found (package metadata, no import)."""
 
-    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
-                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        option_strings: Sequence[str],
+        dest: str = argparse.SUPPRESS,
+        default: str = argparse.SUPPRESS,
+        help: str | None = None,
+    ) -> None:
         super().__init__(option_strings, dest, nargs=0, default=default, help=help)
 
     def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
@@ -53,10 +58,11 @@ def _parser() -> argparse.ArgumentParser:
     from trtbuild.cli import cache, explain, plan, run, verify
 
     parser = argparse.ArgumentParser(
-        prog="trtbuild", epilog=EXAMPLES,
+        prog="trtbuild",
+        epilog=EXAMPLES,
         description="Memory-bounded, incremental, reproducible builds of inference engines.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     parser.add_argument("--version", action=_Version, help="show versions and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in (run, plan, explain, verify, cache):
@@ -82,8 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         if not is_disk_full(exc):
             return _internal()
-        print(f"trtbuild: error: disk full: {exc.strerror} ({exc.filename}); the cache and earlier "
-              "outputs are intact", file=sys.stderr)  # fmt: skip
+        print(
+            f"trtbuild: error: disk full: {exc.strerror} ({exc.filename}); the cache and earlier "
+            "outputs are intact",
+            file=sys.stderr,
+        )
         _closing(args, False, start)
         return EXIT_USER
     except KeyboardInterrupt:
@@ -103,8 +112,11 @@ def _internal() -> int:
         tb_text = getattr(sys.exc_info()[1], "traceback_text", "")
         if tb_text:
             handle.write("\nworker traceback:\n" + tb_text)
-    print(f"trtbuild: internal error: {sys.exc_info()[1]} (details in {path}; please attach it "
-          "to a bug report)", file=sys.stderr)  # fmt: skip
+    print(
+        f"trtbuild: internal error: {sys.exc_info()[1]} (details in {path}; please attach it "
+        "to a bug report)",
+        file=sys.stderr,
+    )
     return EXIT_INTERNAL
 
 

@@ -24,8 +24,13 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "--max-size", help="gc: shrink the cache to this size, least recently used first"
     )
-    parser.add_argument("--keep", nargs="*", type=Path, default=[],
-                        help="gc: lock files or provenance.json whose artifacts are never evicted")  # fmt: skip
+    parser.add_argument(
+        "--keep",
+        nargs="*",
+        type=Path,
+        default=[],
+        help="gc: lock files or provenance.json whose artifacts are never evicted",
+    )
     parser.set_defaults(handler=handle)
 
 

@@ -24,8 +24,11 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--model", help="only this model")
     parser.add_argument("--precision", help="only this precision")
     parser.add_argument("--format", choices=["text", "json", "dot", "svg"], default="text")
-    parser.add_argument("--trtexec", action="store_true",
-                        help="print the equivalent trtexec command line for each part")  # fmt: skip
+    parser.add_argument(
+        "--trtexec",
+        action="store_true",
+        help="print the equivalent trtexec command line for each part",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -68,8 +71,11 @@ def trtexec_lines(args: argparse.Namespace, planned: list[Any]) -> list[str]:
             extra = build_inputs(recipe, p.target, part)
             config = builder_config(settings, p.target.precision, extra["inputs"], major, False)
             lines.append(f"# {p.target.name} part {part.index}")
-            lines.append(trtexec_command(config, f"{folder}/part{part.index}.onnx",
-                                         f"{folder}/part{part.index}.engine"))  # fmt: skip
+            lines.append(
+                trtexec_command(
+                    config, f"{folder}/part{part.index}.onnx", f"{folder}/part{part.index}.engine"
+                )
+            )
     return lines
 
 
@@ -109,14 +115,22 @@ def as_text(name: str, backend: str, plan: Plan) -> str:
     """The layout of Torch-TensorRT's "Graph Structure" printout, plus what trtbuild adds."""
     inputs = [t for p in plan.parts for t in p.inputs if t.from_part is None]
     outputs = [t for p in plan.parts for t in p.outputs if t.name in plan.model_outputs]
-    lines = [f"{name} ({backend}, budget {format_size(plan.budget_bytes)})", "", "Graph Structure:", "",
-             f"   Inputs: {_tensors(inputs)}", "    ..."]  # fmt: skip
+    lines = [
+        f"{name} ({backend}, budget {format_size(plan.budget_bytes)})",
+        "",
+        "Graph Structure:",
+        "",
+        f"   Inputs: {_tensors(inputs)}",
+        "    ...",
+    ]
     for part in plan.parts:
         lines += _part_text(part)
     counts = [len(p.ops) for p in plan.parts]
     lines += [
-        f"   Outputs: {_tensors(outputs)}", "",
-        "  ------------------------- Aggregate Stats -------------------------", "",
+        f"   Outputs: {_tensors(outputs)}",
+        "",
+        "  ------------------------- Aggregate Stats -------------------------",
+        "",
         f"   Number of Engines: {len(plan.parts)}",
         f"   Average Number of Operators per Engine: {sum(counts) / len(counts):.1f}",
         f"   Most Operators in an Engine: {max(counts)}",
@@ -124,8 +138,9 @@ def as_text(name: str, backend: str, plan: Plan) -> str:
         f"   Largest predicted peak: {format_size(max(p.predicted_peak_bytes for p in plan.parts))}"
         f" of {format_size(plan.budget_bytes)}",
         f"   Smallest feasible budget: {format_size(plan.min_feasible_budget_bytes)}",
-        f"   Planner: {plan.method}; memory model: {plan.memory_source}", "",
-    ]  # fmt: skip
+        f"   Planner: {plan.method}; memory model: {plan.memory_source}",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -146,8 +161,10 @@ def as_dot(name: str, plan: Plan) -> str:
     producer = {t.name: (p.index, _producer_op(p, t.name)) for p in plan.parts for t in p.outputs}
     for part in plan.parts:
         lines.append(f'  subgraph "cluster_{part.index}" {{')
-        lines.append(f'    label="engine {part.index}: {len(part.ops)} ops, '
-                     f'{format_size(part.weight_bytes)} weights"; style=rounded;')  # fmt: skip
+        lines.append(
+            f'    label="engine {part.index}: {len(part.ops)} ops, '
+            f'{format_size(part.weight_bytes)} weights"; style=rounded;'
+        )
         lines += [f'    "{op}";' for op in part.ops]
         lines.append("  }")
     for part in plan.parts:
@@ -156,8 +173,10 @@ def as_dot(name: str, plan: Plan) -> str:
                 lines.append(f'  "{t.name}" [shape=ellipse]; "{t.name}" -> "{part.ops[0]}";')
             else:
                 src = producer[t.name][1]
-                lines.append(f'  "{src}" -> "{part.ops[0]}" [color=red, fontcolor=red, '
-                             f'label="{t.name}\\n{"x".join(map(str, t.shape))} {t.dtype}\\n{format_size(t.bytes)}"];')  # fmt: skip
+                lines.append(
+                    f'  "{src}" -> "{part.ops[0]}" [color=red, fontcolor=red, '
+                    f'label="{t.name}\\n{"x".join(map(str, t.shape))} {t.dtype}\\n{format_size(t.bytes)}"];'
+                )
     lines.append("}")
     return "\n".join(lines)
 

@@ -68,11 +68,23 @@ def handle(args: argparse.Namespace) -> int:
     from trtbuild.build import Options, auto_jobs, build
 
     console = Console(stderr=True, quiet=args.json)
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=console)  # fmt: skip
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
     tasks: dict[str, Any] = {}
-    opts = Options(backend=args.backend, budget=budget(args), out=args.out, cache=args.cache,
-                   jobs=args.jobs or auto_jobs(), locked=args.locked, release=args.release)  # fmt: skip
+    opts = Options(
+        backend=args.backend,
+        budget=budget(args),
+        out=args.out,
+        cache=args.cache,
+        jobs=args.jobs or auto_jobs(),
+        locked=args.locked,
+        release=args.release,
+    )
     opts.fork_server = opts.fork_server and args.fork_server
     if args.verbose:
         opts.report = lambda message: console.print(f"[dim]{message}[/]")
@@ -86,8 +98,10 @@ def handle(args: argparse.Namespace) -> int:
 
     def on_part(target: Any, part: Any) -> None:
         what = "cached" if part.cached else f"built in {part.seconds:.1f}s"
-        progress.console.print(f"  {target.model}/{target.precision} part {part.index}: {what}, "
-                               f"peak RSS {part.peak_rss_bytes / 2**20:.0f} MiB")  # fmt: skip
+        progress.console.print(
+            f"  {target.model}/{target.precision} part {part.index}: {what}, "
+            f"peak RSS {part.peak_rss_bytes / 2**20:.0f} MiB"
+        )
         if args.verbose and not part.cached:
             for process in part.record["processes"]:
                 progress.console.print(f"[dim]    {_memory_line(process)}[/]")
@@ -156,8 +170,10 @@ def _memory_line(process: dict[str, Any]) -> str:
     measured, predicted = process["peak_rss_bytes"], process.get("predicted_peak_bytes")
     if not predicted:
         return f"{process['kind']}: peak {measured / 2**20:.0f} MiB"
-    return (f"{process['kind']}: peak {measured / 2**20:.0f} MiB, predicted {predicted / 2**20:.0f} "
-            f"MiB ({predicted / measured - 1:+.0%})")  # fmt: skip
+    return (
+        f"{process['kind']}: peak {measured / 2**20:.0f} MiB, predicted {predicted / 2**20:.0f} "
+        f"MiB ({predicted / measured - 1:+.0%})"
+    )
 
 
 def _table(result: Any) -> Any:
@@ -173,8 +189,12 @@ def _table(result: Any) -> Any:
         peak = max((p.peak_rss_bytes for p in t.parts), default=0)
         built = sum(not p.cached for p in t.parts)
         table.add_row(
-            f"{t.model}/{t.precision}", t.backend, str(len(t.parts)), str(built),
-            f"{peak / 2**20:.0f}", f"{t.budget_bytes / 2**20:.0f}",
+            f"{t.model}/{t.precision}",
+            t.backend,
+            str(len(t.parts)),
+            str(built),
+            f"{peak / 2**20:.0f}",
+            f"{t.budget_bytes / 2**20:.0f}",
             f"{sum(p.seconds for p in t.parts if not p.cached):.1f}",
-        )  # fmt: skip
+        )
     return table

@@ -18,5 +18,13 @@ from trtbuild.planner.problem import Problem, Solution
 from trtbuild.planner.solve import solve
 
 __all__ = [
-    "Part", "PartTensor", "Plan", "Problem", "Solution", "coarsen", "plan", "problem_of", "solve",
-]  # fmt: skip
+    "Part",
+    "PartTensor",
+    "Plan",
+    "Problem",
+    "Solution",
+    "coarsen",
+    "plan",
+    "problem_of",
+    "solve",
+]

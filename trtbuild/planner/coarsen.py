@@ -7,13 +7,53 @@ from collections.abc import Callable, Sequence
 from trtbuild.graph import OpGraph
 from trtbuild.planner.problem import Problem
 
-ANCHORS = ("conv", "linear", "matmul", "mm.", "bmm", "addmm", "baddbmm", "einsum", "embedding",
-           "scaled_dot_product_attention")  # fmt: skip
-FOLLOWERS = ("batch_norm", "layer_norm", "group_norm", "relu", "gelu", "silu", "sigmoid", "tanh",
-             "hardtanh", "clamp", "add", "mul", "hardswish", "leaky_relu", "_native_batch_norm",
-             "dropout")  # fmt: skip
-VIEWS = ("view", "reshape", "flatten", "unsqueeze", "squeeze", "permute", "transpose", "expand",
-         "contiguous", "clone", "aten.t.", "alias", "unflatten", "aten.to.", "_to_copy")  # fmt: skip
+ANCHORS = (
+    "conv",
+    "linear",
+    "matmul",
+    "mm.",
+    "bmm",
+    "addmm",
+    "baddbmm",
+    "einsum",
+    "embedding",
+    "scaled_dot_product_attention",
+)
+FOLLOWERS = (
+    "batch_norm",
+    "layer_norm",
+    "group_norm",
+    "relu",
+    "gelu",
+    "silu",
+    "sigmoid",
+    "tanh",
+    "hardtanh",
+    "clamp",
+    "add",
+    "mul",
+    "hardswish",
+    "leaky_relu",
+    "_native_batch_norm",
+    "dropout",
+)
+VIEWS = (
+    "view",
+    "reshape",
+    "flatten",
+    "unsqueeze",
+    "squeeze",
+    "permute",
+    "transpose",
+    "expand",
+    "contiguous",
+    "clone",
+    "aten.t.",
+    "alias",
+    "unflatten",
+    "aten.to.",
+    "_to_copy",
+)
 
 
 def coarsen(graph: OpGraph) -> list[list[str]]:

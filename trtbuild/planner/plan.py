@@ -62,9 +62,13 @@ def plan(graph: OpGraph, budget: int, memory: MemoryModel) -> Plan:
 
 
 def _make_plan(
-    graph: OpGraph, groups: list[list[str]], solution: Solution, budget: int, min_budget: int,
+    graph: OpGraph,
+    groups: list[list[str]],
+    solution: Solution,
+    budget: int,
+    min_budget: int,
     memory: MemoryModel,
-) -> Plan:  # fmt: skip
+) -> Plan:
     order = {op.name: i for i, op in enumerate(graph.ops)}
     part_ops = [
         sorted((name for v in part for name in groups[v]), key=order.__getitem__)
@@ -97,8 +101,16 @@ def _make_plan(
         parts.append(
             Part(k, ops, list(weights), wbytes, memory.predict(wbytes), list(ins.values()), outs)
         )
-    return Plan(parts, budget, boundary, min_budget, solution.method, memory.source,
-                [t.name for t in graph.inputs], list(graph.outputs))  # fmt: skip
+    return Plan(
+        parts,
+        budget,
+        boundary,
+        min_budget,
+        solution.method,
+        memory.source,
+        [t.name for t in graph.inputs],
+        list(graph.outputs),
+    )
 
 
 def _part_tensor(graph: OpGraph, name: str, from_part: int | None) -> PartTensor:
