@@ -15,6 +15,7 @@ from trtbuild.build import Options, build
 from trtbuild.errors import BudgetExceeded
 from trtbuild.executor import MemoryGate, run_job
 from trtbuild.frontend import eager_model
+from trtbuild.jobs import GraphJob
 from trtbuild.memory import MemoryModel, Stage, memory_model
 from trtbuild.recipe import load_recipe
 
@@ -78,16 +79,8 @@ def test_jobs_run_in_parallel_within_the_budget(recipes: Path) -> None:
 def test_watcher_stops_a_process_over_its_limit(tmp_path: Path) -> None:
     """A real export of the seed network with a 300 MiB limit: killed, peak reported."""
     with pytest.raises(BudgetExceeded) as info:
-        run_job(
-            {
-                "kind": "graph",
-                "recipe": str(Path(__file__).parent.parent / "recipes/seed_net.toml"),
-                "model": "seed_net",
-                "precision": "fp32",
-            },
-            tmp_path,
-            200 << 20,
-        )
+        recipe = Path(__file__).parent.parent / "recipes/seed_net.toml"
+        run_job(GraphJob(str(recipe), "seed_net", "fp32"), tmp_path, 200 << 20)
     assert info.value.peak_rss_bytes > 200 << 20
 
 
@@ -98,16 +91,7 @@ def test_peak_is_the_workers_own_not_the_parents(tmp_path: Path) -> None:
     recipe = Path(__file__).parent / "data" / "tiny.toml"
     shutil.copytree(Path(__file__).parent.parent / "recipes" / "models", tmp_path / "models")
     shutil.copy(recipe, tmp_path / "tiny.toml")
-    outcome = run_job(
-        {
-            "kind": "graph",
-            "recipe": str(tmp_path / "tiny.toml"),
-            "model": "resnet_tiny",
-            "precision": "fp32",
-        },
-        tmp_path,
-        None,
-    )
+    outcome = run_job(GraphJob(str(tmp_path / "tiny.toml"), "resnet_tiny", "fp32"), tmp_path)
     assert 50 << 20 < outcome.peak_rss_bytes < 800 << 20
     del ballast
 

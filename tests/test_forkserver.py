@@ -19,6 +19,7 @@ from tests.test_transformers import MODELS, write_recipe
 from trtbuild.build import Options, build
 from trtbuild.executor import MemoryGate, run_job, worker_env
 from trtbuild.forkserver import ForkServer
+from trtbuild.jobs import ProbeJob
 from trtbuild.lockfile import lock_path, read_lock
 
 MiB = 1 << 20
@@ -34,7 +35,7 @@ def server(tmp_path: Path) -> ForkServer:
 
 def probe(tmp_path: Path, size: int, server: ForkServer | None) -> tuple[int, int | None]:
     """(peak RSS, private peak) of a job that touches `size` bytes and holds them 0.3 s."""
-    outcome = run_job({"kind": "probe", "bytes": size, "hold": 0.3}, tmp_path, None, server)
+    outcome = run_job(ProbeJob(size, 0.3), tmp_path, None, server)
     assert outcome.result == {"bytes": size}
     return outcome.peak_rss_bytes, outcome.private_peak_bytes
 
@@ -108,10 +109,12 @@ def test_a_killed_run_leaves_neither_server_nor_jobs(tmp_path: Path) -> None:
 from typing import Any
         from trtbuild.executor import run_job, worker_env
         from trtbuild.forkserver import ForkServer
+from trtbuild.jobs import ProbeJob
         server = ForkServer(Path({str(tmp_path)!r}) / "fs.log", worker_env())
         server.start()
         print(server._session.proc.pid, flush=True)
-        job = {{"kind": "probe", "bytes": 1 << 20, "hold": 600}}
+        from trtbuild.jobs import ProbeJob
+        job = ProbeJob(1 << 20, 600)
         threading.Thread(target=run_job, args=(job, Path({str(tmp_path)!r}), None, server)).start()
     """)
     run = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)

@@ -21,7 +21,7 @@ from trtbuild.errors import TrtbuildError
 from trtbuild.executor import MemoryGate, worker_env
 from trtbuild.forkserver import EXPECTED_BYTES, ForkServer
 from trtbuild.graph import OpGraph
-from trtbuild.graphjob import GraphJob, graph_job
+from trtbuild.graphjob import GraphResult, graph_job
 from trtbuild.memory import MemoryModel, memory_model, pinned, record
 from trtbuild.parts import Overrun, build_parts, observations
 from trtbuild.planner import Plan, plan
@@ -138,7 +138,7 @@ class PlannedTarget:
     backend: str
     graph: OpGraph
     plan: Plan
-    job: GraphJob
+    job: GraphResult
 
 
 def plan_targets(

@@ -25,8 +25,10 @@ from typing import Any
 
 import psutil
 
+from trtbuild import jobs
 from trtbuild.errors import BudgetExceeded, TrtbuildError, disk_full_text
 from trtbuild.forkserver import ForkServer, Unavailable
+from trtbuild.jobs import Job
 from trtbuild.sizes import format_size
 
 POLL_SECONDS = 0.01
@@ -47,7 +49,7 @@ class JobOutcome:
 
 
 def run_job(
-    job: dict[str, Any],
+    job: Job,
     scratch: Path,
     limit_bytes: int | None = None,
     server: ForkServer | None = None,
@@ -57,13 +59,13 @@ def run_job(
     Graph and export jobs are forked from `server` when there is one; build jobs (which never
     import torch) always start a plain interpreter.
     """
-    name = f"{job['kind']}-{time.time_ns()}"
-    job = {**job, "result": str(scratch / f"{name}.result.json")}
+    name = f"{job.kind}-{time.time_ns()}"
+    result_path = scratch / f"{name}.result.json"
     job_path = scratch / f"{name}.job.json"
-    job_path.write_text(json.dumps(job))
+    job_path.write_text(json.dumps(jobs.to_json(job, str(result_path))))
     log_path = scratch / f"{name}.log"
     start, started = time.perf_counter(), time.time()
-    pid, wait, forked = _start(job_path, log_path, server if job["kind"] in FORKED_KINDS else None)
+    pid, wait, forked = _start(job_path, log_path, server if job.kind in FORKED_KINDS else None)
     watcher = _Watcher(pid, limit_bytes, private=forked)
     watcher.start()
     try:
@@ -79,7 +81,7 @@ def run_job(
         watcher.join()
     returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - start
-    outcome = _read_result(Path(job["result"]))
+    outcome = _read_result(result_path)
     own = outcome.get("vm_hwm_bytes") if outcome else None
     # VmHWM as the worker saw it; ru_maxrss also counts our own RSS at the fork (see worker.py).
     if own:
@@ -90,7 +92,7 @@ def run_job(
         # A spike shorter than the sampling period is caught here, from the kernel's own peak.
         what = "was stopped" if watcher.killed else "finished, but its output is not used"
         raise BudgetExceeded(
-            f"{job['kind']} process crossed its memory limit {format_size(limit_bytes or 0)} "
+            f"{job.kind} process crossed its memory limit {format_size(limit_bytes or 0)} "
             f"(peak {format_size(peak)}) and {what}",
             peak,
         )
@@ -102,14 +104,14 @@ def run_job(
                 f"disk full while writing build files: {full}; nothing was published"
             )
         raise TrtbuildError(
-            f"{job['kind']} process died with exit status {returncode}: "
+            f"{job.kind} process died with exit status {returncode}: "
             f"{log.strip().splitlines()[-1] if log.strip() else 'no output'}"
         )
     if not outcome["ok"]:
         if "traceback" in outcome:
             (scratch / f"{name}.traceback.txt").write_text(outcome["traceback"])
             raise InternalJobError(
-                f"{job['kind']} process failed: {outcome['error']}", outcome["traceback"]
+                f"{job.kind} process failed: {outcome['error']}", outcome["traceback"]
             )
         raise TrtbuildError(outcome["error"])
     private = watcher.private_peak if forked else None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trtbuild import jobs
 from trtbuild.checkpoint import checkpoint_files
 from trtbuild.digests import DigestMemo, digest_json
 from trtbuild.errors import BudgetExceeded, TrtbuildError
@@ -30,7 +31,7 @@ MAX_INPUT_SETS = 16  # input sets remembered per manifest, newest first
 
 
 @dataclass(frozen=True)
-class GraphJob:
+class GraphResult:
     """What the graph job of a target found, and what it cost."""
 
     graph: dict[str, Any]  # OpGraph.to_json()
@@ -53,7 +54,7 @@ class GraphJob:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> GraphJob:
+    def from_json(cls, data: dict[str, Any]) -> GraphResult:
         return cls(
             data["graph"],
             data["digest"],
@@ -72,7 +73,7 @@ def graph_job(
     memo: DigestMemo,
     budget: int | None,
     server: ForkServer | None = None,
-) -> GraphJob:
+) -> GraphResult:
     """The target's graph: from the cache when its recorded inputs are unchanged, else run."""
     spec = target.model
     weights = weights_digest(recipe, spec, memo)
@@ -112,14 +113,14 @@ def _input_sets(store: Store, manifest: str) -> list[dict[str, Any]]:
     return list(entry["input_sets"]) if entry else []
 
 
-def _lookup(store: Store, manifest: str, root: Path, memo: DigestMemo) -> GraphJob | None:
+def _lookup(store: Store, manifest: str, root: Path, memo: DigestMemo) -> GraphResult | None:
     for raw in _input_sets(store, manifest):
         inputs = Inputs.from_json(raw)
         if inputs.changes(root, memo, limit=1):
             continue
         entry = store.get_action(_result_key(manifest, inputs))
         if entry is not None:
-            return GraphJob.from_json(entry)
+            return GraphResult.from_json(entry)
     return None
 
 
@@ -134,15 +135,9 @@ def _run(
     memo: DigestMemo,
     budget: int | None,
     server: ForkServer | None,
-) -> GraphJob:
+) -> GraphResult:
     scratch = store.scratch()
-    job = {
-        "kind": "graph",
-        "recipe": str(recipe.path),
-        "model": target.model.name,
-        "precision": target.precision,
-        "cache": str(store.root),
-    }
+    job = jobs.GraphJob(str(recipe.path), target.model.name, target.precision, str(store.root))
     try:
         outcome = run_job(job, scratch, budget, server)
     except BudgetExceeded as exc:
@@ -153,7 +148,7 @@ def _run(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     result = outcome.result
-    return GraphJob(
+    return GraphResult(
         result["graph"],
         result["digest"],
         result["weight_digests"],

@@ -23,8 +23,9 @@ from trtbuild.errors import BudgetExceeded, TrtbuildError
 from trtbuild.executor import JobOutcome, MemoryGate, run_job
 from trtbuild.forkserver import ForkServer
 from trtbuild.graph import OpGraph
-from trtbuild.graphjob import GraphJob
+from trtbuild.graphjob import GraphResult
 from trtbuild.inputs import machine
+from trtbuild.jobs import BuildJob, ExportJob, Job, PartToExport
 from trtbuild.memory import MemoryModel, Observation
 from trtbuild.planner import Part, Plan
 from trtbuild.recipe import DynamicShape, Recipe, Target
@@ -45,7 +46,7 @@ def build_parts(
     recipe: Recipe,
     target: Target,
     graph: OpGraph,
-    job: GraphJob,
+    job: GraphResult,
     the_plan: Plan,
     memory: MemoryModel,
     backend: Any,
@@ -120,7 +121,7 @@ def build_parts(
 def _run(
     recipe: Recipe,
     target: Target,
-    job: GraphJob,
+    job: GraphResult,
     todo: list[Part],
     keys: list[str],
     memory: MemoryModel,
@@ -138,17 +139,14 @@ def _run(
         for folder in folders.values():
             folder.mkdir()
         heaviest = max(p.weight_bytes for p in todo)
-        export_job = {
-            "kind": "export",
-            "recipe": str(recipe.path),
-            "model": target.model.name,
-            "precision": target.precision,
-            "graph_digest": job.digest,
-            "opset": settings["opset"],
-            "parts": [
-                {"part": _part_json(p), "onnx": str(folders[p.index] / "part.onnx")} for p in todo
-            ],
-        }
+        export_job = ExportJob(
+            str(recipe.path),
+            target.model.name,
+            target.precision,
+            job.digest,
+            settings["opset"],
+            [PartToExport(_part_json(p), str(folders[p.index] / "part.onnx")) for p in todo],
+        )
         predicted = memory.export.predict(heaviest)
         with gate.admit(predicted, budget, forked=True) as share:
             outcome = _stage(
@@ -171,13 +169,12 @@ def _run(
         def build_one(part: Part) -> None:
             folder, exported = folders[part.index], per_part[part.index]
             engine = folder / f"{keys[part.index][:16]}{backend.engine_suffix}"
-            build_job = {
-                "kind": "build",
-                "backend": backend.name,
-                "onnx": str(folder / "part.onnx"),
-                "engine": str(engine),
-                "settings": {**settings, **build_inputs(recipe, target, part)},
-            }
+            build_job = BuildJob(
+                backend.name,
+                str(folder / "part.onnx"),
+                str(engine),
+                {**settings, **build_inputs(recipe, target, part)},
+            )
             predicted = memory.build.predict(part.weight_bytes)
             with gate.admit(predicted, budget) as share:
                 outcome = _stage(
@@ -221,7 +218,7 @@ def _run(
 
 
 def _stage(
-    job: dict[str, Any],
+    job: Job,
     scratch: Path,
     share: int,
     index: int,
@@ -266,7 +263,7 @@ def _part_json(part: Part) -> dict[str, Any]:
     }
 
 
-def observations(result: TargetResult, job: GraphJob) -> list[Observation]:
+def observations(result: TargetResult, job: GraphResult) -> list[Observation]:
     """The processes this build ran (cached parts ran none; a shared export counts once)."""
     seen = []
     for part in result.parts:
@@ -282,7 +279,7 @@ def observations(result: TargetResult, job: GraphJob) -> list[Observation]:
 def part_fields(
     target: Target,
     graph: OpGraph,
-    job: GraphJob,
+    job: GraphResult,
     the_plan: Plan,
     backend: str,
     settings: dict[str, Any],

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trtbuild.graphjob import GraphJob
+from trtbuild.graphjob import GraphResult
 from trtbuild.memory import MemoryModel
 from trtbuild.planner import Plan
 
@@ -33,7 +33,7 @@ class TargetResult:
     dir: Path
     budget_bytes: int
     plan: Plan
-    graph_job: GraphJob
+    graph_job: GraphResult
     requested_backend: str
     parts: list[PartResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what happened: re-plans after overruns

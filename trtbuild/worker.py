@@ -17,31 +17,26 @@ from pathlib import Path
 from typing import Any
 
 from trtbuild.errors import TrtbuildError, disk_full_text, is_disk_full
+from trtbuild.jobs import BuildJob, GraphJob, Job, ProbeJob, from_json
 
 
-def run(job: dict[str, Any]) -> dict[str, Any]:
-    kind = job["kind"]
-    if kind == "build":
+def run(job: Job) -> dict[str, Any]:
+    if isinstance(job, BuildJob):
         from trtbuild.backends import get_backend
 
-        backend = get_backend(job["backend"])
-        return backend.build(Path(job["onnx"]), job["settings"], Path(job["engine"]))
-    if kind == "probe":
-        return _probe(job["bytes"], job.get("hold", 0.0))
+        return get_backend(job.backend).build(Path(job.onnx), job.settings, Path(job.engine))
+    if isinstance(job, ProbeJob):
+        return _probe(job.bytes, job.hold)
     from trtbuild.recipe import load_recipe
 
-    recipe = load_recipe(job["recipe"])
-    if kind == "graph":
+    recipe = load_recipe(job.recipe)
+    if isinstance(job, GraphJob):
         return _graph(recipe, job)
-    if kind == "export":
-        from trtbuild.partexport import export_parts
+    from trtbuild.partexport import export_parts
 
-        parts = [(entry["part"], Path(entry["onnx"])) for entry in job["parts"]]
-        exported = export_parts(
-            recipe, job["model"], job["precision"], parts, job["graph_digest"], job["opset"]
-        )
-        return {"parts": exported}
-    raise ValueError(f"unknown job kind {kind!r}")
+    parts = [(entry.part, Path(entry.onnx)) for entry in job.parts]
+    exported = export_parts(recipe, job.model, job.precision, parts, job.graph_digest, job.opset)
+    return {"parts": exported}
 
 
 def _probe(size: int, hold: float) -> dict[str, Any]:
@@ -55,16 +50,16 @@ def _probe(size: int, hold: float) -> dict[str, Any]:
     return {"bytes": len(ballast)}
 
 
-def _graph(recipe: Any, job: dict[str, Any]) -> dict[str, Any]:
+def _graph(recipe: Any, job: GraphJob) -> dict[str, Any]:
     """The op graph, weight digests and discovered inputs of one model at one precision."""
     from trtbuild import depfile, frontend
     from trtbuild.checkpoint import tensor_digest
     from trtbuild.graph import from_exported
     from trtbuild.weights import WeightSource
 
-    spec = recipe.model_spec(job["model"])
+    spec = recipe.model_spec(job.model)
     with depfile.recording() as touched:
-        _, program = frontend.export_model(recipe, spec, job["precision"])
+        _, program = frontend.export_model(recipe, spec, job.precision)
         graph = from_exported(program, [i.name for i in spec.inputs])
         base = own_peak_rss()  # the model's own process cost, before any weight is read
         model = frontend.build_model(recipe, spec, "fp32").model
@@ -75,7 +70,7 @@ def _graph(recipe: Any, job: dict[str, Any]) -> dict[str, Any]:
     if missing:  # a buffer the graph reads that is neither in the checkpoint nor made by code
         raise TrtbuildError(f"{spec.weights}: checkpoint has no tensor for {missing[0]!r}")
     # Weights are pinned tensor by tensor; the cache is trtbuild's own: neither is model code.
-    exclude = [Path(job["cache"])] if job.get("cache") else []
+    exclude = [Path(job.cache)] if job.cache else []
     if isinstance(spec.weights, str):  # config.json of a model folder too: lock pins it
         exclude.append(recipe.resolve(spec.weights))
     inputs = depfile.classify(touched, exclude)
@@ -135,8 +130,8 @@ def die_with_parent() -> None:
 def main(argv: list[str]) -> int:
     die_with_parent()
     job_path = Path(argv[0])
-    job = json.loads(job_path.read_text())
-    result_path = Path(job["result"])
+    job, result_file = from_json(json.loads(job_path.read_text()))
+    result_path = Path(result_file)
     try:
         result: dict[str, Any] = {"ok": True, "result": run(job)}
         code = 0

@@ -1,0 +1,77 @@
+"""Messages to worker processes: one definition that the orchestrator and the worker both import.
+
+A job travels as JSON (`{"kind": ..., **fields, "result": PATH}`, written next to its result by
+trtbuild.executor), is read back by `from_json` in the worker, and answered with a JSON result at
+PATH (`{"ok": true, "result": {...}, "vm_hwm_bytes": N}` or `{"ok": false, "error": ...}`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class GraphJob:
+    """Export the model on fake tensors: its op graph, weight digests, discovered inputs."""
+
+    kind: ClassVar[str] = "graph"
+    recipe: str
+    model: str
+    precision: str
+    cache: str | None = None  # trtbuild's own cache: never an input of the model
+
+
+@dataclass(frozen=True)
+class PartToExport:
+    part: dict[str, Any]  # ops, weights, inputs, outputs (trtbuild.parts._part_json)
+    onnx: str  # where its ONNX file goes
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """Write the ONNX file of each part, one after another, from one export of the model."""
+
+    kind: ClassVar[str] = "export"
+    recipe: str
+    model: str
+    precision: str
+    graph_digest: str  # the graph the parts were planned on: a changed model is an error
+    opset: int
+    parts: list[PartToExport] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    """Build one part's engine with a backend; no torch in this process."""
+
+    kind: ClassVar[str] = "build"
+    backend: str
+    onnx: str
+    engine: str
+    settings: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ProbeJob:
+    """Touch `bytes` bytes and hold them `hold` seconds: checks what the executor measures."""
+
+    kind: ClassVar[str] = "probe"
+    bytes: int
+    hold: float = 0.0
+
+
+Job = GraphJob | ExportJob | BuildJob | ProbeJob
+KINDS: dict[str, type[Job]] = {c.kind: c for c in (GraphJob, ExportJob, BuildJob, ProbeJob)}
+
+
+def to_json(job: Job, result: str) -> dict[str, Any]:
+    return {"kind": job.kind, **asdict(job), "result": result}
+
+
+def from_json(data: dict[str, Any]) -> tuple[Job, str]:
+    """The job and the path of its result file."""
+    fields = {k: v for k, v in data.items() if k not in ("kind", "result")}
+    if data["kind"] == "export":
+        fields["parts"] = [PartToExport(**p) for p in fields["parts"]]
+    return KINDS[data["kind"]](**fields), data["result"]
