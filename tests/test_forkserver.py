@@ -106,14 +106,12 @@ def test_a_killed_run_leaves_neither_server_nor_jobs(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import sys, threading
         from pathlib import Path
-from typing import Any
         from trtbuild.executor import run_job, worker_env
         from trtbuild.forkserver import ForkServer
-from trtbuild.jobs import ProbeJob
+        from trtbuild.jobs import ProbeJob
         server = ForkServer(Path({str(tmp_path)!r}) / "fs.log", worker_env())
         server.start()
         print(server._session.proc.pid, flush=True)
-        from trtbuild.jobs import ProbeJob
         job = ProbeJob(1 << 20, 600)
         threading.Thread(target=run_job, args=(job, Path({str(tmp_path)!r}), None, server)).start()
     """)

@@ -188,9 +188,10 @@ def classify(touched: Touched, exclude: list[Path]) -> Discovered:
         if kind == "ignore" or _under(resolved, skip) or not os.path.isfile(resolved):
             continue
         site_dir = _site_dir(raw)
-        if kind == "site" and site_dir is not None:
-            top = Path(raw[len(site_dir) :]).parts[0].split(".")[0]
-            dist = owners.get(top)
+        metadata = _metadata_of(Path(raw).parent.name)  # also an editable install's egg-info
+        if metadata is not None or (kind == "site" and site_dir is not None):
+            top = Path(raw[len(site_dir or "") :]).parts[0]
+            dist = metadata or owners.get(top.split(".")[0])
             if dist is not None:
                 if dist not in dists:  # one metadata read per distribution, not per file
                     dists[dist] = importlib.metadata.version(dist)
@@ -198,6 +199,22 @@ def classify(touched: Touched, exclude: list[Path]) -> Discovered:
         files.add(resolved)  # a file nobody installed: by content
     env = {name: env_digest(value) for name, value in touched.env.items()}
     return Discovered(sorted(files), dict(sorted(dists.items())), dict(sorted(env.items())))
+
+
+def _metadata_of(folder: str) -> str | None:
+    """The distribution whose metadata folder this is (`name-1.2.dist-info`), if installed.
+
+    Code that reads a package's metadata (a version check, entry points) depends on that
+    distribution's version, which pins it; the files' paths and bytes are not the input.
+    """
+    stem, dot, suffix = folder.rpartition(".")
+    if not dot or suffix not in ("dist-info", "egg-info"):
+        return None
+    try:
+        name: str = importlib.metadata.distribution(stem.split("-")[0]).metadata["Name"]
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return name
 
 
 def _under(path: str, roots: list[str]) -> bool:

@@ -37,8 +37,10 @@ from typing import Any
 
 from trtbuild.errors import TrtbuildError
 
-# What a graph or export job imports before it runs any model code (so a forked child starts
-# where a fresh worker would be when depfile.recording() begins) ...
+# What a graph or export job imports before it runs any model code: a forked child starts where
+# a fresh worker is when its depfile recording begins. The server then also runs
+# frontend.import_exporter(), which a graph job runs inside its recording: a child records those
+# modules as imported (depfile.set_baseline), so the lock is the same with or without the server.
 BASELINE = (
     "trtbuild.worker",
     "trtbuild.recipe",
@@ -48,12 +50,6 @@ BASELINE = (
     "trtbuild.graph",
     "trtbuild.partexport",
 )
-# ... and what every graph job's recording imports whatever the model (torch.export's tracing
-# machinery, 2 s of imports). A child records these as a fresh worker would have (see
-# depfile.set_baseline), so the lock is the same with or without the server.
-EXTRAS = ("torch._dynamo", "torch.onnx")
-
-
 EXPECTED_BYTES = 400 << 20
 
 
@@ -229,8 +225,9 @@ def serve() -> None:
     from trtbuild import depfile
 
     depfile.set_baseline(sys.modules)
-    for name in EXTRAS:
-        importlib.import_module(name)
+    from trtbuild import frontend
+
+    frontend.import_exporter()
     server_pid = os.getpid()
     _reply(replies, {"rss_bytes": _own_rss()})
     children: dict[int, int] = {}  # pidfd -> pid

@@ -188,6 +188,28 @@ def dynamic_shapes(inputs: list[InputSpec]) -> tuple[tuple[dict[int, Any] | None
     return (tuple(dims),)  # forward(*inputs): one entry, the tuple of inputs
 
 
+_exporter_imported = False
+
+
+def import_exporter() -> None:
+    """Import the machinery every graph and export job uses: torch.export's tracer (dynamo) and
+    the ONNX exporter with its torchlib registry (~4 s on a 2-core machine, half of it the
+    registry's first build).
+
+    A graph job calls this inside its depfile recording, so the lock pins what it imports (onnx,
+    onnxscript, ml_dtypes, protobuf, ...) whether the job runs in a fresh interpreter or forked
+    from the fork server, which calls it once ahead of every job (forkserver.py).
+    """
+    global _exporter_imported
+    if _exporter_imported:
+        return
+    import torch._dynamo  # noqa: F401
+    from torch.onnx._internal.exporter import _registration
+
+    _registration.ONNXRegistry.from_torchlib()
+    _exporter_imported = True
+
+
 def export_model(
     recipe: Recipe, spec: ModelSpec, precision: str
 ) -> tuple[PrecisionWrapper, ExportedProgram]:

@@ -59,6 +59,7 @@ def _graph(recipe: Any, job: GraphJob) -> dict[str, Any]:
 
     spec = recipe.model_spec(job.model)
     with depfile.recording() as touched:
+        frontend.import_exporter()
         _, program = frontend.export_model(recipe, spec, job.precision)
         graph = from_exported(program, [i.name for i in spec.inputs])
         base = own_peak_rss()  # the model's own process cost, before any weight is read
