@@ -12,13 +12,19 @@ from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)
-class GraphJob:
+class _ModelJob:
+    """A job on one model of a recipe at one precision."""
+
+    recipe: str  # the recipe file
+    model: str  # its [[model]] name
+    precision: str
+
+
+@dataclass(frozen=True)
+class GraphJob(_ModelJob):
     """Export the model on fake tensors: its op graph, weight digests, discovered inputs."""
 
     kind: ClassVar[str] = "graph"
-    recipe: str
-    model: str
-    precision: str
     cache: str | None = None  # trtbuild's own cache: never an input of the model
 
 
@@ -29,13 +35,10 @@ class PartToExport:
 
 
 @dataclass(frozen=True)
-class ExportJob:
+class ExportJob(_ModelJob):
     """Write the ONNX file of each part, one after another, from one export of the model."""
 
     kind: ClassVar[str] = "export"
-    recipe: str
-    model: str
-    precision: str
     graph_digest: str  # the graph the parts were planned on: a changed model is an error
     opset: int
     parts: list[PartToExport] = field(default_factory=list)
