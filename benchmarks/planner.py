@@ -24,6 +24,8 @@ from benchmarks.oracle import optimum
 from trtbuild.build import Options, plan_targets
 from trtbuild.memory import ONNXRUNTIME
 from trtbuild.planner import Problem, coarsen, plan, problem_of, solve
+from trtbuild.planner.bound import lower_bound
+from trtbuild.planner.plan import PROVE_SECONDS
 from trtbuild.sizes import format_size
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -47,8 +49,9 @@ def real_models() -> list[str]:
             cap = max(int(total * fraction), max(problem.weight_of([v]) for v in range(problem.n)))
             budget = ONNXRUNTIME.predict(cap)
             start = time.perf_counter()
-            ours = plan(graph, budget, ONNXRUNTIME)
+            ours = plan(graph, budget, ONNXRUNTIME, prove_seconds=0)
             seconds = time.perf_counter() - start
+            proven = plan(graph, budget, ONNXRUNTIME, prove_seconds=PROVE_SECONDS)
             greedy = greedy_parts(problem, cap, overshoot=False)
             torch_trt = greedy_parts(problem, cap, overshoot=True)
             overshoot = "!" if any(problem.weight_of(p) > cap for p in torch_trt) else ""
@@ -57,10 +60,14 @@ def real_models() -> list[str]:
                 f"| {model} | {graph.ops.__len__()} / {problem.n} | {format_size(budget)} | "
                 f"{len(greedy)}: {problem.cost(greedy):,} | {len(torch_trt)}{overshoot}: {problem.cost(torch_trt):,} | "
                 f"{len(ours.parts)}: {ours.boundary_bytes:,} | {'n/a' if best is None else f'{best:,}'} | "
-                f"{seconds:.2f} |"
+                f"{proven.lower_bound_bytes:,} | {gap(proven.optimality_gap)} | {seconds:.2f} |"
             )
             print(rows[-1], flush=True)
     return rows
+
+
+def gap(share: float) -> str:
+    return "0 (optimal)" if share == 0 else f"{share:.1%}"
 
 
 def synthetic(n: int, seed: int = 0) -> tuple[Problem, int]:
@@ -94,10 +101,13 @@ def synthetic_rows() -> list[str]:
         start = time.perf_counter()
         solution = solve(problem, cap)
         seconds = time.perf_counter() - start
+        bound = lower_bound(problem, cap, PROVE_SECONDS)
         greedy = greedy_parts(problem, cap, overshoot=False)
+        share = (solution.cost - bound.lower_bytes) / solution.cost if solution.cost else 0.0
         rows.append(
             f"| synthetic | {n:,} | 1/8 of weights | {len(greedy)}: {problem.cost(greedy):,} | | "
-            f"{len(solution.parts)}: {solution.cost:,} ({solution.method}) | | {seconds:.2f} |"
+            f"{len(solution.parts)}: {solution.cost:,} ({solution.method}) | | "
+            f"{bound.lower_bytes:,} ({bound.method}) | {gap(share)} | {seconds:.2f} |"
         )
         print(rows[-1], flush=True)
     return rows
@@ -108,9 +118,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="real models only")
     args = parser.parse_args()
     print(
-        "| model | ops / groups | budget | greedy: bytes | Torch-TRT rule: bytes | trtbuild: bytes | optimum | plan s |"
+        "| model | ops / groups | budget | greedy: bytes | Torch-TRT rule: bytes | trtbuild: bytes "
+        "| optimum | lower bound | gap | plan s |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     real_models()
     if not args.quick:
         synthetic_rows()

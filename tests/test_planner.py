@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from benchmarks.greedy import greedy_cost, greedy_parts
 from benchmarks.oracle import optimum
 from trtbuild.planner import Problem, solve
+from trtbuild.planner.bound import lower_bound
+from trtbuild.planner.exact import exact, ideals
 from trtbuild.planner.interval import interval_dp, topological_orders
+from trtbuild.planner.solve import heuristic
 
 
 @st.composite
@@ -105,3 +109,61 @@ def test_fewest_parts_among_cheapest() -> None:
     solution = solve(chain, 2)
     assert solution.cost == 0
     assert [len(p) for p in solution.parts] == [2, 2]
+
+
+# ---------------------------------------------------------------- the range where the heuristic runs
+
+
+@st.composite
+def narrow_problems(draw: st.DrawFn) -> tuple[Problem, int]:
+    """13-60 nodes whose tensors reach at most 4 nodes ahead: few ideals, so the exact DP can
+    serve as the oracle for the heuristic that graphs of this size get in practice."""
+    n = draw(st.integers(13, 60))
+    pool = draw(st.integers(1, n))
+    weight_bytes = draw(st.lists(st.integers(1, 50), min_size=pool, max_size=pool))
+    node_weights = [
+        frozenset(draw(st.lists(st.integers(0, pool - 1), max_size=2))) for _ in range(n)
+    ]
+    producers, sizes, consumers = [], [], []
+    for v in range(n - 1):
+        for _ in range(draw(st.integers(1, 2))):
+            ahead = st.integers(v + 1, min(v + 4, n - 1))
+            producers.append(v)
+            sizes.append(draw(st.integers(1, 100)))
+            consumers.append(frozenset(draw(st.sets(ahead, min_size=1, max_size=2))))
+    edges = sorted({(p, c) for p, cs in zip(producers, consumers) for c in cs})
+    problem = Problem(n, edges, node_weights, weight_bytes, producers, sizes, consumers)
+    heaviest = max(problem.weight_of([v]) for v in range(n))
+    cap = draw(st.integers(heaviest, max(heaviest, problem.weight_of(range(n)) // 2)))
+    return problem, cap
+
+
+def check_gap_is_honest(case: tuple[Problem, int]) -> None:
+    """The heuristic's plan, its proven lower bound and an independent optimum agree."""
+    problem, cap = case
+    found = ideals(problem, 20_000)
+    assume(found is not None)
+    assert found is not None
+    best = exact(problem, cap, found).cost  # DP over every ideal: no MILP, no heuristic
+    plan = heuristic(problem, cap)
+    assert problem.is_chain_of_ideals(plan.parts)
+    assert all(problem.weight_of(p) <= cap for p in plan.parts)
+    bound = lower_bound(problem, cap, seconds=1.0)
+    assert bound.lower_bytes <= best <= plan.cost  # an honest gap
+    if bound.proven:
+        assert bound.lower_bytes == best
+    if plan.cost == bound.lower_bytes:  # reported as proven optimal: it must be
+        assert plan.cost == best
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(narrow_problems())
+def test_reported_gap_is_honest(case: tuple[Problem, int]) -> None:
+    check_gap_is_honest(case)
+
+
+@pytest.mark.slow
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(narrow_problems())
+def test_reported_gap_is_honest_many(case: tuple[Problem, int]) -> None:
+    check_gap_is_honest(case)

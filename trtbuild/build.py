@@ -25,6 +25,7 @@ from trtbuild.graphjob import GraphResult, graph_job
 from trtbuild.memory import MemoryModel, memory_model, pinned, record
 from trtbuild.parts import Overrun, build_parts, observations
 from trtbuild.planner import Plan, plan
+from trtbuild.planner.plan import PROVE_SECONDS
 from trtbuild.publish import now, publish, write_outputs
 from trtbuild.recipe import Recipe, Target, load_recipe
 from trtbuild.results import BuildResult, PartResult, TargetResult
@@ -49,6 +50,7 @@ class Options:
     on_plan: Callable[[TargetResult], None] = lambda t: None  # a target was (re-)planned
     on_part: Callable[[TargetResult, PartResult], None] = lambda t, p: None
     memory_override: MemoryModel | None = None
+    prove_seconds: float = PROVE_SECONDS  # time to prove a heuristic plan's lower bound
     write_lock: bool = True  # False for `trtbuild verify`: rebuild without touching the lock
     # Fork torch jobs from one server process (see forkserver.py); TRTBUILD_FORK_SERVER=0: never.
     fork_server: bool = field(default_factory=lambda: os.environ.get("TRTBUILD_FORK_SERVER") != "0")
@@ -176,7 +178,7 @@ def plan_targets(
             else pinned(lock, target.model.name, target.precision, backend)
         )
         memory = locked or memory_model(backend, store.root, job.base_bytes, opts.memory_override)
-        the_plan = plan(graph, target.budget.host_memory, memory)
+        the_plan = plan(graph, target.budget.host_memory, memory, opts.prove_seconds)
         out.append(PlannedTarget(target, backend, graph, the_plan, job))
     memo.save()
     return out
@@ -215,7 +217,7 @@ def _build_target(
         memory = locked or memory_model(
             backend_name, store.root, graph_info.base_bytes, opts.memory_override
         )
-        the_plan = plan(graph, budget, memory)
+        the_plan = plan(graph, budget, memory, opts.prove_seconds)
         result = TargetResult(
             target.model.name,
             target.precision,

@@ -73,6 +73,7 @@ def publish(result: TargetResult, recipe: Recipe, store: Store) -> None:
             {
                 "parts": [p.record for p in result.parts],
                 "graph_process": _graph_record(result.graph_job),
+                "plan": _plan_record(result.plan),
             },
         )
         old = final.parent / f".{final.name}.old-{os.getpid()}"
@@ -83,6 +84,17 @@ def publish(result: TargetResult, recipe: Recipe, store: Store) -> None:
     except OSError as exc:
         shutil.rmtree(new, ignore_errors=True)
         raise TrtbuildError(f"{final}: cannot publish the build: {exc.strerror or exc}") from None
+
+
+def _plan_record(plan: Any) -> dict[str, Any]:
+    """How good the plan is: its boundary bytes against the proven lower bound."""
+    return {
+        "boundary_bytes": plan.boundary_bytes,
+        "lower_bound_bytes": plan.lower_bound_bytes,
+        "optimality_gap": round(plan.optimality_gap, 6),
+        "method": plan.method,
+        "bound_method": plan.bound_method,
+    }
 
 
 def _graph_record(job: Any) -> dict[str, Any]:

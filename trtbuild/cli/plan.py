@@ -25,6 +25,13 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--precision", help="only this precision")
     parser.add_argument("--format", choices=["text", "json", "dot", "svg"], default="text")
     parser.add_argument(
+        "--prove-seconds",
+        type=float,
+        default=None,
+        help="time to prove a lower bound on boundary bytes when the plan is not exact "
+        "(default 2; 0: no proof)",
+    )
+    parser.add_argument(
         "--trtexec",
         action="store_true",
         help="print the equivalent trtexec command line for each part",
@@ -36,6 +43,8 @@ def handle(args: argparse.Namespace) -> int:
     from trtbuild.build import Options, plan_targets
 
     opts = Options(backend=args.backend, budget=budget(args), out=args.out, cache=args.cache)
+    if args.prove_seconds is not None:
+        opts.prove_seconds = args.prove_seconds
     planned = plan_targets(args.recipe, opts, args.model, args.precision)
     if args.trtexec:
         print("\n".join(trtexec_lines(args, planned)))
@@ -86,6 +95,9 @@ def as_json(target: Any, backend: str, plan: Plan) -> dict[str, Any]:
         "backend": backend,
         "budget_bytes": plan.budget_bytes,
         "boundary_bytes": plan.boundary_bytes,
+        "lower_bound_bytes": plan.lower_bound_bytes,
+        "optimality_gap": round(plan.optimality_gap, 6),
+        "bound_method": plan.bound_method,
         "min_feasible_budget_bytes": plan.min_feasible_budget_bytes,
         "method": plan.method,
         "memory_model": plan.memory_source,
@@ -135,6 +147,7 @@ def as_text(name: str, backend: str, plan: Plan) -> str:
         f"   Average Number of Operators per Engine: {sum(counts) / len(counts):.1f}",
         f"   Most Operators in an Engine: {max(counts)}",
         f"   Bytes crossing engine boundaries: {plan.boundary_bytes} ({format_size(plan.boundary_bytes)})",
+        f"   Lower bound: {plan.lower_bound_bytes} bytes; optimality gap {_gap(plan)}",
         f"   Largest predicted peak: {format_size(max(p.predicted_peak_bytes for p in plan.parts))}"
         f" of {format_size(plan.budget_bytes)}",
         f"   Smallest feasible budget: {format_size(plan.min_feasible_budget_bytes)}",
@@ -196,3 +209,9 @@ def to_svg(dot: str) -> str:
         print(proc.stderr, file=sys.stderr)
         raise TrtbuildError(f"Graphviz failed: {proc.stderr.strip().splitlines()[-1:]}")
     return proc.stdout
+
+
+def _gap(plan: Plan) -> str:
+    if plan.optimality_gap == 0:
+        return "0 (proven optimal)"
+    return f"{plan.optimality_gap:.1%} ({plan.bound_method})"

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from trtbuild.errors import TrtbuildError
 from trtbuild.graph import OpGraph, TensorInfo
 from trtbuild.memory import MemoryModel
+from trtbuild.planner.bound import lower_bound
 from trtbuild.planner.coarsen import coarsen, problem_of
 from trtbuild.planner.problem import Solution, TooBig
 from trtbuild.planner.solve import solve
 from trtbuild.sizes import format_size
+
+PROVE_SECONDS = 2.0  # default time to prove a heuristic plan's lower bound
 
 
 @dataclass(frozen=True)
@@ -39,10 +42,25 @@ class Plan:
     memory_source: str
     model_inputs: list[str] = field(default_factory=list)
     model_outputs: list[str] = field(default_factory=list)
+    lower_bound_bytes: int = 0  # no feasible plan moves fewer bytes (bound.py)
+    bound_method: str = "exact"  # how the bound was proven
+
+    @property
+    def optimality_gap(self) -> float:
+        """(plan - lower bound) / plan: 0 when the plan is proven optimal."""
+        if self.boundary_bytes == 0:
+            return 0.0
+        return (self.boundary_bytes - self.lower_bound_bytes) / self.boundary_bytes
 
 
-def plan(graph: OpGraph, budget: int, memory: MemoryModel) -> Plan:
-    """Partition `graph` for `budget` bytes of host memory under `memory`."""
+def plan(
+    graph: OpGraph, budget: int, memory: MemoryModel, prove_seconds: float = PROVE_SECONDS
+) -> Plan:
+    """Partition `graph` for `budget` bytes of host memory under `memory`.
+
+    The plan comes from solve(); then up to `prove_seconds` go to proving a lower bound on the
+    bytes any feasible plan moves (the plan never depends on that proof, or on time).
+    """
     groups = coarsen(graph)
     problem = problem_of(graph, groups)
     cap = memory.max_weight_bytes(budget)
@@ -58,7 +76,15 @@ def plan(graph: OpGraph, budget: int, memory: MemoryModel) -> Plan:
             f"{format_size(memory.predict(problem.weight_of([exc.node])))}; the smallest budget "
             f"that works is {min_budget} bytes ({format_size(min_budget)})"
         ) from None
-    return _make_plan(graph, groups, solution, budget, min_budget, memory)
+    made = _make_plan(graph, groups, solution, budget, min_budget, memory)
+    if solution.method == "exact" or made.boundary_bytes == 0:
+        return replace(made, lower_bound_bytes=made.boundary_bytes)
+    bound = lower_bound(problem, cap, prove_seconds)
+    return replace(
+        made,
+        lower_bound_bytes=min(bound.lower_bytes, made.boundary_bytes),
+        bound_method=bound.method,
+    )
 
 
 def _make_plan(

@@ -18,6 +18,11 @@ def solve(problem: Problem, cap: int, orders: int = 3) -> Solution:
     found = ideals(problem, EXACT_IDEALS_CAP if problem.n > 12 else 1 << 12)
     if found is not None:
         return exact(problem, cap, found)
+    return heuristic(problem, cap, orders)
+
+
+def heuristic(problem: Problem, cap: int, orders: int = 3) -> Solution:
+    """Interval DP over a few topological orders, then min-cut refinement: O(n log n) each."""
     best: Solution | None = None
     for order in topological_orders(problem)[:orders]:
         parts = interval_dp(problem, cap, order)
