@@ -68,12 +68,13 @@ def plan(
     min_budget = memory.predict(problem.weight_of([heaviest]) if heaviest is not None else 0)
     try:
         solution = solve(problem, cap)
-    except TooBig as exc:
-        label = problem.labels[exc.node]
+    except TooBig:  # name the heaviest group, not the first one found over the cap
+        assert heaviest is not None
+        held = problem.weight_of([heaviest])
         raise TrtbuildError(
-            f"budget {format_size(budget)} is too small: op group '{label}' alone holds "
-            f"{format_size(problem.weight_of([exc.node]))} of weights and needs a predicted "
-            f"{format_size(memory.predict(problem.weight_of([exc.node])))}; the smallest budget "
+            f"budget {format_size(budget)} is too small: op group '{problem.labels[heaviest]}' "
+            f"alone holds {format_size(held)} of weights and needs a predicted "
+            f"{format_size(memory.predict(held))}; the smallest budget "
             f"that works is {min_budget} bytes ({format_size(min_budget)})"
         ) from None
     made = _make_plan(graph, groups, solution, budget, min_budget, memory)
