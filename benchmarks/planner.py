@@ -34,6 +34,8 @@ MODELS = [
     ("resnet.toml", "resnet50"),
     ("gpt2.toml", "gpt2_small"),
     ("unet.toml", "unet"),
+    ("bert.toml", "bert_base"),
+    ("llama.toml", "llama_1b"),
 ]
 ORACLE_MAX_NODES = 30
 
@@ -47,7 +49,7 @@ def real_models() -> list[str]:
         total = problem.weight_of(range(problem.n))
         for fraction in (3 / 4, 1 / 3):
             cap = max(int(total * fraction), max(problem.weight_of([v]) for v in range(problem.n)))
-            budget = ONNXRUNTIME.predict(cap)
+            budget = ONNXRUNTIME.predict(cap) + 1024  # rounding: the inverse must give >= cap
             start = time.perf_counter()
             ours = plan(graph, budget, ONNXRUNTIME, prove_seconds=0)
             seconds = time.perf_counter() - start

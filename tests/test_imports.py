@@ -5,10 +5,14 @@ The modules that import torch are listed here, and the test keeps the list hones
 
 from __future__ import annotations
 
+import ast
 import json
 import pkgutil
 import subprocess
 import sys
+from pathlib import Path
+
+import networkx as nx
 
 import trtbuild
 
@@ -49,3 +53,34 @@ def test_only_worker_modules_import_torch() -> None:
     assert json.loads(out.stdout) == [], "an orchestrator-side module imports torch or onnx"
     for module in sorted(TORCH_MODULES):
         assert "torch" in imported_after(module), f"{module} is listed but does not import torch"
+
+
+def module_imports(path: Path, package: Path) -> set[str]:
+    """trtbuild modules that `path` imports when it is imported (not in functions, not for types)."""
+
+    def is_module(name: str) -> bool:
+        where = package.parent / name.replace(".", "/")
+        return where.with_suffix(".py").exists() or where.is_dir()
+
+    found: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            found.update(n for n in names if is_module(n))
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {m for m in found if m.startswith("trtbuild")}
+
+
+def test_module_imports_point_one_way() -> None:
+    package = Path(trtbuild.__file__).parent
+    graph = nx.DiGraph()
+    for path in package.rglob("*.py"):
+        name = ".".join(path.relative_to(package.parent).with_suffix("").parts)
+        name = name.removesuffix(".__init__")
+        graph.add_node(name)
+        for target in module_imports(path, package):
+            if target != name and not name.startswith(target + "."):  # a package's own init
+                graph.add_edge(name, target)
+    cycles = list(nx.simple_cycles(graph))
+    assert not cycles, f"import cycles: {cycles[:3]}"
