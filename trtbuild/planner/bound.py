@@ -58,13 +58,15 @@ def lower_bound(problem: Problem, cap: int, seconds: float) -> Bound:
         constraints=model.constraints(),
         integrality=np.ones(model.size),
         bounds=Bounds(0, 1),
-        options={"time_limit": seconds, "presolve": True},
+        # mip_rel_gap 0: HiGHS's default stops within 1e-4 of the optimum, and a bound is only
+        # a certificate if it is the dual bound itself, not the incumbent
+        options={"time_limit": seconds, "presolve": True, "mip_rel_gap": 0.0},
     )
     elapsed = time.perf_counter() - start
     dual = getattr(result, "mip_dual_bound", None)
-    if result.status == 0 and result.fun is not None:
-        return Bound(int(np.ceil(result.fun - 1e-6)), True, elapsed, "milp")
     lower = 0 if dual is None or not np.isfinite(dual) else max(0, int(np.ceil(dual - 1e-6)))
+    if result.status == 0 and result.fun is not None and lower >= round(result.fun):
+        return Bound(lower, True, elapsed, "milp")
     return Bound(lower, False, elapsed, "milp-time-limit")
 
 
