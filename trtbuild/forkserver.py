@@ -8,9 +8,9 @@ or leak stays in the child, which exits after its one job), watched and measured
 
 Protocol: JSON lines. The orchestrator writes `{"id", "job", "log", "cwd"}` to the server's stdin;
 the server answers `{"id", "pid"}` once the child runs and `{"pid", "status"}` when it exits
-(a pidfd per child: the server is single-threaded, which is what makes forking it safe). When
-the orchestrator goes away (stdin closes, even after kill -9), the server kills its children
-and exits; a child whose server dies is killed by the kernel (PR_SET_PDEATHSIG).
+(a pidfd per child: the server is single-threaded, which is what makes forking it safe). The
+kernel kills the server when trtbuild dies (PR_SET_PDEATHSIG, set before its slow imports) and a
+child when its server dies; a stopped server (stdin closed) kills its children and exits.
 
 Memory: a child shares the server's pages copy-on-write. Its VmHWM counts those pages once, as a
 fresh process would count its own `import torch`, so the figures and the memory model are the
@@ -62,6 +62,7 @@ class _Session:
     """One started server: its process and the replies awaited from it."""
 
     proc: subprocess.Popen[bytes]
+    stop: threading.Event  # set once the server has exited: its starting thread may end
     started: dict[int, Future[int]] = field(default_factory=dict)  # request id -> pid
     exited: dict[int, Future[int]] = field(default_factory=dict)  # pid -> wait status
     gone: bool = False
@@ -87,6 +88,28 @@ class ForkServer:
         with self._lock:
             if self._session is not None:
                 return
+            launched: Future[subprocess.Popen[bytes]] = Future()
+            stop = threading.Event()
+            threading.Thread(target=self._hold, args=(launched, stop), daemon=True).start()
+            proc = launched.result()
+            assert proc.stdout is not None
+            ready = proc.stdout.readline()
+            if not ready:
+                proc.wait()
+                stop.set()
+                raise Unavailable(f"the fork server did not start; see {self._log_path}")
+            self.rss_bytes = json.loads(ready)["rss_bytes"]
+            self._session = _Session(proc, stop)
+            threading.Thread(target=self._read, args=(self._session,), daemon=True).start()
+
+    def _hold(self, launched: Future[subprocess.Popen[bytes]], stop: threading.Event) -> None:
+        """Start the server, then stay alive until it is stopped.
+
+        The server dies with the thread that started it (PR_SET_PDEATHSIG, set first thing in
+        serve()): this thread lives as long as the server is wanted, and no longer than trtbuild,
+        so a killed run takes its server down at once, even while it is still importing torch.
+        """
+        try:
             with open(self._log_path, "ab") as log:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "trtbuild.forkserver"],
@@ -95,14 +118,11 @@ class ForkServer:
                     stderr=log,
                     env=self._env,
                 )
-            assert proc.stdout is not None
-            ready = proc.stdout.readline()
-            if not ready:
-                proc.wait()
-                raise Unavailable(f"the fork server did not start; see {self._log_path}")
-            self.rss_bytes = json.loads(ready)["rss_bytes"]
-            self._session = _Session(proc)
-            threading.Thread(target=self._read, args=(self._session,), daemon=True).start()
+        except OSError as exc:
+            launched.set_exception(Unavailable(f"the fork server did not start: {exc}"))
+            return
+        launched.set_result(proc)
+        stop.wait()
 
     def spawn(self, job_path: Path, log_path: Path) -> int:
         """Fork a child that runs `python -m trtbuild.worker JOB` as its one job; its pid."""
@@ -168,6 +188,7 @@ class ForkServer:
             with contextlib.suppress(OSError):
                 session.proc.stdin.close()
             session.proc.wait()
+            session.stop.set()
 
 
 # ------------------------------------------------------------------------- the server side
@@ -213,6 +234,9 @@ def _reply(fd: int, message: dict[str, Any]) -> None:
 
 
 def serve() -> None:
+    from trtbuild.worker import die_with_parent
+
+    die_with_parent()  # before the imports: a run killed while they take seconds takes us down
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the orchestrator's to handle
     # The protocol gets its own descriptors: whatever an import prints goes to the log.
     requests, replies = os.dup(0), os.dup(1)
