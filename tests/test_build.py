@@ -55,7 +55,7 @@ def test_tiny_build_load_and_noop(recipes: Path) -> None:
 
     lock = read_lock(lock_path(recipe))
     assert lock is not None
-    assert {f["path"] for f in lock["file"]} == {"tiny.toml", "models/resnet.py"}
+    assert set(lock.inputs.files) == {"tiny.toml", "models/resnet.py"}
     statement = json.loads(Path("build/tiny/provenance.json").read_text())
     assert statement["_type"] == "https://in-toto.io/Statement/v1"
     assert statement["predicateType"] == "https://slsa.dev/provenance/v1"

@@ -80,7 +80,7 @@ def test_engines_and_lock_are_the_same_with_and_without_the_fork_server(
     assert outputs[True][0] == outputs[False][0]  # same inputs, keys, distributions
     assert outputs[True][1] == outputs[False][1]  # byte-identical engines
     assert outputs[True][1]
-    assert any(d["name"] == "transformers" for d in outputs[True][0]["distribution"])
+    assert "transformers" in outputs[True][0]["inputs"].distributions
 
 
 def pinned(lock_file: Path) -> dict[str, Any]:
@@ -88,14 +88,11 @@ def pinned(lock_file: Path) -> dict[str, Any]:
     lock = read_lock(lock_file)
     assert lock is not None
     parts = [
-        {k: part[k] for k in ("key", "fields", "sha256", "engine")}
-        for target in lock["target"]
-        for part in target["part"]
+        {k: getattr(part, k) for k in ("key", "fields", "sha256", "engine")}
+        for target in lock.targets
+        for part in target.parts
     ]
-    return {
-        **{k: lock.get(k) for k in ("file", "distribution", "env", "toolchain")},
-        "parts": parts,
-    }
+    return {"inputs": lock.inputs, "toolchain": lock.toolchain, "parts": parts}
 
 
 def engines(out: Path) -> dict[Path, bytes]:

@@ -97,8 +97,8 @@ def _older_onnxruntime(root: Path) -> None:
     lock_file = lock_path(root / "project" / "recipes" / "probe.toml")
     lock = read_lock(lock_file)
     assert lock is not None
-    for target in lock["target"]:
-        target["device"]["onnxruntime"] = "1.0.0"
+    for target in lock.targets:
+        target.device["onnxruntime"] = "1.0.0"
     write_lock(lock_file, lock)
 
 
@@ -230,15 +230,15 @@ def test_the_lock_pins_what_the_model_touched(
 ) -> None:
     lock = read_lock(lock_path(project / RECIPE))
     assert lock is not None
-    files = {f["path"] for f in lock["file"]}
+    files = set(lock.inputs.files)
     assert files == {
         "probe.toml",
         "../shared/probe.py",
         "../shared/helpers.py",
         "../shared/config.json",
     }
-    assert lock["env"] == [{"name": "PROBE_SCALE", "sha256": "unset"}]
-    assert {d["name"] for d in lock["distribution"]} >= {"torch"}
+    assert lock.inputs.env == {"PROBE_SCALE": "unset"}
+    assert set(lock.inputs.distributions) >= {"torch"}
     assert str(project) not in lock_path(project / RECIPE).read_text()  # portable: no abs paths
 
 
@@ -261,10 +261,10 @@ def test_two_checkouts_share_a_cache_and_each_get_their_own_engines(tmp_path: Pa
     assert clean.targets[0].parts[0].sha256 == pb.sha256  # type: ignore[attr-defined]
     lock = read_lock(lock_path(second))
     assert lock is not None
-    helper = next(f for f in lock["file"] if f["path"] == "../shared/helpers.py")
+    helper = lock.inputs.files["../shared/helpers.py"]
     from trtbuild.store import sha256_file
 
-    assert helper["sha256"] == sha256_file(second.parent.parent / "shared" / "helpers.py")
+    assert helper == sha256_file(second.parent.parent / "shared" / "helpers.py")
     third = _checkout(tmp_path, "c")  # same code as the first: all hits, no graph job either
     graph_results = set((cache / "ac").glob("graph-*.json"))
     c = _build(third, cache, tmp_path / "out-c")
@@ -282,7 +282,9 @@ def test_run_locked_and_explain_agree_on_the_machine(
     from trtbuild.fastpath import invocation, stale
 
     recipe = project / RECIPE
-    old_key = read_lock(lock_path(recipe))["target"][0]["part"][0]["key"]  # type: ignore[index]
+    lock = read_lock(lock_path(recipe))
+    assert lock is not None
+    old_key = lock.targets[0].parts[0].key
     real = OnnxRuntimeBackend.fingerprint
     monkeypatch.setattr(
         OnnxRuntimeBackend, "fingerprint", lambda self: {**real(self), "onnxruntime": "99.0"}

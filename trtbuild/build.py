@@ -54,7 +54,7 @@ class Options:
     write_lock: bool = True  # False for `trtbuild verify`: rebuild without touching the lock
     # Fork torch jobs from one server process (see forkserver.py); TRTBUILD_FORK_SERVER=0: never.
     fork_server: bool = field(default_factory=lambda: os.environ.get("TRTBUILD_FORK_SERVER") != "0")
-    previous_lock: dict[str, Any] | None = None
+    previous_lock: lockfile.Lock | None = None
 
 
 def auto_jobs() -> int:

@@ -26,9 +26,9 @@ def explain(recipe_path: str | Path, opts: Options | None = None) -> list[str]:
     ]
     for planned in plan_targets(recipe_path, opts):
         target = planned.target
-        old = lockfile.target_entry(lock, target.model.name, target.precision)
-        old_parts = {p["index"]: p for p in old.get("part", [])}
-        old_keys = {p["key"] for p in old_parts.values()}
+        old = lock.target(target.model.name, target.precision) if lock else None
+        old_parts = {p.index: p for p in old.parts} if old else {}
+        old_keys = {p.key for p in old_parts.values()}
         if old and len(old_parts) != len(planned.plan.parts):
             lines.append(
                 f"{target.name}: plan changed ({len(old_parts)} -> {len(planned.plan.parts)} parts)"
@@ -42,7 +42,7 @@ def explain(recipe_path: str | Path, opts: Options | None = None) -> list[str]:
             if key in old_keys or store.get_action(key) is not None:
                 reason = "up to date" if key in old_keys else "up to date (in the cache)"
             else:
-                previous = old_parts.get(part.index, {}).get("fields")
+                previous = old_parts[part.index].fields if part.index in old_parts else None
                 reason = actions.explain(previous, actions.field_digests(fields))
             lines.append(f"{target.name} part {part.index}: {reason}")
     return lines

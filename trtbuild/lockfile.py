@@ -21,6 +21,7 @@ the environment and package metadata: no torch, no onnx.
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,20 +44,123 @@ def lock_path(recipe_path: Path) -> Path:
     return recipe_path.with_suffix(".lock")
 
 
-def read_lock(path: Path) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class LockedPart:
+    index: int
+    key: str  # the action key
+    engine: str  # file name in the target's folder
+    sha256: str
+    sidecars: dict[str, str]  # file name -> sha256 of files the engine reads beside it
+    peak_rss_bytes: int
+    fields: dict[str, str]  # action field -> digest: why a part was rebuilt
+
+    def outputs(self) -> dict[str, str]:
+        """file name -> sha256 of everything this part published."""
+        return {self.engine: self.sha256, **self.sidecars}
+
+
+@dataclass(frozen=True)
+class LockedTarget:
+    model: str
+    precision: str
+    backend: str
+    requested_backend: str
+    device: dict[str, str]  # the fingerprint the engines were built for
+    dir: str
+    budget_bytes: int
+    boundary_bytes: int
+    graph_digest: str
+    memory: dict[str, Any] | None  # the memory model it was planned with (memory.pinned)
+    parts: list[LockedPart]
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}/{self.precision}"
+
+
+@dataclass(frozen=True)
+class Lock:
+    """Every input of a build, pinned: written by publish.py, read by everything else."""
+
+    recipe: str
+    invocation: dict[str, Any]
+    toolchain: dict[str, str]
+    inputs: Inputs
+    targets: list[LockedTarget]
+
+    def target(self, model: str, precision: str) -> LockedTarget | None:
+        return next((t for t in self.targets if (t.model, t.precision) == (model, precision)), None)
+
+    def to_toml(self) -> dict[str, Any]:
+        """The one writer of the format in the module docstring."""
+        return {
+            "lock": {"version": LOCK_VERSION, "recipe": self.recipe},
+            "invocation": self.invocation,
+            "toolchain": self.toolchain,
+            "file": [{"path": p, "sha256": d} for p, d in sorted(self.inputs.files.items())],
+            "distribution": [
+                {"name": n, "version": v} for n, v in sorted(self.inputs.distributions.items())
+            ],
+            "env": [{"name": n, "sha256": d} for n, d in sorted(self.inputs.env.items())],
+            "target": [_target_toml(t) for t in self.targets],
+        }
+
+    @classmethod
+    def from_toml(cls, data: dict[str, Any]) -> Lock:
+        """The one reader: KeyError, TypeError or ValueError on anything but that format."""
+        if data["lock"]["version"] != LOCK_VERSION:
+            raise ValueError(f"lock version {data['lock']['version']}, not {LOCK_VERSION}")
+        inputs = Inputs(
+            {e["path"]: e["sha256"] for e in data["file"]},
+            {e["name"]: e["version"] for e in data["distribution"]},
+            {e["name"]: e["sha256"] for e in data["env"]},
+        )
+        targets = [
+            LockedTarget(
+                **{k: t[k] for k in _TARGET_SCALARS},
+                device=dict(t["device"]),
+                memory=t.get("memory"),
+                parts=[LockedPart(**p) for p in t.get("part", [])],
+            )
+            for t in data["target"]
+        ]
+        return cls(data["lock"]["recipe"], data["invocation"], data["toolchain"], inputs, targets)
+
+
+_TARGET_SCALARS = (
+    "model",
+    "precision",
+    "backend",
+    "requested_backend",
+    "dir",
+    "budget_bytes",
+    "boundary_bytes",
+    "graph_digest",
+)
+
+
+def _target_toml(target: LockedTarget) -> dict[str, Any]:
+    entry = {k: getattr(target, k) for k in _TARGET_SCALARS}
+    entry["device"] = target.device
+    if target.memory is not None:
+        entry["memory"] = target.memory
+    entry["part"] = [asdict(p) for p in target.parts]
+    return entry
+
+
+def read_lock(path: Path) -> Lock | None:
     """The lock at `path`, or None when there is none (or an older or unreadable one)."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # TOMLDecodeError and UnicodeDecodeError are ValueErrors
+        return Lock.from_toml(tomllib.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError):  # TOMLDecodeError is a ValueError
         return None
-    return data if data.get("lock", {}).get("version") == LOCK_VERSION else None
 
 
-def write_lock(path: Path, lock: dict[str, Any]) -> None:
+def write_lock(path: Path, lock: Lock) -> None:
     atomic_write_text(
         path,
         "# Written by trtbuild: every input of the build, pinned by digest.\n"
-        + tomli_w.dumps(_sorted(lock)),
+        + tomli_w.dumps(_sorted(lock.to_toml())),
     )
 
 
@@ -68,34 +172,8 @@ def _sorted(value: Any) -> Any:
     return value
 
 
-def inputs_section(inputs: Inputs) -> dict[str, list[dict[str, str]]]:
-    """The [[file]], [[distribution]] and [[env]] tables of a lock."""
-    return {
-        "file": [{"path": p, "sha256": s} for p, s in sorted(inputs.files.items())],
-        "distribution": [
-            {"name": n, "version": v} for n, v in sorted(inputs.distributions.items())
-        ],
-        "env": [{"name": n, "sha256": d} for n, d in sorted(inputs.env.items())],
-    }
-
-
-def locked_inputs(lock: dict[str, Any]) -> Inputs:
-    return Inputs(
-        {e["path"]: e["sha256"] for e in lock.get("file", [])},
-        {e["name"]: e["version"] for e in lock.get("distribution", [])},
-        {e["name"]: e["sha256"] for e in lock.get("env", [])},
-    )
-
-
-def target_entry(lock: dict[str, Any] | None, model: str, precision: str) -> dict[str, Any]:
-    for entry in (lock or {}).get("target", []):
-        if entry["model"] == model and entry["precision"] == precision:
-            return dict(entry)
-    return {}
-
-
 def staleness(
-    lock: dict[str, Any] | None,
+    lock: Lock | None,
     invocation: dict[str, Any],
     memo: DigestMemo,
     root: Path,
@@ -110,38 +188,36 @@ def staleness(
     if lock is None:
         return ["no lock file"]
     reasons: list[str] = []
-    if lock.get("invocation") != invocation:
+    if lock.invocation != invocation:
         reasons.append("options changed")
     reasons += _machine_changes(lock)
     if limit is not None and len(reasons) >= limit:
         return reasons[:limit]
-    reasons += locked_inputs(lock).changes(root, memo, limit)
+    reasons += lock.inputs.changes(root, memo, limit)
     if limit is not None and len(reasons) >= limit:
         return reasons[:limit]
     reasons += _missing_outputs(lock, memo)
     return reasons if limit is None else reasons[:limit]
 
 
-def _machine_changes(lock: dict[str, Any]) -> list[str]:
+def _machine_changes(lock: Lock) -> list[str]:
     from trtbuild.backends import resolve_backend
 
     tools = toolchain()
-    if lock.get("toolchain") != tools:
-        return ["toolchain changed " + _diff(lock.get("toolchain", {}), tools)]
+    if lock.toolchain != tools:
+        return ["toolchain changed " + _diff(lock.toolchain, tools)]
     found = []
     devices: dict[str, dict[str, str]] = {}  # one fingerprint per backend (nvidia-smi is slow)
-    for target in lock.get("target", []):
-        backend = target["backend"]
-        now = resolve_backend(target.get("requested_backend", backend))
-        name = f"{target['model']}/{target['precision']}"
-        if now != backend:
-            found.append(f'{name}: backend "auto" now means {now}, was {backend}')
+    for target in lock.targets:
+        now = resolve_backend(target.requested_backend)
+        if now != target.backend:
+            found.append(f'{target.name}: backend "auto" now means {now}, was {target.backend}')
             continue
-        if backend not in devices:
-            devices[backend] = machine(backend)["device"]
-        device = devices[backend]
-        if target.get("device") != device:
-            found.append(f"{name}: device changed " + _diff(target.get("device", {}), device))
+        if target.backend not in devices:
+            devices[target.backend] = machine(target.backend)["device"]
+        device = devices[target.backend]
+        if target.device != device:
+            found.append(f"{target.name}: device changed " + _diff(target.device, device))
     return found
 
 
@@ -154,11 +230,11 @@ def _diff(old: dict[str, str], new: dict[str, str]) -> str:
     return f"({', '.join(changed)})"
 
 
-def _missing_outputs(lock: dict[str, Any], memo: DigestMemo) -> list[str]:
-    for target in lock.get("target", []):
-        folder = Path(target["dir"])
-        for part in target.get("part", []):
-            for name, sha in {part["engine"]: part["sha256"], **part.get("sidecars", {})}.items():
+def _missing_outputs(lock: Lock, memo: DigestMemo) -> list[str]:
+    for target in lock.targets:
+        folder = Path(target.dir)
+        for part in target.parts:
+            for name, sha in part.outputs().items():
                 engine = folder / name
                 if not engine.is_file() or memo.sha256(engine) != sha:
                     return [f"{engine} is missing or altered"]

@@ -21,9 +21,12 @@ import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
+
+if TYPE_CHECKING:
+    from trtbuild.lockfile import Lock
 
 MiB = 1 << 20
 MAX_OBSERVATIONS = 256  # per stage and backend, newest kept
@@ -141,22 +144,17 @@ def memory_model(
     return MemoryModel(export, build, source)
 
 
-def pinned(
-    lock: dict[str, Any] | None, model: str, precision: str, backend: str
-) -> MemoryModel | None:
+def pinned(lock: Lock | None, model: str, precision: str, backend: str) -> MemoryModel | None:
     """The memory model the lock recorded for a target built with `backend`, if any.
 
     Plans follow from it: reusing it makes an incremental build plan exactly as the build that
     wrote the lock (and a clean build with that lock too), whatever the cache has learnt since.
     """
-    for entry in (lock or {}).get("target", []):
-        if (entry["model"], entry["precision"], entry.get("backend")) == (
-            model,
-            precision,
-            backend,
-        ):
-            with contextlib.suppress(KeyError, TypeError, ValueError):
-                return MemoryModel.from_json(entry["memory"])
+    locked = lock.target(model, precision) if lock else None
+    if locked is None or locked.backend != backend or locked.memory is None:
+        return None
+    with contextlib.suppress(KeyError, TypeError, ValueError):
+        return MemoryModel.from_json(locked.memory)
     return None
 
 

@@ -18,7 +18,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trtbuild import actions, lockfile
+from trtbuild import actions
 from trtbuild.errors import BudgetExceeded, TrtbuildError
 from trtbuild.executor import JobOutcome, MemoryGate, run_job
 from trtbuild.forkserver import ForkServer
@@ -296,8 +296,8 @@ def part_fields(
 
 def old_fields(opts: Options, target: Target) -> dict[int, dict[str, str]]:
     """Per-part field digests the lock recorded for this target, for "why rebuilt" messages."""
-    entry = lockfile.target_entry(opts.previous_lock, target.model.name, target.precision)
-    return {p["index"]: p["fields"] for p in entry.get("part", [])}
+    locked = opts.previous_lock and opts.previous_lock.target(target.model.name, target.precision)
+    return {p.index: p.fields for p in locked.parts} if locked else {}
 
 
 def backend_settings(recipe: Recipe, target: Target, backend: str, release: bool) -> dict[str, Any]:

@@ -130,18 +130,16 @@ def write_outputs(
     """The lock (unless `write_lock` is off, as for verify) and the provenance statement."""
     _remove_dropped_targets(out, recipe.name, results)
     inputs = all_inputs(recipe, results, memo)
-    lock: dict[str, Any] = {
-        "lock": {"version": lockfile.LOCK_VERSION, "recipe": recipe.name},
-        "invocation": invocation,
-        "toolchain": tools,
-        **lockfile.inputs_section(inputs),
-        "target": [
-            _target_entry(
-                r, out / recipe.name / r.model / r.precision, machine(r.backend)["device"]
-            )
+    lock = lockfile.Lock(
+        recipe.name,
+        invocation,
+        tools,
+        inputs,
+        [
+            _locked(r, out / recipe.name / r.model / r.precision, machine(r.backend)["device"])
             for r in results
         ],
-    }
+    )
     subjects = [
         (f"{r.model}/{r.precision}/{name}", sha)
         for r in results
@@ -176,8 +174,8 @@ def write_outputs(
         ],
     }
     deps = [
-        *lock["file"],
-        *({"path": f"env:{e['name']}", "sha256": e["sha256"]} for e in lock["env"]),
+        *({"path": path, "sha256": sha} for path, sha in sorted(inputs.files.items())),
+        *({"path": f"env:{name}", "sha256": sha} for name, sha in sorted(inputs.env.items())),
     ]
     statement = manifest.provenance(
         recipe.name, subjects, params, tools, deps, byproducts, started, now()
@@ -202,31 +200,25 @@ def _remove_dropped_targets(out: Path, recipe_name: str, results: list[TargetRes
                 folder.parent.rmdir()
 
 
-def _target_entry(r: TargetResult, folder: Path, device: dict[str, str]) -> dict[str, Any]:
-    return {
-        "model": r.model,
-        "precision": r.precision,
-        "backend": r.backend,
-        "requested_backend": r.requested_backend,
-        "device": device,
-        "dir": str(folder),
-        "budget_bytes": r.budget_bytes,
-        "boundary_bytes": r.plan.boundary_bytes,
-        "graph_digest": r.graph_job.digest,
-        **({"memory": r.memory.to_json()} if r.memory else {}),
-        "part": [
-            {
-                "index": p.index,
-                "key": p.key,
-                "engine": p.engine,
-                "sha256": p.sha256,
-                "sidecars": p.sidecars,
-                "peak_rss_bytes": p.peak_rss_bytes,
-                "fields": p.fields,
-            }
+def _locked(r: TargetResult, folder: Path, device: dict[str, str]) -> lockfile.LockedTarget:
+    return lockfile.LockedTarget(
+        model=r.model,
+        precision=r.precision,
+        backend=r.backend,
+        requested_backend=r.requested_backend,
+        device=device,
+        dir=str(folder),
+        budget_bytes=r.budget_bytes,
+        boundary_bytes=r.plan.boundary_bytes,
+        graph_digest=r.graph_job.digest,
+        memory=r.memory.to_json() if r.memory else None,
+        parts=[
+            lockfile.LockedPart(
+                p.index, p.key, p.engine, p.sha256, p.sidecars, p.peak_rss_bytes, p.fields
+            )
             for p in r.parts
         ],
-    }
+    )
 
 
 def now() -> str:

@@ -77,7 +77,7 @@ def referenced(paths: list[Path]) -> set[str]:
         lock = read_lock(path)
         if lock is None:
             raise TrtbuildError(f"{path}: not a trtbuild lock file")
-        for target in lock.get("target", []):
-            for part in target.get("part", []):
-                keep |= {part["sha256"], *part.get("sidecars", {}).values()}
+        for target in lock.targets:
+            for part in target.parts:
+                keep |= set(part.outputs().values())
     return keep
