@@ -163,6 +163,7 @@ def test_reported_gap_is_honest(case: tuple[Problem, int]) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # ~9 min alone on a 2-core machine: the oracle DP is the cost
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
 @given(narrow_problems())
 def test_reported_gap_is_honest_many(case: tuple[Problem, int]) -> None:
