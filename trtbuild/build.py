@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trtbuild import fastpath, lockfile
+from trtbuild import fastpath, forkserver, lockfile
 from trtbuild.backends import get_backend, resolve_backend
 from trtbuild.digests import DigestMemo
 from trtbuild.errors import TrtbuildError
@@ -72,7 +72,7 @@ def fork_server(opts: Options, targets: list[Target], store: Store) -> ForkServe
     """
     if not opts.fork_server or any(t.budget.host_memory < 2 * EXPECTED_BYTES for t in targets):
         return None
-    return ForkServer(store.root / "tmp" / f"{os.getpid()}-forkserver.log", worker_env())
+    return forkserver.for_run(store.root / "tmp" / f"{os.getpid()}-forkserver.log", worker_env())
 
 
 def invocation(opts: Options) -> dict[str, Any]:
@@ -115,9 +115,12 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
             results = list(
                 pool.map(lambda t: _build_target(recipe, t, store, memo, opts, gate), targets)
             )
-    finally:
+    except BaseException:
         if server is not None:
-            server.close()
+            server.close()  # and every job it still runs
+        raise
+    if server is not None:
+        forkserver.keep(server)  # idle: every job has been waited for
     write_outputs(
         recipe,
         results,

@@ -8,7 +8,10 @@ or leak stays in the child, which exits after its one job), watched and measured
 
 Protocol: JSON lines. The orchestrator writes `{"id", "job", "log", "cwd"}` to the server's stdin;
 the server answers `{"id", "pid"}` once the child runs and `{"pid", "status"}` when it exits
-(a pidfd per child: the server is single-threaded, which is what makes forking it safe). The
+(a pidfd per child: the server is single-threaded, which is what makes forking it safe), and
+`{"rss_bytes"}` when ready and again after its warm-up: once the first child (a run's graph
+job) runs, the server exports a tiny module to ONNX, so that every later child finds
+torch.export's and the exporter's lazy caches filled (1.5 s less per export job). The
 kernel kills the server when trtbuild dies (PR_SET_PDEATHSIG, set before its slow imports) and a
 child when its server dies; a stopped server (stdin closed) kills its children and exits.
 
@@ -21,6 +24,7 @@ discovered per job (depfile) exactly as in a fresh worker.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import json
@@ -83,6 +87,14 @@ class ForkServer:
     @property
     def running(self) -> bool:
         return self._session is not None
+
+    def serves(self, env: dict[str, str]) -> bool:
+        """Whether a run with this environment may use this server (its children inherit it)."""
+        with self._lock:
+            dead = self._session is not None and self._session.gone
+        if dead:
+            self.close()  # started again on first use
+        return env == self._env
 
     def start(self) -> None:
         with self._lock:
@@ -167,7 +179,9 @@ class ForkServer:
         for line in session.proc.stdout:
             message = json.loads(line)
             with self._lock:
-                if "id" in message:
+                if "rss_bytes" in message:  # grown by the warm-up
+                    self.rss_bytes = message["rss_bytes"]
+                elif "id" in message:
                     session.started.pop(message["id"]).set_result(message["pid"])
                 else:
                     waiting = session.exited.setdefault(message["pid"], Future())
@@ -189,6 +203,45 @@ class ForkServer:
                 session.proc.stdin.close()
             session.proc.wait()
             session.stop.set()
+
+
+_kept: ForkServer | None = None  # the last run's server, for the next run of this process
+_kept_lock = threading.Lock()
+
+
+def for_run(log_path: Path, env: dict[str, str]) -> ForkServer:
+    """A server for a run: the one this process's last run left, if its environment is the same.
+
+    One `trtbuild run` is one process, but a program (or a test session) that calls
+    trtbuild.build() again and again would otherwise pay the server's imports every time. The
+    server never runs model code and forks every job afresh, so a kept one serves a later run
+    exactly as a new one would; a different environment (which the children inherit) gets a new
+    server.
+    """
+    global _kept
+    with _kept_lock:
+        kept, _kept = _kept, None
+    if kept is not None and kept.serves(env):
+        return kept
+    if kept is not None:
+        kept.close()
+    return ForkServer(log_path, env)
+
+
+def keep(server: ForkServer) -> None:
+    """The run is over: keep its server (idle, children all reaped) for the next run."""
+    global _kept
+    with _kept_lock:
+        previous, _kept = _kept, server
+    if previous is not None and previous is not server:
+        previous.close()
+
+
+@atexit.register
+def _close_kept() -> None:
+    with _kept_lock:
+        if _kept is not None:
+            _kept.close()
 
 
 # ------------------------------------------------------------------------- the server side
@@ -234,7 +287,7 @@ def _reply(fd: int, message: dict[str, Any]) -> None:
 
 
 def serve() -> None:
-    from trtbuild.worker import die_with_parent
+    from trtbuild.worker import die_with_parent, status_bytes
 
     die_with_parent()  # before the imports: a run killed while they take seconds takes us down
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the orchestrator's to handle
@@ -253,10 +306,15 @@ def serve() -> None:
 
     frontend.import_exporter()
     server_pid = os.getpid()
-    _reply(replies, {"rss_bytes": _own_rss()})
+    _reply(replies, {"rss_bytes": status_bytes("VmRSS")})
     children: dict[int, int] = {}  # pidfd -> pid
     pending = b""
+    warm = False
     while True:
+        if children and not warm:  # while the first job (the graph job) runs, off its path
+            frontend.warm_up_exporter()
+            warm = True
+            _reply(replies, {"rss_bytes": status_bytes("VmRSS")})
         readable, _, _ = select.select([requests, *children], [], [])
         for fd in readable:
             if fd != requests:

@@ -103,9 +103,14 @@ def own_peak_rss() -> int | None:
     Not getrusage: on Linux, ru_maxrss of a process started by fork + exec also counts the
     parent's resident memory at the fork, so a big orchestrator would inflate every worker.
     """
+    return status_bytes("VmHWM")
+
+
+def status_bytes(field: str) -> int | None:
+    """A memory figure of this process from /proc/self/status (VmRSS, VmHWM), or None off Linux."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
