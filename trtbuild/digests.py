@@ -7,11 +7,13 @@ after rewriting it, but not its ctime, which only the kernel sets. A memo made w
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
 from pathlib import Path
 
+from trtbuild.atomic import write_bytes
+from trtbuild.errors import TrtbuildError
 from trtbuild.store import sha256_file
 
 
@@ -70,10 +72,8 @@ class DigestMemo:
         if self.path is None or not self.dirty:
             return
         entries = {k: {"stat": v["stat"], "sha256": v["sha256"]} for k, v in self.entries.items()}
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        try:
-            tmp.write_text(json.dumps(entries, sort_keys=True))
-            os.replace(tmp, self.path)
-        except OSError:
-            tmp.unlink(missing_ok=True)  # a memo is only a speed-up: never a reason to fail
+        with contextlib.suppress(
+            TrtbuildError
+        ):  # a memo is only a speed-up: never a reason to fail
+            write_bytes(self.path, json.dumps(entries, sort_keys=True).encode())
         self.dirty = False

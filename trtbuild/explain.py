@@ -19,7 +19,7 @@ def explain(recipe_path: str | Path, opts: Options | None = None) -> list[str]:
     recipe = load_recipe(recipe_path)
     lock = lockfile.read_lock(lockfile.lock_path(recipe.path))
     store = Store((opts.cache or default_cache_dir()).resolve())
-    memo = DigestMemo(store.root / "digests.json")
+    memo = DigestMemo(store.layout.digests)
     lines = [
         f"changed: {reason}"
         for reason in lockfile.staleness(lock, invocation(opts), memo, recipe.root, limit=None)

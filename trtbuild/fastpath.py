@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from trtbuild.digests import DigestMemo
+from trtbuild.layout import CacheLayout
 from trtbuild.lockfile import lock_path, read_lock, staleness
 
 
@@ -31,7 +32,7 @@ def stale(
     recipe_path: Path, options: dict[str, Any], cache_dir: Path, trust_stat: bool = True
 ) -> str | None:
     """None when every input, option, machine fact and output still matches the lock."""
-    memo = DigestMemo(cache_dir / "digests.json", trust_stat)
+    memo = DigestMemo(CacheLayout(cache_dir).digests, trust_stat)
     lock = read_lock(lock_path(recipe_path))
     reasons = staleness(lock, options, memo, recipe_path.resolve().parent)
     if cache_dir.is_dir():

@@ -27,9 +27,9 @@ from typing import Any
 
 import tomli_w
 
+from trtbuild.atomic import write_text
 from trtbuild.digests import DigestMemo
 from trtbuild.inputs import Inputs, machine
-from trtbuild.store import atomic_write_text
 from trtbuild.toolchain import toolchain
 
 if sys.version_info >= (3, 11):
@@ -157,7 +157,7 @@ def read_lock(path: Path) -> Lock | None:
 
 
 def write_lock(path: Path, lock: Lock) -> None:
-    atomic_write_text(
+    write_text(
         path,
         "# Written by trtbuild: every input of the build, pinned by digest.\n"
         + tomli_w.dumps(_sorted(lock.to_toml())),

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from trtbuild.store import atomic_write_text
+from trtbuild.atomic import write_text
 
 STATEMENT = "https://in-toto.io/Statement/v1"
 SLSA = "https://slsa.dev/provenance/v1"
@@ -47,4 +47,4 @@ def provenance(
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -17,13 +17,15 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
+
+from trtbuild.atomic import write_text
+from trtbuild.layout import CacheLayout
 
 if TYPE_CHECKING:
     from trtbuild.lockfile import Lock
@@ -205,10 +207,8 @@ def record(cache_dir: Path, observations: Iterable[Observation]) -> None:
         kept: list[Observation] = []
         for key in dict.fromkeys(o.key for o in seen):
             kept += [o for o in seen if o.key == key][-MAX_OBSERVATIONS:]
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps({"observations": [asdict(o) for o in kept]}, indent=1))
-        os.replace(tmp, path)
+        write_text(path, json.dumps({"observations": [asdict(o) for o in kept]}, indent=1))
 
 
 def _path(cache_dir: Path | None) -> Path | None:
-    return cache_dir / "memory.json" if cache_dir is not None else None
+    return CacheLayout(cache_dir).memory if cache_dir is not None else None

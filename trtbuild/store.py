@@ -20,7 +20,6 @@ import logging
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +27,9 @@ from typing import Any
 
 from filelock import FileLock
 
+from trtbuild.atomic import tmp_prefix, write_bytes, write_error
 from trtbuild.errors import TrtbuildError
+from trtbuild.layout import CacheLayout
 
 log = logging.getLogger("trtbuild")
 README = """\
@@ -57,22 +58,21 @@ def default_cache_dir() -> Path:
 class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.layout = layout = CacheLayout(root)
         try:
-            (root / "cas").mkdir(parents=True, exist_ok=True)
-            (root / "ac").mkdir(parents=True, exist_ok=True)
-            (root / "tmp").mkdir(parents=True, exist_ok=True)
+            for folder in (layout.cas, layout.ac, layout.tmp):
+                folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise TrtbuildError(
                 f"{root}: cannot create the cache directory: {exc.strerror}"
             ) from None
-        readme = root / "README.md"
-        if not readme.exists():
-            _atomic_write(readme, README.encode(), root / "tmp")
+        if not layout.readme.exists():
+            write_bytes(layout.readme, README.encode(), layout.tmp)
 
     # ---------------------------------------------------------------- blobs
 
     def blob_path(self, digest: str) -> Path:
-        return self.root / "cas" / digest
+        return self.layout.blob(digest)
 
     def put_file(self, path: Path) -> str:
         """Move `path` (a file this run made) into the store, read-only; returns its sha256."""
@@ -121,14 +121,14 @@ class Store:
             os.replace(tmp, dest)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise _store_error(dest.parent, exc) from None
+            raise write_error(dest.parent, exc) from None
         return how
 
     # ---------------------------------------------------------------- action results
 
     def get_action(self, key: str) -> dict[str, Any] | None:
         """The recorded result of `key` if it is authentic and every blob it names is intact."""
-        path = self.root / "ac" / f"{key}.json"
+        path = self.layout.action(key)
         try:
             data = json.loads(path.read_text())
             result: dict[str, Any] = data["entry"]
@@ -155,20 +155,19 @@ class Store:
 
     def put_action(self, key: str, result: dict[str, Any], replace: bool = False) -> None:
         """Record `result`; the first writer wins unless `replace` (manifests, under a lock)."""
-        path = self.root / "ac" / f"{key}.json"
+        path = self.layout.action(key)
         if path.exists() and not replace:
             return
         data = {"entry": result, "key": key, "mac": self._mac(key, result)}
-        _atomic_write(
-            path, json.dumps(data, indent=1, sort_keys=True).encode(), self.root / "tmp", self.root
-        )
+        encoded = json.dumps(data, indent=1, sort_keys=True).encode()
+        write_bytes(path, encoded, self.layout.tmp, self.root)
 
     def _mac(self, key: str, result: dict[str, Any]) -> str:
         payload = json.dumps([key, result], sort_keys=True, separators=(",", ":")).encode()
         return hmac.new(self._secret(), payload, hashlib.sha256).hexdigest()
 
     def _secret(self) -> bytes:
-        path = self.root / "mac.key"
+        path = self.layout.mac_key
         try:
             return path.read_bytes()
         except FileNotFoundError:
@@ -186,7 +185,7 @@ class Store:
     @contextmanager
     def locked(self, key: str) -> Iterator[None]:
         """Hold the lock of one action: look up, lock, look up again, build."""
-        lock_dir = self.root / "locks"
+        lock_dir = self.layout.locks
         lock_dir.mkdir(exist_ok=True)
         with FileLock(str(lock_dir / f"{key}.lock")):
             yield
@@ -194,8 +193,8 @@ class Store:
     # ---------------------------------------------------------------- maintenance
 
     def stats(self) -> dict[str, int]:
-        blobs = [p for p in (self.root / "cas").iterdir() if p.is_file()]
-        actions = [p for p in (self.root / "ac").iterdir() if p.suffix == ".json"]
+        blobs = [p for p in self.layout.cas.iterdir() if p.is_file()]
+        actions = [p for p in self.layout.ac.iterdir() if p.suffix == ".json"]
         return {
             "blobs": len(blobs),
             "blob_bytes": sum(p.stat().st_size for p in blobs),
@@ -208,12 +207,12 @@ class Store:
         What fails is removed (a miss next time); returns one line per problem found.
         """
         bad = []
-        for path in sorted((self.root / "cas").iterdir()):
+        for path in sorted(self.layout.cas.iterdir()):
             if path.is_file() and sha256_file(path) != path.name:
                 log.warning("cache: blob %s is corrupt; removed", path.name[:12])
                 path.unlink(missing_ok=True)
                 bad.append(f"blob {path.name}: content does not match its digest")
-        for path in sorted((self.root / "ac").glob("*.json")):
+        for path in sorted(self.layout.ac.glob("*.json")):
             if self.get_action(path.stem) is None:
                 bad.append(f"action {path.stem}: altered, unreadable or names a missing blob")
         return bad
@@ -224,7 +223,7 @@ class Store:
         Actions whose blobs are gone are removed with them. Returns the evicted digests.
         """
         blobs = sorted(
-            (p for p in (self.root / "cas").iterdir() if p.is_file()),
+            (p for p in self.layout.cas.iterdir() if p.is_file()),
             key=lambda p: p.stat().st_mtime,
         )
         total = sum(p.stat().st_size for p in blobs)
@@ -238,7 +237,7 @@ class Store:
             path.unlink(missing_ok=True)
             evicted.append(path.name)
         gone = set(evicted)
-        for action in (self.root / "ac").glob("*.json"):
+        for action in self.layout.ac.glob("*.json"):
             try:
                 blobs_of = json.loads(action.read_text()).get("blobs", {}).values()
             except (OSError, ValueError):
@@ -250,17 +249,17 @@ class Store:
 
     def scratch(self) -> Path:
         """A fresh private directory for one action's intermediate files."""
-        return Path(tempfile.mkdtemp(prefix=_tmp_prefix(), dir=self.root / "tmp"))
+        return Path(tempfile.mkdtemp(prefix=tmp_prefix(), dir=self.layout.tmp))
 
     def _tmp_path(self) -> Path:
-        fd, name = tempfile.mkstemp(prefix=_tmp_prefix(), dir=self.root / "tmp")
+        fd, name = tempfile.mkstemp(prefix=tmp_prefix(), dir=self.layout.tmp)
         os.close(fd)
         return Path(name)
 
     def clean_orphans(self) -> list[str]:
         """Remove what killed runs left in tmp/: entries whose process is gone."""
         removed = []
-        for entry in (self.root / "tmp").iterdir():
+        for entry in (self.layout.tmp).iterdir():
             pid = entry.name.lstrip(".").split("-", 1)[0]
             if pid.isdigit() and not _alive(int(pid)):
                 if entry.is_dir():
@@ -269,10 +268,6 @@ class Store:
                     entry.unlink(missing_ok=True)
                 removed.append(entry.name)
         return removed
-
-
-def _tmp_prefix() -> str:
-    return f"{os.getpid()}-{time.time_ns()}-"
 
 
 def _alive(pid: int) -> bool:
@@ -293,7 +288,7 @@ def _seal(fill: Callable[[Path], object], tmp: Path, dest: Path, root: Path) -> 
         os.replace(tmp, dest)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise _store_error(root, exc) from None
+        raise write_error(root, exc) from None
 
 
 def _move_or_copy(src: Path, dest: Path) -> None:
@@ -320,25 +315,3 @@ def _link_or_copy(src: Path, dest: Path) -> str:
     except OSError:
         shutil.copyfile(src, dest)
         return "copy"
-
-
-def _atomic_write(dest: Path, data: bytes, tmp_dir: Path, root: Path | None = None) -> None:
-    fd, name = tempfile.mkstemp(prefix=f".{_tmp_prefix()}", dir=tmp_dir)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(name, dest)
-    except OSError as exc:
-        Path(name).unlink(missing_ok=True)
-        raise _store_error(root or dest.parent, exc) from None
-
-
-def atomic_write_text(dest: Path, text: str) -> None:
-    """Publish a text file under its final name only once it is whole."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(dest, text.encode(), dest.parent)
-
-
-def _store_error(where: Path, exc: OSError) -> TrtbuildError:
-    return TrtbuildError(f"{where}: write failed: {exc.strerror or exc}; nothing was published")

@@ -1,0 +1,61 @@
+"""Where everything lives in a cache directory: the one module that knows its file names.
+
+    cas/<sha256>        immutable blobs (engines, ONNX files, graphs), read-only
+    ac/<key>.json       action results naming blobs, each bound to its key by an HMAC
+    mac.key             this cache's HMAC secret (mode 0600 directory entry, made once)
+    locks/<key>.lock    one lock per action while it is being built
+    tmp/<pid>-...       job folders and temporary files; the pid says whose
+    digests.json        file digests by stat (a speed-up only: DigestMemo)
+    memory.json         measured process peaks the memory model is fitted to
+    README.md           what this directory is
+
+Light on purpose (no third-party import): the no-op path reads `digests` through it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    root: Path
+
+    @property
+    def cas(self) -> Path:
+        return self.root / "cas"
+
+    @property
+    def ac(self) -> Path:
+        return self.root / "ac"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def locks(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def mac_key(self) -> Path:
+        return self.root / "mac.key"
+
+    @property
+    def digests(self) -> Path:
+        return self.root / "digests.json"
+
+    @property
+    def memory(self) -> Path:
+        return self.root / "memory.json"
+
+    @property
+    def readme(self) -> Path:
+        return self.root / "README.md"
+
+    def blob(self, digest: str) -> Path:
+        return self.cas / digest
+
+    def action(self, key: str) -> Path:
+        return self.ac / f"{key}.json"
