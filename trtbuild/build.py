@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trtbuild import fastpath, forkserver, lockfile
+from trtbuild import fastpath, forkserver, lockfile, signing
 from trtbuild.backends import get_backend, resolve_backend
 from trtbuild.digests import DigestMemo
 from trtbuild.errors import TrtbuildError
@@ -22,6 +22,7 @@ from trtbuild.executor import MemoryGate, worker_env
 from trtbuild.forkserver import EXPECTED_BYTES, ForkServer
 from trtbuild.graph import OpGraph
 from trtbuild.graphjob import GraphResult, graph_job
+from trtbuild.layout import CacheLayout
 from trtbuild.memory import MemoryModel, memory_model, pinned, record
 from trtbuild.parts import Overrun, build_parts, observations
 from trtbuild.planner import Plan, plan
@@ -46,6 +47,7 @@ class Options:
     jobs: int = field(default_factory=lambda: auto_jobs())  # the memory gate still applies
     locked: bool = False
     release: bool = False
+    sign: Path | None = None  # an Ed25519 key: sign the release provenance (signing.py)
     report: Report = lambda message: None
     on_plan: Callable[[TargetResult], None] = lambda t: None  # a target was (re-)planned
     on_part: Callable[[TargetResult, PartResult], None] = lambda t, p: None
@@ -72,7 +74,7 @@ def fork_server(opts: Options, targets: list[Target], store: Store) -> ForkServe
     """
     if not opts.fork_server or any(t.budget.host_memory < 2 * EXPECTED_BYTES for t in targets):
         return None
-    return forkserver.for_run(store.root / "tmp" / f"{os.getpid()}-forkserver.log", worker_env())
+    return forkserver.for_run(store.layout.tmp / f"{os.getpid()}-forkserver.log", worker_env())
 
 
 def invocation(opts: Options) -> dict[str, Any]:
@@ -83,6 +85,12 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
     """Build every target of the recipe; "up to date" without importing torch when nothing changed."""
     opts = opts or Options()
     start = time.perf_counter()
+    if opts.sign is not None:  # a bad key fails before the build, not after it
+        if not opts.release:
+            raise TrtbuildError(
+                f"--sign {opts.sign}: only release builds are signed; add --release"
+            )
+        signing.load_private_key(opts.sign)
     cache_dir = (opts.cache or default_cache_dir()).resolve()
     # A release build trusts no stat memo: every input is hashed again.
     stale = fastpath.stale(Path(recipe_path), invocation(opts), cache_dir, not opts.release)
@@ -97,11 +105,12 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
             f"lock ({stale})"
         )
     if stale is None:
+        _sign(recipe, opts)
         return BuildResult(True, [], time.perf_counter() - start, ["up to date"])
     recipe.check_files()
     store = Store(cache_dir)
     store.clean_orphans()
-    memo = DigestMemo(cache_dir / "digests.json", trust_stat=not opts.release)
+    memo = DigestMemo(CacheLayout(cache_dir).digests, trust_stat=not opts.release)
     tools = toolchain()
     lock_file = lockfile.lock_path(recipe.path)
     opts.previous_lock = lockfile.read_lock(lock_file)
@@ -133,6 +142,7 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
         opts.write_lock,
     )
     memo.save()
+    _sign(recipe, opts)
     notes = [n for r in results for n in r.notes]
     return BuildResult(False, results, time.perf_counter() - start, notes)
 
@@ -160,7 +170,7 @@ def plan_targets(
     recipe = load_recipe(recipe_path)
     recipe.check_files()
     store = Store((opts.cache or default_cache_dir()).resolve())
-    memo = DigestMemo(store.root / "digests.json")
+    memo = DigestMemo(store.layout.digests)
     targets = [
         t
         for t in recipe.targets(opts.backend, opts.budget)
@@ -185,6 +195,11 @@ def plan_targets(
         out.append(PlannedTarget(target, backend, graph, the_plan, job))
     memo.save()
     return out
+
+
+def _sign(recipe: Recipe, opts: Options) -> None:
+    if opts.sign is not None:
+        signing.sign_file(opts.out.resolve() / recipe.name / "provenance.json", opts.sign)
 
 
 def _check_release(recipe: Recipe, opts: Options) -> None:

@@ -2,7 +2,9 @@
 
 Two checks per artifact named in the provenance statement: the published file still has the
 recorded sha256, and a rebuild from scratch (an empty temporary cache and output folder) gives
-the same bytes. ONNX Runtime engines must match byte for byte.
+the same bytes (`--no-rebuild` skips the second). ONNX Runtime engines must match byte for byte.
+A signed statement (provenance.dsse.json, signing.py) has its signature checked first, with
+`--public-key`: nothing in it is trusted before that.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trtbuild import signing
 from trtbuild.build import Options, build
 from trtbuild.errors import TrtbuildError
 from trtbuild.store import sha256_file
@@ -31,16 +34,21 @@ class ArtifactCheck:
     published: str | None  # sha256 of the file in the build folder, None if missing
     rebuilt: str | None
     tactics_match: bool = False  # for a TensorRT engine whose bytes differ
+    rebuild: bool = True  # False: only the published file was checked
 
     @property
     def ok(self) -> bool:
         if self.published != self.recorded:
             return False
+        if not self.rebuild:
+            return True
         if self.rebuilt == self.recorded or self.name.endswith(INFORMATIONAL_SUFFIXES):
             return True
         return self.rebuilt is not None and self.tactics_match
 
     def describe(self) -> str:
+        if self.ok and not self.rebuild:
+            return f"{self.name}: matches (published; not rebuilt)"
         if self.ok and self.rebuilt != self.recorded:
             why = "tactics match (layer JSON)" if self.tactics_match else "informational"
             return f"{self.name}: matches (published); rebuilt bytes differ, {why}"
@@ -53,23 +61,35 @@ class ArtifactCheck:
             problems.append(
                 f"published file was altered ({self.recorded[:12]} -> {self.published[:12]})"
             )
-        if self.rebuilt is None:
+        if not self.rebuild:
+            pass
+        elif self.rebuilt is None:
             problems.append("the rebuild did not produce it")
         elif self.rebuilt != self.recorded:
             problems.append(f"rebuild differs ({self.recorded[:12]} -> {self.rebuilt[:12]})")
         return f"{self.name}: MISMATCH: " + "; ".join(problems)
 
 
-def verify(provenance: str | Path, report: Any = print) -> list[ArtifactCheck]:
+def verify(
+    provenance: str | Path,
+    report: Any = print,
+    public_key: Path | None = None,
+    rebuild: bool = True,
+) -> list[ArtifactCheck]:
     path = Path(provenance)
+    statement = read_statement(path, public_key, report)
     try:
-        statement = json.loads(path.read_text())
         params = statement["predicate"]["buildDefinition"]["externalParameters"]
         subjects = {s["name"]: s["digest"]["sha256"] for s in statement["subject"]}
         recipe = Path(params["recipe_path"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise TrtbuildError(f"{path}: not a trtbuild provenance statement ({exc})") from None
     published = {name: _sha_or_none(path.parent / name) for name in subjects}
+    if not rebuild:
+        return [
+            ArtifactCheck(name, recorded, published[name], None, rebuild=False)
+            for name, recorded in sorted(subjects.items())
+        ]
     with tempfile.TemporaryDirectory(prefix="trtbuild-verify-") as tmp:
         report(f"rebuilding {recipe} in an empty cache ({tmp})")
         opts = Options(
@@ -110,6 +130,24 @@ def compare(
         )
         checks.append(ArtifactCheck(name, recorded, published[name], rebuilt.get(name), tactics))
     return checks
+
+
+def read_statement(path: Path, public_key: Path | None, report: Any = print) -> Any:
+    """The provenance statement at `path`; from a DSSE envelope only once its signature verifies."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise TrtbuildError(f"{path}: not a trtbuild provenance statement ({exc})") from None
+    if not signing.is_envelope(data):
+        if public_key is not None:
+            raise TrtbuildError(f"{path}: not signed; --public-key checks a .dsse.json envelope")
+        return data
+    payload = signing.open_envelope(path, data, public_key)
+    report(f"{path.name}: signature verifies with {public_key}")
+    try:
+        return json.loads(payload)
+    except ValueError as exc:
+        raise TrtbuildError(f"{path}: the signed payload is not JSON ({exc})") from None
 
 
 def _sha_or_none(path: Path) -> str | None:

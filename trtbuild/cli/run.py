@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from trtbuild.cli.common import add_build_options, budget
@@ -39,6 +40,12 @@ def add_parser(sub: Any) -> None:
     parser.add_argument(
         "--release", action="store_true", help="release build: explicit backend, provenance"
     )
+    parser.add_argument(
+        "--sign",
+        type=Path,
+        metavar="KEYFILE",
+        help="sign the release provenance (Ed25519, trtbuild keygen): provenance.dsse.json",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -53,6 +60,10 @@ def jobs_arg(text: str | int) -> int | None:
 
 def handle(args: argparse.Namespace) -> int:
     start = time.perf_counter()
+    if args.sign is not None and not args.release:
+        from trtbuild.errors import TrtbuildError
+
+        raise TrtbuildError(f"--sign {args.sign}: only release builds are signed; add --release")
     if not args.release and _up_to_date(args):
         if args.json:
             print(
@@ -84,6 +95,7 @@ def handle(args: argparse.Namespace) -> int:
         jobs=args.jobs or auto_jobs(),
         locked=args.locked,
         release=args.release,
+        sign=args.sign,
     )
     opts.fork_server = opts.fork_server and args.fork_server
     if args.verbose:
