@@ -9,9 +9,9 @@ or leak stays in the child, which exits after its one job), watched and measured
 Protocol: JSON lines. The orchestrator writes `{"id", "job", "log", "cwd"}` to the server's stdin;
 the server answers `{"id", "pid"}` once the child runs and `{"pid", "status"}` when it exits
 (a pidfd per child: the server is single-threaded, which is what makes forking it safe), and
-`{"rss_bytes"}` when ready and again after its warm-up: once the first child (a run's graph
-job) runs, the server exports a tiny module to ONNX, so that every later child finds
-torch.export's and the exporter's lazy caches filled (1.5 s less per export job). The
+`{"rss_bytes"}` once ready. The server's state never changes after that (it runs no export of
+its own: a warm-up export was tried and changed the names a later graph job's nodes got), so
+every child, in this run or a later one that reuses the server, starts from the same state. The
 kernel kills the server when trtbuild dies (PR_SET_PDEATHSIG, set before its slow imports) and a
 child when its server dies; a stopped server (stdin closed) kills its children and exits.
 
@@ -179,9 +179,7 @@ class ForkServer:
         for line in session.proc.stdout:
             message = json.loads(line)
             with self._lock:
-                if "rss_bytes" in message:  # grown by the warm-up
-                    self.rss_bytes = message["rss_bytes"]
-                elif "id" in message:
+                if "id" in message:
                     session.started.pop(message["id"]).set_result(message["pid"])
                 else:
                     waiting = session.exited.setdefault(message["pid"], Future())
@@ -309,12 +307,7 @@ def serve() -> None:
     _reply(replies, {"rss_bytes": status_bytes("VmRSS")})
     children: dict[int, int] = {}  # pidfd -> pid
     pending = b""
-    warm = False
     while True:
-        if children and not warm:  # while the first job (the graph job) runs, off its path
-            frontend.warm_up_exporter()
-            warm = True
-            _reply(replies, {"rss_bytes": status_bytes("VmRSS")})
         readable, _, _ = select.select([requests, *children], [], [])
         for fd in readable:
             if fd != requests:

@@ -210,41 +210,6 @@ def import_exporter() -> None:
     _exporter_imported = True
 
 
-def warm_up_exporter(opset: int = 18) -> None:
-    """Export a tiny module to ONNX and throw it away (the fork server, once; forkserver.py).
-
-    A process's first torch.export and ONNX translation fill lazy caches (decomposition tables,
-    tracing machinery): ~1.5 s that every forked child would pay again. Failure costs nothing
-    but that time, so it is only logged. Nothing here reaches a job's output: each export starts
-    from its own module, names and counters.
-    """
-    import logging
-
-    class Tiny(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.linear = nn.Linear(4, 4)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.relu(self.linear(x)) + x.mean(dim=0)
-
-    batch = torch.export.Dim("batch", min=1, max=64)
-    try:
-        with torch.device("meta"):
-            module = Tiny().eval()
-        torch.onnx.export(
-            module,
-            (torch.zeros(2, 4, device="meta"),),
-            dynamo=True,
-            opset_version=opset,
-            optimize=False,
-            verbose=False,
-            dynamic_shapes=({0: batch},),
-        )
-    except Exception:  # a warm-up that fails only leaves the caches cold
-        logging.getLogger(__name__).exception("exporter warm-up failed")
-
-
 def export_model(
     recipe: Recipe, spec: ModelSpec, precision: str
 ) -> tuple[PrecisionWrapper, ExportedProgram]:
