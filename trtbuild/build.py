@@ -85,12 +85,7 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
     """Build every target of the recipe; "up to date" without importing torch when nothing changed."""
     opts = opts or Options()
     start = time.perf_counter()
-    if opts.sign is not None:  # a bad key fails before the build, not after it
-        if not opts.release:
-            raise TrtbuildError(
-                f"--sign {opts.sign}: only release builds are signed; add --release"
-            )
-        signing.load_private_key(opts.sign)
+    signing.check_key(opts.sign, opts.release)  # a bad key fails before the build, not after
     cache_dir = (opts.cache or default_cache_dir()).resolve()
     # A release build trusts no stat memo: every input is hashed again.
     stale = fastpath.stale(Path(recipe_path), invocation(opts), cache_dir, not opts.release)

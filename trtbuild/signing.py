@@ -32,6 +32,15 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     return b"DSSEv1 %d %b %d %b" % (len(kind), kind, len(payload), payload)
 
 
+def check_key(key: Path | None, release: bool) -> None:
+    """A signing key, if any, is for a release build and loads: checked before anything is built."""
+    if key is None:
+        return
+    if not release:
+        raise TrtbuildError(f"--sign {key}: only release builds are signed; add --release")
+    load_private_key(key)
+
+
 def keygen(path: Path) -> Path:
     """Write a new Ed25519 private key at `path` (PEM, mode 0600) and its public key beside it."""
     from cryptography.hazmat.primitives import serialization

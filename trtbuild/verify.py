@@ -61,11 +61,9 @@ class ArtifactCheck:
             problems.append(
                 f"published file was altered ({self.recorded[:12]} -> {self.published[:12]})"
             )
-        if not self.rebuild:
-            pass
-        elif self.rebuilt is None:
+        if self.rebuild and self.rebuilt is None:
             problems.append("the rebuild did not produce it")
-        elif self.rebuilt != self.recorded:
+        elif self.rebuild and self.rebuilt is not None and self.rebuilt != self.recorded:
             problems.append(f"rebuild differs ({self.recorded[:12]} -> {self.rebuilt[:12]})")
         return f"{self.name}: MISMATCH: " + "; ".join(problems)
 

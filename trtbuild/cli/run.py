@@ -60,10 +60,10 @@ def jobs_arg(text: str | int) -> int | None:
 
 def handle(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    if args.sign is not None and not args.release:
-        from trtbuild.errors import TrtbuildError
+    if args.sign is not None and not args.release:  # before the no-op path, which signs nothing
+        from trtbuild.signing import check_key
 
-        raise TrtbuildError(f"--sign {args.sign}: only release builds are signed; add --release")
+        check_key(args.sign, args.release)
     if not args.release and _up_to_date(args):
         if args.json:
             print(
