@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from trtbuild.errors import TrtbuildError
 from trtbuild.sizes import parse_size
+from trtbuild.tomlerrors import describe, where
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -149,10 +149,19 @@ class RecipeMeta(_Strict):
     name: Name
 
 
+class DeploySpec(_Strict):
+    """[deploy]: the serving repository `trtbuild deploy` writes."""
+
+    format: Literal["triton"] = "triton"
+    out: str | None = None  # relative to the recipe's folder; `deploy --out` overrides it
+    instances: int = Field(1, ge=1)  # Triton instance_group count of every part model
+
+
 class RecipeSchema(_Strict):
     recipe: RecipeMeta
     defaults: Defaults = Defaults()
     model: list[ModelSpec] = Field(min_length=1)
+    deploy: DeploySpec = DeploySpec()
 
     @model_validator(mode="after")
     def _unique_names(self) -> RecipeSchema:
@@ -232,7 +241,7 @@ class Recipe:
 
     def where(self, loc: tuple[Any, ...]) -> str:
         """ "path:line" of a key path, or just the path when the line is unknown."""
-        return _where(self.path, self.text, loc)
+        return where(self.path, self.text, loc)
 
     def model_loc(self, name: str, key: str) -> str:
         index = next(i for i, m in enumerate(self.schema.model) if m.name == name)
@@ -267,82 +276,5 @@ def load_recipe(path: str | Path) -> Recipe:
     try:
         schema = RecipeSchema.model_validate(data)
     except ValidationError as exc:
-        raise TrtbuildError(_describe(path, text, exc)) from None
+        raise TrtbuildError(describe(path, text, exc)) from None
     return Recipe(path.resolve(), text, schema)
-
-
-def _describe(path: Path, text: str, exc: ValidationError) -> str:
-    err = min(exc.errors(), key=_rank)  # a union reports every member; say the telling one
-    loc = tuple(p for p in err["loc"] if not _is_union_tag(p))
-    field = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
-    where = _where(path, text, loc)
-    if err["type"] == "extra_forbidden":
-        return f"{where}: unknown key '{field}'"
-    if err["type"] == "missing":
-        return f"{where}: field '{field}' is required"
-    got = err.get("input")
-    got_text = f", got {got!r}" if not isinstance(got, dict | list) else ""
-    message = err["msg"].removeprefix("Value error, ")
-    return f"{where}: field '{field}': {message}{got_text if 'got' not in message else ''}"
-
-
-def _rank(err: Any) -> int:
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return 0
-    if kind.endswith("_type") or kind == "missing":
-        return 2
-    return 1
-
-
-def _is_union_tag(part: Any) -> bool:
-    """pydantic puts the tried member of a union into the location; users never wrote it."""
-    return isinstance(part, str) and (
-        part in {"RandomInit", "DynamicShape", "str"} or any(c in part for c in "[]()")
-    )
-
-
-_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(#.*)?$")
-_KEY = re.compile(r"^\s*([A-Za-z0-9_.\-\"']+)\s*=")
-
-
-def _where(path: Path, text: str, loc: tuple[Any, ...]) -> str:
-    line = _line_of(text, loc)
-    return f"{path}:{line}" if line else str(path)
-
-
-def _line_of(text: str, loc: tuple[Any, ...]) -> int | None:
-    """Best line for a pydantic error location: the deepest key path the TOML text spells."""
-    lines: dict[tuple[Any, ...], int] = {}
-    counters: dict[tuple[Any, ...], int] = {}
-    table: tuple[Any, ...] = ()
-    for number, raw in enumerate(text.splitlines(), start=1):
-        header = _HEADER.match(raw)
-        if header:
-            parts = tuple(p.strip().strip("\"'") for p in header.group(2).split("."))
-            if header.group(1) == "[[":
-                array = (*_index_parents(parts[:-1], counters), parts[-1])
-                counters[array] = counters.get(array, -1) + 1
-                table = (*array, counters[array])
-            else:
-                table = _index_parents(parts, counters)
-            lines.setdefault(table, number)
-            continue
-        key = _KEY.match(raw)
-        if key:
-            path = (*table, *(p.strip().strip("\"'") for p in key.group(1).split(".")))
-            lines.setdefault(path, number)
-    for depth in range(len(loc), 0, -1):
-        if loc[:depth] in lines:
-            return lines[loc[:depth]]
-    return None
-
-
-def _index_parents(parts: tuple[str, ...], counters: dict[tuple[Any, ...], int]) -> tuple[Any, ...]:
-    """("model", "inputs") -> ("model", 2, "inputs"): the latest entry of each array of tables."""
-    out: tuple[Any, ...] = ()
-    for part in parts:
-        out = (*out, part)
-        if out in counters:
-            out = (*out, counters[out])
-    return out

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from trtbuild.backends.base import Backend, Engine
+from trtbuild.backends.base import Backend, Engine, EngineIO, TensorIO
 from trtbuild.backends.onnxruntime import OnnxRuntimeBackend
 from trtbuild.errors import TrtbuildError
 
-__all__ = ["Backend", "Engine", "backend_class", "get_backend", "resolve_backend"]
+__all__ = [
+    "Backend",
+    "Engine",
+    "EngineIO",
+    "TensorIO",
+    "backend_class",
+    "get_backend",
+    "resolve_backend",
+]
 
 
 def _registry() -> dict[str, Backend]:

@@ -3,8 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class TensorIO:
+    """One input or output as the engine file declares it."""
+
+    name: str
+    dtype: str  # numpy/torch spelling: float32, float16, bfloat16, int64, int32, bool, ...
+    shape: list[int | str]  # a str is a dynamic dimension: its symbol, or "?" when unnamed
+
+
+@dataclass(frozen=True)
+class EngineIO:
+    inputs: list[TensorIO]
+    outputs: list[TensorIO]
 
 
 class Engine(Protocol):
@@ -33,6 +49,10 @@ class Backend(Protocol):
         ...
 
     def load(self, engine_path: Path) -> Engine: ...
+
+    def describe(self, engine_path: Path) -> EngineIO:
+        """The engine's inputs and outputs from its own metadata (what a server is told)."""
+        ...
 
     def to_native(self, tensor: Any) -> Any:
         """A torch tensor as this backend's engines take it (OrtValue, CUDA tensor, ...)."""

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from trtbuild.backends.base import EngineIO, TensorIO
 from trtbuild.errors import TrtbuildError
 
 
@@ -97,6 +98,28 @@ class OnnxRuntimeBackend:
             str(engine_path), options, providers=["CPUExecutionProvider"]
         )
         return OnnxRuntimeEngine(session)
+
+    def describe(self, engine_path: Path) -> EngineIO:
+        """Read from the ONNX graph alone: the weights file beside it is never opened."""
+        import onnx
+
+        graph = onnx.load(str(engine_path), load_external_data=False).graph
+        weights = {i.name for i in graph.initializer}
+        return EngineIO(
+            [_tensor_io(v) for v in graph.input if v.name not in weights],
+            [_tensor_io(v) for v in graph.output],
+        )
+
+
+def _tensor_io(value: Any) -> TensorIO:
+    import onnx
+
+    tensor = value.type.tensor_type
+    shape: list[int | str] = [
+        d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in tensor.shape.dim
+    ]
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)
+    return TensorIO(value.name, str(dtype), shape)
 
 
 def _cpu_isa() -> str:

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from trtbuild.backends.base import EngineIO, TensorIO
 from trtbuild.backends.trt_config import BuilderConfig, builder_config
 from trtbuild.errors import TrtbuildError
 
@@ -63,19 +64,9 @@ class TensorRTEngine:
     """One deserialised engine; runs on torch CUDA tensors, which stay on the GPU between parts."""
 
     def __init__(self, path: Path) -> None:
-        trt = _trt()
-        self.logger = trt.Logger()
-        self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
-        if self.engine is None:
-            raise TrtbuildError(
-                f"{path}: TensorRT could not deserialise this engine (built for another GPU or version?)"
-            )
+        self.logger, self.runtime, self.engine = _deserialize(path)
         self.context = self.engine.create_execution_context()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
-        self.input_names = [n for n in names if is_input[n]]
-        self.output_names = [n for n in names if not is_input[n]]
+        self.input_names, self.output_names = _io_names(self.engine)
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
         import torch
@@ -98,21 +89,46 @@ class TensorRTEngine:
         return outputs
 
 
+def _deserialize(path: Path) -> tuple[Any, Any, Any]:
+    """(logger, runtime, engine): the runtime must outlive the engine it made."""
+    trt = _trt()
+    logger = trt.Logger()
+    runtime = trt.Runtime(logger)
+    engine = runtime.deserialize_cuda_engine(path.read_bytes())
+    if engine is None:
+        raise TrtbuildError(
+            f"{path}: TensorRT could not deserialise this engine (built for another GPU or version?)"
+        )
+    return logger, runtime, engine
+
+
+def _io_names(engine: Any) -> tuple[list[str], list[str]]:
+    trt = _trt()
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    is_input = {n: engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
+    return [n for n in names if is_input[n]], [n for n in names if not is_input[n]]
+
+
+def _dtype_name(dtype: Any) -> str:
+    """A trt.DataType by its numpy/torch name."""
+    trt = _trt()
+    table = {
+        trt.DataType.FLOAT: "float32",
+        trt.DataType.HALF: "float16",
+        trt.DataType.BF16: "bfloat16",
+        trt.DataType.INT32: "int32",
+        trt.DataType.INT64: "int64",
+        trt.DataType.BOOL: "bool",
+        trt.DataType.INT8: "int8",
+        trt.DataType.UINT8: "uint8",
+    }
+    return table[dtype]
+
+
 def _torch_dtype(dtype: Any) -> Any:
     import torch
 
-    trt = _trt()
-    table = {
-        trt.DataType.FLOAT: torch.float32,
-        trt.DataType.HALF: torch.float16,
-        trt.DataType.BF16: torch.bfloat16,
-        trt.DataType.INT32: torch.int32,
-        trt.DataType.INT64: torch.int64,
-        trt.DataType.BOOL: torch.bool,
-        trt.DataType.INT8: torch.int8,
-        trt.DataType.UINT8: torch.uint8,
-    }
-    return table[dtype]
+    return getattr(torch, _dtype_name(dtype))
 
 
 class TensorRTBackend:
@@ -172,6 +188,17 @@ class TensorRTBackend:
 
     def load(self, engine_path: Path) -> TensorRTEngine:
         return TensorRTEngine(engine_path)
+
+    def describe(self, engine_path: Path) -> EngineIO:
+        """From the deserialised engine: -1 dimensions (optimisation profiles) become "?"."""
+        _, _, engine = _deserialize(engine_path)
+        inputs, outputs = _io_names(engine)
+
+        def io(name: str) -> TensorIO:
+            shape = [int(d) if d >= 0 else "?" for d in engine.get_tensor_shape(name)]
+            return TensorIO(name, _dtype_name(engine.get_tensor_dtype(name)), shape)
+
+        return EngineIO([io(n) for n in inputs], [io(n) for n in outputs])
 
     def to_native(self, tensor: Any) -> Any:
         return tensor.cuda()

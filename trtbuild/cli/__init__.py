@@ -21,6 +21,7 @@ EXAMPLES = """examples:
   trtbuild plan recipes/resnet.toml --budget 1GiB  show the partition, build nothing
   trtbuild explain recipes/resnet.toml             say why each part would be (re)built
   trtbuild verify build/resnet/provenance.json     check published files and a clean rebuild
+  trtbuild deploy recipes/resnet.toml --out repo  a Triton model repository of the engines
   trtbuild keygen release.key                      a key pair for `run --release --sign release.key`
 """
 
@@ -56,7 +57,7 @@ def version_text() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from trtbuild.cli import cache, explain, keygen, plan, run, verify
+    from trtbuild.cli import cache, deploy, explain, keygen, plan, run, verify
 
     parser = argparse.ArgumentParser(
         prog="trtbuild",
@@ -66,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action=_Version, help="show versions and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (run, plan, explain, verify, cache, keygen):
+    for module in (run, plan, explain, verify, deploy, cache, keygen):
         module.add_parser(sub)
     return parser
 

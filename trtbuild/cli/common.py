@@ -16,7 +16,9 @@ def size_arg(text: str) -> int:
         raise TrtbuildError(f"--budget: {exc}") from None
 
 
-def add_build_options(parser: argparse.ArgumentParser) -> None:
+def add_build_options(parser: argparse.ArgumentParser, out_flag: str = "--out") -> None:
+    """The recipe and what overrides it; `out_flag` names the output root's option ("--out",
+    or "--build-dir" where --out means something else)."""
     parser.add_argument("recipe", help="the recipe TOML file")
     parser.add_argument(
         "--backend",
@@ -27,7 +29,11 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
         "--budget", type=str, help="host-memory budget, e.g. 2GiB (overrides the recipe)"
     )
     parser.add_argument(
-        "--out", type=Path, default=Path("build"), help="output root (default: build)"
+        out_flag,
+        dest="out",
+        type=Path,
+        default=Path("build"),
+        help="output root of the build (default: build)",
     )
     parser.add_argument(
         "--cache",

@@ -15,6 +15,22 @@ from trtbuild.cli.common import add_build_options, budget
 def add_parser(sub: Any) -> None:
     parser = sub.add_parser("run", help="build every target of a recipe")
     add_build_options(parser)
+    add_run_options(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument(
+        "--release", action="store_true", help="release build: explicit backend, provenance"
+    )
+    parser.add_argument(
+        "--sign",
+        type=Path,
+        metavar="KEYFILE",
+        help="sign the release provenance (Ed25519, trtbuild keygen): provenance.dsse.json",
+    )
+    parser.set_defaults(handler=handle)
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """How the build runs: shared by run and deploy (which builds what is missing first)."""
     parser.add_argument(
         "-j",
         "--jobs",
@@ -30,23 +46,12 @@ def add_parser(sub: Any) -> None:
         help="start every job as a fresh interpreter instead of forking torch jobs from one "
         "process that imported torch once (also TRTBUILD_FORK_SERVER=0)",
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="say why each part is (re)built"
     )
     parser.add_argument(
         "--locked", action="store_true", help="fail if inputs no longer match the lock file"
     )
-    parser.add_argument(
-        "--release", action="store_true", help="release build: explicit backend, provenance"
-    )
-    parser.add_argument(
-        "--sign",
-        type=Path,
-        metavar="KEYFILE",
-        help="sign the release provenance (Ed25519, trtbuild keygen): provenance.dsse.json",
-    )
-    parser.set_defaults(handler=handle)
 
 
 def jobs_arg(text: str | int) -> int | None:
@@ -74,11 +79,30 @@ def handle(args: argparse.Namespace) -> int:
             print(f"PASSED in {time.perf_counter() - start:.1f}s", file=sys.stderr)
         return 0
     from rich.console import Console
+
+    console = Console(stderr=True, quiet=args.json)
+    result = build_with_progress(args, console, release=args.release, sign=args.sign)
+    if args.json:
+        print(json.dumps(as_json(result), indent=2))
+        return 0
+    if result.up_to_date:
+        console.print(f"up to date ({result.seconds * 1000:.0f} ms)")
+    else:
+        console.print(_table(result))
+    for note in result.notes:
+        console.print(f"[yellow]{note}[/]")
+    print(f"PASSED in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    return 0
+
+
+def build_with_progress(
+    args: argparse.Namespace, console: Any, release: bool = False, sign: Path | None = None
+) -> Any:
+    """trtbuild.build() with a progress bar per target and a line per part on `console`."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from trtbuild.build import Options, auto_jobs, build
 
-    console = Console(stderr=True, quiet=args.json)
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -94,8 +118,8 @@ def handle(args: argparse.Namespace) -> int:
         cache=args.cache,
         jobs=args.jobs or auto_jobs(),
         locked=args.locked,
-        release=args.release,
-        sign=args.sign,
+        release=release,
+        sign=sign,
     )
     opts.fork_server = opts.fork_server and args.fork_server
     if args.verbose:
@@ -121,18 +145,7 @@ def handle(args: argparse.Namespace) -> int:
 
     opts.on_plan, opts.on_part = on_plan, on_part
     with progress:
-        result = build(args.recipe, opts)
-    if args.json:
-        print(json.dumps(as_json(result), indent=2))
-        return 0
-    if result.up_to_date:
-        console.print(f"up to date ({result.seconds * 1000:.0f} ms)")
-    else:
-        console.print(_table(result))
-    for note in result.notes:
-        console.print(f"[yellow]{note}[/]")
-    print(f"PASSED in {time.perf_counter() - start:.1f}s", file=sys.stderr)
-    return 0
+        return build(args.recipe, opts)
 
 
 def _up_to_date(args: argparse.Namespace) -> bool:
