@@ -7,9 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from trtbuild.memory import MemoryModel, Stage
+
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = REPO / "recipes"
 DATA = Path(__file__).resolve().parent / "data"
+# Counts weights 20000x: makes a model of a few hundred KB split into several engines.
+SPLITTING = MemoryModel(Stage(0, 20_000.0), Stage(0, 20_000.0), "test: 20000 x weights")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -52,3 +56,17 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+def small_seed_net(recipes: Path) -> Path:
+    """The seed network's ops at a few KB: split by a memory model that counts weights 20000x."""
+    text = (recipes / "seed_net_1g.toml").read_text()
+    text = text.replace('name = "seed_net_1g"', 'name = "seed_small"')
+    text = text.replace(
+        'source = "models/seed_net.py:seed_net"',
+        'source = "models/seed_net.py:seed_net"\nkwargs = { channels = 16, hidden = 64, spatial = 32 }',
+    )
+    text = text.replace("shape = [1, 1024, 224, 224]", "shape = [1, 16, 32, 32]")
+    path = recipes / "seed_small.toml"
+    path.write_text(text)
+    return path

@@ -17,9 +17,10 @@ import torch
 import trtbuild
 from trtbuild import triton
 from trtbuild.build import Options, build
-from trtbuild.memory import MemoryModel, Stage
 from trtbuild.recipe import load_recipe
 from trtbuild.store import Store, default_cache_dir
+
+from .conftest import SPLITTING, small_seed_net
 
 model_config_pb2 = pytest.importorskip(
     "tritonclient.grpc.model_config_pb2",
@@ -28,7 +29,6 @@ model_config_pb2 = pytest.importorskip(
 text_format = pytest.importorskip("google.protobuf.text_format")
 ort = pytest.importorskip("onnxruntime")
 
-SPLITTING = MemoryModel(Stage(0, 20_000.0), Stage(0, 20_000.0), "test: 20000 x weights")
 NUMPY = {
     "TYPE_FP32": np.float32,
     "TYPE_FP16": np.float16,
@@ -96,20 +96,6 @@ def deploy(recipe: Path, out: Path, instances: int = 1) -> list[triton.TritonMod
 def rel_error(a: np.ndarray, b: torch.Tensor) -> float:
     ref = b.numpy().astype(np.float64)
     return float(np.linalg.norm(a.astype(np.float64) - ref) / np.linalg.norm(ref))
-
-
-def small_seed_net(recipes: Path) -> Path:
-    """The seed network's ops at a few KB: split by a memory model that counts weights 20000x."""
-    text = (recipes / "seed_net_1g.toml").read_text()
-    text = text.replace('name = "seed_net_1g"', 'name = "seed_small"')
-    text = text.replace(
-        'source = "models/seed_net.py:seed_net"',
-        'source = "models/seed_net.py:seed_net"\nkwargs = { channels = 16, hidden = 64, spatial = 32 }',
-    )
-    text = text.replace("shape = [1, 1024, 224, 224]", "shape = [1, 16, 32, 32]")
-    path = recipes / "seed_small.toml"
-    path.write_text(text)
-    return path
 
 
 def test_partitioned_target_is_an_ensemble_one_part_a_plain_model(
@@ -206,12 +192,14 @@ def test_cli_builds_what_is_missing_then_writes_the_repository(recipes: Path) ->
     assert again.returncode == 0 and "engines up to date" in again.stderr
 
 
+TRITON = ["--format", "triton", "--out", "repo"]
+
+
 @pytest.mark.slow
 def test_seed_net_1g_deploys_as_two_parts_and_an_ensemble(recipes: Path) -> None:
     """Issue 14's acceptance: the seed network at 1 GiB, deployed by the CLI."""
     run = subprocess.run(
-        [sys.executable, "-m", "trtbuild", "deploy", str(recipes / "seed_net_1g.toml")]
-        + ["--format", "triton", "--out", "repo"],
+        [sys.executable, "-m", "trtbuild", "deploy", str(recipes / "seed_net_1g.toml"), *TRITON],
         capture_output=True,
         text=True,
     )

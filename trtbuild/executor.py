@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from trtbuild.sizes import format_size
 
 POLL_SECONDS = 0.01
 PRIVATE_EVERY = 5  # read smaps_rollup (costlier than statm) every 5th sample
+MAX_SAMPLES = 400  # RSS points kept per process for the build report (Samples)
 FORKED_KINDS = ("graph", "export", "probe")
 
 
@@ -46,6 +47,31 @@ class JobOutcome:
     # Forked jobs: peak of the pages this process alone holds (USS, sampled). What it shares
     # with the fork server is in peak_rss_bytes (as in a fresh process) but costs the host once.
     private_peak_bytes: int | None = None
+    samples: list[tuple[float, int]] = field(default_factory=list)  # (seconds, RSS) over its life
+
+
+class Samples:
+    """RSS over a process's life in at most MAX_SAMPLES points: a point covers a time step and
+    keeps the largest RSS seen in it; when the points run out, neighbours merge and the step
+    doubles, so a long job keeps its whole curve and no peak is ever averaged away."""
+
+    def __init__(self, step: float = 0.05, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.points: list[tuple[float, int]] = []
+        self.step, self.clock = step, clock
+        self.start = clock()
+
+    def add(self, rss: int) -> None:
+        now = self.clock() - self.start
+        if self.points and now - self.points[-1][0] < self.step:
+            t, high = self.points[-1]
+            self.points[-1] = (t, max(high, rss))
+            return
+        self.points.append((round(now, 3), rss))
+        if len(self.points) > MAX_SAMPLES:
+            pairs = zip(self.points[::2], self.points[1::2])
+            merged = [(a[0], max(a[1], b[1])) for a, b in pairs]
+            self.points = merged + self.points[len(merged) * 2 :]
+            self.step *= 2
 
 
 def run_job(
@@ -115,7 +141,9 @@ def run_job(
             )
         raise TrtbuildError(outcome["error"])
     private = watcher.private_peak if forked else None
-    return JobOutcome(outcome["result"], peak, seconds, started, time.time(), private)
+    return JobOutcome(
+        outcome["result"], peak, seconds, started, time.time(), private, watcher.samples.points
+    )
 
 
 def _start(
@@ -171,6 +199,7 @@ class _Watcher(threading.Thread):
         self.peak = 0
         self.private_peak = 0
         self.killed = False
+        self.samples = Samples()
         self._stop_event = threading.Event()
 
     def run(self) -> None:
@@ -185,6 +214,7 @@ class _Watcher(threading.Thread):
             except psutil.Error:
                 return
             self.peak = max(self.peak, rss)
+            self.samples.add(rss)
             samples += 1
             if self.private and samples % PRIVATE_EVERY == 1:
                 self.private_peak = max(self.private_peak, private_bytes(self.pid))

@@ -10,7 +10,7 @@ shared cache therefore each get the graph of their own code, and identical code 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ class GraphResult:
     peak_rss_bytes: int
     seconds: float
     base_bytes: int | None  # resident size after import and export, before weights (memory.py)
+    rss_samples: list[list[float]] = field(default_factory=list)  # (seconds, RSS): the report
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -51,6 +52,7 @@ class GraphResult:
             "peak_rss_bytes": self.peak_rss_bytes,
             "seconds": self.seconds,
             "base_bytes": self.base_bytes,
+            "rss_samples": self.rss_samples,
         }
 
     @classmethod
@@ -63,6 +65,7 @@ class GraphResult:
             data["peak_rss_bytes"],
             data["seconds"],
             data.get("base_bytes"),
+            data.get("rss_samples", []),
         )
 
 
@@ -156,4 +159,5 @@ def _run(
         outcome.peak_rss_bytes,
         round(outcome.seconds, 3),
         result.get("base_bytes"),
+        [list(point) for point in outcome.samples],
     )

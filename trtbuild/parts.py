@@ -59,6 +59,7 @@ def build_parts(
     fields = part_fields(target, graph, job, the_plan, backend.name, settings)
     keys = [actions.action_key(f) for f in fields]
     done: dict[int, PartResult] = {}
+    reasons: dict[int, str] = {}  # why each part in `todo` is built
 
     def finish(part: Part, record: dict[str, Any], built: bool) -> None:
         blobs = dict(record["blobs"])
@@ -73,6 +74,7 @@ def build_parts(
             blobs,
             actions.field_digests(fields[part.index]),
             record,
+            reasons.get(part.index, "cached") if built else "cached",
         )
         opts.on_part(result, done[part.index])
 
@@ -98,6 +100,11 @@ def build_parts(
             for part in todo:
                 why = actions.explain(
                     old.get(part.index), actions.field_digests(fields[part.index])
+                )
+                reasons[part.index] = (
+                    why.split(": ", 1)[1]  # "not in the lock file", "weights changed (...)"
+                    if why != "up to date"
+                    else "inputs unchanged, but the engine was not in the cache"
                 )
                 opts.report(f"{target.name} part {part.index}: {why}")
             if todo:
@@ -250,6 +257,7 @@ def _process(
         "seconds": round(outcome.seconds, 3),
         "started": outcome.started,
         "ended": outcome.ended,
+        "rss_samples": [list(point) for point in outcome.samples],  # for the build report
         **result,
     }
 

@@ -71,9 +71,12 @@ def publish(result: TargetResult, recipe: Recipe, store: Store) -> None:
         manifest.write_json(
             new / "build.json",
             {
-                "parts": [p.record for p in result.parts],
+                "parts": [
+                    {**p.record, "cached": p.cached, "reason": p.reason} for p in result.parts
+                ],
                 "graph_process": _graph_record(result.graph_job),
                 "plan": _plan_record(result.plan),
+                "budget_bytes": result.budget_bytes,
             },
         )
         old = final.parent / f".{final.name}.old-{os.getpid()}"
@@ -87,18 +90,39 @@ def publish(result: TargetResult, recipe: Recipe, store: Store) -> None:
 
 
 def _plan_record(plan: Any) -> dict[str, Any]:
-    """How good the plan is: its boundary bytes against the proven lower bound."""
+    """How good the plan is (its boundary bytes against the proven lower bound), and its parts
+    with the tensors they pass, as the build report draws them."""
     return {
         "boundary_bytes": plan.boundary_bytes,
         "lower_bound_bytes": plan.lower_bound_bytes,
         "optimality_gap": round(plan.optimality_gap, 6),
         "method": plan.method,
         "bound_method": plan.bound_method,
+        "memory_source": plan.memory_source,
+        "parts": [
+            {
+                "index": p.index,
+                "ops": len(p.ops),
+                "weight_bytes": p.weight_bytes,
+                "predicted_peak_bytes": p.predicted_peak_bytes,
+                "inputs": [_tensor(t) for t in p.inputs],
+                "outputs": [_tensor(t) for t in p.outputs],
+            }
+            for p in plan.parts
+        ],
     }
 
 
+def _tensor(t: Any) -> dict[str, Any]:
+    return {**_io(t), "bytes": t.bytes, "from_part": t.from_part}
+
+
 def _graph_record(job: Any) -> dict[str, Any]:
-    return {"peak_rss_bytes": job.peak_rss_bytes, "seconds": job.seconds}
+    return {
+        "peak_rss_bytes": job.peak_rss_bytes,
+        "seconds": job.seconds,
+        "rss_samples": job.rss_samples,
+    }
 
 
 def all_inputs(recipe: Recipe, results: list[TargetResult], memo: DigestMemo) -> Inputs:
@@ -153,7 +177,10 @@ def write_outputs(
                 "peak_rss_bytes": p.peak_rss_bytes,
                 "cached": p.cached,
                 "action_key": p.key,
-                "processes": p.record.get("processes", []),
+                "processes": [
+                    {k: v for k, v in process.items() if k != "rss_samples"}
+                    for process in p.record.get("processes", [])
+                ],
             },
         }
         for r in results

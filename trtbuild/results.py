@@ -23,6 +23,7 @@ class PartResult:
     sidecars: dict[str, str]  # file name -> sha256 of files the engine reads beside it
     fields: dict[str, str]
     record: dict[str, Any]
+    reason: str = "cached"  # why it was (re)built, or that the cache had it
 
 
 @dataclass

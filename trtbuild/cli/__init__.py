@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   trtbuild explain recipes/resnet.toml             say why each part would be (re)built
   trtbuild verify build/resnet/provenance.json     check published files and a clean rebuild
   trtbuild deploy recipes/resnet.toml --out repo  a Triton model repository of the engines
+  trtbuild report build/resnet                      build/resnet/report.html: partition, memory, cache
   trtbuild keygen release.key                      a key pair for `run --release --sign release.key`
 """
 
@@ -57,7 +58,7 @@ def version_text() -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from trtbuild.cli import cache, deploy, explain, keygen, plan, run, verify
+    from trtbuild.cli import cache, deploy, explain, keygen, plan, report, run, verify
 
     parser = argparse.ArgumentParser(
         prog="trtbuild",
@@ -67,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action=_Version, help="show versions and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (run, plan, explain, verify, deploy, cache, keygen):
+    for module in (run, plan, explain, verify, deploy, report, cache, keygen):
         module.add_parser(sub)
     return parser
 

@@ -18,6 +18,11 @@ def add_parser(sub: Any) -> None:
     add_run_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.add_argument(
+        "--report",
+        action="store_true",
+        help="also write build/<recipe>/report.html (trtbuild report)",
+    )
+    parser.add_argument(
         "--release", action="store_true", help="release build: explicit backend, provenance"
     )
     parser.add_argument(
@@ -76,6 +81,7 @@ def handle(args: argparse.Namespace) -> int:
             )
         else:
             print(f"up to date ({(time.perf_counter() - start) * 1000:.0f} ms)", file=sys.stderr)
+            _report(args)
             print(f"PASSED in {time.perf_counter() - start:.1f}s", file=sys.stderr)
         return 0
     from rich.console import Console
@@ -83,6 +89,7 @@ def handle(args: argparse.Namespace) -> int:
     console = Console(stderr=True, quiet=args.json)
     result = build_with_progress(args, console, release=args.release, sign=args.sign)
     if args.json:
+        _report(args)
         print(json.dumps(as_json(result), indent=2))
         return 0
     if result.up_to_date:
@@ -91,6 +98,7 @@ def handle(args: argparse.Namespace) -> int:
         console.print(_table(result))
     for note in result.notes:
         console.print(f"[yellow]{note}[/]")
+    _report(args)
     print(f"PASSED in {time.perf_counter() - start:.1f}s", file=sys.stderr)
     return 0
 
@@ -146,6 +154,13 @@ def build_with_progress(
     opts.on_plan, opts.on_part = on_plan, on_part
     with progress:
         return build(args.recipe, opts)
+
+
+def _report(args: argparse.Namespace) -> None:
+    if args.report:
+        from trtbuild.cli.report import report_after_run
+
+        print(f"report: {report_after_run(args.recipe, args.out)}", file=sys.stderr)
 
 
 def _up_to_date(args: argparse.Namespace) -> bool:
