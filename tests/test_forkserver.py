@@ -14,7 +14,9 @@ from typing import Any
 
 import psutil
 import pytest
+import torch
 
+import trtbuild
 from tests.test_transformers import MODELS, write_recipe
 from trtbuild.build import Options, build
 from trtbuild.executor import MemoryGate, run_job, worker_env
@@ -144,3 +146,46 @@ def test_the_gate_counts_the_server_once_and_stops_it_for_a_plain_job(server: Fo
     with gate.admit(100 * MiB, budget) as share:
         assert server.running
         assert share == budget - server.rss_bytes
+
+
+SCALED = """
+import os
+
+import torch
+
+
+class Scaled(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * float(os.environ.get("TRTBUILD_TEST_SCALE", "1"))
+
+
+def scaled() -> Scaled:
+    return Scaled()
+"""
+
+
+def test_runs_with_another_cache_share_a_server_and_each_job_sees_its_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two builds in one process under different caches (as in a test session) share one server
+    (no second import of torch); each forked job still reads its own run's environment."""
+    from trtbuild import forkserver
+
+    (tmp_path / "scaled.py").write_text(SCALED)
+    recipe = tmp_path / "scaled.toml"
+    recipe.write_text(
+        '[recipe]\nname = "scaled"\n[defaults]\nbackend = "onnxruntime"\n'
+        '[[model]]\nname = "m"\nsource = "scaled.py:scaled"\n'
+        '[[model.inputs]]\nname = "x"\nshape = [2, 3]\n'
+    )
+    x = torch.randn(2, 3)
+    servers = []
+    for scale in ("2", "3"):
+        monkeypatch.setenv("TRTBUILD_CACHE", str(tmp_path / f"cache-{scale}"))
+        monkeypatch.setenv("TRTBUILD_TEST_SCALE", scale)
+        (target,) = build(recipe, Options(out=tmp_path / f"out-{scale}")).targets
+        assert torch.allclose(trtbuild.load(target.dir)(x), x * float(scale))
+        servers.append(forkserver._kept)
+    assert servers[0] is not None and servers[0] is servers[1]
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # read by torch at import: a new server
+    assert not servers[0].serves(worker_env())

@@ -152,7 +152,7 @@ def _start(
     """Start the job's process: (pid, a wait returning (status, ru_maxrss), forked or not)."""
     if server is not None:
         try:
-            pid = server.spawn(job_path, log_path)
+            pid = server.spawn(job_path, log_path, worker_env())
             return pid, lambda: (server.wait(pid), 0), True
         except Unavailable:  # a job never fails for want of the server: run it plainly
             pass

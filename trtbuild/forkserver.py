@@ -89,12 +89,14 @@ class ForkServer:
         return self._session is not None
 
     def serves(self, env: dict[str, str]) -> bool:
-        """Whether a run with this environment may use this server (its children inherit it)."""
+        """Whether a run with this environment may use this server: every child gets its run's
+        exact environment, but what the server imported may have read any variable but those
+        read only while a job runs (PER_JOB)."""
         with self._lock:
             dead = self._session is not None and self._session.gone
         if dead:
             self.close()  # started again on first use
-        return env == self._env
+        return _fixed(env) == _fixed(self._env)
 
     def start(self) -> None:
         with self._lock:
@@ -136,8 +138,9 @@ class ForkServer:
         launched.set_result(proc)
         stop.wait()
 
-    def spawn(self, job_path: Path, log_path: Path) -> int:
-        """Fork a child that runs `python -m trtbuild.worker JOB` as its one job; its pid."""
+    def spawn(self, job_path: Path, log_path: Path, env: dict[str, str]) -> int:
+        """Fork a child that runs `python -m trtbuild.worker JOB` as its one job, in the
+        environment `env`; its pid."""
         self.start()
         started: Future[int] = Future()
         with self._lock:
@@ -151,6 +154,7 @@ class ForkServer:
                 "job": str(job_path),
                 "log": str(log_path),
                 "cwd": os.getcwd(),
+                "env": env,
             }
             try:
                 assert session.proc.stdin is not None
@@ -201,6 +205,15 @@ class ForkServer:
                 session.proc.stdin.close()
             session.proc.wait()
             session.stop.set()
+
+
+# Variables only trtbuild's jobs (and pytest) read, and only while a job runs: a server started
+# under other values serves as well, so one process's runs with different caches share one server.
+PER_JOB = ("TRTBUILD_", "PYTEST_CURRENT_TEST")
+
+
+def _fixed(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if not k.startswith(PER_JOB)}
 
 
 _kept: ForkServer | None = None  # the last run's server, for the next run of this process
@@ -256,6 +269,8 @@ def _child(request: dict[str, Any], server_pid: int) -> None:
     """In the forked child: become a worker process for one job, then exit."""
     code = 3
     try:
+        os.environ.clear()  # the run's environment, as a fresh worker process would have it
+        os.environ.update(request["env"])
         os.environ["TRTBUILD_PARENT_PID"] = str(server_pid)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         devnull = os.open(os.devnull, os.O_RDWR)
