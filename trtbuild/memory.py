@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,15 +33,56 @@ MiB = 1 << 20
 MAX_OBSERVATIONS = 256  # per stage and backend, newest kept
 SLACK = 8 * MiB  # sampling noise between a process and its next run
 MIN_SPREAD = 32 * MiB  # weight bytes that must separate observations before alpha is fitted
+# memory.json's format; 2: Loads recorded, ONNX Runtime's builder without prepacking.
+OBSERVATIONS_VERSION = 2
+
+
+@dataclass(frozen=True)
+class Load:
+    """What a part's weights ask of a process: their bytes; the largest single tensor among those
+    a builder keeps as they are (it streams them, one at a time); the bytes of those it folds (a
+    convolution with a bias that a batch norm follows) and the largest of them; and the bytes of
+    those it transposes (a Linear on a 3-D or larger input, exported as MatMul of a Transpose)."""
+
+    weight_bytes: int
+    largest_bytes: int = 0
+    fused_bytes: int = 0
+    largest_fused_bytes: int = 0
+    transposed_bytes: int = 0
+
+    def scaled(self, weight_bytes: int) -> Load:
+        """A part of `weight_bytes` shaped like this one: the same shares of rewritten bytes."""
+        share = weight_bytes / self.weight_bytes if self.weight_bytes else 0.0
+        return Load(
+            weight_bytes,
+            min(self.largest_bytes, weight_bytes),
+            int(self.fused_bytes * share),
+            min(self.largest_fused_bytes, int(self.fused_bytes * share)),
+            int(self.transposed_bytes * share),
+        )
 
 
 @dataclass(frozen=True)
 class Stage:
     fixed_bytes: int
-    alpha: float
+    alpha: float  # x every weight byte
+    largest: float = 0.0  # x the largest kept tensor (streamed: one at a time)
+    fused: float = 0.0  # x the folded bytes (their new copies, held to the end)
+    fold_scratch: float = 0.0  # x the largest folded tensor (its old copy and a scratch one)
+    transposed: float = 0.0  # x the transposed bytes (new copies, held to the end)
 
-    def predict(self, weight_bytes: int) -> int:
-        return int(self.fixed_bytes + self.alpha * weight_bytes)
+    def predict(self, load: Load) -> int:
+        """Folding comes before streaming: the peak holds the folded copies, the transposed ones,
+        and the larger of one fold's scratch and one streamed tensor."""
+        return int(self.fixed_bytes + self.alpha * load.weight_bytes + self.extra(load))
+
+    def extra(self, load: Load) -> float:
+        """What the per-tensor terms add to fixed + alpha x weights (fit() leaves it as it is)."""
+        return (
+            self.fused * load.fused_bytes
+            + self.transposed * load.transposed_bytes
+            + max(self.fold_scratch * load.largest_fused_bytes, self.largest * load.largest_bytes)
+        )
 
 
 @dataclass(frozen=True)
@@ -51,15 +91,22 @@ class MemoryModel:
     build: Stage
     source: str
 
-    def predict(self, weight_bytes: int) -> int:
+    def predict(self, load: Load) -> int:
         """Predicted peak RSS of the hungriest process building a part with these weights."""
-        return max(self.export.predict(weight_bytes), self.build.predict(weight_bytes))
+        return max(self.export.predict(load), self.build.predict(load))
 
-    def max_weight_bytes(self, budget: int) -> int:
-        """Largest weight bytes one part may hold under `budget` (negative: nothing fits)."""
-        return min(
-            math.floor((budget - s.fixed_bytes) / s.alpha) for s in (self.export, self.build)
-        )
+    def max_weight_bytes(self, budget: int, whole: Load) -> int:
+        """Largest weight bytes one part of a model shaped like `whole` (Load.scaled) may hold
+        under `budget`: negative when nothing fits, all of them when the whole model fits."""
+        if self.predict(whole) <= budget:
+            return whole.weight_bytes
+        if self.predict(whole.scaled(0)) > budget:
+            return -1
+        low, high = 0, whole.weight_bytes  # predict(low) fits, predict(high) does not
+        while high - low > 1:
+            mid = (low + high) // 2
+            low, high = (mid, high) if self.predict(whole.scaled(mid)) <= budget else (low, mid)
+        return low
 
     def stage(self, name: str) -> Stage:
         return self.export if name == "export" else self.build
@@ -67,20 +114,37 @@ class MemoryModel:
     def to_json(self) -> dict[str, Any]:
         """As the lock pins it (flat: TOML inline)."""
         return {
-            "export_fixed_bytes": self.export.fixed_bytes,
-            "export_alpha": self.export.alpha,
-            "build_fixed_bytes": self.build.fixed_bytes,
-            "build_alpha": self.build.alpha,
+            **{f"export_{k}": v for k, v in _fields(self.export).items()},
+            **{f"build_{k}": v for k, v in _fields(self.build).items()},
             "source": self.source,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> MemoryModel:
+        def stage(prefix: str) -> Stage:
+            return Stage(
+                int(data[f"{prefix}_fixed_bytes"]),
+                float(data[f"{prefix}_alpha"]),
+                float(data.get(f"{prefix}_largest", 0.0)),  # locks before these terms
+                float(data.get(f"{prefix}_fused", 0.0)),
+                float(data.get(f"{prefix}_fold_scratch", 0.0)),
+                float(data.get(f"{prefix}_transposed", 0.0)),
+            )
+
         return cls(
-            Stage(int(data["export_fixed_bytes"]), float(data["export_alpha"])),
-            Stage(int(data["build_fixed_bytes"]), float(data["build_alpha"])),
-            f"pinned by the lock ({data.get('source', 'unknown')})",
+            stage("export"), stage("build"), f"pinned by the lock ({data.get('source', 'unknown')})"
         )
+
+
+def _fields(stage: Stage) -> dict[str, Any]:
+    return {
+        "fixed_bytes": stage.fixed_bytes,
+        "alpha": stage.alpha,
+        "largest": stage.largest,
+        "fused": stage.fused,
+        "fold_scratch": stage.fold_scratch,
+        "transposed": stage.transposed,
+    }
 
 
 @dataclass(frozen=True)
@@ -92,6 +156,20 @@ class Observation:
     weight_bytes: int
     base_bytes: int  # the model's own process cost (export); 0 for the builder
     peak_bytes: int
+    largest_bytes: int = 0  # the rest of its Load
+    fused_bytes: int = 0
+    largest_fused_bytes: int = 0
+    transposed_bytes: int = 0
+
+    @property
+    def load(self) -> Load:
+        return Load(
+            self.weight_bytes,
+            self.largest_bytes,
+            self.fused_bytes,
+            self.largest_fused_bytes,
+            self.transposed_bytes,
+        )
 
     @property
     def key(self) -> str:
@@ -102,11 +180,25 @@ class Observation:
 # Priors, measured here with `python benchmarks/build_memory.py` and benchmarks/memory_model.py.
 # The exporter's overhead is what an export adds to its model's base (the ONNX exporter, the
 # parts' graphs); it streams weights one tensor at a time (partexport.py), so its alpha is well
-# under 1 (0.41 for the heaviest part of llama 1.1B, 0.14 for the seed network). ONNX Runtime
-# prepacks large convolutions at session creation, up to ~2.7x their weights.
+# under 1 (0.41 for the heaviest part of llama 1.1B, 0.14 for the seed network).
+# ONNX Runtime's builder (prepacking off: backends/onnxruntime.py) reads the weights it keeps one
+# tensor at a time while it writes the optimised model, so it holds about the largest of them;
+# it folds batch norms into convolutions that have a bias, one at a time (the new copies held:
+# 1x, and the one being folded twice more: old and scratch copy), and folds the Transpose the
+# exporter puts before a Linear's weight on a 3-D input into a transposed copy (1.3x). Measured here, on a process of ~61 MiB: a 128 MiB Linear on a 2-D input 183 MiB, 32
+# of 4 MiB 64 MiB, ResNet-50 (convolutions without bias) 68-77 MiB, the seed network in one
+# engine 635 MiB and its conv1 alone (144 MiB folded) 491 MiB, BERT-base 592 MiB, GPT-2 parts of 312 and 310 MiB 401 and 551 MiB
+# (tests/test_memory.py; benchmarks/memory_model.py).
 ONNXRUNTIME = MemoryModel(
-    export=Stage(fixed_bytes=80 * MiB, alpha=0.5),
-    build=Stage(fixed_bytes=96 * MiB, alpha=2.7),
+    export=Stage(fixed_bytes=40 * MiB, alpha=0.4),
+    build=Stage(
+        fixed_bytes=64 * MiB,
+        alpha=0.05,
+        largest=1.0,
+        fused=1.0,
+        fold_scratch=2.0,
+        transposed=1.3,
+    ),
     source="priors measured on a 2-core x86_64 CPU machine, benchmarks/build_memory.py",
 )
 # NVIDIA documents builder host memory at 2x to 5x the weights (TensorRT developer guide,
@@ -140,7 +232,7 @@ def memory_model(
     build = fit(start.build, [o for o in seen if o.key == f"build:{backend}"], per_model)
     if per_model:
         base = DEFAULT_BASE if base_bytes is None else base_bytes
-        export = Stage(export.fixed_bytes + base, export.alpha)
+        export = replace(export, fixed_bytes=export.fixed_bytes + base)
     fitted = (export, build) != (start.export, start.build)
     source = f"fitted to {len(seen)} measured processes" if fitted and seen else start.source
     return MemoryModel(export, build, source)
@@ -161,18 +253,21 @@ def pinned(lock: Lock | None, model: str, precision: str, backend: str) -> Memor
 
 
 def fit(prior: Stage, observations: list[Observation], less_base: bool = True) -> Stage:
-    """An upper envelope of (peak - base) over weight bytes (of the peak: `less_base` False).
+    """An upper envelope of (peak - base) over the observations' loads (of the peak:
+    `less_base` False), keeping the prior's largest-tensor and rewrite factors.
 
-    alpha: the least-squares slope when the observations' weights are far enough apart to say
-    anything about it, but never below the prior's: one model's light builder says nothing about
-    another's (ONNX Runtime held 0.9x the weights of ResNet-50 and 2.2x those of BERT; a slope
-    fitted to the first under-predicted the second by 81%). fixed: the largest residual, at least
-    the prior's or the lightest process seen (whichever is less), plus slack for noise.
+    alpha: the least-squares slope of what those factors leave, when the observations' weights
+    are far enough apart to say anything about it, but never below the prior's: one model's light
+    builder says nothing about another's. fixed: the largest residual, at least the prior's or
+    the lightest process seen (whichever is less), plus slack for noise.
     """
     if not observations:
         return prior
     xs = [o.weight_bytes for o in observations]
-    ys = [o.peak_bytes - (o.base_bytes if less_base else 0) for o in observations]
+    ys = [
+        o.peak_bytes - (o.base_bytes if less_base else 0) - prior.extra(o.load)
+        for o in observations
+    ]
     alpha = prior.alpha
     if max(xs) - min(xs) >= MIN_SPREAD:
         mean_x, mean_y = sum(xs) / len(xs), sum(ys) / len(ys)
@@ -181,7 +276,7 @@ def fit(prior: Stage, observations: list[Observation], less_base: bool = True) -
         alpha = max(slope, prior.alpha)
     floor = min(prior.fixed_bytes, min(ys))  # the lesser of the prior and the lightest seen
     fixed = max(max(y - alpha * x for x, y in zip(xs, ys)), floor) + SLACK
-    return Stage(int(fixed), alpha)
+    return replace(prior, fixed_bytes=int(fixed), alpha=alpha)
 
 
 def load_observations(cache_dir: Path | None) -> list[Observation]:
@@ -189,8 +284,10 @@ def load_observations(cache_dir: Path | None) -> list[Observation]:
     if path is None or not path.is_file():
         return []
     try:
-        raw = json.loads(path.read_text()).get("observations", [])
-        return [Observation(**o) for o in raw]
+        data = json.loads(path.read_text())
+        if data.get("version") != OBSERVATIONS_VERSION:
+            return []  # measured before the builder's last change: they would mislead the fit
+        return [Observation(**o) for o in data.get("observations", [])]
     except (OSError, ValueError, TypeError, AttributeError):
         return []  # an unreadable file is a missing one: the priors hold
 
@@ -207,7 +304,8 @@ def record(cache_dir: Path, observations: Iterable[Observation]) -> None:
         kept: list[Observation] = []
         for key in dict.fromkeys(o.key for o in seen):
             kept += [o for o in seen if o.key == key][-MAX_OBSERVATIONS:]
-        write_text(path, json.dumps({"observations": [asdict(o) for o in kept]}, indent=1))
+        data = {"version": OBSERVATIONS_VERSION, "observations": [asdict(o) for o in kept]}
+        write_text(path, json.dumps(data, indent=1))
 
 
 def _path(cache_dir: Path | None) -> Path | None:

@@ -26,7 +26,7 @@ from trtbuild.graph import OpGraph
 from trtbuild.graphjob import GraphResult
 from trtbuild.inputs import machine
 from trtbuild.jobs import BuildJob, ExportJob, Job, PartToExport
-from trtbuild.memory import MemoryModel, Observation
+from trtbuild.memory import Load, MemoryModel, Observation
 from trtbuild.planner import Part, Plan
 from trtbuild.recipe import DynamicShape, Recipe, Target
 from trtbuild.results import PartResult, TargetResult
@@ -145,7 +145,7 @@ def _run(
         folders = {p.index: scratch / f"part{p.index}" for p in todo}
         for folder in folders.values():
             folder.mkdir()
-        heaviest = max(p.weight_bytes for p in todo)
+        heaviest = max((p.load for p in todo), key=lambda load: load.weight_bytes)
         export_job = ExportJob(
             str(recipe.path),
             target.model.name,
@@ -182,7 +182,7 @@ def _run(
                 str(engine),
                 {**settings, **build_inputs(recipe, target, part)},
             )
-            predicted = memory.build.predict(part.weight_bytes)
+            predicted = memory.build.predict(part.load)
             with gate.admit(predicted, budget) as share:
                 outcome = _stage(
                     build_job,
@@ -190,14 +190,14 @@ def _run(
                     share,
                     part.index,
                     "build",
-                    part.weight_bytes,
+                    part.load,
                     0,
                     backend.name,
                 )
             processes = [
                 {**export, **exported},
                 {
-                    **_process("build", outcome, part.weight_bytes, predicted, share),
+                    **_process("build", outcome, part.load, predicted, share),
                     "weights_loaded": exported["weights_loaded"],
                 },
             ]
@@ -230,7 +230,7 @@ def _stage(
     share: int,
     index: int,
     stage: str,
-    weight_bytes: int,
+    load: Load,
     base: int,
     backend: str,
     server: ForkServer | None = None,
@@ -238,20 +238,34 @@ def _stage(
     try:
         return run_job(job, scratch, share, server)
     except BudgetExceeded as exc:
-        seen = Observation(stage, backend, weight_bytes, base, exc.peak_rss_bytes)
+        seen = Observation(
+            stage,
+            backend,
+            load.weight_bytes,
+            base,
+            exc.peak_rss_bytes,
+            load.largest_bytes,
+            load.fused_bytes,
+            load.largest_fused_bytes,
+            load.transposed_bytes,
+        )
         raise Overrun(index, seen) from None
 
 
 def _process(
-    kind: str, outcome: JobOutcome, weight_bytes: int, predicted: int, share: int
+    kind: str, outcome: JobOutcome, load: Load, predicted: int, share: int
 ) -> dict[str, Any]:
-    """One process as build.json records it; `weight_bytes` is what its prediction was for."""
+    """One process as build.json records it; `load` is what its prediction was for."""
     result = {k: v for k, v in outcome.result.items() if k != "parts"}
     return {
         "kind": kind,
         "peak_rss_bytes": outcome.peak_rss_bytes,
         "predicted_peak_bytes": predicted,
-        "weight_bytes": weight_bytes,
+        "weight_bytes": load.weight_bytes,
+        "largest_bytes": load.largest_bytes,
+        "fused_bytes": load.fused_bytes,
+        "largest_fused_bytes": load.largest_fused_bytes,
+        "transposed_bytes": load.transposed_bytes,
         "memory_limit_bytes": share,
         "private_peak_bytes": outcome.private_peak_bytes,
         "seconds": round(outcome.seconds, 3),
@@ -280,7 +294,19 @@ def observations(result: TargetResult, job: GraphResult) -> list[Observation]:
                 continue
             base = (job.base_bytes or 0) if p["kind"] == "export" else 0
             w = p.get("weight_bytes", part.record["weight_bytes"])
-            seen.append(Observation(p["kind"], result.backend, w, base, p["peak_rss_bytes"]))
+            seen.append(
+                Observation(
+                    p["kind"],
+                    result.backend,
+                    w,
+                    base,
+                    p["peak_rss_bytes"],
+                    p.get("largest_bytes", 0),
+                    p.get("fused_bytes", 0),
+                    p.get("largest_fused_bytes", 0),
+                    p.get("transposed_bytes", 0),
+                )
+            )
     return seen
 
 

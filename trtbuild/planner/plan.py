@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from trtbuild.errors import TrtbuildError
 from trtbuild.graph import OpGraph, TensorInfo
-from trtbuild.memory import MemoryModel
+from trtbuild.memory import Load, MemoryModel
 from trtbuild.planner.bound import lower_bound
 from trtbuild.planner.coarsen import coarsen, problem_of
 from trtbuild.planner.problem import Solution, TooBig
@@ -14,6 +15,7 @@ from trtbuild.planner.solve import solve
 from trtbuild.sizes import format_size
 
 PROVE_SECONDS = 2.0  # default time to prove a heuristic plan's lower bound
+MAX_SHRINKS = 50  # re-solves with a smaller weight cap when a part's own prediction is over
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class Part:
     predicted_peak_bytes: int
     inputs: list[PartTensor]
     outputs: list[PartTensor]
+    load: Load  # what its weights ask of a build process (memory.Load)
 
 
 @dataclass(frozen=True)
@@ -58,26 +61,41 @@ def plan(
 ) -> Plan:
     """Partition `graph` for `budget` bytes of host memory under `memory`.
 
-    The plan comes from solve(); then up to `prove_seconds` go to proving a lower bound on the
-    bytes any feasible plan moves (the plan never depends on that proof, or on time).
+    The plan comes from solve() under a cap on each part's weight bytes, from the memory model
+    and the model's shape (memory.MemoryModel.max_weight_bytes); a part whose own predicted peak
+    is still over the budget lowers the cap and the plan is solved again. Then up to
+    `prove_seconds` go to proving a lower bound on the bytes any plan under that cap moves (the
+    plan never depends on that proof, or on time).
     """
     groups = coarsen(graph)
     problem = problem_of(graph, groups)
-    cap = memory.max_weight_bytes(budget)
+    kinds = rewrites(graph)
+    cap = memory.max_weight_bytes(budget, load_of(graph, graph.weights, kinds))
     heaviest = max(range(problem.n), key=lambda v: problem.weight_of([v]), default=None)
-    min_budget = memory.predict(problem.weight_of([heaviest]) if heaviest is not None else 0)
-    try:
-        solution = solve(problem, cap)
-    except TooBig:  # name the heaviest group, not the first one found over the cap
-        assert heaviest is not None
-        held = problem.weight_of([heaviest])
-        raise TrtbuildError(
-            f"budget {format_size(budget)} is too small: op group '{problem.labels[heaviest]}' "
-            f"alone holds {format_size(held)} of weights and needs a predicted "
-            f"{format_size(memory.predict(held))}; the smallest budget "
-            f"that works is {min_budget} bytes ({format_size(min_budget)})"
-        ) from None
-    made = _make_plan(graph, groups, solution, budget, min_budget, memory)
+    heaviest_load = load_of(graph, _group_weights(graph, groups, heaviest), kinds)
+    min_budget = memory.predict(heaviest_load)
+    for attempt in range(MAX_SHRINKS):
+        try:
+            solution = solve(problem, cap)
+        except TooBig:  # name the heaviest group, not the first one found over the cap
+            assert heaviest is not None
+            raise TrtbuildError(
+                f"budget {format_size(budget)} is too small: op group '{problem.labels[heaviest]}' "
+                f"alone holds {format_size(heaviest_load.weight_bytes)} of weights and needs a "
+                f"predicted {format_size(min_budget)}; the smallest budget that works is "
+                f"{min_budget} bytes ({format_size(min_budget)})"
+            ) from None
+        made = _make_plan(graph, groups, solution, budget, min_budget, memory, kinds)
+        over = [p for p in made.parts if p.predicted_peak_bytes > budget]
+        if not over:
+            break
+        # The cap came from the model's average shape; this part is hungrier than that (more
+        # rewritten bytes, say): exclude it and solve again (later: shrink in proportion).
+        worst = max(over, key=lambda p: p.predicted_peak_bytes)
+        shrink = worst.weight_bytes * budget // worst.predicted_peak_bytes
+        cap = min(cap, worst.weight_bytes) - 1 if attempt < 8 else min(cap - 1, shrink)
+    else:
+        raise TrtbuildError(f"no plan fits {format_size(budget)} after {MAX_SHRINKS} tries")
     if solution.method == "exact" or made.boundary_bytes == 0:
         return replace(made, lower_bound_bytes=made.boundary_bytes)
     bound = lower_bound(problem, cap, prove_seconds)
@@ -88,6 +106,58 @@ def plan(
     )
 
 
+CONVOLUTIONS = ("aten.conv", "aten.convolution", "aten._convolution")
+LINEAR = "aten.linear"
+
+
+@dataclass(frozen=True)
+class Rewrites:
+    """Weights ONNX Runtime's builder rewrites rather than streams (memory.Load)."""
+
+    folded: frozenset[str]  # convolutions with a bias that only a batch norm reads
+    transposed: frozenset[str]  # Linears on inputs of 3 or more dimensions
+
+
+def rewrites(graph: OpGraph) -> Rewrites:
+    readers: dict[str, list[str]] = {}
+    for op in graph.ops:
+        for t in op.inputs:
+            readers.setdefault(t, []).append(op.target)
+    folded: set[str] = set()
+    transposed: set[str] = set()
+    for op in graph.ops:
+        if (
+            op.target.startswith(LINEAR)
+            and op.inputs
+            and len(graph.tensor(op.inputs[0]).shape) >= 3
+        ):
+            transposed.update(op.weights)
+        if op.target.startswith(CONVOLUTIONS) and len(op.weights) >= 2 and len(op.outputs) == 1:
+            reads = readers.get(op.outputs[0].name, [])
+            if reads and all("batch_norm" in target for target in reads):
+                folded.update(op.weights)
+    return Rewrites(frozenset(folded), frozenset(transposed))
+
+
+def load_of(graph: OpGraph, weights: Iterable[str], kinds: Rewrites) -> Load:
+    sizes = {w: graph.weights[w].bytes for w in weights}
+    rewritten = kinds.folded | kinds.transposed
+    folded = [size for w, size in sizes.items() if w in kinds.folded]
+    return Load(
+        sum(sizes.values()),
+        max((size for w, size in sizes.items() if w not in rewritten), default=0),
+        sum(folded),
+        max(folded, default=0),
+        sum(size for w, size in sizes.items() if w in kinds.transposed and w not in kinds.folded),
+    )
+
+
+def _group_weights(graph: OpGraph, groups: list[list[str]], v: int | None) -> list[str]:
+    if v is None:
+        return []
+    return list(dict.fromkeys(w for name in groups[v] for w in graph.op(name).weights))
+
+
 def _make_plan(
     graph: OpGraph,
     groups: list[list[str]],
@@ -95,6 +165,7 @@ def _make_plan(
     budget: int,
     min_budget: int,
     memory: MemoryModel,
+    kinds: Rewrites,
 ) -> Plan:
     order = {op.name: i for i, op in enumerate(graph.ops)}
     part_ops = [
@@ -124,9 +195,18 @@ def _make_plan(
                 boundary += out.bytes if crosses else 0
                 if crosses or out.name in model_outputs:
                     outs.append(_part_tensor(graph, out.name, k))
-        wbytes = sum(graph.weights[w].bytes for w in weights)
+        load = load_of(graph, weights, kinds)
         parts.append(
-            Part(k, ops, list(weights), wbytes, memory.predict(wbytes), list(ins.values()), outs)
+            Part(
+                k,
+                ops,
+                list(weights),
+                load.weight_bytes,
+                memory.predict(load),
+                list(ins.values()),
+                outs,
+                load,
+            )
         )
     return Plan(
         parts,
