@@ -2,14 +2,16 @@
 
 A part is built by two processes in turn: the exporter (torch, the model's own imports, the ONNX
 exporter) and the backend's builder. Each is modelled as fixed cost + alpha x the part's weight
-bytes; a part's predicted peak is the larger of the two.
+bytes + terms for the tensors a builder rewrites or streams (a part's Load); a part's predicted
+peak is the larger of the two.
 
 The exporter's fixed cost is the model's own: its graph job imports and exports the same model
 and records its resident size (`base_bytes`: `transformers` alone is hundreds of MiB, a ResNet
-file is nothing), plus the exporter's overhead. Overheads and alphas start from priors measured
-on this machine (benchmarks/build_memory.py) or, for TensorRT, NVIDIA's documentation; every
-process a build runs adds an observation to the cache (memory.json) and both are fitted to them:
-an upper envelope, so that a fitted model predicts every process seen so far.
+file is nothing), plus the exporter's overhead. Overheads and factors start from priors measured
+on this machine (benchmarks/memory_model.py) or, for TensorRT, NVIDIA's documentation; every
+process a build runs adds an observation to the cache (memory.json) and the fixed costs and
+alphas are fitted to them: an upper envelope, so that a fitted model predicts every process seen
+so far.
 """
 
 from __future__ import annotations
@@ -177,7 +179,7 @@ class Observation:
         return "export" if self.stage == "export" else f"build:{self.backend}"
 
 
-# Priors, measured here with `python benchmarks/build_memory.py` and benchmarks/memory_model.py.
+# Priors, measured here with `python benchmarks/memory_model.py` and single-op models.
 # The exporter's overhead is what an export adds to its model's base (the ONNX exporter, the
 # parts' graphs); it streams weights one tensor at a time (partexport.py), so its alpha is well
 # under 1 (0.41 for the heaviest part of llama 1.1B, 0.14 for the seed network).
@@ -199,7 +201,7 @@ ONNXRUNTIME = MemoryModel(
         fold_scratch=2.0,
         transposed=1.3,
     ),
-    source="priors measured on a 2-core x86_64 CPU machine, benchmarks/build_memory.py",
+    source="priors measured on a 2-core x86_64 CPU machine, benchmarks/memory_model.py",
 )
 # NVIDIA documents builder host memory at 2x to 5x the weights (TensorRT developer guide,
 # "Memory usage of the builder"); Torch-TensorRT's resource partitioner assumes 4x.
