@@ -141,11 +141,10 @@ def rewrites(graph: OpGraph) -> Rewrites:
 
 def load_of(graph: OpGraph, weights: Iterable[str], kinds: Rewrites) -> Load:
     sizes = {w: graph.weights[w].bytes for w in weights}
-    rewritten = kinds.folded | kinds.transposed
     folded = [size for w, size in sizes.items() if w in kinds.folded]
     return Load(
         sum(sizes.values()),
-        max((size for w, size in sizes.items() if w not in rewritten), default=0),
+        max(sizes.values(), default=0),
         sum(folded),
         max(folded, default=0),
         sum(size for w, size in sizes.items() if w in kinds.transposed and w not in kinds.folded),
