@@ -23,18 +23,18 @@ TINY_MODEL = MemoryModel(Stage(0, 1.0), Stage(0, 1.0), "test: weights only")
 
 
 def test_parts_chain_back_into_one_model(recipes: Path) -> None:
-    """mlp.toml at 512 MiB: several real parts, each process within the budget, chained at load."""
+    """mlp.toml at 640 MiB: several real parts, each process within the budget, chained at load."""
     recipe = recipes / "mlp.toml"
     result = build(recipe)
     (target,) = result.targets
     assert len(target.parts) >= 2
     for part in target.parts:
-        assert all(p["peak_rss_bytes"] <= 512 << 20 for p in part.record["processes"])
+        assert all(p["peak_rss_bytes"] <= 640 << 20 for p in part.record["processes"])
     loaded = [set(p.record["processes"][0]["weights_loaded"]) for p in target.parts]
     assert all(loaded) and not set.intersection(*loaded)
     engine = trtbuild.load(target.dir)
     assert engine.parts == len(target.parts)
-    x = torch.randn(2, 4096)
+    x = torch.randn(2, 1, 4096)
     spec = load_recipe(recipe).schema.model[0]
     with torch.no_grad():
         ref = eager_model(load_recipe(recipe), spec, "fp32")(x)
