@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,9 +60,11 @@ def snapshot(root: Path) -> dict[str, tuple[int, int]]:
 
 
 def small_seed_net(recipes: Path) -> Path:
-    """The seed network's ops at a few KB: split by a memory model that counts weights 20000x."""
+    """The seed network's ops at a few KB, at 1 GiB: split by a memory model that counts weights
+    20000x (SPLITTING)."""
     text = (recipes / "seed_net_1g.toml").read_text()
     text = text.replace('name = "seed_net_1g"', 'name = "seed_small"')
+    text = re.sub(r'host_memory = "[^"]*"', 'host_memory = "1GiB"', text)
     text = text.replace(
         'source = "models/seed_net.py:seed_net"',
         'source = "models/seed_net.py:seed_net"\nkwargs = { channels = 16, hidden = 64, spatial = 32 }',
