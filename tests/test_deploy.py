@@ -155,7 +155,7 @@ def test_dynamic_dimensions_and_a_batch_triton_can_use(recipes: Path, tmp_path: 
         .read_text()
         .replace('name = "mlp"', 'name = "batch"')
         .replace("shape = [2, 1, 4096]", "shape = { min = [1, 96], opt = [4, 96], max = [16, 96] }")
-        .replace('host_memory = "640MiB"', 'host_memory = "1GiB"')
+        .replace('host_memory = "600MiB"', 'host_memory = "1GiB"')
         .replace(
             'source = "models/mlp.py:wide_mlp"',
             'source = "models/mlp.py:wide_mlp"\nkwargs = { width = 96, hidden = 96 }',
