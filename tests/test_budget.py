@@ -139,13 +139,13 @@ def test_seed_net_1g_keeps_the_budget(recipes: Path) -> None:
 
 
 def test_gpt2_small_under_1gib_matches_eager(recipes: Path) -> None:
-    """Acceptance: recipes/gpt2.toml in several parts under 1 GiB (its budget: 768 MiB), matching
+    """Acceptance: recipes/gpt2.toml in several parts under 1 GiB (its budget: 704 MiB), matching
     PyTorch (< 1e-4)."""
     recipe = recipes / "gpt2.toml"
     (target,) = build(recipe).targets
     assert len(target.parts) >= 2
     for part in target.parts:
-        assert all(p["peak_rss_bytes"] <= 768 << 20 for p in part.record["processes"])
+        assert all(p["peak_rss_bytes"] <= 704 << 20 for p in part.record["processes"])
     torch.manual_seed(0)
     ids = torch.randint(0, 50257, (1, 64))
     spec = load_recipe(recipe).schema.model[0]
