@@ -185,7 +185,9 @@ def plan_targets(
             if opts.memory_override
             else pinned(lock, target.model.name, target.precision, backend)
         )
-        memory = locked or memory_model(backend, store.root, job.base_bytes, opts.memory_override)
+        memory = locked or memory_model(
+            backend, store.root, job.base_bytes, opts.memory_override, job.digest
+        )
         the_plan = plan(graph, target.budget.host_memory, memory, opts.prove_seconds)
         out.append(PlannedTarget(target, backend, graph, the_plan, job))
     memo.save()
@@ -215,7 +217,7 @@ def _build_target(
     backend_name = resolve_backend(target.backend)
     backend = get_backend(backend_name)
     budget = target.budget.host_memory
-    before = memory_model(backend_name, store.root, None, opts.memory_override)
+    before = memory_model(backend_name, None, None, opts.memory_override)  # the priors
     with gate.admit(before.export.fixed_bytes, budget, forked=True) as share:
         graph_info = graph_job(recipe, target, store, memo, share, gate.server)
     graph = OpGraph.from_json(graph_info.graph)
@@ -228,7 +230,7 @@ def _build_target(
     )
     for _attempt in range(MAX_REPLANS):
         memory = locked or memory_model(
-            backend_name, store.root, graph_info.base_bytes, opts.memory_override
+            backend_name, store.root, graph_info.base_bytes, opts.memory_override, graph_info.digest
         )
         the_plan = plan(graph, budget, memory, opts.prove_seconds)
         result = TargetResult(

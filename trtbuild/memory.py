@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 MiB = 1 << 20
 MAX_OBSERVATIONS = 256  # per stage and backend, newest kept
 SLACK = 8 * MiB  # sampling noise between a process and its next run
-# memory.json's format; 2: Loads recorded, ONNX Runtime's builder without prepacking.
+# memory.json's format; 2: Loads and model (graph digest) recorded, ONNX Runtime's builder without
+# prepacking.
 OBSERVATIONS_VERSION = 2
 
 
@@ -160,6 +161,7 @@ class Observation:
     fused_bytes: int = 0
     largest_fused_bytes: int = 0
     transposed_bytes: int = 0
+    graph: str = ""  # the op graph's digest: which model it was
 
     @property
     def load(self) -> Load:
@@ -221,14 +223,19 @@ def memory_model(
     cache_dir: Path | None,
     base_bytes: int | None = None,
     prior: MemoryModel | None = None,
+    graph: str | None = None,
 ) -> MemoryModel:
     """The memory model of one target: its model's base plus the fitted exporter overhead for
     the export stage, the fitted builder for the build stage.
 
-    `prior` replaces the default priors (and then no base is added: it is the whole model).
+    Fitted to the processes of the same model (op graph digest `graph`) only: the priors hold
+    across models, and one model's shortfall (Llama's export, 22% over its prediction) must not
+    raise every other model's predictions (the seed network at 640 MiB could not be planned
+    after it). None: every process seen. `prior` replaces the default priors (and then no base is
+    added: it is the whole model).
     """
     start = prior or DEFAULTS[backend]
-    seen = load_observations(cache_dir)
+    seen = [o for o in load_observations(cache_dir) if graph is None or o.graph == graph]
     per_model = prior is None  # a given prior is the whole process cost: bases stay in the fit
     export = fit(start.export, [o for o in seen if o.key == "export"], per_model)
     build = fit(start.build, [o for o in seen if o.key == f"build:{backend}"], per_model)

@@ -165,6 +165,7 @@ def _run(
                 heaviest,
                 job.base_bytes or 0,
                 backend.name,
+                job.digest,
                 gate.server,
             )
         export = {
@@ -193,6 +194,7 @@ def _run(
                     part.load,
                     0,
                     backend.name,
+                    job.digest,
                 )
             processes = [
                 {**export, **exported},
@@ -233,6 +235,7 @@ def _stage(
     load: Load,
     base: int,
     backend: str,
+    graph: str,
     server: ForkServer | None = None,
 ) -> JobOutcome:
     try:
@@ -248,6 +251,7 @@ def _stage(
             load.fused_bytes,
             load.largest_fused_bytes,
             load.transposed_bytes,
+            graph,
         )
         raise Overrun(index, seen) from None
 
@@ -305,6 +309,7 @@ def observations(result: TargetResult, job: GraphResult) -> list[Observation]:
                     p.get("fused_bytes", 0),
                     p.get("largest_fused_bytes", 0),
                     p.get("transposed_bytes", 0),
+                    job.digest,
                 )
             )
     return seen
