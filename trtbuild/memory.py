@@ -182,8 +182,10 @@ class Observation:
 # Priors, measured here with `python benchmarks/memory_model.py` and single-op models.
 # The exporter's overhead is what an export adds to its model's base (the ONNX exporter, the
 # parts' graphs); it streams weights one tensor at a time (partexport.py), so beyond a small
-# alpha it holds about the largest tensor: Llama 1.1B's heaviest part (1352 MiB, largest 250)
-# 738 MiB on a base of ~380, the seed network (411 MiB, largest 144) 469 MiB on 316.
+# alpha it holds about the largest tensor: the seed network (411 MiB, largest 144) 469 MiB on a
+# base of 316. Llama 1.1B's exports (755-793 MiB over runs) are under-predicted by ~21%: a graph
+# job forked from the fork server measures a smaller base (234 MiB) than a fresh process (480
+# MiB), as it has not touched the shared libraries' pages yet (to do: one way for both).
 # ONNX Runtime's builder (prepacking off: backends/onnxruntime.py) reads the weights it keeps one
 # tensor at a time while it writes the optimised model, so it holds about the largest of them;
 # it folds batch norms into convolutions that have a bias, one at a time (the new copies held:
