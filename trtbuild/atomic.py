@@ -7,6 +7,7 @@ engine.json, the digest memo, memory.json) goes through here.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -39,6 +40,16 @@ def write_text(dest: Path, text: str) -> None:
     """Publish a text file under its final name only once it is whole (folders made as needed)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     write_bytes(dest, text.encode())
+
+
+def swap_dir(new: Path, final: Path) -> None:
+    """Put the whole folder `new` where `final` is (two renames: a reader sees the old or the new
+    one), then remove the old one."""
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(new, final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_error(where: Path, exc: OSError) -> TrtbuildError:

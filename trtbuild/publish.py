@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from trtbuild import lockfile, manifest
+from trtbuild import atomic, lockfile, manifest
 from trtbuild.digests import DigestMemo
 from trtbuild.errors import TrtbuildError
 from trtbuild.graphjob import weights_files
@@ -79,11 +80,7 @@ def publish(result: TargetResult, recipe: Recipe, store: Store) -> None:
                 "budget_bytes": result.budget_bytes,
             },
         )
-        old = final.parent / f".{final.name}.old-{os.getpid()}"
-        if final.exists():
-            os.replace(final, old)
-        os.replace(new, final)
-        shutil.rmtree(old, ignore_errors=True)
+        atomic.swap_dir(new, final)
     except OSError as exc:
         shutil.rmtree(new, ignore_errors=True)
         raise TrtbuildError(f"{final}: cannot publish the build: {exc.strerror or exc}") from None
@@ -105,16 +102,12 @@ def _plan_record(plan: Any) -> dict[str, Any]:
                 "ops": len(p.ops),
                 "weight_bytes": p.weight_bytes,
                 "predicted_peak_bytes": p.predicted_peak_bytes,
-                "inputs": [_tensor(t) for t in p.inputs],
-                "outputs": [_tensor(t) for t in p.outputs],
+                "inputs": [asdict(t) for t in p.inputs],
+                "outputs": [asdict(t) for t in p.outputs],
             }
             for p in plan.parts
         ],
     }
-
-
-def _tensor(t: Any) -> dict[str, Any]:
-    return {**_io(t), "bytes": t.bytes, "from_part": t.from_part}
 
 
 def _graph_record(job: Any) -> dict[str, Any]:

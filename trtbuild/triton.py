@@ -247,7 +247,7 @@ def write_repository(models: list[TritonModel], out: Path, store: Store, owned: 
             atomic.write_text(folder / "config.pbtxt", model.config)
             staged[model.name] = folder
         for name, folder in staged.items():
-            _swap(folder, out / name)
+            atomic.swap_dir(folder, out / name)
     except OSError as exc:
         raise atomic.write_error(out, exc) from None
     finally:
@@ -257,14 +257,6 @@ def write_repository(models: list[TritonModel], out: Path, store: Store, owned: 
     for folder in out.iterdir():
         if folder.name not in staged and stale.fullmatch(folder.name) and _ours(folder):
             shutil.rmtree(folder)
-
-
-def _swap(new: Path, final: Path) -> None:
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(new, final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _ours(folder: Path) -> bool:
