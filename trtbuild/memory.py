@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +50,12 @@ class Load:
     fused_bytes: int = 0
     largest_fused_bytes: int = 0
     transposed_bytes: int = 0
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Load:
+        """A Load as a process record in build.json carries it (asdict; older records: bytes
+        only)."""
+        return cls(**{f.name: record.get(f.name, 0) for f in fields(cls)})
 
     def scaled(self, weight_bytes: int) -> Load:
         """A part of `weight_bytes` shaped like this one: the same shares of rewritten bytes."""
@@ -163,15 +169,15 @@ class Observation:
     transposed_bytes: int = 0
     graph: str = ""  # the op graph's digest: which model it was
 
+    @classmethod
+    def of(
+        cls, stage: str, backend: str, load: Load, base: int, peak: int, graph: str
+    ) -> Observation:
+        return cls(stage, backend, base_bytes=base, peak_bytes=peak, graph=graph, **asdict(load))
+
     @property
     def load(self) -> Load:
-        return Load(
-            self.weight_bytes,
-            self.largest_bytes,
-            self.fused_bytes,
-            self.largest_fused_bytes,
-            self.transposed_bytes,
-        )
+        return Load(**{f.name: getattr(self, f.name) for f in fields(Load)})
 
     @property
     def key(self) -> str:

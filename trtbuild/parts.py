@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -241,18 +242,7 @@ def _stage(
     try:
         return run_job(job, scratch, share, server)
     except BudgetExceeded as exc:
-        seen = Observation(
-            stage,
-            backend,
-            load.weight_bytes,
-            base,
-            exc.peak_rss_bytes,
-            load.largest_bytes,
-            load.fused_bytes,
-            load.largest_fused_bytes,
-            load.transposed_bytes,
-            graph,
-        )
+        seen = Observation.of(stage, backend, load, base, exc.peak_rss_bytes, graph)
         raise Overrun(index, seen) from None
 
 
@@ -265,11 +255,7 @@ def _process(
         "kind": kind,
         "peak_rss_bytes": outcome.peak_rss_bytes,
         "predicted_peak_bytes": predicted,
-        "weight_bytes": load.weight_bytes,
-        "largest_bytes": load.largest_bytes,
-        "fused_bytes": load.fused_bytes,
-        "largest_fused_bytes": load.largest_fused_bytes,
-        "transposed_bytes": load.transposed_bytes,
+        **asdict(load),  # weight_bytes, largest_bytes, ...: memory.Load.from_record
         "memory_limit_bytes": share,
         "private_peak_bytes": outcome.private_peak_bytes,
         "seconds": round(outcome.seconds, 3),
@@ -297,19 +283,10 @@ def observations(result: TargetResult, job: GraphResult) -> list[Observation]:
             if p["kind"] == "export" and p.get("shared_by", [part.index])[0] != part.index:
                 continue
             base = (job.base_bytes or 0) if p["kind"] == "export" else 0
-            w = p.get("weight_bytes", part.record["weight_bytes"])
+            load = Load.from_record({"weight_bytes": part.record["weight_bytes"], **p})
             seen.append(
-                Observation(
-                    p["kind"],
-                    result.backend,
-                    w,
-                    base,
-                    p["peak_rss_bytes"],
-                    p.get("largest_bytes", 0),
-                    p.get("fused_bytes", 0),
-                    p.get("largest_fused_bytes", 0),
-                    p.get("transposed_bytes", 0),
-                    job.digest,
+                Observation.of(
+                    p["kind"], result.backend, load, base, p["peak_rss_bytes"], job.digest
                 )
             )
     return seen
