@@ -81,12 +81,10 @@ class Stage:
     def predict(self, load: Load) -> int:
         """Folding comes before streaming: the peak holds the folded copies, the transposed ones,
         and the larger of one fold's scratch and one streamed tensor."""
-        return int(self.fixed_bytes + self.alpha * load.weight_bytes + self.extra(load))
-
-    def extra(self, load: Load) -> float:
-        """What the per-tensor terms add to fixed + alpha x weights (fit() leaves it as it is)."""
-        return (
-            self.fused * load.fused_bytes
+        return int(
+            self.fixed_bytes
+            + self.alpha * load.weight_bytes
+            + self.fused * load.fused_bytes
             + self.transposed * load.transposed_bytes
             + max(self.fold_scratch * load.largest_fused_bytes, self.largest * load.largest_bytes)
         )
@@ -287,14 +285,8 @@ def fit(prior: Stage, observations: list[Observation], less_base: bool = True) -
     scale = max([1.0, *ratios])
     if scale == 1.0:
         return prior
-    return Stage(
-        int(prior.fixed_bytes * scale),
-        prior.alpha * scale,
-        prior.largest * scale,
-        prior.fused * scale,
-        prior.fold_scratch * scale,
-        prior.transposed * scale,
-    )
+    factors = {f.name: getattr(prior, f.name) * scale for f in fields(Stage)}
+    return Stage(**{**factors, "fixed_bytes": int(factors["fixed_bytes"])})
 
 
 def load_observations(cache_dir: Path | None) -> list[Observation]:
