@@ -89,6 +89,13 @@ class Stage:
             + max(self.fold_scratch * load.largest_fused_bytes, self.largest * load.largest_bytes)
         )
 
+    def costliest(self, loads: Iterable[Load]) -> Load:
+        """The load of the part that costs most in a process that handles parts one after
+        another (one export process for a target's parts): not always the one with the most
+        weights (a Llama part with 1.5 GiB of 64 MiB tensors costs less than the part with
+        1.2 GiB and the 250 MiB embedding)."""
+        return max(loads, key=self.predict)
+
 
 @dataclass(frozen=True)
 class MemoryModel:
@@ -187,9 +194,8 @@ class Observation:
 # The exporter's overhead is what an export adds to its model's base (the ONNX exporter, the
 # parts' graphs); it streams weights one tensor at a time (partexport.py), so beyond a small
 # alpha it holds about the largest tensor: the seed network (411 MiB, largest 144) 469 MiB on a
-# base of 316. Llama 1.1B's exports (755-793 MiB over runs) are under-predicted by ~21%: a graph
-# job forked from the fork server measures a smaller base (234 MiB) than a fresh process (480
-# MiB), as it has not touched the shared libraries' pages yet (to do: one way for both).
+# base of 316; Llama 1.1B's one export process for its three parts (the largest tensor 250 MiB,
+# in the first) 792 MiB on a base of 419.
 # ONNX Runtime's builder (prepacking off: backends/onnxruntime.py) reads the weights it keeps one
 # tensor at a time while it writes the optimised model, so it holds about the largest of them;
 # it folds batch norms into convolutions that have a bias, one at a time (the new copies held:

@@ -146,7 +146,7 @@ def _run(
         folders = {p.index: scratch / f"part{p.index}" for p in todo}
         for folder in folders.values():
             folder.mkdir()
-        heaviest = max((p.load for p in todo), key=lambda load: load.weight_bytes)
+        heaviest = memory.export.costliest(p.load for p in todo)
         export_job = ExportJob(
             str(recipe.path),
             target.model.name,
