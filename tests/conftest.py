@@ -34,6 +34,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Every test works in its own folder with its own cache: never the real ./cache or ./build."""
     monkeypatch.setenv("TRTBUILD_CACHE", str(tmp_path / "cache"))
+    for name in ("TRTBUILD_REMOTE_CACHE", "TRTBUILD_REMOTE_CACHE_HEADER", "TRTBUILD_RAY_ADDRESS"):
+        monkeypatch.delenv(name, raising=False)  # a user's shared cache is never a test's
     monkeypatch.chdir(tmp_path)
     yield tmp_path
 
@@ -48,6 +50,16 @@ def recipes(tmp_path: Path) -> Path:
     for model in (DATA / "models").glob("*.py"):
         shutil.copy(model, dest / "models" / model.name)
     return dest
+
+
+def require(reason: str | None) -> None:
+    """A test whose real tool (Chromium, nginx, Ray) is missing here skips with `reason`, unless
+    TRTBUILD_REQUIRE_TOOLS=1 (set by .ci/run, which installs them all): then it fails."""
+    if reason is None:
+        return
+    if os.environ.get("TRTBUILD_REQUIRE_TOOLS") == "1":
+        pytest.fail(f"TRTBUILD_REQUIRE_TOOLS=1 but {reason}")
+    pytest.skip(reason)
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:

@@ -21,7 +21,7 @@ from trtbuild.executor import MAX_SAMPLES, Samples
 from trtbuild.report import write_report
 from trtbuild.sizes import format_size
 
-from .conftest import REPO, SPLITTING, small_seed_net
+from .conftest import REPO, SPLITTING, require, small_seed_net
 
 CHROMIUM = os.environ.get("TRTBUILD_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(os.environ.get("TRTBUILD_TEST_ARTIFACTS", REPO / "test-artifacts"))
@@ -38,7 +38,7 @@ FLAGS = [  # as root, on a machine whose network is closed (see the README's tes
 
 def browser_or_skip() -> Any:
     """Playwright's API over Debian's Chromium; skip (with the reason) where either is missing,
-    unless TRTBUILD_REQUIRE_BROWSER=1 (set by .ci/run, which installs both): then fail."""
+    unless .ci/run, which installs both, requires them (conftest.require)."""
     reason = None
     try:
         from playwright.sync_api import sync_playwright
@@ -46,10 +46,7 @@ def browser_or_skip() -> Any:
         reason = "playwright is not installed (pip install -e '.[dev]')"
     if reason is None and not Path(CHROMIUM).is_file():
         reason = f"no Chromium at {CHROMIUM} (apt-get install chromium, or set TRTBUILD_CHROMIUM)"
-    if reason:
-        if os.environ.get("TRTBUILD_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"TRTBUILD_REQUIRE_BROWSER=1 but {reason}")
-        pytest.skip(reason)
+    require(reason)
     return sync_playwright
 
 

@@ -29,12 +29,14 @@ from trtbuild.planner import Plan, plan
 from trtbuild.planner.plan import PROVE_SECONDS
 from trtbuild.publish import now, publish, write_outputs
 from trtbuild.recipe import Recipe, Target, load_recipe
+from trtbuild.remote import RemoteCache
 from trtbuild.results import BuildResult, PartResult, TargetResult
 from trtbuild.sizes import format_size
 from trtbuild.store import Store, default_cache_dir
 from trtbuild.toolchain import toolchain
 
 MAX_REPLANS = 4
+REMOTE_ENV = "TRTBUILD_REMOTE_CACHE"
 Report = Callable[[str], None]
 
 
@@ -57,6 +59,17 @@ class Options:
     # Fork torch jobs from one server process (see forkserver.py); TRTBUILD_FORK_SERVER=0: never.
     fork_server: bool = field(default_factory=lambda: os.environ.get("TRTBUILD_FORK_SERVER") != "0")
     previous_lock: lockfile.Lock | None = None
+    # Bazel HTTP cache behind the local one (remote.py); else the recipe's [cache] remote.
+    remote_cache: str | None = field(default_factory=lambda: os.environ.get(REMOTE_ENV) or None)
+
+
+def open_store(opts: Options, recipe: Recipe | None = None) -> Store:
+    """The run's cache: the local folder, with the remote cache behind it if one is named."""
+    url = opts.remote_cache or (recipe.schema.cache.remote if recipe else None)
+    remote = RemoteCache(url) if url else None
+    if remote is not None:
+        remote.check()
+    return Store((opts.cache or default_cache_dir()).resolve(), remote)
 
 
 def auto_jobs() -> int:
@@ -103,7 +116,7 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
         _sign(recipe, opts)
         return BuildResult(True, [], time.perf_counter() - start, ["up to date"])
     recipe.check_files()
-    store = Store(cache_dir)
+    store = open_store(opts, recipe)
     store.clean_orphans()
     memo = DigestMemo(CacheLayout(cache_dir).digests, trust_stat=not opts.release)
     tools = toolchain()
@@ -164,7 +177,7 @@ def plan_targets(
     opts = opts or Options()
     recipe = load_recipe(recipe_path)
     recipe.check_files()
-    store = Store((opts.cache or default_cache_dir()).resolve())
+    store = open_store(opts, recipe)
     memo = DigestMemo(store.layout.digests)
     targets = [
         t

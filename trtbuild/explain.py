@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from trtbuild import actions, lockfile
-from trtbuild.build import Options, invocation, plan_targets
+from trtbuild.build import Options, invocation, open_store, plan_targets
 from trtbuild.digests import DigestMemo
 from trtbuild.parts import backend_settings, part_fields
 from trtbuild.recipe import load_recipe
-from trtbuild.store import Store, default_cache_dir
 
 
 def explain(recipe_path: str | Path, opts: Options | None = None) -> list[str]:
@@ -18,7 +17,7 @@ def explain(recipe_path: str | Path, opts: Options | None = None) -> list[str]:
     opts = opts or Options()
     recipe = load_recipe(recipe_path)
     lock = lockfile.read_lock(lockfile.lock_path(recipe.path))
-    store = Store((opts.cache or default_cache_dir()).resolve())
+    store = open_store(opts, recipe)
     memo = DigestMemo(store.layout.digests)
     lines = [
         f"changed: {reason}"
@@ -39,8 +38,11 @@ def explain(recipe_path: str | Path, opts: Options | None = None) -> list[str]:
         )
         for part, fields in zip(planned.plan.parts, fields_list):
             key = actions.action_key(fields)
-            if key in old_keys or store.get_action(key) is not None:
-                reason = "up to date" if key in old_keys else "up to date (in the cache)"
+            where = None if key in old_keys else store.where(key)
+            if key in old_keys or where is not None:
+                reason = {None: "up to date", "local": "up to date (in the cache)"}.get(
+                    where, "up to date (remote)"
+                )
             else:
                 previous = old_parts[part.index].fields if part.index in old_parts else None
                 reason = actions.explain(previous, actions.field_digests(fields))

@@ -75,7 +75,7 @@ def build_parts(
             blobs,
             actions.field_digests(fields[part.index]),
             record,
-            reasons.get(part.index, "cached") if built else "cached",
+            reasons.get(part.index, "cached") if built else _cached(store, keys[part.index]),
         )
         opts.on_part(result, done[part.index])
 
@@ -353,3 +353,7 @@ def build_inputs(recipe: Recipe, target: Target, part: Part) -> dict[str, Any]:
         "inputs": inputs,
         "timing_cache_path": str(recipe.resolve(cache)) if cache else None,
     }
+
+
+def _cached(store: Store, key: str) -> str:
+    return "cached (remote)" if key in store.fetched else "cached"

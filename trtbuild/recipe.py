@@ -157,11 +157,18 @@ class DeploySpec(_Strict):
     instances: int = Field(1, ge=1)  # Triton instance_group count of every part model
 
 
+class CacheSpec(_Strict):
+    """[cache]: the remote cache every machine building this recipe shares (remote.py)."""
+
+    remote: str | None = Field(None, pattern=r"^https?://[^@/]+(/.*)?$")  # no user info here
+
+
 class RecipeSchema(_Strict):
     recipe: RecipeMeta
     defaults: Defaults = Defaults()
     model: list[ModelSpec] = Field(min_length=1)
     deploy: DeploySpec = DeploySpec()
+    cache: CacheSpec = CacheSpec()
 
     @model_validator(mode="after")
     def _unique_names(self) -> RecipeSchema:

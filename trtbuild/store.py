@@ -8,6 +8,10 @@ cache (`mac.key`, made once, mode 0600): an entry edited to name another blob, o
 another key, is a miss that is reported, never an engine served for the wrong inputs.
 Temporary files and job folders under tmp/ carry the pid of the process that made them, so
 the next run (and `cache gc`) removes those whose process is gone.
+
+With a remote cache (remote.py) the local store stays in front of it: a local miss asks the
+remote, whose blobs and entry are checked and then stored here as if built here (the entry gets
+this cache's HMAC); what this machine records is uploaded after it is stored locally.
 """
 
 from __future__ import annotations
@@ -23,13 +27,16 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
 from trtbuild.atomic import tmp_prefix, write_bytes, write_error
 from trtbuild.errors import TrtbuildError
 from trtbuild.layout import CacheLayout
+
+if TYPE_CHECKING:
+    from trtbuild.remote import RemoteCache
 
 log = logging.getLogger("trtbuild")
 README = """\
@@ -56,8 +63,10 @@ def default_cache_dir() -> Path:
 
 
 class Store:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, remote: RemoteCache | None = None) -> None:
         self.root = root
+        self.remote = remote
+        self.fetched: set[str] = set()  # action keys this run took from the remote cache
         self.layout = layout = CacheLayout(root)
         try:
             for folder in (layout.cas, layout.ac, layout.tmp):
@@ -127,7 +136,40 @@ class Store:
     # ---------------------------------------------------------------- action results
 
     def get_action(self, key: str) -> dict[str, Any] | None:
-        """The recorded result of `key` if it is authentic and every blob it names is intact."""
+        """The recorded result of `key` if it is authentic and every blob it names is intact:
+        from this cache, else from the remote one (then kept here)."""
+        local = self._local_action(key)
+        if local is not None or self.remote is None:
+            return local
+        return self._fetch_action(key, self.remote)
+
+    def where(self, key: str) -> str | None:
+        """ "local", "remote" or None: where the result of `key` is, without downloading it."""
+        if self._local_action(key) is not None:
+            return "local"
+        if self.remote is not None and self.remote.has_action(key):
+            return "remote"
+        return None
+
+    def _fetch_action(self, key: str, remote: RemoteCache) -> dict[str, Any] | None:
+        entry = remote.get_action(key)
+        if entry is None:
+            return None
+        for digest in entry.get("blobs", {}).values():
+            if self.verified_blob(digest) is not None:
+                continue
+            tmp = self._tmp_path()
+            try:
+                if not remote.fetch_blob(digest, tmp):
+                    return None
+                _seal(lambda t: None, tmp, self.blob_path(digest), self.root)
+            finally:
+                tmp.unlink(missing_ok=True)
+        self._write_action(key, entry)
+        self.fetched.add(key)
+        return entry
+
+    def _local_action(self, key: str) -> dict[str, Any] | None:
         path = self.layout.action(key)
         try:
             data = json.loads(path.read_text())
@@ -158,9 +200,16 @@ class Store:
         path = self.layout.action(key)
         if path.exists() and not replace:
             return
+        self._write_action(key, result)
+        if self.remote is not None:  # blobs first: an entry is never served before its blobs
+            for digest in result.get("blobs", {}).values():
+                self.remote.put_blob(digest, self.blob_path(digest))
+            self.remote.put_action(key, result)
+
+    def _write_action(self, key: str, result: dict[str, Any]) -> None:
         data = {"entry": result, "key": key, "mac": self._mac(key, result)}
         encoded = json.dumps(data, indent=1, sort_keys=True).encode()
-        write_bytes(path, encoded, self.layout.tmp, self.root)
+        write_bytes(self.layout.action(key), encoded, self.layout.tmp, self.root)
 
     def _mac(self, key: str, result: dict[str, Any]) -> str:
         payload = json.dumps([key, result], sort_keys=True, separators=(",", ":")).encode()
@@ -213,7 +262,7 @@ class Store:
                 path.unlink(missing_ok=True)
                 bad.append(f"blob {path.name}: content does not match its digest")
         for path in sorted(self.layout.ac.glob("*.json")):
-            if self.get_action(path.stem) is None:
+            if self._local_action(path.stem) is None:
                 bad.append(f"action {path.stem}: altered, unreadable or names a missing blob")
         return bad
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from trtbuild.errors import TrtbuildError
 from trtbuild.sizes import parse_size
+
+if TYPE_CHECKING:
+    from trtbuild.build import Options
 
 
 def size_arg(text: str) -> int:
@@ -41,6 +45,25 @@ def add_build_options(parser: argparse.ArgumentParser, out_flag: str = "--out") 
         default=None,
         help="cache directory (default: $TRTBUILD_CACHE or ./cache)",
     )
+    parser.add_argument(
+        "--remote-cache",
+        metavar="URL",
+        default=None,
+        help="shared cache behind the local one, Bazel's HTTP protocol (default: "
+        "$TRTBUILD_REMOTE_CACHE, else the recipe's [cache] remote)",
+    )
+
+
+def options(args: argparse.Namespace, **more: Any) -> Options:
+    """The library's Options from the arguments add_build_options defined, and `more`."""
+    from trtbuild.build import Options
+
+    opts = Options(
+        backend=args.backend, budget=budget(args), out=args.out, cache=args.cache, **more
+    )
+    if args.remote_cache:
+        opts.remote_cache = args.remote_cache
+    return opts
 
 
 def budget(args: argparse.Namespace) -> int | None:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trtbuild.cli.common import add_build_options
+from trtbuild.cli.common import add_build_options, options
 from trtbuild.cli.run import add_run_options, build_with_progress
 from trtbuild.errors import TrtbuildError
 
@@ -43,8 +43,8 @@ def handle(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from trtbuild import triton
+    from trtbuild.build import open_store
     from trtbuild.recipe import load_recipe
-    from trtbuild.store import Store, default_cache_dir
 
     start = time.perf_counter()
     recipe = load_recipe(args.recipe)
@@ -59,7 +59,7 @@ def handle(args: argparse.Namespace) -> int:
         raise TrtbuildError(f"--instances: expected a number >= 1, got {instances}")
     console = Console(stderr=True)
     result = build_with_progress(args, console)
-    store = Store((args.cache or default_cache_dir()).resolve())
+    store = open_store(options(args), recipe)
     models = triton.deploy(recipe, store, repository, instances)
     if result.up_to_date:
         console.print("engines up to date")

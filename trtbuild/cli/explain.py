@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from trtbuild.cli.common import add_build_options, budget
+from trtbuild.cli.common import add_build_options, options
 
 
 def add_parser(sub: Any) -> None:
@@ -15,10 +15,9 @@ def add_parser(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from trtbuild.build import Options
     from trtbuild.explain import explain
 
-    opts = Options(backend=args.backend, budget=budget(args), out=args.out, cache=args.cache)
+    opts = options(args)
     for line in explain(args.recipe, opts):
         print(line)
     return 0

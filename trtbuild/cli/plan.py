@@ -10,7 +10,7 @@ import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from trtbuild.cli.common import add_build_options, budget
+from trtbuild.cli.common import add_build_options, options
 from trtbuild.errors import TrtbuildError
 from trtbuild.sizes import format_size
 
@@ -40,9 +40,9 @@ def add_parser(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from trtbuild.build import Options, plan_targets
+    from trtbuild.build import plan_targets
 
-    opts = Options(backend=args.backend, budget=budget(args), out=args.out, cache=args.cache)
+    opts = options(args)
     if args.prove_seconds is not None:
         opts.prove_seconds = args.prove_seconds
     planned = plan_targets(args.recipe, opts, args.model, args.precision)

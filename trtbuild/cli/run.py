@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trtbuild.cli.common import add_build_options, budget
+from trtbuild.cli.common import add_build_options, budget, options
 
 
 def add_parser(sub: Any) -> None:
@@ -109,7 +109,7 @@ def build_with_progress(
     """trtbuild.build() with a progress bar per target and a line per part on `console`."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from trtbuild.build import Options, auto_jobs, build
+    from trtbuild.build import auto_jobs, build
 
     progress = Progress(
         TextColumn("{task.description}"),
@@ -119,11 +119,8 @@ def build_with_progress(
         console=console,
     )
     tasks: dict[str, Any] = {}
-    opts = Options(
-        backend=args.backend,
-        budget=budget(args),
-        out=args.out,
-        cache=args.cache,
+    opts = options(
+        args,
         jobs=args.jobs or auto_jobs(),
         locked=args.locked,
         release=release,
@@ -171,8 +168,8 @@ def _up_to_date(args: argparse.Namespace) -> bool:
     from trtbuild.store import default_cache_dir
 
     cache = (args.cache or default_cache_dir()).resolve()
-    options = invocation(args.backend, budget(args), args.out, args.release)
-    return stale(Path(args.recipe), options, cache) is None
+    called = invocation(args.backend, budget(args), args.out, args.release)
+    return stale(Path(args.recipe), called, cache) is None
 
 
 def as_json(result: Any) -> dict[str, Any]:
