@@ -29,6 +29,7 @@ from trtbuild.layout import CacheLayout
 
 if TYPE_CHECKING:
     from trtbuild.lockfile import Lock
+    from trtbuild.recipe import Target
 
 MiB = 1 << 20
 MAX_OBSERVATIONS = 256  # per stage and backend, newest kept
@@ -259,13 +260,13 @@ def memory_model(
     return MemoryModel(export, build, source)
 
 
-def pinned(lock: Lock | None, model: str, precision: str, backend: str) -> MemoryModel | None:
+def pinned(lock: Lock | None, target: Target, backend: str) -> MemoryModel | None:
     """The memory model the lock recorded for a target built with `backend`, if any.
 
     Plans follow from it: reusing it makes an incremental build plan exactly as the build that
     wrote the lock (and a clean build with that lock too), whatever the cache has learnt since.
     """
-    locked = lock.target(model, precision) if lock else None
+    locked = lock.target(target.model.name, target.precision, target.kind) if lock else None
     if locked is None or locked.backend != backend or locked.memory is None:
         return None
     with contextlib.suppress(KeyError, TypeError, ValueError):
