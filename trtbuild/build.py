@@ -18,7 +18,7 @@ from trtbuild import fastpath, forkserver, lockfile, signing
 from trtbuild.backends import get_backend, resolve_backend
 from trtbuild.digests import DigestMemo
 from trtbuild.errors import TrtbuildError
-from trtbuild.executor import MemoryGate, worker_env
+from trtbuild.executor import Executor, LocalExecutor, worker_env
 from trtbuild.forkserver import EXPECTED_BYTES, ForkServer
 from trtbuild.graph import OpGraph
 from trtbuild.graphjob import GraphResult, graph_job
@@ -37,6 +37,7 @@ from trtbuild.toolchain import toolchain
 
 MAX_REPLANS = 4
 REMOTE_ENV = "TRTBUILD_REMOTE_CACHE"
+RAY_ENV = "TRTBUILD_RAY_ADDRESS"
 Report = Callable[[str], None]
 
 
@@ -61,6 +62,8 @@ class Options:
     previous_lock: lockfile.Lock | None = None
     # Bazel HTTP cache behind the local one (remote.py); else the recipe's [cache] remote.
     remote_cache: str | None = field(default_factory=lambda: os.environ.get(REMOTE_ENV) or None)
+    executor: str | None = None  # "local" or "ray"; None: the recipe's [executor] kind
+    ray_address: str | None = field(default_factory=lambda: os.environ.get(RAY_ENV) or None)
 
 
 def open_store(opts: Options, recipe: Recipe | None = None) -> Store:
@@ -70,6 +73,17 @@ def open_store(opts: Options, recipe: Recipe | None = None) -> Store:
     if remote is not None:
         remote.check()
     return Store((opts.cache or default_cache_dir()).resolve(), remote)
+
+
+def make_executor(opts: Options, recipe: Recipe, targets: list[Target], store: Store) -> Executor:
+    """The run's executor: Options (the CLI) first, then the recipe's [executor] table."""
+    spec = recipe.schema.executor
+    if (opts.executor or spec.kind) == "ray":
+        from trtbuild.rayexec import RayExecutor
+
+        kinds = {t.kind for t in targets if t.kind is not None}
+        return RayExecutor(opts.ray_address or spec.address, opts.jobs, kinds)
+    return LocalExecutor(opts.jobs, fork_server(opts, targets, store))
 
 
 def auto_jobs() -> int:
@@ -125,19 +139,18 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
     opts.report(f"building: {stale}")
     started = now()
     targets = recipe.targets(opts.backend, opts.budget)
-    server = fork_server(opts, targets, store)
-    gate = MemoryGate(opts.jobs, server)
+    executor = make_executor(opts, recipe, targets, store)
+    # A cluster runs the targets side by side; here the memory gate admits what fits.
+    workers = len(targets) if executor.name == "ray" else opts.jobs
     try:
-        with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             results = list(
-                pool.map(lambda t: _build_target(recipe, t, store, memo, opts, gate), targets)
+                pool.map(lambda t: _build_target(recipe, t, store, memo, opts, executor), targets)
             )
     except BaseException:
-        if server is not None:
-            server.close()  # and every job it still runs
+        executor.close(failed=True)
         raise
-    if server is not None:
-        forkserver.keep(server)  # idle: every job has been waited for
+    executor.close(failed=False)
     write_outputs(
         recipe,
         results,
@@ -193,11 +206,7 @@ def plan_targets(
         backend = resolve_backend(target.backend)
         job = graph_job(recipe, target, store, memo, None)  # planning only: measured, not capped
         graph = OpGraph.from_json(job.graph)
-        locked = (
-            None
-            if opts.memory_override
-            else pinned(lock, target.model.name, target.precision, backend)
-        )
+        locked = None if opts.memory_override else pinned(lock, target, backend)
         memory = locked or memory_model(
             backend, store.root, job.base_bytes, opts.memory_override, job.digest
         )
@@ -225,22 +234,23 @@ def _check_release(recipe: Recipe, opts: Options) -> None:
 
 
 def _build_target(
-    recipe: Recipe, target: Target, store: Store, memo: DigestMemo, opts: Options, gate: MemoryGate
+    recipe: Recipe,
+    target: Target,
+    store: Store,
+    memo: DigestMemo,
+    opts: Options,
+    executor: Executor,
 ) -> TargetResult:
     backend_name = resolve_backend(target.backend)
     backend = get_backend(backend_name)
     budget = target.budget.host_memory
     before = memory_model(backend_name, None, None, opts.memory_override)  # the priors
-    with gate.admit(before.export.fixed_bytes, budget, forked=True) as share:
-        graph_info = graph_job(recipe, target, store, memo, share, gate.server)
+    with executor.admit(before.export.fixed_bytes, budget, forked=True) as share:
+        graph_info = graph_job(recipe, target, store, memo, share, executor)
     graph = OpGraph.from_json(graph_info.graph)
-    out_dir = output_dir(opts.out, recipe.name, target.model.name, target.precision)
+    out_dir = output_dir(opts.out, recipe.name, target.model.name, target.slot)
     notes: list[str] = []
-    locked = (
-        None
-        if opts.memory_override
-        else pinned(opts.previous_lock, target.model.name, target.precision, backend_name)
-    )
+    locked = None if opts.memory_override else pinned(opts.previous_lock, target, backend_name)
     for _attempt in range(MAX_REPLANS):
         memory = locked or memory_model(
             backend_name, store.root, graph_info.base_bytes, opts.memory_override, graph_info.digest
@@ -256,6 +266,7 @@ def _build_target(
             graph_info,
             target.backend,
             memory=memory,
+            kind=target.kind,
         )
         opts.report(
             f"{target.name}: {len(the_plan.parts)} part(s), boundary {format_size(the_plan.boundary_bytes)}"
@@ -273,7 +284,7 @@ def _build_target(
                 store,
                 opts,
                 result,
-                gate,
+                executor,
             )
         except Overrun as over:
             record(store.root, [over.observation])

@@ -1,5 +1,9 @@
 """Run jobs in fresh processes, watch their memory, record their peak RSS.
 
+Executors share one interface (`Executor`): `LocalExecutor` (here: this machine's processes,
+admitted by the memory gate below) and `rayexec.RayExecutor` (a Ray cluster's nodes, each
+running the same `run_job` on its own).
+
 Every job is a new interpreter (`python -m trtbuild.worker`), the equivalent of a pool with
 max_tasks_per_child=1: nothing leaks from one build into the next. Peak RSS is the kernel's
 high-water mark of the worker's own address space (VmHWM, reported by the worker; ru_maxrss from
@@ -18,14 +22,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psutil
 
-from trtbuild import jobs
+from trtbuild import forkserver, jobs
 from trtbuild.errors import BudgetExceeded, TrtbuildError, disk_full_text
 from trtbuild.forkserver import ForkServer, Unavailable
 from trtbuild.jobs import Job
@@ -48,6 +52,7 @@ class JobOutcome:
     # with the fork server is in peak_rss_bytes (as in a fresh process) but costs the host once.
     private_peak_bytes: int | None = None
     samples: list[tuple[float, int]] = field(default_factory=list)  # (seconds, RSS) over its life
+    node: str | None = None  # the Ray node it ran on (rayexec.py); None: this machine
 
 
 class Samples:
@@ -302,3 +307,41 @@ class MemoryGate:
                 self.running -= 1
                 self.forked_running -= forked
                 self._cond.notify_all()
+
+
+class Executor(Protocol):
+    """Where jobs run. `admit` yields a job's memory share once it may start (the share is its
+    limit); `run` runs it for a target built for device `kind` (None: any)."""
+
+    name: str
+    server: ForkServer | None
+
+    def admit(
+        self, predicted: int, budget: int, forked: bool = False
+    ) -> AbstractContextManager[int]: ...
+
+    def run(
+        self, job: Job, scratch: Path, limit: int | None, predicted: int, kind: str | None
+    ) -> JobOutcome: ...
+
+    def close(self, failed: bool) -> None:
+        """The run is over; `failed`: stop whatever still runs."""
+
+
+class LocalExecutor(MemoryGate):
+    """This machine: jobs as its own processes, graph and export jobs forked from `server`."""
+
+    name = "local"
+
+    def run(
+        self, job: Job, scratch: Path, limit: int | None, predicted: int, kind: str | None
+    ) -> JobOutcome:
+        return run_job(job, scratch, limit, self.server)
+
+    def close(self, failed: bool) -> None:
+        if self.server is None:
+            return
+        if failed:
+            self.server.close()  # and every job it still runs
+        else:
+            forkserver.keep(self.server)  # idle: every job has been waited for

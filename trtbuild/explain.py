@@ -25,7 +25,7 @@ def explain(recipe_path: str | Path, opts: Options | None = None) -> list[str]:
     ]
     for planned in plan_targets(recipe_path, opts):
         target = planned.target
-        old = lock.target(target.model.name, target.precision) if lock else None
+        old = lock.target(target.model.name, target.precision, target.kind) if lock else None
         old_parts = {p.index: p for p in old.parts} if old else {}
         old_keys = {p.key for p in old_parts.values()}
         if old and len(old_parts) != len(planned.plan.parts):

@@ -18,8 +18,7 @@ from trtbuild import jobs
 from trtbuild.checkpoint import checkpoint_files
 from trtbuild.digests import DigestMemo, digest_json
 from trtbuild.errors import BudgetExceeded, TrtbuildError
-from trtbuild.executor import run_job
-from trtbuild.forkserver import ForkServer
+from trtbuild.executor import Executor, run_job
 from trtbuild.inputs import Inputs, discovered, relative
 from trtbuild.recipe import ModelSpec, Recipe, Target
 from trtbuild.sizes import format_size
@@ -42,6 +41,7 @@ class GraphResult:
     seconds: float
     base_bytes: int | None  # resident size after import and export, before weights (memory.py)
     rss_samples: list[list[float]] = field(default_factory=list)  # (seconds, RSS): the report
+    node: str | None = None  # the Ray node it ran on; None: the building machine
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -53,6 +53,7 @@ class GraphResult:
             "seconds": self.seconds,
             "base_bytes": self.base_bytes,
             "rss_samples": self.rss_samples,
+            "node": self.node,
         }
 
     @classmethod
@@ -66,6 +67,7 @@ class GraphResult:
             data["seconds"],
             data.get("base_bytes"),
             data.get("rss_samples", []),
+            data.get("node"),
         )
 
 
@@ -75,7 +77,7 @@ def graph_job(
     store: Store,
     memo: DigestMemo,
     budget: int | None,
-    server: ForkServer | None = None,
+    executor: Executor | None = None,
 ) -> GraphResult:
     """The target's graph: from the cache when its recorded inputs are unchanged, else run."""
     spec = target.model
@@ -90,7 +92,7 @@ def graph_job(
         hit = _lookup(store, manifest, recipe.root, memo)
         if hit is not None:
             return hit
-        job = _run(recipe, target, store, memo, budget, server)
+        job = _run(recipe, target, store, memo, budget, executor)
         store.put_action(_result_key(manifest, job.inputs), job.to_json())
         sets = [job.inputs.to_json(), *_input_sets(store, manifest)][:MAX_INPUT_SETS]
         store.put_action(manifest, {"input_sets": sets, "blobs": {}}, replace=True)
@@ -137,12 +139,15 @@ def _run(
     store: Store,
     memo: DigestMemo,
     budget: int | None,
-    server: ForkServer | None,
+    executor: Executor | None,
 ) -> GraphResult:
     scratch = store.scratch()
     job = jobs.GraphJob(str(recipe.path), target.model.name, target.precision, str(store.root))
     try:
-        outcome = run_job(job, scratch, budget, server)
+        if executor is None:  # planning alone: a plain process here
+            outcome = run_job(job, scratch, budget)
+        else:
+            outcome = executor.run(job, scratch, budget, budget or 0, None)
     except BudgetExceeded as exc:
         raise TrtbuildError(
             f"budget {format_size(budget or 0)} is too small for {target.name}: exporting its graph on "
@@ -160,4 +165,5 @@ def _run(
         round(outcome.seconds, 3),
         result.get("base_bytes"),
         [list(point) for point in outcome.samples],
+        outcome.node,
     )

@@ -83,12 +83,16 @@ def distribution_version(name: str) -> str:
         return "absent"
 
 
-def machine(backend: str) -> dict[str, dict[str, str]]:
-    """The facts of this machine that shape an engine built with `backend`.
+def machine(backend: str, kind: str | None = None) -> dict[str, dict[str, str]]:
+    """The facts of this machine that shape an engine built with `backend`; for a device `kind`
+    (built where a node offers it: executor.py) the kind stands for this machine's device.
 
     The one definition: action keys ("toolchain", "device"), the lock, the no-op check and
     explain all call this, so they cannot disagree about what changed.
     """
     from trtbuild.backends import backend_class
 
-    return {"toolchain": toolchain(), "device": backend_class(backend).fingerprint()}
+    device = backend_class(backend).fingerprint()
+    if kind is not None:  # the backend's version stays: every node runs the same (README)
+        device = {k: v for k, v in device.items() if k in ("backend", backend)} | {"device": kind}
+    return {"toolchain": toolchain(), "device": device}

@@ -72,10 +72,15 @@ class LockedTarget:
     graph_digest: str
     memory: dict[str, Any] | None  # the memory model it was planned with (memory.pinned)
     parts: list[LockedPart]
+    kind: str | None = None  # the device kind it was built for; absent: the building machine's
+
+    @property
+    def slot(self) -> str:
+        return self.precision if self.kind is None else f"{self.precision}@{self.kind}"
 
     @property
     def name(self) -> str:
-        return f"{self.model}/{self.precision}"
+        return f"{self.model}/{self.slot}"
 
 
 @dataclass(frozen=True)
@@ -88,8 +93,9 @@ class Lock:
     inputs: Inputs
     targets: list[LockedTarget]
 
-    def target(self, model: str, precision: str) -> LockedTarget | None:
-        return next((t for t in self.targets if (t.model, t.precision) == (model, precision)), None)
+    def target(self, model: str, precision: str, kind: str | None = None) -> LockedTarget | None:
+        wanted = (model, precision, kind)
+        return next((t for t in self.targets if (t.model, t.precision, t.kind) == wanted), None)
 
     def to_toml(self) -> dict[str, Any]:
         """The one writer of the format in the module docstring."""
@@ -121,6 +127,7 @@ class Lock:
                 device=dict(t["device"]),
                 memory=t.get("memory"),
                 parts=[LockedPart(**p) for p in t.get("part", [])],
+                kind=t.get("kind"),
             )
             for t in data["target"]
         ]
@@ -142,6 +149,8 @@ _TARGET_SCALARS = (
 def _target_toml(target: LockedTarget) -> dict[str, Any]:
     entry = {k: getattr(target, k) for k in _TARGET_SCALARS}
     entry["device"] = target.device
+    if target.kind is not None:
+        entry["kind"] = target.kind
     if target.memory is not None:
         entry["memory"] = target.memory
     entry["part"] = [asdict(p) for p in target.parts]
@@ -207,15 +216,15 @@ def _machine_changes(lock: Lock) -> list[str]:
     if lock.toolchain != tools:
         return ["toolchain changed " + _diff(lock.toolchain, tools)]
     found = []
-    devices: dict[str, dict[str, str]] = {}  # one fingerprint per backend (nvidia-smi is slow)
+    devices: dict[tuple[str, str | None], dict[str, str]] = {}  # nvidia-smi is slow: once each
     for target in lock.targets:
         now = resolve_backend(target.requested_backend)
         if now != target.backend:
             found.append(f'{target.name}: backend "auto" now means {now}, was {target.backend}')
             continue
-        if target.backend not in devices:
-            devices[target.backend] = machine(target.backend)["device"]
-        device = devices[target.backend]
+        if (target.backend, target.kind) not in devices:
+            devices[target.backend, target.kind] = machine(target.backend, target.kind)["device"]
+        device = devices[target.backend, target.kind]
         if target.device != device:
             found.append(f"{target.name}: device changed " + _diff(target.device, device))
     return found

@@ -11,6 +11,7 @@ the caller refits the memory model and plans again.
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,8 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from trtbuild import actions
 from trtbuild.errors import BudgetExceeded, TrtbuildError
-from trtbuild.executor import JobOutcome, MemoryGate, run_job
-from trtbuild.forkserver import ForkServer
+from trtbuild.executor import Executor, JobOutcome
 from trtbuild.graph import OpGraph
 from trtbuild.graphjob import GraphResult
 from trtbuild.inputs import machine
@@ -35,6 +35,8 @@ from trtbuild.store import Store, sha256_file
 
 if TYPE_CHECKING:
     from trtbuild.build import Options
+
+KINDS_ENV = "TRTBUILD_DEVICE_KINDS"  # device kinds this machine stands for besides its own
 
 
 class Overrun(Exception):
@@ -54,7 +56,7 @@ def build_parts(
     store: Store,
     opts: Options,
     result: TargetResult,
-    gate: MemoryGate,
+    executor: Executor,
 ) -> list[PartResult]:
     settings = backend_settings(recipe, target, backend.name, opts.release)
     fields = part_fields(target, graph, job, the_plan, backend.name, settings)
@@ -109,6 +111,7 @@ def build_parts(
                 )
                 opts.report(f"{target.name} part {part.index}: {why}")
             if todo:
+                check_kind(target, backend.name, executor)
                 _run(
                     recipe,
                     target,
@@ -120,7 +123,7 @@ def build_parts(
                     settings,
                     store,
                     opts,
-                    gate,
+                    executor,
                     finish,
                 )
     return [done[part.index] for part in the_plan.parts]
@@ -137,7 +140,7 @@ def _run(
     settings: dict[str, Any],
     store: Store,
     opts: Options,
-    gate: MemoryGate,
+    executor: Executor,
     finish: Callable[[Part, dict[str, Any], bool], None],
 ) -> None:
     budget = target.budget.host_memory
@@ -156,18 +159,20 @@ def _run(
             [PartToExport(_part_json(p), str(folders[p.index] / "part.onnx")) for p in todo],
         )
         predicted = memory.export.predict(heaviest)
-        with gate.admit(predicted, budget, forked=True) as share:
+        with executor.admit(predicted, budget, forked=True) as share:
             outcome = _stage(
+                executor,
                 export_job,
                 scratch,
                 share,
-                todo[0].index,
-                "export",
-                heaviest,
-                job.base_bytes or 0,
-                backend.name,
-                job.digest,
-                gate.server,
+                predicted,
+                None,  # an ONNX file is the same whatever device builds it
+                lambda peak: Overrun(
+                    todo[0].index,
+                    Observation.of(
+                        "export", backend.name, heaviest, job.base_bytes or 0, peak, job.digest
+                    ),
+                ),
             )
         export = {
             **_process("export", outcome, heaviest, predicted, share),
@@ -185,17 +190,18 @@ def _run(
                 {**settings, **build_inputs(recipe, target, part)},
             )
             predicted = memory.build.predict(part.load)
-            with gate.admit(predicted, budget) as share:
+            with executor.admit(predicted, budget) as share:
                 outcome = _stage(
+                    executor,
                     build_job,
                     scratch,
                     share,
-                    part.index,
-                    "build",
-                    part.load,
-                    0,
-                    backend.name,
-                    job.digest,
+                    predicted,
+                    target.kind,
+                    lambda peak: Overrun(
+                        part.index,
+                        Observation.of("build", backend.name, part.load, 0, peak, job.digest),
+                    ),
                 )
             processes = [
                 {**export, **exported},
@@ -228,22 +234,34 @@ def _run(
 
 
 def _stage(
+    executor: Executor,
     job: Job,
     scratch: Path,
     share: int,
-    index: int,
-    stage: str,
-    load: Load,
-    base: int,
-    backend: str,
-    graph: str,
-    server: ForkServer | None = None,
+    predicted: int,
+    kind: str | None,
+    overrun: Callable[[int], Overrun],
 ) -> JobOutcome:
+    """Run one job; a process over its share becomes `overrun(peak)` (re-plan, refit)."""
     try:
-        return run_job(job, scratch, share, server)
+        return executor.run(job, scratch, share, predicted, kind)
     except BudgetExceeded as exc:
-        seen = Observation.of(stage, backend, load, base, exc.peak_rss_bytes, graph)
-        raise Overrun(index, seen) from None
+        raise overrun(exc.peak_rss_bytes) from None
+
+
+def check_kind(target: Target, backend: str, executor: Executor) -> None:
+    """A part that must be built for a device kind this machine is not: one clear error (a
+    cluster's executor places it on a node of that kind instead)."""
+    if target.kind is None or executor.name != "local":
+        return
+    here = machine(backend)["device"]
+    declared = os.environ.get(KINDS_ENV, "")
+    if target.kind not in {here.get("device", ""), *filter(None, declared.split(","))}:
+        raise TrtbuildError(
+            f"{target.name}: device kind {target.kind!r} is not this machine "
+            f"({here.get('device', backend)}; {KINDS_ENV}={declared or 'unset'}): build it with "
+            "--executor ray on a cluster with a node of that kind, or from a cache that holds it"
+        )
 
 
 def _process(
@@ -262,6 +280,7 @@ def _process(
         "started": outcome.started,
         "ended": outcome.ended,
         "rss_samples": [list(point) for point in outcome.samples],  # for the build report
+        **({"node": outcome.node} if outcome.node else {}),
         **result,
     }
 
@@ -301,7 +320,7 @@ def part_fields(
     settings: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """The action-key fields of every part of a plan (see trtbuild.actions.KEY_FIELDS)."""
-    facts, inputs = machine(backend), job.inputs.digest()
+    facts, inputs = machine(backend, target.kind), job.inputs.digest()
     return [
         actions.part_fields(
             graph, part, job.weight_digests, inputs, target.precision, settings, facts
@@ -312,7 +331,8 @@ def part_fields(
 
 def old_fields(opts: Options, target: Target) -> dict[int, dict[str, str]]:
     """Per-part field digests the lock recorded for this target, for "why rebuilt" messages."""
-    locked = opts.previous_lock and opts.previous_lock.target(target.model.name, target.precision)
+    lock = opts.previous_lock
+    locked = lock and lock.target(target.model.name, target.precision, target.kind)
     return {p.index: p.fields for p in locked.parts} if locked else {}
 
 

@@ -34,6 +34,7 @@ def engine_description(result: TargetResult, recipe: Recipe) -> dict[str, Any]:
         "recipe": recipe.name,
         "model": result.model,
         "precision": result.precision,
+        **({"kind": result.kind} if result.kind else {}),
         "backend": result.backend,
         "inputs": [_io(model_inputs[n]) for n in spec_inputs if n in model_inputs],
         "outputs": [_io(t) for t in outputs],
@@ -115,6 +116,7 @@ def _graph_record(job: Any) -> dict[str, Any]:
         "peak_rss_bytes": job.peak_rss_bytes,
         "seconds": job.seconds,
         "rss_samples": job.rss_samples,
+        **({"node": job.node} if job.node else {}),
     }
 
 
@@ -153,19 +155,19 @@ def write_outputs(
         tools,
         inputs,
         [
-            _locked(r, out / recipe.name / r.model / r.precision, machine(r.backend)["device"])
+            _locked(r, out / recipe.name / r.model / r.slot, machine(r.backend, r.kind)["device"])
             for r in results
         ],
     )
     subjects = [
-        (f"{r.model}/{r.precision}/{name}", sha)
+        (f"{r.name}/{name}", sha)
         for r in results
         for p in r.parts
         for name, sha in [(p.engine, p.sha256), *p.sidecars.items()]
     ]
     byproducts = [
         {
-            "name": f"{r.model}/{r.precision}/{p.engine}",
+            "name": f"{r.name}/{p.engine}",
             "annotations": {
                 "peak_rss_bytes": p.peak_rss_bytes,
                 "cached": p.cached,
@@ -187,6 +189,7 @@ def write_outputs(
             {
                 "model": r.model,
                 "precision": r.precision,
+                **({"kind": r.kind} if r.kind else {}),
                 "backend": r.backend,
                 "budget_bytes": r.budget_bytes,
             }
@@ -232,6 +235,7 @@ def _locked(r: TargetResult, folder: Path, device: dict[str, str]) -> lockfile.L
         boundary_bytes=r.plan.boundary_bytes,
         graph_digest=r.graph_job.digest,
         memory=r.memory.to_json() if r.memory else None,
+        kind=r.kind,
         parts=[
             lockfile.LockedPart(
                 p.index, p.key, p.engine, p.sha256, p.sidecars, p.peak_rss_bytes, p.fields

@@ -21,6 +21,25 @@ else:  # pragma: no cover
 Size = Annotated[int, BeforeValidator(parse_size)]
 Precision = Literal["fp32", "fp16", "bf16"]
 BackendName = Literal["auto", "onnxruntime", "tensorrt"]
+
+
+def _component(value: Any) -> Any:
+    """Names become folders (build/<recipe>/<model>/...): one path component, never . or .."""
+    if isinstance(value, str) and value.strip(".") == "":
+        raise ValueError(f"expected a name that is not made of dots only, got {value!r}")
+    return value
+
+
+Name = Annotated[str, BeforeValidator(_component), Field(pattern=r"^[A-Za-z0-9_.-]+$")]
+# A device kind: a Ray resource name that nodes offer, and part of a target's folder.
+DeviceKind = Name
+
+
+def slot(precision: str, kind: str | None) -> str:
+    """A target's folder under its model's: `fp16`, or `fp16@<kind>` when built for a kind."""
+    return precision if kind is None else f"{precision}@{kind}"
+
+
 DType = Literal["float32", "float16", "bfloat16", "int64", "int32", "bool"]
 
 
@@ -57,6 +76,9 @@ class Defaults(_Strict):
     budget: Budget = Budget()
     opset: int = Field(18, ge=17, le=23)
     tensorrt: TensorRTSettings = TensorRTSettings()
+    # Device kinds to build for, each its own target (executor.py: where a kind is built);
+    # none: this machine's own device.
+    devices: list[DeviceKind] | None = Field(None, min_length=1)
 
 
 class RandomInit(_Strict):
@@ -105,16 +127,6 @@ class InputSpec(_Strict):
         return list(self.shape.max if isinstance(self.shape, DynamicShape) else self.shape)
 
 
-def _component(value: Any) -> Any:
-    """Names become folders (build/<recipe>/<model>/...): one path component, never . or .."""
-    if isinstance(value, str) and value.strip(".") == "":
-        raise ValueError(f"expected a name that is not made of dots only, got {value!r}")
-    return value
-
-
-Name = Annotated[str, BeforeValidator(_component), Field(pattern=r"^[A-Za-z0-9_.-]+$")]
-
-
 TRANSFORMERS = "transformers"  # source = "transformers:<model class>", e.g. LlamaForCausalLM
 
 
@@ -131,6 +143,7 @@ class ModelSpec(_Strict):
     backend: BackendName | None = None
     precisions: list[Precision] | None = Field(None, min_length=1)
     budget: Budget | None = None
+    devices: list[DeviceKind] | None = Field(None, min_length=1)
 
     @property
     def transformers(self) -> bool:
@@ -163,12 +176,20 @@ class CacheSpec(_Strict):
     remote: str | None = Field(None, pattern=r"^https?://[^@/]+(/.*)?$")  # no user info here
 
 
+class ExecutorSpec(_Strict):
+    """[executor]: where jobs run (executor.py); `run --executor` and TRTBUILD_RAY_ADDRESS win."""
+
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = None  # a Ray cluster's address; none: a one-node cluster here
+
+
 class RecipeSchema(_Strict):
     recipe: RecipeMeta
     defaults: Defaults = Defaults()
     model: list[ModelSpec] = Field(min_length=1)
     deploy: DeploySpec = DeploySpec()
     cache: CacheSpec = CacheSpec()
+    executor: ExecutorSpec = ExecutorSpec()
 
     @model_validator(mode="after")
     def _unique_names(self) -> RecipeSchema:
@@ -188,10 +209,16 @@ class Target:
     backend: BackendName
     budget: Budget
     defaults: Defaults
+    kind: str | None = None  # the device kind it is built for; None: this machine's
+
+    @property
+    def slot(self) -> str:
+        """Its folder under the model's: the precision, and the device kind if it names one."""
+        return slot(self.precision, self.kind)
 
     @property
     def name(self) -> str:
-        return f"{self.model.name}/{self.precision}"
+        return f"{self.model.name}/{self.slot}"
 
 
 @dataclass(frozen=True)
@@ -216,8 +243,13 @@ class Recipe:
             base = model.budget or defaults.budget
             chosen_budget = base.model_copy(update={"host_memory": budget}) if budget else base
             chosen_backend = backend or model.backend or defaults.backend
+            kinds: list[str | None] = [None]
+            kinds = [*(model.devices or defaults.devices or kinds)]
             for precision in model.precisions or defaults.precisions:
-                out.append(Target(model, precision, chosen_backend, chosen_budget, defaults))  # type: ignore[arg-type]
+                for kind in kinds:
+                    out.append(
+                        Target(model, precision, chosen_backend, chosen_budget, defaults, kind)  # type: ignore[arg-type]
+                    )
         return out
 
     def model_spec(self, name: str) -> ModelSpec:

@@ -16,6 +16,7 @@ from typing import Any
 
 from trtbuild import atomic, svg
 from trtbuild.errors import TrtbuildError
+from trtbuild.recipe import slot
 from trtbuild.sizes import format_size
 
 STYLE = """
@@ -83,7 +84,7 @@ def page(recipe: str, provenance: dict[str, Any], sections: list[str]) -> str:
 def _target(folder: Path) -> str:
     description = _read(folder / "engine.json")
     record = _read(folder / "build.json")
-    name = f"{description['model']}/{description['precision']}"
+    name = f"{description['model']}/{slot(description['precision'], description.get('kind'))}"
     parts = record.get("parts", [])
     plan = record.get("plan", {})
     budget = record.get("budget_bytes") or max(

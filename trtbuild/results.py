@@ -9,6 +9,7 @@ from typing import Any
 from trtbuild.graphjob import GraphResult
 from trtbuild.memory import MemoryModel
 from trtbuild.planner import Plan
+from trtbuild.recipe import slot
 
 
 @dataclass
@@ -39,6 +40,15 @@ class TargetResult:
     parts: list[PartResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what happened: re-plans after overruns
     memory: MemoryModel | None = None  # the memory model the plan was made with (the lock pins it)
+    kind: str | None = None  # the device kind it was built for (recipe.Target.kind)
+
+    @property
+    def slot(self) -> str:
+        return slot(self.precision, self.kind)
+
+    @property
+    def name(self) -> str:
+        return f"{self.model}/{self.slot}"
 
 
 @dataclass

@@ -99,7 +99,7 @@ def _scalar(value: Any) -> str:
 
 def model_name(target: LockedTarget) -> str:
     """The ensemble (or plain model) of a target; its parts are <name>_part<i>."""
-    return f"{target.model}_{target.precision}"
+    return f"{target.model}_{target.slot.replace('@', '_')}"
 
 
 def max_batch_size(inputs: list[InputSpec], ios: list[EngineIO]) -> int:

@@ -103,7 +103,7 @@ def verify(
     layers_of: dict[str, str] = {}
     for t in result.targets:
         for p in t.parts:
-            prefix = f"{t.model}/{t.precision}/"
+            prefix = f"{t.name}/"
             rebuilt[prefix + p.engine] = p.sha256
             for name, sha in p.sidecars.items():
                 rebuilt[prefix + name] = sha

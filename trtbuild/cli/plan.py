@@ -75,7 +75,7 @@ def trtexec_lines(args: argparse.Namespace, planned: list[Any]) -> list[str]:
     lines = [f"# TensorRT {major}.x; each part's ONNX is what trtbuild exports for that part"]
     for p in planned:
         settings = backend_settings(recipe, p.target, "tensorrt", release=False)
-        folder = args.out / recipe.name / p.target.model.name / p.target.precision
+        folder = args.out / recipe.name / p.target.model.name / p.target.slot
         for part in p.plan.parts:
             extra = build_inputs(recipe, p.target, part)
             config = builder_config(settings, p.target.precision, extra["inputs"], major, False)

@@ -52,6 +52,20 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         "process that imported torch once (also TRTBUILD_FORK_SERVER=0)",
     )
     parser.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default=None,
+        help="where jobs run: this machine (default) or a Ray cluster (default: the recipe's "
+        "[executor] kind)",
+    )
+    parser.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        default=None,
+        help="the Ray cluster to build on (default: $TRTBUILD_RAY_ADDRESS, else the recipe's "
+        "[executor] address, else a one-node cluster here)",
+    )
+    parser.add_argument(
         "-v", "--verbose", action="store_true", help="say why each part is (re)built"
     )
     parser.add_argument(
@@ -127,11 +141,13 @@ def build_with_progress(
         sign=sign,
     )
     opts.fork_server = opts.fork_server and args.fork_server
+    opts.executor = args.executor
+    opts.ray_address = args.ray_address or opts.ray_address
     if args.verbose:
         opts.report = lambda message: console.print(f"[dim]{message}[/]")
 
     def on_plan(target: Any) -> None:
-        name = f"{target.model}/{target.precision}"
+        name = target.name
         if name in tasks:  # re-planned after a memory overrun: start the bar again
             progress.reset(tasks[name], total=len(target.plan.parts))
         else:
@@ -140,13 +156,13 @@ def build_with_progress(
     def on_part(target: Any, part: Any) -> None:
         what = "cached" if part.cached else f"built in {part.seconds:.1f}s"
         progress.console.print(
-            f"  {target.model}/{target.precision} part {part.index}: {what}, "
+            f"  {target.name} part {part.index}: {what}, "
             f"peak RSS {part.peak_rss_bytes / 2**20:.0f} MiB"
         )
         if args.verbose and not part.cached:
             for process in part.record["processes"]:
                 progress.console.print(f"[dim]    {_memory_line(process)}[/]")
-        progress.advance(tasks[f"{target.model}/{target.precision}"])
+        progress.advance(tasks[target.name])
 
     opts.on_plan, opts.on_part = on_plan, on_part
     with progress:
@@ -180,6 +196,7 @@ def as_json(result: Any) -> dict[str, Any]:
             {
                 "model": t.model,
                 "precision": t.precision,
+                "kind": t.kind,
                 "backend": t.backend,
                 "dir": str(t.dir),
                 "budget_bytes": t.budget_bytes,
@@ -226,7 +243,7 @@ def _table(result: Any) -> Any:
         peak = max((p.peak_rss_bytes for p in t.parts), default=0)
         built = sum(not p.cached for p in t.parts)
         table.add_row(
-            f"{t.model}/{t.precision}",
+            t.name,
             t.backend,
             str(len(t.parts)),
             str(built),
