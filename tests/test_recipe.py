@@ -102,3 +102,24 @@ def test_duplicate_model_names(tmp_path: Path) -> None:
 def test_missing_recipe(tmp_path: Path) -> None:
     with pytest.raises(TrtbuildError, match="recipe file not found"):
         load_recipe(tmp_path / "nope.toml")
+
+
+def test_device_kinds_make_a_target_each(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        'precisions = ["fp32"]', 'precisions = ["fp32", "fp16"]\ndevices = ["a", "b"]'
+    )
+    names = [t.name for t in load_recipe(write(tmp_path, text)).targets()]
+    assert names == ["m/fp32@a", "m/fp32@b", "m/fp16@a", "m/fp16@b"]
+    with pytest.raises(TrtbuildError, match=r"field 'defaults\.devices\[0\]'"):
+        load_recipe(write(tmp_path, text.replace('["a", "b"]', '["a/b"]')))
+
+
+def test_a_recipe_holds_no_remote_cache_credentials(tmp_path: Path) -> None:
+    good = GOOD + '\n[cache]\nremote = "http://cache.internal:8080/trtbuild"\n'
+    assert (
+        load_recipe(write(tmp_path, good)).schema.cache.remote
+        == "http://cache.internal:8080/trtbuild"
+    )
+    with pytest.raises(TrtbuildError, match=r"field 'cache\.remote'") as info:
+        load_recipe(write(tmp_path, good.replace("http://", "http://me:pw@")))
+    assert "pw" not in str(info.value)

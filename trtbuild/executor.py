@@ -53,6 +53,8 @@ class JobOutcome:
     private_peak_bytes: int | None = None
     samples: list[tuple[float, int]] = field(default_factory=list)  # (seconds, RSS) over its life
     node: str | None = None  # the Ray node it ran on (rayexec.py); None: this machine
+    # Ray: the task's time beyond its job's own (scheduling, a worker's start, files each way)
+    dispatch_seconds: float | None = None
 
 
 class Samples:

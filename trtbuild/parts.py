@@ -280,7 +280,11 @@ def _process(
         "started": outcome.started,
         "ended": outcome.ended,
         "rss_samples": [list(point) for point in outcome.samples],  # for the build report
-        **({"node": outcome.node} if outcome.node else {}),
+        **(
+            {"node": outcome.node, "dispatch_seconds": outcome.dispatch_seconds}
+            if outcome.node
+            else {}
+        ),
         **result,
     }
 

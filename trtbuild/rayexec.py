@@ -30,6 +30,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -109,6 +110,7 @@ class RayExecutor:
         files = {str(p): self._put(p) for p in inputs_of(job)}
         env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
         task = _task.options(memory=max(predicted, 1), resources=resources, max_retries=MAX_RETRIES)
+        start = time.perf_counter()
         reply = ray.get(task.remote(jobs.to_json(job, ""), files, limit, str(scratch), env))
         if "error" in reply:
             if reply.get("peak_rss_bytes") is not None:
@@ -122,7 +124,8 @@ class RayExecutor:
             path.write_bytes(data)
         outcome = reply["outcome"]
         outcome["samples"] = [tuple(point) for point in outcome["samples"]]
-        return JobOutcome(**outcome)
+        wall = time.perf_counter() - start
+        return JobOutcome(**{**outcome, "dispatch_seconds": round(wall - outcome["seconds"], 3)})
 
     def close(self, failed: bool) -> None:
         import ray

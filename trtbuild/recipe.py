@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import sys
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from trtbuild.errors import TrtbuildError
 from trtbuild.sizes import parse_size
@@ -173,7 +182,21 @@ class DeploySpec(_Strict):
 class CacheSpec(_Strict):
     """[cache]: the remote cache every machine building this recipe shares (remote.py)."""
 
-    remote: str | None = Field(None, pattern=r"^https?://[^@/]+(/.*)?$")  # no user info here
+    remote: str | None = None
+
+    @field_validator("remote")
+    @classmethod
+    def _no_credentials(cls, value: str | None) -> str | None:
+        """A recipe is committed and shared: a password in it would be everybody's."""
+        parts = urllib.parse.urlsplit(value or "")
+        if value is not None and (parts.scheme not in ("http", "https") or not parts.netloc):
+            raise ValueError("expected an http:// or https:// URL")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(
+                "expected a URL without user info, got one with credentials: put them in "
+                "TRTBUILD_REMOTE_CACHE or TRTBUILD_REMOTE_CACHE_HEADER instead"
+            )
+        return value
 
 
 class ExecutorSpec(_Strict):
