@@ -71,11 +71,15 @@ def test_changing_a_precision_rebuilds_only_that_target(recipes: Path) -> None:
     recipe = recipes / "tiny.toml"
     text = recipe.read_text()
     recipe.write_text(text.replace('["fp32", "fp16"]', '["fp32"]'))
-    build(recipe)
-    recipe.write_text(text)
+    (first,) = build(recipe).targets
+    seeded = 'weights = { init = "random", seed = 3 }'
+    recipe.write_text(text.replace(seeded, seeded + '\nbudget = { host_memory = "3GiB" }'))
     result = build(recipe)
     cached = {t.precision: [p.cached for p in t.parts] for t in result.targets}
     assert cached == {"fp32": [True], "fp16": [False]}
+    # Neither does the model's own budget shape its graph: its graph job is not run again, nor
+    # its base re-measured for the plan.
+    assert result.targets[0].graph_job == first.graph_job
 
 
 def test_backend_that_cannot_build_a_precision_says_so(recipes: Path) -> None:

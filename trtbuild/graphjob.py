@@ -26,6 +26,9 @@ from trtbuild.store import Store
 from trtbuild.toolchain import toolchain
 
 GRAPH_SCHEMA = 3
+# [[model]] fields that say how and where to build, not what the graph is: changing a model's
+# budget must not export its graph again (nor re-measure the base its plan is made with).
+NOT_GRAPH = {"budget", "backend", "precisions", "devices"}
 MAX_INPUT_SETS = 16  # input sets remembered per manifest, newest first
 
 
@@ -83,7 +86,13 @@ def graph_job(
     spec = target.model
     weights = weights_digest(recipe, spec, memo)
     manifest = "graph-manifest-" + digest_json(
-        [GRAPH_SCHEMA, spec.model_dump(mode="json"), weights, target.precision, toolchain()]
+        [
+            GRAPH_SCHEMA,
+            spec.model_dump(mode="json", exclude=NOT_GRAPH),
+            weights,
+            target.precision,
+            toolchain(),
+        ]
     )
     hit = _lookup(store, manifest, recipe.root, memo)
     if hit is not None:
