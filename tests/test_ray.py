@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from trtbuild.build import Options, build
+from trtbuild.errors import TrtbuildError
 from trtbuild.jobs import ProbeJob
 
 from .conftest import require
@@ -202,3 +203,13 @@ def test_a_killed_driver_leaves_no_job_running(cluster: Any, tmp_path: Path) -> 
         driver.wait()
     left = wait_for(lambda: [w for w in workers if w.is_running()] == [], 60)
     assert left, f"still running 60 s after the driver was killed: {workers}"
+
+
+def test_a_kind_no_node_offers_is_one_error(cluster: Any, recipes: Path, tmp_path: Path) -> None:
+    recipe = recipes / "fleet.toml"
+    text = RECIPE.replace('["kind-a", "kind-b"]', '["kind-c"]').replace(
+        '["fp32", "fp16"]', '["fp32"]'
+    )
+    recipe.write_text(text[: text.index('[[model]]\nname = "narrow"')])
+    with pytest.raises(TrtbuildError, match=r"no node offers device kind 'kind-c'"):
+        build(recipe, Options(out=tmp_path / "o", executor="ray", ray_address=cluster.address))

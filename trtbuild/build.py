@@ -24,7 +24,7 @@ from trtbuild.graph import OpGraph
 from trtbuild.graphjob import GraphResult, graph_job
 from trtbuild.layout import CacheLayout
 from trtbuild.memory import MemoryModel, memory_model, pinned, record
-from trtbuild.parts import Overrun, build_parts, observations
+from trtbuild.parts import Overrun, build_parts, local_kinds, observations
 from trtbuild.planner import Plan, plan
 from trtbuild.planner.plan import PROVE_SECONDS
 from trtbuild.publish import now, publish, write_outputs
@@ -81,8 +81,10 @@ def make_executor(opts: Options, recipe: Recipe, targets: list[Target], store: S
     if (opts.executor or spec.kind) == "ray":
         from trtbuild.rayexec import RayExecutor
 
-        kinds = {t.kind for t in targets if t.kind is not None}
-        return RayExecutor(opts.ray_address or spec.address, opts.jobs, kinds)
+        address = opts.ray_address or spec.address
+        # A cluster started here offers what this machine is, never what a recipe asks for.
+        here = {k for t in targets for k in local_kinds(resolve_backend(t.backend))}
+        return RayExecutor(address, opts.jobs, set() if address else here)
     return LocalExecutor(opts.jobs, fork_server(opts, targets, store))
 
 

@@ -256,12 +256,18 @@ def check_kind(target: Target, backend: str, executor: Executor) -> None:
         return
     here = machine(backend)["device"]
     declared = os.environ.get(KINDS_ENV, "")
-    if target.kind not in {here.get("device", ""), *filter(None, declared.split(","))}:
+    if target.kind not in local_kinds(backend):
         raise TrtbuildError(
             f"{target.name}: device kind {target.kind!r} is not this machine "
             f"({here.get('device', backend)}; {KINDS_ENV}={declared or 'unset'}): build it with "
             "--executor ray on a cluster with a node of that kind, or from a cache that holds it"
         )
+
+
+def local_kinds(backend: str) -> set[str]:
+    """The device kinds this machine is: its own device, and those TRTBUILD_DEVICE_KINDS names."""
+    declared = os.environ.get(KINDS_ENV, "")
+    return {machine(backend)["device"].get("device", ""), *filter(None, declared.split(","))} - {""}
 
 
 def _process(

@@ -61,7 +61,8 @@ def available() -> str | None:
 
 
 class RayExecutor:
-    """Jobs as Ray tasks on the cluster at `address` (None: a new one-node cluster here)."""
+    """Jobs as Ray tasks on the cluster at `address`; None: a new one-node cluster here,
+    offering `kinds` (the device kinds this machine is)."""
 
     name = "ray"
     server: ForkServer | None = None  # none: each task is a fresh process on its node
@@ -85,9 +86,7 @@ class RayExecutor:
                 f"Ray cluster at {where}: no node offers the '{RESOURCE}' resource; start each "
                 f'building node with --resources \'{{"{RESOURCE}": 1, "<device kind>": 1}}\''
             )
-        for kind in sorted(kinds - set(offered)):
-            ray.shutdown()
-            raise TrtbuildError(f"Ray cluster at {where}: no node offers device kind '{kind}'")
+        self.where, self.offered = where, set(offered)
         self.slots = threading.Semaphore(max(1, slots) * max(1, int(offered[RESOURCE])))
         self._refs: dict[tuple[str, int, int], Any] = {}  # (path, size, mtime) -> object ref
         self._lock = threading.Lock()
@@ -105,7 +104,11 @@ class RayExecutor:
 
         share = 1.0 if not limit else min(1.0, max(predicted, 1) / limit)
         resources = {RESOURCE: max(round(share, 4), 0.0001)}
-        if kind is not None:
+        if kind is not None:  # asked only for a part the caches lack
+            if kind not in self.offered:
+                raise TrtbuildError(
+                    f"Ray cluster at {self.where}: no node offers device kind '{kind}'"
+                )
             resources[kind] = KIND_TOKEN
         files = {str(p): self._put(p) for p in inputs_of(job)}
         env = {k: v for k, v in os.environ.items() if k.startswith(ENV_PREFIXES)}
