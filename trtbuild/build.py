@@ -82,9 +82,11 @@ def make_executor(opts: Options, recipe: Recipe, targets: list[Target], store: S
         from trtbuild.rayexec import RayExecutor
 
         address = opts.ray_address or spec.address
+        if address:
+            return RayExecutor(address, opts.jobs, set())
         # A cluster started here offers what this machine is, never what a recipe asks for.
         here = {k for t in targets for k in local_kinds(resolve_backend(t.backend))}
-        return RayExecutor(address, opts.jobs, set() if address else here)
+        return RayExecutor(None, opts.jobs, here)
     return LocalExecutor(opts.jobs, fork_server(opts, targets, store))
 
 

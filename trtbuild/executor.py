@@ -316,7 +316,6 @@ class Executor(Protocol):
     limit); `run` runs it for a target built for device `kind` (None: any)."""
 
     name: str
-    server: ForkServer | None
 
     def admit(
         self, predicted: int, budget: int, forked: bool = False

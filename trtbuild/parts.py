@@ -254,12 +254,11 @@ def check_kind(target: Target, backend: str, executor: Executor) -> None:
     cluster's executor places it on a node of that kind instead)."""
     if target.kind is None or executor.name != "local":
         return
-    here = machine(backend)["device"]
-    declared = os.environ.get(KINDS_ENV, "")
-    if target.kind not in local_kinds(backend):
+    here = local_kinds(backend)
+    if target.kind not in here:
         raise TrtbuildError(
             f"{target.name}: device kind {target.kind!r} is not this machine "
-            f"({here.get('device', backend)}; {KINDS_ENV}={declared or 'unset'}): build it with "
+            f"({', '.join(sorted(here)) or backend}; {KINDS_ENV} adds kinds): build it with "
             "--executor ray on a cluster with a node of that kind, or from a cache that holds it"
         )
 

@@ -39,7 +39,6 @@ from typing import Any
 from trtbuild import jobs
 from trtbuild.errors import BudgetExceeded, TrtbuildError
 from trtbuild.executor import InternalJobError, JobOutcome, run_job
-from trtbuild.forkserver import ForkServer
 from trtbuild.jobs import BuildJob, ExportJob, GraphJob, Job
 from trtbuild.recipe import load_recipe
 
@@ -64,8 +63,7 @@ class RayExecutor:
     """Jobs as Ray tasks on the cluster at `address`; None: a new one-node cluster here,
     offering `kinds` (the device kinds this machine is)."""
 
-    name = "ray"
-    server: ForkServer | None = None  # none: each task is a fresh process on its node
+    name = "ray"  # no fork server: each task is a fresh process on its node
 
     def __init__(self, address: str | None, slots: int, kinds: set[str]) -> None:
         missing = available()
