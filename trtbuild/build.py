@@ -22,6 +22,7 @@ from trtbuild.executor import Executor, LocalExecutor, worker_env
 from trtbuild.forkserver import EXPECTED_BYTES, ForkServer
 from trtbuild.graph import OpGraph
 from trtbuild.graphjob import GraphResult, graph_job
+from trtbuild.interface import interface_notes
 from trtbuild.layout import CacheLayout
 from trtbuild.memory import MemoryModel, memory_model, pinned, record
 from trtbuild.parts import Overrun, build_parts, local_kinds, observations
@@ -253,7 +254,9 @@ def _build_target(
         graph_info = graph_job(recipe, target, store, memo, share, executor)
     graph = OpGraph.from_json(graph_info.graph)
     out_dir = output_dir(opts.out, recipe.name, target.model.name, target.slot)
-    notes: list[str] = []
+    notes = interface_notes(target.name, target.model.name, graph_info.graph)
+    for note in notes:
+        opts.report(note)
     locked = None if opts.memory_override else pinned(opts.previous_lock, target, backend_name)
     for _attempt in range(MAX_REPLANS):
         memory = locked or memory_model(

@@ -11,10 +11,22 @@ DISK_FULL_TEXTS = tuple(os.strerror(e) for e in DISK_FULL_ERRNOS)
 
 
 class TrtbuildError(Exception):
-    """A mistake the user can fix: bad recipe, missing file, budget too small, ..."""
+    """A mistake the user can fix: bad recipe, missing file, budget too small, ...
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message.replace("\n", " ").strip())
+    `message` is one line; `detail` (optional) is kept as further lines under it, for causes
+    that only read well as lines (torch.export's constraint text and suggested fixes).
+    """
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        text = message.replace("\n", " ").strip()
+        detail = detail.strip("\n").rstrip()
+        super().__init__(f"{text}\n{detail}" if detail else text)
+
+    @classmethod
+    def from_text(cls, text: str) -> TrtbuildError:
+        """The error again from its str() (as a worker process reports it): lines kept."""
+        first, _, rest = text.partition("\n")
+        return cls(first, rest)
 
 
 class BudgetExceeded(TrtbuildError):

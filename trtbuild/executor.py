@@ -146,7 +146,7 @@ def run_job(
             raise InternalJobError(
                 f"{job.kind} process failed: {outcome['error']}", outcome["traceback"]
             )
-        raise TrtbuildError(outcome["error"])
+        raise TrtbuildError.from_text(outcome["error"])
     private = watcher.private_peak if forked else None
     return JobOutcome(
         outcome["result"], peak, seconds, started, time.time(), private, watcher.samples.points

@@ -17,7 +17,9 @@ import torch
 from torch import nn
 
 from trtbuild import hf
+from trtbuild.binding import Binding, bind, select
 from trtbuild.errors import TrtbuildError
+from trtbuild.exporterrors import explain
 from trtbuild.recipe import InputSpec, ModelSpec, Recipe
 from trtbuild.weights import checkpoint_names, load_weights
 
@@ -73,8 +75,9 @@ def import_factory(recipe: Recipe, source: str) -> Callable[..., nn.Module]:
 class PrecisionWrapper(nn.Module):
     """Runs the model at `dtype` while inputs and outputs keep the dtypes the recipe declares.
 
-    Inputs go in by position, or by name (`keywords`, with fixed `extra` keyword arguments);
-    `outputs` picks fields of a returned mapping (a transformers ModelOutput).
+    forward(*inputs) takes the recipe's inputs in recipe order; `binding` passes them to the
+    model's forward() by name (with fixed `extra` keyword arguments); `outputs` picks fields of a
+    returned mapping (binding.select). The output keeps the model's structure.
     """
 
     model: nn.Module
@@ -83,32 +86,32 @@ class PrecisionWrapper(nn.Module):
         self,
         model: nn.Module,
         dtype: torch.dtype,
-        keywords: list[str] | None = None,
+        names: list[str],
+        binding: Binding,
         extra: dict[str, Any] | None = None,
         outputs: list[str] | None = None,
+        transformers: bool = False,
         where: str = "",
     ) -> None:
         super().__init__()
         self.model = model
         self.dtype = dtype
-        self.keywords, self.extra, self.outputs, self.where = keywords, extra or {}, outputs, where
+        self.names, self.binding, self.extra = names, binding, extra or {}
+        self.outputs, self.transformers, self.where = outputs, transformers, where
 
     def forward(self, *inputs: torch.Tensor) -> Any:
-        cast = [x.to(self.dtype) if x.is_floating_point() else x for x in inputs]
-        if self.keywords is None:
-            out = self.model(*cast)
-        else:
-            out = self.model(**dict(zip(self.keywords, cast)), **self.extra)
-        if self.keywords is not None or self.outputs is not None:
-            picked = hf.pick(out, self.outputs, self.where)
-            out = picked[0] if len(picked) == 1 else picked
-        if isinstance(out, torch.Tensor):
-            return out.float() if out.is_floating_point() else out
-        return tuple(o.float() if o.is_floating_point() else o for o in out)
+        cast = [
+            x.to(self.dtype) if x.is_floating_point() and x.dtype != self.dtype else x
+            for x in inputs
+        ]
+        out = self.binding.call(self.model, dict(zip(self.names, cast)), self.extra)
+        return select(out, self.outputs, self.transformers, self.where)
 
 
 def build_model(recipe: Recipe, spec: ModelSpec, precision: str) -> PrecisionWrapper:
-    """The wrapped model in eval mode, holding no parameter bytes (see `parameters_on_meta`)."""
+    """The wrapped model in eval mode, holding no parameter bytes (see `parameters_on_meta`).
+
+    Raises TrtbuildError when the recipe's inputs do not fit forward()'s parameters."""
     factory = (lambda: hf.build(recipe, spec)) if spec.transformers else _factory(recipe, spec)
     try:
         with parameters_on_meta():
@@ -125,10 +128,15 @@ def build_model(recipe: Recipe, spec: ModelSpec, precision: str) -> PrecisionWra
             f"{recipe.path}: model '{spec.name}': {spec.source} did not return an nn.Module"
         )
     where = recipe.model_loc(spec.name, "outputs" if spec.outputs else "source")
-    keywords = [i.name for i in spec.inputs] if spec.transformers else None
-    extra = hf.call_kwargs(model) if spec.transformers else None
+    names = [i.name for i in spec.inputs]
+    extra = hf.call_kwargs(model) if spec.transformers else {}
+    binding = bind(
+        model, names, extra, f"{recipe.model_loc(spec.name, 'inputs')}: model '{spec.name}'"
+    )
     dtype = PRECISION_DTYPES[precision]
-    return PrecisionWrapper(model.eval(), dtype, keywords, extra, spec.outputs, where).eval()
+    return PrecisionWrapper(
+        model.eval(), dtype, names, binding, extra, spec.outputs, spec.transformers, where
+    ).eval()
 
 
 def _factory(recipe: Recipe, spec: ModelSpec) -> Callable[[], nn.Module]:
@@ -229,10 +237,8 @@ def export_model(
     try:
         program = torch.export.export(model, args, dynamic_shapes=dynamic_shapes(spec.inputs))
     except Exception as exc:
-        raise TrtbuildError(
-            f"{recipe.path}: model '{spec.name}': torch.export failed: {type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from None
+        where = f"{recipe.path}: model '{spec.name}': torch.export failed"
+        raise explain(exc, where, [i.name for i in spec.inputs]) from None
     return model, program
 
 

@@ -57,6 +57,7 @@ class OpGraph:
     outputs: list[str]
     weights: dict[str, WeightInfo]
     ops: list[Op]  # topological order
+    interface: dict[str, Any] = field(default_factory=dict)  # binding.py: inputs, output structure
     _producer: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -89,6 +90,7 @@ class OpGraph:
             "outputs": self.outputs,
             "weights": {k: asdict(w) for k, w in sorted(self.weights.items())},
             "ops": [asdict(op) for op in self.ops],
+            **({"interface": self.interface} if self.interface else {}),
         }
 
     @classmethod
@@ -101,6 +103,7 @@ class OpGraph:
                 Op(**{**op, "outputs": [TensorInfo(**t) for t in op["outputs"]]})
                 for op in data["ops"]
             ],
+            interface=data.get("interface", {}),
         )
 
     def digest(self) -> str:
@@ -117,21 +120,29 @@ def _held_tensors(program: ExportedProgram) -> dict[str, str]:
     }
 
 
-def rename_map(program: ExportedProgram, input_names: list[str]) -> dict[str, str]:
-    """Exported placeholder names -> OpGraph names: the recipe's input names, state-dict names."""
+def rename_map(
+    program: ExportedProgram, input_names: list[str], outputs: dict[str, str] | None = None
+) -> dict[str, str]:
+    """Exported node names -> OpGraph names: the recipe's input names, state-dict names, and the
+    model outputs' names (`outputs`, binding.py)."""
     held = _held_tensors(program)
     rename = {k: v.removeprefix(WRAPPED) for k, v in held.items()}
     user = [n for n in program.graph.nodes if n.op == "placeholder" and n.name not in held]
     rename.update({n.name: name for n, name in zip(user, input_names)})
-    return rename
+    return {**rename, **(outputs or {})}
 
 
-def from_exported(program: ExportedProgram, input_names: list[str]) -> OpGraph:
-    """Flatten an exported program into an OpGraph; getitem nodes fold into their producer."""
+def from_exported(
+    program: ExportedProgram, input_names: list[str], names: dict[str, str] | None = None
+) -> OpGraph:
+    """Flatten an exported program into an OpGraph; getitem nodes fold into their producer.
+
+    Its outputs are the distinct tensors the model returns that ops compute (not a passed-through
+    input, not a buffer's new value), named by `names` (exported node name -> output name)."""
     sig = program.graph_signature
     held = _held_tensors(program)
     from_code = {*sig.non_persistent_buffers, *sig.inputs_to_lifted_tensor_constants.values()}
-    rename = rename_map(program, input_names)
+    rename = rename_map(program, input_names, names)
     placeholders = [n for n in program.graph.nodes if n.op == "placeholder"]
     inputs = [
         _tensor_info(rename[n.name], n.meta["val"]) for n in placeholders if n.name not in held
@@ -145,11 +156,19 @@ def from_exported(program: ExportedProgram, input_names: list[str]) -> OpGraph:
                 name, [int(d) for d in val.shape], _dtype(val), _nbytes(val), origin
             )
     ops = [_op(node, rename, weights) for node in _compute_nodes(program.graph)]
-    output_node = next(n for n in program.graph.nodes if n.op == "output")
-    outputs = [rename.get(a.name, a.name) for a in output_node.all_input_nodes]
+    produced = {t.name for op in ops for t in op.outputs}
+    outputs = list(dict.fromkeys(n for n in _user_outputs(program, rename) if n in produced))
     ops = _live(ops, outputs)
     used = {w for op in ops for w in op.weights}
     return OpGraph(inputs, outputs, {k: v for k, v in weights.items() if k in used}, ops)
+
+
+def _user_outputs(program: ExportedProgram, rename: dict[str, str]) -> list[str]:
+    from torch.export.graph_signature import OutputKind
+
+    specs = program.graph_signature.output_specs
+    args = [s.arg for s in specs if s.kind == OutputKind.USER_OUTPUT]
+    return [rename.get(a.name, a.name) for a in args if hasattr(a, "name")]
 
 
 def _live(ops: list[Op], outputs: list[str]) -> list[Op]:
@@ -182,12 +201,12 @@ def _op(node: torch.fx.Node, rename: dict[str, str], weights: dict[str, WeightIn
     val = node.meta.get("val")
     if isinstance(val, (tuple, list)):
         outputs = [
-            _tensor_info(user.name, user.meta["val"])
+            _tensor_info(rename.get(user.name, user.name), user.meta["val"])
             for user in node.users
             if user.target is operator.getitem and user.meta.get("val") is not None
         ]
     else:
-        outputs = [_tensor_info(node.name, val)] if val is not None else []
+        outputs = [_tensor_info(rename.get(node.name, node.name), val)] if val is not None else []
     inputs: list[str] = []
     used_weights: list[str] = []
     for arg in node.all_input_nodes:

@@ -25,7 +25,7 @@ from trtbuild.sizes import format_size
 from trtbuild.store import Store
 from trtbuild.toolchain import toolchain
 
-GRAPH_SCHEMA = 3
+GRAPH_SCHEMA = 4  # 4: output names and the interface (binding.py)
 # [[model]] fields that say how and where to build, not what the graph is: changing a model's
 # budget must not export its graph again (nor re-measure the base its plan is made with).
 NOT_GRAPH = {"budget", "backend", "precisions", "devices"}

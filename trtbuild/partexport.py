@@ -12,8 +12,10 @@ import torch.fx as fx
 from torch import nn
 
 from trtbuild import frontend
+from trtbuild.binding import exported_graph
 from trtbuild.errors import TrtbuildError
-from trtbuild.graph import SYMINT, OpGraph, WeightInfo, from_exported, rename_map
+from trtbuild.exporterrors import explain, node_frames
+from trtbuild.graph import SYMINT, OpGraph, WeightInfo
 from trtbuild.recipe import Recipe
 from trtbuild.weights import WeightSource
 
@@ -66,12 +68,15 @@ def part_module(
             attr = attrs.setdefault(key, _attr_name(key))
             root.register_buffer(attr, weights[key])
             env[key] = graph.get_attr(attr)
-        env[node.name] = graph.node_copy(node, lambda a: env[rename.get(a.name, a.name)])
+        copied = graph.node_copy(node, lambda a: env[rename.get(a.name, a.name)])
+        env[rename.get(node.name, node.name)] = copied
         if device is not None:
-            _move(env[node.name], torch.device(device))
+            _move(copied, torch.device(device))
         for user in node.users:
             if user.target is operator.getitem:
-                env[user.name] = graph.node_copy(user, lambda a: env[rename.get(a.name, a.name)])
+                env[rename.get(user.name, user.name)] = graph.node_copy(
+                    user, lambda a: env[rename.get(a.name, a.name)]
+                )
     graph.output(tuple(env[name] for name in outputs))
     return fx.GraphModule(root, graph)
 
@@ -127,18 +132,19 @@ def export_parts(
     """
     spec = recipe.model_spec(model_name)
     _, program = frontend.export_model(recipe, spec, precision)
-    input_names = [i.name for i in spec.inputs]
-    graph = from_exported(program, input_names)
+    graph, rename = exported_graph(program, spec)
     if graph.digest() != graph_digest:
         raise TrtbuildError(
             f"model '{model_name}' changed while it was being built (graph digest differs); run again"
         )
-    rename = rename_map(program, input_names)
     source = WeightSource(recipe, spec, frontend.build_model(recipe, spec, "fp32").model)
+    where = f"{recipe.path}: model '{model_name}'"
     constants = frontend.code_constants(program)
     out = []
     for part, onnx_path in parts:
-        out.append(_export_one(program, graph, rename, source, constants, part, onnx_path, opset))
+        out.append(
+            _export_one(program, graph, rename, source, constants, part, onnx_path, opset, where)
+        )
         gc.collect()  # the previous part's ONNX model is garbage: free it before the next
     return out
 
@@ -152,6 +158,7 @@ def _export_one(
     part: dict[str, Any],
     onnx_path: Path,
     opset: int,
+    where: str = "",
 ) -> dict[str, Any]:
     names = list(part["weights"])
     meta = {n: _meta_tensor(graph.weights[n]) for n in names}
@@ -168,17 +175,23 @@ def _export_one(
         device="meta",
     )
     args = tuple(_example(t) for t in tensors)
-    onnx_program = torch.onnx.export(
-        module,
-        args,
-        dynamo=True,
-        opset_version=opset,
-        optimize=False,
-        verbose=False,
-        input_names=[t["name"] for t in tensors],
-        output_names=[t["name"] for t in part["outputs"]],
-        dynamic_shapes=_dynamic_shapes(tensors),
-    )
+    try:
+        onnx_program = torch.onnx.export(
+            module,
+            args,
+            dynamo=True,
+            opset_version=opset,
+            optimize=False,
+            verbose=False,
+            input_names=[t["name"] for t in tensors],
+            output_names=[t["name"] for t in part["outputs"]],
+            dynamic_shapes=_dynamic_shapes(tensors),
+        )
+    except Exception as exc:  # the exporter refused the part: a user error, not trtbuild's
+        traces = {n.name: n.meta.get("stack_trace") or "" for n in program.graph.nodes}
+        frames = node_frames(str(exc), traces)
+        names = [t["name"] for t in tensors]
+        raise explain(exc, f"{where}: ONNX export of part failed", names, frames) from None
     assert onnx_program is not None
     _unique_io_names(onnx_program.model.graph)
     loader = _WeightLoader(source, {n: meta[n].dtype for n in names}, constants)

@@ -27,7 +27,9 @@ def engine_description(result: TargetResult, recipe: Recipe) -> dict[str, Any]:
     plan_ = result.plan
     produced = {t.name: t for p in plan_.parts for t in p.outputs}
     model_inputs = {t.name: t for p in plan_.parts for t in p.inputs if t.from_part is None}
-    spec_inputs = [i.name for i in recipe.model_spec(result.model).inputs]
+    graph = result.graph_job.graph
+    declared = {t["name"]: t for t in graph["inputs"]}
+    interface = graph.get("interface", {})
     outputs = [produced[n] for n in plan_.model_outputs]
     return {
         "schema": 1,
@@ -36,8 +38,21 @@ def engine_description(result: TargetResult, recipe: Recipe) -> dict[str, Any]:
         "precision": result.precision,
         **({"kind": result.kind} if result.kind else {}),
         "backend": result.backend,
-        "inputs": [_io(model_inputs[n]) for n in spec_inputs if n in model_inputs],
+        # every declared input, read or not (trtbuild.load() takes and checks them all)
+        "inputs": [
+            {
+                **(
+                    _io(model_inputs[i.name])
+                    if i.name in model_inputs
+                    else _io_json(declared[i.name])
+                ),
+                **_range(i),
+            }
+            for i in recipe.model_spec(result.model).inputs
+            if i.name in model_inputs or i.name in declared
+        ],
         "outputs": [_io(t) for t in outputs],
+        **({"structure": interface["structure"]} if "structure" in interface else {}),
         "parts": [
             {
                 "index": p.index,
@@ -54,6 +69,18 @@ def engine_description(result: TargetResult, recipe: Recipe) -> dict[str, Any]:
 
 def _io(t: Any) -> dict[str, Any]:
     return {"name": t.name, "shape": t.shape, "dtype": t.dtype}
+
+
+def _io_json(t: dict[str, Any]) -> dict[str, Any]:
+    return {"name": t["name"], "shape": t["shape"], "dtype": t["dtype"]}
+
+
+def _range(spec: Any) -> dict[str, Any]:
+    """The shapes the engine takes, from the recipe: {min, max} per axis."""
+    shape = spec.shape
+    if isinstance(shape, list):
+        return {"min": list(shape), "max": list(shape)}
+    return {"min": list(shape.min), "max": list(shape.max)}
 
 
 def publish(result: TargetResult, recipe: Recipe, store: Store) -> None:

@@ -118,7 +118,7 @@ class RayExecutor:
                 raise BudgetExceeded(reply["error"], reply["peak_rss_bytes"])
             if "traceback" in reply:
                 raise InternalJobError(reply["error"], reply["traceback"])
-            raise TrtbuildError(reply["error"])
+            raise TrtbuildError.from_text(reply["error"])
         for name, data in reply["files"].items():
             path = Path(name)
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -189,7 +189,13 @@ def ensemble(
         ("name", name),
         ("platform", "ensemble"),
         ("max_batch_size", batch),
-        ("input", _tensors((inputs[i["name"]] for i in description["inputs"]), batch)),
+        # an input the model never reads is in engine.json, but no part takes it
+        (
+            "input",
+            _tensors(
+                (inputs[i["name"]] for i in description["inputs"] if i["name"] in inputs), batch
+            ),
+        ),
         ("output", _tensors((outputs[o["name"]] for o in description["outputs"]), batch)),
         ("ensemble_scheduling", Message([("step", steps)])),
     ]

@@ -53,15 +53,15 @@ def _probe(size: int, hold: float) -> dict[str, Any]:
 def _graph(recipe: Any, job: GraphJob) -> dict[str, Any]:
     """The op graph, weight digests and discovered inputs of one model at one precision."""
     from trtbuild import depfile, frontend
+    from trtbuild.binding import exported_graph
     from trtbuild.checkpoint import tensor_digest
-    from trtbuild.graph import from_exported
     from trtbuild.weights import WeightSource
 
     spec = recipe.model_spec(job.model)
     with depfile.recording() as touched:
         frontend.import_exporter()
         _, program = frontend.export_model(recipe, spec, job.precision)
-        graph = from_exported(program, [i.name for i in spec.inputs])
+        graph, _ = exported_graph(program, spec)
         base = own_peak_rss()  # the model's own process cost, before any weight is read
         model = frontend.build_model(recipe, spec, "fp32").model
         digests = WeightSource(recipe, spec, model).digests()

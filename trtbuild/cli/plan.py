@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from trtbuild.cli.common import add_build_options, options
 from trtbuild.errors import TrtbuildError
+from trtbuild.interface import interface_notes
 from trtbuild.sizes import format_size
 
 if TYPE_CHECKING:
@@ -46,6 +47,9 @@ def handle(args: argparse.Namespace) -> int:
     if args.prove_seconds is not None:
         opts.prove_seconds = args.prove_seconds
     planned = plan_targets(args.recipe, opts, args.model, args.precision)
+    for p in planned:
+        for note in interface_notes(p.target.name, p.target.model.name, p.job.graph):
+            print(note, file=sys.stderr)
     if args.trtexec:
         print("\n".join(trtexec_lines(args, planned)))
         return 0
