@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from benchmarks.greedy import greedy_cost, greedy_parts
+from trtbuild.binding import exported_graph
 from trtbuild.build import Options, plan_targets
 from trtbuild.cli import main
 from trtbuild.errors import TrtbuildError
 from trtbuild.frontend import code_constants, eager_model, export_model
-from trtbuild.graph import rename_map
 from trtbuild.memory import DEFAULTS, MemoryModel, Stage
 from trtbuild.partexport import part_module, split_inputs
 from trtbuild.planner import coarsen, problem_of
@@ -145,7 +145,7 @@ def run_split(recipe_path: Path, opts: Options) -> int:
         with torch.no_grad():
             ref = eager(x)
         _, program = export_model(recipe, spec, precision)
-        rename = rename_map(program, [i.name for i in spec.inputs])
+        _, rename = exported_graph(program, spec)  # output tensors carry the users' names
         state = {
             **dict([*eager.model.named_parameters(), *eager.model.named_buffers()]),
             **code_constants(program),
