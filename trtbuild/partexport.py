@@ -14,6 +14,7 @@ from torch import nn
 from trtbuild import frontend
 from trtbuild.errors import TrtbuildError
 from trtbuild.graph import SYMINT, OpGraph, WeightInfo, from_exported, rename_map
+from trtbuild.partdims import SymbolicSizes, oblivious_sizes, size_node
 from trtbuild.recipe import Recipe
 from trtbuild.weights import WeightSource
 
@@ -36,11 +37,13 @@ def part_module(
     symints: dict[str, str] | None = None,
     dims: dict[str, list[int | str]] | None = None,
     device: str | None = None,
+    sizes: SymbolicSizes | None = None,
 ) -> fx.GraphModule:
     """A GraphModule computing `outputs` from `inputs` with the part's ops and weights only.
 
     `rename` maps exported node names to OpGraph names (model inputs, weights); `symints` are
-    inputs that are symbolic sizes, recomputed from the tensor inputs' shapes (`dims`).
+    inputs that are symbolic sizes, recomputed from the tensor inputs' shapes (`dims`), directly or from the model's symbols
+    (`sizes`).
     Factory ops (arange, zeros, ...) and .to(device) were traced on the CPU; `device` moves them.
     """
     symints = symints or {}
@@ -50,7 +53,7 @@ def part_module(
         if name not in symints:
             env[name] = graph.placeholder(name)
     for name, expr in symints.items():  # sizes come from a tensor input's shape, not an input
-        env[name] = _size_of(graph, env, dims, expr, name)
+        env[name] = _size_of(graph, env, dims, expr, name, sizes)
     root = nn.Module()
     attrs: dict[str, str] = {}
     wanted = set(ops)
@@ -92,13 +95,13 @@ def _size_of(
     dims: dict[str, list[int | str]] | None,
     expr: str,
     name: str,
+    sizes: SymbolicSizes | None = None,
 ) -> fx.Node:
-    """aten.sym_size of the first tensor input that has the symbolic dimension `expr`."""
-    for tensor, shape in (dims or {}).items():
-        if expr in shape and tensor in env:
-            return graph.call_function(
-                torch.ops.aten.sym_size.int, (env[tensor], shape.index(expr))
-            )
+    """aten.sym_size of the first tensor input that has the symbolic dimension `expr` (or the
+    expression computed from the inputs' dimensions that are its symbols)."""
+    node = size_node(graph, env, dims or {}, expr, sizes)
+    if node is not None:
+        return node
     raise TrtbuildError(
         f"dynamic size {name} = {expr} is not a dimension of any input of this part"
     )
@@ -136,9 +139,15 @@ def export_parts(
     rename = rename_map(program, input_names)
     source = WeightSource(recipe, spec, frontend.build_model(recipe, spec, "fp32").model)
     constants = frontend.code_constants(program)
+    sizes = SymbolicSizes(program, input_names, [i.opt_shape for i in spec.inputs])
     out = []
     for part, onnx_path in parts:
-        out.append(_export_one(program, graph, rename, source, constants, part, onnx_path, opset))
+        with oblivious_sizes(sizes.small_sizes()):
+            out.append(
+                _export_one(
+                    program, graph, rename, source, constants, part, onnx_path, opset, sizes
+                )
+            )
         gc.collect()  # the previous part's ONNX model is garbage: free it before the next
     return out
 
@@ -152,6 +161,7 @@ def _export_one(
     part: dict[str, Any],
     onnx_path: Path,
     opset: int,
+    sizes: SymbolicSizes,
 ) -> dict[str, Any]:
     names = list(part["weights"])
     meta = {n: _meta_tensor(graph.weights[n]) for n in names}
@@ -166,19 +176,36 @@ def _export_one(
         symints,
         {t["name"]: t["shape"] for t in tensors},
         device="meta",
+        sizes=sizes,
     )
-    args = tuple(_example(t) for t in tensors)
-    onnx_program = torch.onnx.export(
-        module,
-        args,
-        dynamo=True,
-        opset_version=opset,
-        optimize=False,
-        verbose=False,
-        input_names=[t["name"] for t in tensors],
-        output_names=[t["name"] for t in part["outputs"]],
-        dynamic_shapes=_dynamic_shapes(tensors),
-    )
+    # Example sizes at the recipe's opt shapes, each dynamic dimension over the range its
+    # expression takes (partdims): a part works for every shape the recipe declares.
+    args = tuple(sizes.example_tensor(t["shape"], torch_dtype(t["dtype"])) for t in tensors)
+    dynamic = sizes.dynamic_shapes([t["shape"] for t in tensors])
+    try:
+        onnx_program = torch.onnx.export(
+            module,
+            args,
+            dynamo=True,
+            opset_version=opset,
+            optimize=False,
+            verbose=False,
+            input_names=[t["name"] for t in tensors],
+            output_names=[t["name"] for t in part["outputs"]],
+            dynamic_shapes=dynamic,
+        )
+    except Exception as exc:
+        if dynamic is None:
+            raise  # a static part that fails to export is trtbuild's bug: a traceback
+        # The whole model exported over the recipe's ranges, but this part (its inputs' sizes
+        # as free dimensions) does not: the model fixes a size the recipe declares dynamic.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        shapes = ", ".join(f"{t['name']} {t['shape']}" for t in tensors)
+        raise TrtbuildError(
+            f"{onnx_path.stem}: cannot export this part for every input shape the recipe "
+            f"declares (inputs {shapes}): "
+            f"{type(exc).__name__}: {first}"
+        ) from None
     assert onnx_program is not None
     _unique_io_names(onnx_program.model.graph)
     loader = _WeightLoader(source, {n: meta[n].dtype for n in names}, constants)
@@ -268,17 +295,3 @@ def _attr_name(weight: str) -> str:
 
 def _weight_name(attr: str) -> str:
     return attr.removeprefix("w__").replace("__", ".")
-
-
-def _example(t: dict[str, Any]) -> torch.Tensor:
-    shape = [d if isinstance(d, int) else 2 for d in t["shape"]]
-    return torch.empty(shape, dtype=torch_dtype(t["dtype"]), device="meta")
-
-
-def _dynamic_shapes(inputs: list[dict[str, Any]]) -> tuple[dict[int, Any], ...] | None:
-    if not any(isinstance(d, str) for t in inputs for d in t["shape"]):
-        return None
-    return tuple(
-        {i: torch.export.Dim.DYNAMIC for i, d in enumerate(t["shape"]) if isinstance(d, str)}
-        for t in inputs
-    )

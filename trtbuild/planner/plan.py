@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from trtbuild.errors import TrtbuildError
-from trtbuild.graph import OpGraph, TensorInfo
+from trtbuild.graph import SYMINT, OpGraph, TensorInfo
 from trtbuild.memory import Load, MemoryModel
 from trtbuild.planner.bound import lower_bound
 from trtbuild.planner.coarsen import coarsen, problem_of
@@ -194,6 +195,8 @@ def _make_plan(
                 boundary += out.bytes if crosses else 0
                 if crosses or out.name in model_outputs:
                     outs.append(_part_tensor(graph, out.name, k))
+        for t in _shape_sources(graph, list(ins.values())):
+            ins.setdefault(t, _part_tensor(graph, t, None))
         load = load_of(graph, weights, kinds)
         parts.append(
             Part(
@@ -217,6 +220,22 @@ def _make_plan(
         [t.name for t in graph.inputs],
         list(graph.outputs),
     )
+
+
+def _shape_sources(graph: OpGraph, inputs: list[PartTensor]) -> list[str]:
+    """Model inputs a part needs for their shape alone: a symbolic size it reads (a reshape to
+    (h, w) after a Linear over h*w tokens) that no dimension of its tensor inputs is. The size is
+    then computed from the model inputs' symbols (partdims.size_node)."""
+    dims = {d for t in inputs if t.dtype != SYMINT for d in t.shape}
+    needed = {
+        symbol
+        for t in inputs
+        if t.dtype == SYMINT and t.shape[0] not in dims
+        for symbol in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", str(t.shape[0]))
+    }
+    return [
+        t.name for t in graph.inputs if any(isinstance(d, str) and d in needed for d in t.shape)
+    ]
 
 
 def _part_tensor(graph: OpGraph, name: str, from_part: int | None) -> PartTensor:
