@@ -124,3 +124,33 @@ def test_a_size_the_model_fixes_is_one_error_line_not_an_internal_error(tmp_path
     errors = [line for line in run.stderr.splitlines() if "error" in line]
     assert len(errors) == 1, run.stderr
     assert "fixed_length" in errors[0] and "internal" not in errors[0], errors[0]
+
+
+def test_plan_and_run_agree_in_a_cache_another_model_shares(tmp_path: Path) -> None:
+    """`plan` at a budget just above the smallest feasible one, then `run` at it, in a cache
+    where another model of the same op graph was built first, with an edit between them that
+    leaves the graph as it was (the graph job runs again): one base, the same parts."""
+    from trtbuild.build import plan_targets
+
+    inputs = '[[model.inputs]]\nname = "x"\nshape = [1, 2048]\n'
+    model_file = tmp_path / "models" / "mlp_models.py"
+    model_file.parent.mkdir()
+    model_file.write_text(MODELS.read_text())
+    (tmp_path / "other").mkdir()
+    other = recipe(tmp_path / "other", "batch_mlp", inputs, kwargs="{ width = 2048 }")
+    other.write_text(other.read_text().replace("seed = 7", "seed = 8"))
+    path = recipe(tmp_path, "batch_mlp", inputs, kwargs="{ width = 2048 }")
+    for r in (other, path):
+        r.write_text(r.read_text().replace(str(MODELS), str(model_file)))
+    # Plain processes, as at the small budget below (a forked graph job peaks ~10 MiB lower).
+    (built_other,) = build(other, Options(fork_server=False)).targets
+    (first,) = plan_targets(path, Options(budget=8 << 30))
+    budget = first.plan.min_feasible_budget_bytes + (256 << 10)
+    (planned,) = plan_targets(path, Options(budget=budget))
+    assert len(planned.plan.parts) >= 2
+    model_file.write_text(model_file.read_text() + "\n# an edit that leaves the graph as it was\n")
+    (built,) = build(path, Options(budget=budget)).targets
+    assert built.graph_job.digest == planned.job.digest == built_other.graph_job.digest
+    assert built.graph_job.base_bytes == planned.job.base_bytes == built_other.graph_job.base_bytes
+    assert [p.ops for p in built.plan.parts] == [p.ops for p in planned.plan.parts]
+    assert not built.notes  # no re-plan

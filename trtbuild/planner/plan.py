@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 
 from trtbuild.errors import TrtbuildError
 from trtbuild.graph import SYMINT, OpGraph, TensorInfo
-from trtbuild.memory import Load, MemoryModel
+from trtbuild.memory import SLACK, Load, MemoryModel
 from trtbuild.planner.bound import lower_bound
 from trtbuild.planner.coarsen import coarsen, problem_of
 from trtbuild.planner.problem import Solution, TooBig
@@ -58,7 +58,11 @@ class Plan:
 
 
 def plan(
-    graph: OpGraph, budget: int, memory: MemoryModel, prove_seconds: float = PROVE_SECONDS
+    graph: OpGraph,
+    budget: int,
+    memory: MemoryModel,
+    prove_seconds: float = PROVE_SECONDS,
+    graph_peak: int = 0,
 ) -> Plan:
     """Partition `graph` for `budget` bytes of host memory under `memory`.
 
@@ -66,15 +70,24 @@ def plan(
     and the model's shape (memory.MemoryModel.max_weight_bytes); a part whose own predicted peak
     is still over the budget lowers the cap and the plan is solved again. Then up to
     `prove_seconds` go to proving a lower bound on the bytes any plan under that cap moves (the
-    plan never depends on that proof, or on time).
+    plan never depends on that proof, or on time). `graph_peak`: the peak of the model's graph
+    job, which `run` runs within the budget too (again, when its code changed): no budget below
+    it and the noise between one run of a process and the next (memory.SLACK) is feasible.
     """
+    graph_peak = graph_peak + SLACK if graph_peak else 0
     groups = coarsen(graph)
     problem = problem_of(graph, groups)
     kinds = rewrites(graph)
     cap = memory.max_weight_bytes(budget, load_of(graph, graph.weights, kinds))
     heaviest = max(range(problem.n), key=lambda v: problem.weight_of([v]), default=None)
     heaviest_load = load_of(graph, _group_weights(graph, groups, heaviest), kinds)
-    min_budget = memory.predict(heaviest_load)
+    min_budget = max(memory.predict(heaviest_load), graph_peak)
+    if budget < graph_peak:
+        raise TrtbuildError(
+            f"budget {format_size(budget)} is too small: exporting the model's graph on the meta "
+            f"device (no weights) alone reaches {format_size(graph_peak)}; the smallest budget "
+            f"that works is {min_budget} bytes ({format_size(min_budget)})"
+        )
     for attempt in range(MAX_SHRINKS):
         try:
             solution = solve(problem, cap)
