@@ -225,9 +225,8 @@ def plan_targets(
         memory = locked or memory_model(
             backend, store.root, job.base_bytes, opts.memory_override, job.digest
         )
-        the_plan = plan(
-            graph, target.budget.host_memory, memory, opts.prove_seconds, job.peak_rss_bytes
-        )
+        floor = 0 if opts.memory_override else job.peak_rss_bytes  # an override is the whole cost
+        the_plan = plan(graph, target.budget.host_memory, memory, opts.prove_seconds, floor)
         out.append(PlannedTarget(target, backend, graph, the_plan, job))
     memo.save()
     return out
@@ -278,7 +277,8 @@ def _build_target(
             graph_info.digest,
             observed,
         )
-        the_plan = plan(graph, budget, memory, opts.prove_seconds, graph_info.peak_rss_bytes)
+        floor = 0 if opts.memory_override else graph_info.peak_rss_bytes
+        the_plan = plan(graph, budget, memory, opts.prove_seconds, floor)
         result = TargetResult(
             target.model.name,
             target.precision,
