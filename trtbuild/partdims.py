@@ -98,7 +98,7 @@ def oblivious_sizes(needed: bool) -> Iterator[None]:
         return
     import torch.fx.experimental._config as config
 
-    with config.patch(backed_size_oblivious=True):
+    with config.patch(backed_size_oblivious=True):  # type: ignore[attr-defined]
         yield
 
 
@@ -124,7 +124,7 @@ def size_node(
         found = size_node(graph, env, dims, str(symbol), None)
         if found is None:
             return None
-        roots[symbol] = found  # type: ignore[index]
+        roots[symbol] = found
     return _emit(graph, sizes.expr(expr), roots)
 
 
@@ -135,7 +135,7 @@ def _emit(graph: fx.Graph, expr: sympy.Expr, roots: dict[sympy.Symbol, fx.Node])
     from torch.utils._sympy.functions import FloorDiv
 
     if expr in roots:
-        return roots[expr]  # type: ignore[index]
+        return roots[expr]
     if expr.is_Integer:
         return int(expr)
     args = [_emit(graph, a, roots) for a in expr.args]
