@@ -154,3 +154,14 @@ def test_plan_and_run_agree_in_a_cache_another_model_shares(tmp_path: Path) -> N
     assert built.graph_job.base_bytes == planned.job.base_bytes == built_other.graph_job.base_bytes
     assert [p.ops for p in built.plan.parts] == [p.ops for p in planned.plan.parts]
     assert not built.notes  # no re-plan
+
+
+def test_a_changed_range_rebuilds_the_parts_it_reaches(tmp_path: Path) -> None:
+    """A part is exported for the recipe's ranges: a new max is a new engine, not a cached one
+    that fails past the old max."""
+    path = recipe(tmp_path, "batch_mlp", BATCH_INPUTS, kwargs="{ width = 96 }")
+    build(path)
+    path.write_text(path.read_text().replace("max = [8, 96]", "max = [16, 96]"))
+    (target,) = build(path).targets
+    assert target.parts and not any(p.cached for p in target.parts)
+    check(path, target.dir, [(1, 96), (16, 96)])
