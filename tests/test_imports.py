@@ -21,6 +21,7 @@ TORCH_MODULES = {
     "trtbuild.frontend",
     "trtbuild.weights",
     "trtbuild.partexport",
+    "trtbuild.partdims",
     "trtbuild.hf",
     "trtbuild.binding",
 }

@@ -34,8 +34,14 @@ def part_fields(
     precision: str,
     settings: dict[str, Any],
     machine: dict[str, dict[str, str]],
+    ranges: dict[str, list[list[int]]] | None = None,
 ) -> dict[str, Any]:
-    """The key fields of one part; `machine` is trtbuild.inputs.machine(backend)."""
+    """The key fields of one part; `machine` is trtbuild.inputs.machine(backend).
+
+    `ranges`: the recipe's [min, opt, max] of each dynamic model input. A part with a dynamic
+    dimension is exported and built for them (partdims.py), so they are in its "io"; a static
+    part's key does not carry them.
+    """
     ops = []
     for name in part.ops:
         op = graph.op(name)
@@ -49,15 +55,18 @@ def part_fields(
                 "outputs": [[t.name, t.shape, t.dtype] for t in op.outputs],
             }
         )
+    io: dict[str, Any] = {
+        "inputs": [[t.name, t.shape, t.dtype] for t in part.inputs],
+        "outputs": [[t.name, t.shape, t.dtype] for t in part.outputs],
+    }
+    if ranges and any(isinstance(d, str) for t in part.inputs for d in t.shape):
+        io["ranges"] = ranges
     return {
         "schema": KEY_SCHEMA,
         "graph": ops,
         "weights": {w: weight_digests[w] for w in sorted(part.weights)},
         "inputs": inputs_digest,
-        "io": {
-            "inputs": [[t.name, t.shape, t.dtype] for t in part.inputs],
-            "outputs": [[t.name, t.shape, t.dtype] for t in part.outputs],
-        },
+        "io": io,
         "precision": precision,
         "settings": settings,
         "toolchain": machine["toolchain"],

@@ -24,7 +24,14 @@ from trtbuild.graph import OpGraph
 from trtbuild.graphjob import GraphResult, graph_job
 from trtbuild.interface import interface_notes
 from trtbuild.layout import CacheLayout
-from trtbuild.memory import MemoryModel, memory_model, pinned, record
+from trtbuild.memory import (
+    MemoryModel,
+    Observation,
+    load_observations,
+    memory_model,
+    pinned,
+    record,
+)
 from trtbuild.parts import Overrun, build_parts, local_kinds, observations
 from trtbuild.planner import Plan, plan
 from trtbuild.planner.plan import PROVE_SECONDS
@@ -61,6 +68,9 @@ class Options:
     # Fork torch jobs from one server process (see forkserver.py); TRTBUILD_FORK_SERVER=0: never.
     fork_server: bool = field(default_factory=lambda: os.environ.get("TRTBUILD_FORK_SERVER") != "0")
     previous_lock: lockfile.Lock | None = None
+    # memory.json as the run found it: every target's first plan is made with it, as `plan`
+    # would make it (a target built meanwhile, of the same graph, does not move another's plan).
+    observed: list[Observation] | None = None
     # Bazel HTTP cache behind the local one (remote.py); else the recipe's [cache] remote.
     remote_cache: str | None = field(default_factory=lambda: os.environ.get(REMOTE_ENV) or None)
     executor: str | None = None  # "local" or "ray"; None: the recipe's [executor] kind
@@ -141,6 +151,7 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
     tools = toolchain()
     lock_file = lockfile.lock_path(recipe.path)
     opts.previous_lock = lockfile.read_lock(lock_file)
+    opts.observed = load_observations(store.root)
     opts.report(f"building: {stale}")
     started = now()
     targets = recipe.targets(opts.backend, opts.budget)
@@ -215,7 +226,8 @@ def plan_targets(
         memory = locked or memory_model(
             backend, store.root, job.base_bytes, opts.memory_override, job.digest
         )
-        the_plan = plan(graph, target.budget.host_memory, memory, opts.prove_seconds)
+        floor = 0 if opts.memory_override else job.peak_rss_bytes  # an override is the whole cost
+        the_plan = plan(graph, target.budget.host_memory, memory, opts.prove_seconds, floor)
         out.append(PlannedTarget(target, backend, graph, the_plan, job))
     memo.save()
     return out
@@ -258,11 +270,18 @@ def _build_target(
     for note in notes:
         opts.report(note)
     locked = None if opts.memory_override else pinned(opts.previous_lock, target, backend_name)
+    observed = opts.observed
     for _attempt in range(MAX_REPLANS):
         memory = locked or memory_model(
-            backend_name, store.root, graph_info.base_bytes, opts.memory_override, graph_info.digest
+            backend_name,
+            store.root,
+            graph_info.base_bytes,
+            opts.memory_override,
+            graph_info.digest,
+            observed,
         )
-        the_plan = plan(graph, budget, memory, opts.prove_seconds)
+        floor = 0 if opts.memory_override else graph_info.peak_rss_bytes
+        the_plan = plan(graph, budget, memory, opts.prove_seconds, floor)
         result = TargetResult(
             target.model.name,
             target.precision,
@@ -295,7 +314,7 @@ def _build_target(
             )
         except Overrun as over:
             record(store.root, [over.observation])
-            locked = None  # the pinned model was wrong for this machine: refit
+            locked = observed = None  # the pinned model was wrong for this machine: refit
             note = (
                 f"{target.name}: part {over.index} {over.observation.stage} process crossed its "
                 f"memory share (peak {format_size(over.observation.peak_bytes)}); memory model "

@@ -20,7 +20,8 @@ from trtbuild import hf
 from trtbuild.binding import Binding, bind, select
 from trtbuild.errors import TrtbuildError
 from trtbuild.exporterrors import explain
-from trtbuild.recipe import InputSpec, ModelSpec, Recipe
+from trtbuild.partdims import oblivious_sizes
+from trtbuild.recipe import DynamicShape, InputSpec, ModelSpec, Recipe
 from trtbuild.weights import checkpoint_names, load_weights
 
 if TYPE_CHECKING:
@@ -196,6 +197,16 @@ def dynamic_shapes(inputs: list[InputSpec]) -> tuple[tuple[dict[int, Any] | None
     return (tuple(dims),)  # forward(*inputs): one entry, the tuple of inputs
 
 
+def small_sizes(inputs: list[InputSpec]) -> bool:
+    """A declared dynamic dimension reaches below 2 (partdims.oblivious_sizes)."""
+    return any(
+        lo < 2 and lo != hi
+        for i in inputs
+        if isinstance(i.shape, DynamicShape)
+        for lo, hi in zip(i.shape.min, i.shape.max)
+    )
+
+
 _exporter_imported = False
 
 
@@ -235,7 +246,8 @@ def export_model(
     with mode:
         args = example_inputs(spec.inputs, "cpu")
     try:
-        program = torch.export.export(model, args, dynamic_shapes=dynamic_shapes(spec.inputs))
+        with oblivious_sizes(small_sizes(spec.inputs)):  # a dynamic batch at opt = 1
+            program = torch.export.export(model, args, dynamic_shapes=dynamic_shapes(spec.inputs))
     except Exception as exc:
         where = f"{recipe.path}: model '{spec.name}': torch.export failed"
         raise explain(exc, where, [i.name for i in spec.inputs]) from None

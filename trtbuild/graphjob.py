@@ -10,7 +10,7 @@ shared cache therefore each get the graph of their own code, and identical code 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -96,16 +96,40 @@ def graph_job(
     )
     hit = _lookup(store, manifest, recipe.root, memo)
     if hit is not None:
-        return hit
+        return fixed_base(store, hit)
     with store.locked(manifest):
         hit = _lookup(store, manifest, recipe.root, memo)
         if hit is not None:
-            return hit
+            return fixed_base(store, hit)
         job = _run(recipe, target, store, memo, budget, executor)
         store.put_action(_result_key(manifest, job.inputs), job.to_json())
         sets = [job.inputs.to_json(), *_input_sets(store, manifest)][:MAX_INPUT_SETS]
         store.put_action(manifest, {"input_sets": sets, "blobs": {}}, replace=True)
-    return job
+    return fixed_base(store, job)
+
+
+def fixed_base(store: Store, job: GraphResult) -> GraphResult:
+    """The job with its op graph's base and peak as first measured in this cache.
+
+    Both are measured RSS: each run of a graph job (another model of the same graph, an edit
+    that leaves the graph as it was, a forked or a fresh process) measures them anew, a few
+    hundred KiB apart. Plans follow from them (the base is the export's fixed cost, the peak the
+    smallest feasible budget), so they are recorded once per op graph and toolchain (the first
+    writer wins) and `plan`, `run`, `explain` and `verify` all plan with those.
+    """
+    key = "graph-base-" + digest_json([GRAPH_SCHEMA, job.digest, toolchain()])
+    if job.base_bytes is not None:
+        store.put_action(
+            key, {"base_bytes": job.base_bytes, "peak_rss_bytes": job.peak_rss_bytes, "blobs": {}}
+        )
+    entry = store.get_action(key)
+    if entry is None:
+        return job
+    return replace(
+        job,
+        base_bytes=int(entry["base_bytes"]),
+        peak_rss_bytes=int(entry.get("peak_rss_bytes", job.peak_rss_bytes)),
+    )
 
 
 def weights_files(recipe: Recipe, spec: ModelSpec) -> list[Path]:

@@ -237,6 +237,7 @@ def memory_model(
     base_bytes: int | None = None,
     prior: MemoryModel | None = None,
     graph: str | None = None,
+    observed: list[Observation] | None = None,
 ) -> MemoryModel:
     """The memory model of one target: its model's base plus the fitted exporter overhead for
     the export stage, the fitted builder for the build stage.
@@ -245,10 +246,12 @@ def memory_model(
     across models, and one model's shortfall (Llama's export, 22% over its prediction) must not
     raise every other model's predictions (the seed network at 640 MiB could not be planned
     after it). None: every process seen. `prior` replaces the default priors (and then no base is
-    added: it is the whole model).
+    added: it is the whole model). `observed`: the cache's observations as read earlier (a run
+    plans every target with those it started with, as `plan` would), else read now.
     """
     start = prior or DEFAULTS[backend]
-    seen = [o for o in load_observations(cache_dir) if graph is None or o.graph == graph]
+    recorded = load_observations(cache_dir) if observed is None else observed
+    seen = [o for o in recorded if graph is None or o.graph == graph]
     per_model = prior is None  # a given prior is the whole process cost: bases stay in the fit
     export = fit(start.export, [o for o in seen if o.key == "export"], per_model)
     build = fit(start.build, [o for o in seen if o.key == f"build:{backend}"], per_model)

@@ -16,6 +16,7 @@ from trtbuild.binding import exported_graph
 from trtbuild.errors import TrtbuildError
 from trtbuild.exporterrors import explain, node_frames
 from trtbuild.graph import SYMINT, OpGraph, WeightInfo
+from trtbuild.partdims import SymbolicSizes, oblivious_sizes, size_node
 from trtbuild.recipe import Recipe
 from trtbuild.weights import WeightSource
 
@@ -38,11 +39,13 @@ def part_module(
     symints: dict[str, str] | None = None,
     dims: dict[str, list[int | str]] | None = None,
     device: str | None = None,
+    sizes: SymbolicSizes | None = None,
 ) -> fx.GraphModule:
     """A GraphModule computing `outputs` from `inputs` with the part's ops and weights only.
 
     `rename` maps exported node names to OpGraph names (model inputs, weights); `symints` are
-    inputs that are symbolic sizes, recomputed from the tensor inputs' shapes (`dims`).
+    inputs that are symbolic sizes, recomputed from the tensor inputs' shapes (`dims`), directly or from the model's symbols
+    (`sizes`).
     Factory ops (arange, zeros, ...) and .to(device) were traced on the CPU; `device` moves them.
     """
     symints = symints or {}
@@ -52,7 +55,7 @@ def part_module(
         if name not in symints:
             env[name] = graph.placeholder(name)
     for name, expr in symints.items():  # sizes come from a tensor input's shape, not an input
-        env[name] = _size_of(graph, env, dims, expr, name)
+        env[name] = _size_of(graph, env, dims, expr, name, sizes)
     root = nn.Module()
     attrs: dict[str, str] = {}
     wanted = set(ops)
@@ -97,13 +100,13 @@ def _size_of(
     dims: dict[str, list[int | str]] | None,
     expr: str,
     name: str,
+    sizes: SymbolicSizes | None = None,
 ) -> fx.Node:
-    """aten.sym_size of the first tensor input that has the symbolic dimension `expr`."""
-    for tensor, shape in (dims or {}).items():
-        if expr in shape and tensor in env:
-            return graph.call_function(
-                torch.ops.aten.sym_size.int, (env[tensor], shape.index(expr))
-            )
+    """aten.sym_size of the first tensor input that has the symbolic dimension `expr` (or the
+    expression computed from the inputs' dimensions that are its symbols)."""
+    node = size_node(graph, env, dims or {}, expr, sizes)
+    if node is not None:
+        return node
     raise TrtbuildError(
         f"dynamic size {name} = {expr} is not a dimension of any input of this part"
     )
@@ -140,11 +143,16 @@ def export_parts(
     source = WeightSource(recipe, spec, frontend.build_model(recipe, spec, "fp32").model)
     where = f"{recipe.path}: model '{model_name}'"
     constants = frontend.code_constants(program)
+    input_names = [i.name for i in spec.inputs]
+    sizes = SymbolicSizes(program, input_names, [i.opt_shape for i in spec.inputs])
     out = []
     for part, onnx_path in parts:
-        out.append(
-            _export_one(program, graph, rename, source, constants, part, onnx_path, opset, where)
-        )
+        with oblivious_sizes(sizes.small_sizes()):
+            out.append(
+                _export_one(
+                    program, graph, rename, source, constants, part, onnx_path, opset, sizes, where
+                )
+            )
         gc.collect()  # the previous part's ONNX model is garbage: free it before the next
     return out
 
@@ -158,6 +166,7 @@ def _export_one(
     part: dict[str, Any],
     onnx_path: Path,
     opset: int,
+    sizes: SymbolicSizes,
     where: str = "",
 ) -> dict[str, Any]:
     names = list(part["weights"])
@@ -173,8 +182,12 @@ def _export_one(
         symints,
         {t["name"]: t["shape"] for t in tensors},
         device="meta",
+        sizes=sizes,
     )
-    args = tuple(_example(t) for t in tensors)
+    # Example sizes at the recipe's opt shapes, each dynamic dimension over the range its
+    # expression takes (partdims): a part works for every shape the recipe declares.
+    args = tuple(sizes.example_tensor(t["shape"], torch_dtype(t["dtype"])) for t in tensors)
+    dynamic = sizes.dynamic_shapes([t["shape"] for t in tensors])
     try:
         onnx_program = torch.onnx.export(
             module,
@@ -185,7 +198,7 @@ def _export_one(
             verbose=False,
             input_names=[t["name"] for t in tensors],
             output_names=[t["name"] for t in part["outputs"]],
-            dynamic_shapes=_dynamic_shapes(tensors),
+            dynamic_shapes=dynamic,
         )
     except Exception as exc:  # the exporter refused the part: a user error, not trtbuild's
         traces = {n.name: n.meta.get("stack_trace") or "" for n in program.graph.nodes}
@@ -281,17 +294,3 @@ def _attr_name(weight: str) -> str:
 
 def _weight_name(attr: str) -> str:
     return attr.removeprefix("w__").replace("__", ".")
-
-
-def _example(t: dict[str, Any]) -> torch.Tensor:
-    shape = [d if isinstance(d, int) else 2 for d in t["shape"]]
-    return torch.empty(shape, dtype=torch_dtype(t["dtype"]), device="meta")
-
-
-def _dynamic_shapes(inputs: list[dict[str, Any]]) -> tuple[dict[int, Any], ...] | None:
-    if not any(isinstance(d, str) for t in inputs for d in t["shape"]):
-        return None
-    return tuple(
-        {i: torch.export.Dim.DYNAMIC for i, d in enumerate(t["shape"]) if isinstance(d, str)}
-        for t in inputs
-    )

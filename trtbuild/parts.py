@@ -330,9 +330,14 @@ def part_fields(
 ) -> list[dict[str, Any]]:
     """The action-key fields of every part of a plan (see trtbuild.actions.KEY_FIELDS)."""
     facts, inputs = machine(backend, target.kind), job.inputs.digest()
+    ranges = {
+        i.name: [i.shape.min, i.shape.opt, i.shape.max]
+        for i in target.model.inputs
+        if isinstance(i.shape, DynamicShape)
+    }
     return [
         actions.part_fields(
-            graph, part, job.weight_digests, inputs, target.precision, settings, facts
+            graph, part, job.weight_digests, inputs, target.precision, settings, facts, ranges
         )
         for part in the_plan.parts
     ]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from trtbuild.errors import TrtbuildError
-from trtbuild.graph import OpGraph, TensorInfo
-from trtbuild.memory import Load, MemoryModel
+from trtbuild.graph import SYMINT, OpGraph, TensorInfo
+from trtbuild.memory import SLACK, Load, MemoryModel
 from trtbuild.planner.bound import lower_bound
 from trtbuild.planner.coarsen import coarsen, problem_of
 from trtbuild.planner.problem import Solution, TooBig
@@ -57,7 +58,11 @@ class Plan:
 
 
 def plan(
-    graph: OpGraph, budget: int, memory: MemoryModel, prove_seconds: float = PROVE_SECONDS
+    graph: OpGraph,
+    budget: int,
+    memory: MemoryModel,
+    prove_seconds: float = PROVE_SECONDS,
+    graph_peak: int = 0,
 ) -> Plan:
     """Partition `graph` for `budget` bytes of host memory under `memory`.
 
@@ -65,15 +70,24 @@ def plan(
     and the model's shape (memory.MemoryModel.max_weight_bytes); a part whose own predicted peak
     is still over the budget lowers the cap and the plan is solved again. Then up to
     `prove_seconds` go to proving a lower bound on the bytes any plan under that cap moves (the
-    plan never depends on that proof, or on time).
+    plan never depends on that proof, or on time). `graph_peak`: the peak of the model's graph
+    job, which `run` runs within the budget too (again, when its code changed): no budget below
+    it and the noise between one run of a process and the next (memory.SLACK) is feasible.
     """
+    graph_peak = graph_peak + SLACK if graph_peak else 0
     groups = coarsen(graph)
     problem = problem_of(graph, groups)
     kinds = rewrites(graph)
     cap = memory.max_weight_bytes(budget, load_of(graph, graph.weights, kinds))
     heaviest = max(range(problem.n), key=lambda v: problem.weight_of([v]), default=None)
     heaviest_load = load_of(graph, _group_weights(graph, groups, heaviest), kinds)
-    min_budget = memory.predict(heaviest_load)
+    min_budget = max(memory.predict(heaviest_load), graph_peak)
+    if budget < graph_peak:
+        raise TrtbuildError(
+            f"budget {format_size(budget)} is too small: exporting the model's graph on the meta "
+            f"device (no weights) alone reaches {format_size(graph_peak)}; the smallest budget "
+            f"that works is {min_budget} bytes ({format_size(min_budget)})"
+        )
     for attempt in range(MAX_SHRINKS):
         try:
             solution = solve(problem, cap)
@@ -194,6 +208,8 @@ def _make_plan(
                 boundary += out.bytes if crosses else 0
                 if crosses or out.name in model_outputs:
                     outs.append(_part_tensor(graph, out.name, k))
+        for t in _shape_sources(graph, list(ins.values())):
+            ins.setdefault(t, _part_tensor(graph, t, None))
         load = load_of(graph, weights, kinds)
         parts.append(
             Part(
@@ -217,6 +233,22 @@ def _make_plan(
         [t.name for t in graph.inputs],
         list(graph.outputs),
     )
+
+
+def _shape_sources(graph: OpGraph, inputs: list[PartTensor]) -> list[str]:
+    """Model inputs a part needs for their shape alone: a symbolic size it reads (a reshape to
+    (h, w) after a Linear over h*w tokens) that no dimension of its tensor inputs is. The size is
+    then computed from the model inputs' symbols (partdims.size_node)."""
+    dims = {d for t in inputs if t.dtype != SYMINT for d in t.shape}
+    needed = {
+        symbol
+        for t in inputs
+        if t.dtype == SYMINT and t.shape[0] not in dims
+        for symbol in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", str(t.shape[0]))
+    }
+    return [
+        t.name for t in graph.inputs if any(isinstance(d, str) and d in needed for d in t.shape)
+    ]
 
 
 def _part_tensor(graph: OpGraph, name: str, from_part: int | None) -> PartTensor:
