@@ -27,7 +27,7 @@ from trtbuild.memory import MemoryModel, memory_model, pinned, record
 from trtbuild.parts import Overrun, build_parts, local_kinds, observations
 from trtbuild.planner import Plan, plan
 from trtbuild.planner.plan import PROVE_SECONDS
-from trtbuild.publish import now, publish, write_outputs
+from trtbuild.publish import check_owner, now, publish, write_outputs
 from trtbuild.recipe import Recipe, Target, load_recipe
 from trtbuild.remote import RemoteCache
 from trtbuild.results import BuildResult, PartResult, TargetResult
@@ -134,6 +134,7 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
         _sign(recipe, opts)
         return BuildResult(True, [], time.perf_counter() - start, ["up to date"])
     recipe.check_files()
+    check_owner(recipe, opts.out)
     store = open_store(opts, recipe)
     store.clean_orphans()
     memo = DigestMemo(CacheLayout(cache_dir).digests, trust_stat=not opts.release)
@@ -155,7 +156,7 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
         executor.close(failed=True)
         raise
     executor.close(failed=False)
-    write_outputs(
+    dropped = write_outputs(
         recipe,
         results,
         invocation(opts),
@@ -166,9 +167,11 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
         lock_file,
         opts.write_lock,
     )
+    if opts.write_lock:
+        store.add_root(lock_file)
     memo.save()
     _sign(recipe, opts)
-    notes = [n for r in results for n in r.notes]
+    notes = [n for r in results for n in r.notes] + dropped
     return BuildResult(False, results, time.perf_counter() - start, notes)
 
 

@@ -7,6 +7,7 @@
     tmp/<pid>-...       job folders and temporary files; the pid says whose
     digests.json        file digests by stat (a speed-up only: DigestMemo)
     memory.json         measured process peaks the memory model is fitted to
+    roots/<hash>        the path of a lock file a build wrote: `cache gc` keeps what it names
     README.md           what this directory is
 
 Light on purpose (no third-party import): the no-op path reads `digests` through it.
@@ -49,6 +50,10 @@ class CacheLayout:
     @property
     def memory(self) -> Path:
         return self.root / "memory.json"
+
+    @property
+    def roots(self) -> Path:
+        return self.root / "roots"
 
     @property
     def readme(self) -> Path:

@@ -13,11 +13,11 @@ if TYPE_CHECKING:
     from trtbuild.build import Options
 
 
-def size_arg(text: str) -> int:
+def size_arg(text: str, flag: str = "--budget") -> int:
     try:
         return parse_size(int(text) if text.isdigit() else text)
     except ValueError as exc:
-        raise TrtbuildError(f"--budget: {exc}") from None
+        raise TrtbuildError(f"{flag}: {exc}") from None
 
 
 def add_build_options(parser: argparse.ArgumentParser, out_flag: str = "--out") -> None:

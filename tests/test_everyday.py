@@ -1,0 +1,118 @@
+"""Everyday use (issue 26): a cache that stays consistent, outputs that belong to one recipe file,
+a signature never left beside a statement it does not sign, scratch removed after a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from trtbuild.cli import main
+from trtbuild.store import Store
+
+
+def errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("trtbuild: error:")]
+
+
+def cache_files(cache: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_nlink for p in (cache / "cas").iterdir()}
+
+
+def test_gc_frees_only_what_it_can_and_verify_then_passes(
+    recipes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = tmp_path / "cache"
+    recipe = recipes / "tiny.toml"
+    assert main(["run", str(recipe)]) == 0
+    published = {n for n, links in cache_files(cache).items() if links > 1}
+    assert published  # engines are hard links into build/: evicting them frees nothing
+    capsys.readouterr()
+    assert main(["cache", "gc", "--max-size", "1KiB"]) == 0
+    out = capsys.readouterr().out
+    assert published <= set(cache_files(cache))  # kept: they are what the current lock names
+    assert "freed" in out
+    assert main(["cache", "verify"]) == 0, capsys.readouterr()
+    # What gc left still serves a no-op: the current lock's engines are all there.
+    assert main(["run", str(recipe), "--json"]) == 0
+
+
+def test_gc_ignoring_locks_evicts_the_published_blobs_and_reports_the_bytes_freed(
+    recipes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cache = tmp_path / "cache"
+    recipe = recipes / "tiny.toml"
+    assert main(["run", str(recipe)]) == 0
+    for engine in Path("build").rglob("*.onnx*"):  # published copies gone: blobs freeable
+        engine.unlink()
+    freeable = sum((cache / "cas" / n).stat().st_size for n in cache_files(cache))
+    capsys.readouterr()
+    assert main(["cache", "gc", "--max-size", "0", "--ignore-locks"]) == 0
+    out = capsys.readouterr().out
+    assert not cache_files(cache)
+    assert f"freed {freeable} bytes" in out.replace(",", ""), out
+    assert main(["cache", "verify"]) == 0, capsys.readouterr()
+    # Every action named a blob that is gone: none is left to fail verify or serve a miss.
+    assert not list((cache / "ac").glob("*.json")) or Store(cache.resolve()).verify_all() == []
+
+
+def test_a_plain_run_after_a_signed_release_removes_the_stale_signature(
+    recipes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    key = tmp_path / "release.key"
+    assert main(["keygen", str(key)]) == 0
+    recipe = recipes / "tiny.toml"
+    base = ["run", str(recipe), "--backend", "onnxruntime"]
+    assert main([*base, "--release", "--sign", str(key)]) == 0
+    envelope = Path("build/tiny/provenance.dsse.json")
+    assert envelope.is_file()
+    text = recipe.read_text().replace("seed = 3", "seed = 4")  # other weights: other engines
+    recipe.write_text(text)
+    assert main(base) == 0
+    assert not envelope.exists()  # it signed engines that are no longer published
+
+
+def test_two_recipe_files_with_one_name_do_not_share_an_output_folder(
+    recipes: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = recipes / "tiny.toml"
+    second = recipes / "tiny_copy.toml"
+    second.write_text(
+        first.read_text().replace('precisions = ["fp32", "fp16"]', 'precisions = ["fp32"]')
+    )
+    assert main(["run", str(first)]) == 0
+    before = sorted(p.name for p in Path("build/tiny/resnet_tiny").iterdir())
+    capsys.readouterr()
+    assert main(["run", str(second)]) == 1
+    err = errors(capsys.readouterr().err)
+    assert len(err) == 1 and "tiny.toml" in err[0] and "tiny_copy.toml" in err[0], err
+    assert "[recipe] name" in err[0]
+    assert sorted(p.name for p in Path("build/tiny/resnet_tiny").iterdir()) == before
+
+
+def test_a_dropped_target_is_reported_when_its_outputs_go(
+    recipes: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = recipes / "tiny.toml"
+    assert main(["run", str(recipe)]) == 0
+    recipe.write_text(
+        recipe.read_text().replace('precisions = ["fp32", "fp16"]', 'precisions = ["fp32"]')
+    )
+    capsys.readouterr()
+    assert main(["run", str(recipe)]) == 0
+    captured = capsys.readouterr()
+    assert "resnet_tiny/fp16" in captured.out + captured.err
+    assert "removed" in captured.out + captured.err
+    assert not Path("build/tiny/resnet_tiny/fp16").exists()
+
+
+def test_a_run_leaves_nothing_in_the_cache_scratch(
+    recipes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from trtbuild import forkserver
+
+    forkserver._close_kept()  # this run starts its own server, its log in this cache
+    monkeypatch.setattr(forkserver, "_kept", None)
+    assert main(["run", str(recipes / "tiny.toml")]) == 0
+    forkserver._close_kept()  # what happens at the end of a `trtbuild run` process
+    assert list((tmp_path / "cache" / "tmp").iterdir()) == []
