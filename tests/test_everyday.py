@@ -3,8 +3,14 @@ a signature never left beside a statement it does not sign, scratch removed afte
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from trtbuild.cli import main
@@ -116,3 +122,55 @@ def test_a_run_leaves_nothing_in_the_cache_scratch(
     assert main(["run", str(recipes / "tiny.toml")]) == 0
     forkserver._close_kept()  # what happens at the end of a `trtbuild run` process
     assert list((tmp_path / "cache" / "tmp").iterdir()) == []
+
+
+SLOW_FACTORY = '''
+import os, pathlib, time
+import torch
+from torch import nn
+
+
+def slow(marker: str = "") -> nn.Module:
+    """A tiny model whose construction waits while $SLOW_MARKER names a file (a long job)."""
+    flag = os.environ.get("SLOW_MARKER")
+    if flag:
+        pathlib.Path(flag).write_text(str(os.getpid()))
+        time.sleep(120)
+    return nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+'''
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_termination_stops_the_build_like_ctrl_c(tmp_path: Path, signum: int) -> None:
+    (tmp_path / "slow.py").write_text(SLOW_FACTORY)
+    recipe = tmp_path / "slow.toml"
+    recipe.write_text(
+        '[recipe]\nname = "slow"\n[defaults]\nbackend = "onnxruntime"\nprecisions = ["fp32"]\n'
+        '[[model]]\nname = "m"\nsource = "slow.py:slow"\nweights = { init = "random", seed = 0 }\n'
+        '[[model.inputs]]\nname = "x"\nshape = [2, 8]\ndtype = "float32"\n'
+    )
+    marker = tmp_path / "started"
+    env = {**os.environ, "SLOW_MARKER": str(marker)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trtbuild", "run", str(recipe)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not marker.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert marker.exists(), proc.communicate()[1]
+    job_pid = int(marker.read_text() or 0)
+    proc.send_signal(signum)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, stderr
+    name = signal.Signals(signum).name
+    assert f"trtbuild: terminated ({name}); build processes stopped" in stderr
+    assert not psutil.pid_exists(job_pid) or psutil.Process(job_pid).status() == "zombie"
+    assert list((tmp_path / "cache" / "tmp").iterdir()) == []  # no scratch left behind
+    assert not Path("build").exists()
+    resumed = subprocess.run(
+        [sys.executable, "-m", "trtbuild", "run", str(recipe)], capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr

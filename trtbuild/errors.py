@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 
 # Errors that mean "no room to write": a full disk, a file-size limit, a quota.
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
@@ -23,6 +24,15 @@ class BudgetExceeded(TrtbuildError):
     def __init__(self, message: str, peak_rss_bytes: int) -> None:
         super().__init__(message)
         self.peak_rss_bytes = peak_rss_bytes
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a CI runner cancelling, `timeout`, a closed terminal): handled like
+    Ctrl-C, whose cleanup paths catch KeyboardInterrupt; the exit code is 128 + the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def is_disk_full(exc: BaseException) -> bool:
