@@ -3,6 +3,7 @@ a signature never left beside a statement it does not sign, scratch removed afte
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -174,3 +175,23 @@ def test_termination_stops_the_build_like_ctrl_c(tmp_path: Path, signum: int) ->
         [sys.executable, "-m", "trtbuild", "run", str(recipe)], capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr
+
+
+def test_a_run_from_the_recipes_folder_uses_the_project_cache_and_build(
+    recipes: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("TRTBUILD_CACHE")
+    (tmp_path / ".git").mkdir()  # tmp_path is a project: the nearest folder up holding .git
+    monkeypatch.chdir(recipes)
+    assert main(["run", "tiny.toml"]) == 0
+    assert (tmp_path / "cache" / "cas").is_dir() and (tmp_path / "build" / "tiny").is_dir()
+    assert not (recipes / "cache").exists() and not (recipes / "build").exists()
+    monkeypatch.chdir(tmp_path)  # the same project from its root: up to date
+    capsys.readouterr()
+    assert main(["run", "recipes/tiny.toml", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["up_to_date"] is True
+    lock = (recipes / "tiny.lock").read_text()
+    assert 'out = "build"' in lock  # relative to the project: the lock can be committed

@@ -22,7 +22,7 @@ from trtbuild.executor import Executor, LocalExecutor, worker_env
 from trtbuild.forkserver import EXPECTED_BYTES, ForkServer
 from trtbuild.graph import OpGraph
 from trtbuild.graphjob import GraphResult, graph_job
-from trtbuild.layout import CacheLayout
+from trtbuild.layout import CacheLayout, project_root
 from trtbuild.memory import MemoryModel, memory_model, pinned, record
 from trtbuild.parts import Overrun, build_parts, local_kinds, observations
 from trtbuild.planner import Plan, plan
@@ -45,7 +45,7 @@ Report = Callable[[str], None]
 class Options:
     backend: str | None = None
     budget: int | None = None
-    out: Path = Path("build")
+    out: Path = field(default_factory=lambda: project_root() / "build")
     cache: Path | None = None
     jobs: int = field(default_factory=lambda: auto_jobs())  # the memory gate still applies
     locked: bool = False

@@ -19,6 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def project_root(start: Path | None = None) -> Path:
+    """The folder default outputs go to: the nearest one up from `start` (the working folder)
+    that holds `.git`, else `start` itself. As cargo puts target/ at its workspace's root, a run
+    from a subfolder (`cd recipes && trtbuild run resnet.toml`) uses the project's cache/ and
+    build/, not a second pair inside the subfolder."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / ".git").exists():
+            return folder
+    return here
+
+
 @dataclass(frozen=True)
 class CacheLayout:
     root: Path

@@ -34,7 +34,7 @@ from filelock import FileLock
 
 from trtbuild.atomic import tmp_prefix, write_bytes, write_error
 from trtbuild.errors import TrtbuildError
-from trtbuild.layout import CacheLayout
+from trtbuild.layout import CacheLayout, project_root
 
 if TYPE_CHECKING:
     from trtbuild.remote import RemoteCache
@@ -71,7 +71,9 @@ def sha256_file(path: Path) -> str:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("TRTBUILD_CACHE", "cache")).resolve()
+    """$TRTBUILD_CACHE, else cache/ at the project root (layout.project_root)."""
+    env = os.environ.get("TRTBUILD_CACHE")
+    return Path(env).resolve() if env else project_root() / "cache"
 
 
 class Store:

@@ -10,7 +10,7 @@ import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from trtbuild.cli.common import add_build_options, options
+from trtbuild.cli.common import add_build_options, options, out_dir
 from trtbuild.errors import TrtbuildError
 from trtbuild.sizes import format_size
 
@@ -75,7 +75,7 @@ def trtexec_lines(args: argparse.Namespace, planned: list[Any]) -> list[str]:
     lines = [f"# TensorRT {major}.x; each part's ONNX is what trtbuild exports for that part"]
     for p in planned:
         settings = backend_settings(recipe, p.target, "tensorrt", release=False)
-        folder = args.out / recipe.name / p.target.model.name / p.target.slot
+        folder = out_dir(args) / recipe.name / p.target.model.name / p.target.slot
         for part in p.plan.parts:
             extra = build_inputs(recipe, p.target, part)
             config = builder_config(settings, p.target.precision, extra["inputs"], major, False)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trtbuild.cli.common import add_build_options, budget, options
+from trtbuild.cli.common import add_build_options, budget, options, out_dir
 
 
 def add_parser(sub: Any) -> None:
@@ -173,7 +173,7 @@ def _report(args: argparse.Namespace) -> None:
     if args.report:
         from trtbuild.cli.report import report_after_run
 
-        print(f"report: {report_after_run(args.recipe, args.out)}", file=sys.stderr)
+        print(f"report: {report_after_run(args.recipe, out_dir(args))}", file=sys.stderr)
 
 
 def _up_to_date(args: argparse.Namespace) -> bool:
@@ -184,7 +184,7 @@ def _up_to_date(args: argparse.Namespace) -> bool:
     from trtbuild.store import default_cache_dir
 
     cache = (args.cache or default_cache_dir()).resolve()
-    called = invocation(args.backend, budget(args), args.out, args.release)
+    called = invocation(args.backend, budget(args), out_dir(args), args.release)
     return stale(Path(args.recipe), called, cache) is None
 
 
