@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -195,3 +196,54 @@ def test_a_run_from_the_recipes_folder_uses_the_project_cache_and_build(
     assert json.loads(capsys.readouterr().out)["up_to_date"] is True
     lock = (recipes / "tiny.lock").read_text()
     assert 'out = "build"' in lock  # relative to the project: the lock can be committed
+
+
+def test_run_json_is_small_lists_engines_on_a_noop_and_reports_errors_as_json(
+    recipes: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = str(recipes / "tiny.toml")
+    assert main(["run", recipe, "--json"]) == 0
+    built = capsys.readouterr().out
+    assert len(built) < 8_000, len(built)  # no RSS samples or weight lists: those are in build.json
+    first = json.loads(built)
+    assert main(["run", recipe, "--json"]) == 0
+    noop = json.loads(capsys.readouterr().out)
+    assert noop["up_to_date"] is True
+    engines = [e for t in noop["targets"] for e in t["engines"]]
+    assert engines == [e for t in first["targets"] for e in t["engines"]] and len(engines) == 2
+    assert all(Path(e).is_file() for e in engines)
+    assert main(["run", str(recipes / "missing.toml"), "--json"]) == 1
+    failure = json.loads(capsys.readouterr().out)
+    assert failure["ok"] is False and failure["exit_code"] == 1
+    assert "missing.toml" in failure["error"]
+
+
+def test_run_builds_a_subset_and_leaves_the_lock_alone(
+    recipes: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = str(recipes / "tiny.toml")
+    assert main(["run", recipe, "--precision", "fp16", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(t["model"], t["precision"]) for t in out["targets"]] == [("resnet_tiny", "fp16")]
+    assert Path("build/tiny/resnet_tiny/fp16/engine.json").is_file()
+    assert not Path("build/tiny/resnet_tiny/fp32").exists()
+    assert not (recipes / "tiny.lock").exists()
+    assert main(["run", recipe, "--model", "nope"]) == 1
+    err = errors(capsys.readouterr().err)
+    assert len(err) == 1 and "--model nope" in err[0] and "models: resnet_tiny" in err[0], err
+
+
+def test_verbose_never_calls_a_part_it_builds_up_to_date(
+    recipes: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = recipes / "tiny.toml"
+    assert main(["run", str(recipe)]) == 0
+    (recipes / "tiny.lock").rename(recipes / "tiny.lock.kept")
+    shutil.rmtree(Path(os.environ["TRTBUILD_CACHE"]))  # the lock matches; the cache is empty
+    (recipes / "tiny.lock.kept").rename(recipes / "tiny.lock")
+    recipe.write_text(recipe.read_text() + "\n")  # stale: the recipe's bytes changed
+    capsys.readouterr()
+    assert main(["run", str(recipe), "-v"]) == 0
+    text = capsys.readouterr().err
+    assert "part 0: building: inputs unchanged" in text, text
+    assert "part 0: up to date" not in text

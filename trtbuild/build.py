@@ -64,6 +64,15 @@ class Options:
     remote_cache: str | None = field(default_factory=lambda: os.environ.get(REMOTE_ENV) or None)
     executor: str | None = None  # "local" or "ray"; None: the recipe's [executor] kind
     ray_address: str | None = field(default_factory=lambda: os.environ.get(RAY_ENV) or None)
+    # Build only these models / precisions (run --model/--precision); None: every target. A
+    # subset publishes its targets' folders but leaves the lock and provenance as they were: those
+    # describe whole-recipe builds.
+    models: list[str] | None = None
+    precisions: list[str] | None = None
+
+    @property
+    def subset(self) -> bool:
+        return self.models is not None or self.precisions is not None
 
 
 def open_store(opts: Options, recipe: Recipe | None = None) -> Store:
@@ -119,7 +128,13 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
     signing.check_key(opts.sign, opts.release)  # a bad key fails before the build, not after
     cache_dir = (opts.cache or default_cache_dir()).resolve()
     # A release build trusts no stat memo: every input is hashed again.
-    stale = fastpath.stale(Path(recipe_path), invocation(opts), cache_dir, not opts.release)
+    if opts.subset and opts.release:
+        raise TrtbuildError("--release builds every target: drop --model/--precision")
+    stale = (
+        "a subset of the targets was asked for"
+        if opts.subset
+        else fastpath.stale(Path(recipe_path), invocation(opts), cache_dir, not opts.release)
+    )
     if stale is None and not opts.release:
         return BuildResult(True, [], time.perf_counter() - start, ["up to date"])
     recipe = load_recipe(recipe_path)
@@ -143,7 +158,9 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
     opts.previous_lock = lockfile.read_lock(lock_file)
     opts.report(f"building: {stale}")
     started = now()
-    targets = recipe.targets(opts.backend, opts.budget)
+    targets = select(
+        recipe, recipe.targets(opts.backend, opts.budget), opts.models, opts.precisions
+    )
     executor = make_executor(opts, recipe, targets, store)
     # A cluster runs the targets side by side; here the memory gate admits what fits.
     workers = len(targets) if executor.name == "ray" else opts.jobs
@@ -156,6 +173,10 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
         executor.close(failed=True)
         raise
     executor.close(failed=False)
+    if opts.subset:
+        memo.save()
+        note = "a subset of the targets was built: the lock and provenance are left as they were"
+        return BuildResult(False, results, time.perf_counter() - start, [note])
     dropped = write_outputs(
         recipe,
         results,
@@ -199,14 +220,12 @@ def plan_targets(
     recipe.check_files()
     store = open_store(opts, recipe)
     memo = DigestMemo(store.layout.digests)
-    targets = [
-        t
-        for t in recipe.targets(opts.backend, opts.budget)
-        if (model is None or t.model.name == model)
-        and (precision is None or t.precision == precision)
-    ]
-    if not targets:
-        raise TrtbuildError(f"{recipe.path}: no target matches model={model} precision={precision}")
+    targets = select(
+        recipe,
+        recipe.targets(opts.backend, opts.budget),
+        [model] if model else None,
+        [precision] if precision else None,
+    )
     lock = lockfile.read_lock(lockfile.lock_path(recipe.path))  # plan as `run` would
     out = []
     for target in targets:
@@ -221,6 +240,33 @@ def plan_targets(
         out.append(PlannedTarget(target, backend, graph, the_plan, job))
     memo.save()
     return out
+
+
+def select(
+    recipe: Recipe, targets: list[Target], models: list[str] | None, precisions: list[str] | None
+) -> list[Target]:
+    """The targets of the given models and precisions (None: all); none is one error naming
+    what the recipe has."""
+    chosen = [
+        t
+        for t in targets
+        if (models is None or t.model.name in models)
+        and (precisions is None or t.precision in precisions)
+    ]
+    if not chosen:
+        asked = " ".join(
+            [
+                *(f"--model {m}" for m in models or []),
+                *(f"--precision {p}" for p in precisions or []),
+            ]
+        )
+        have_models = ", ".join(dict.fromkeys(t.model.name for t in targets))
+        have_precisions = ", ".join(dict.fromkeys(t.precision for t in targets))
+        raise TrtbuildError(
+            f"{recipe.path}: no target matches {asked} (models: {have_models}; precisions: "
+            f"{have_precisions})"
+        )
+    return chosen
 
 
 def _sign(recipe: Recipe, opts: Options) -> None:

@@ -109,7 +109,7 @@ def build_parts(
                     if why != "up to date"
                     else "inputs unchanged, but the engine was not in the cache"
                 )
-                opts.report(f"{target.name} part {part.index}: {why}")
+                opts.report(f"{target.name} part {part.index}: building: {reasons[part.index]}")
             if todo:
                 check_kind(target, backend.name, executor)
                 _run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -90,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except TrtbuildError as exc:
         print(f"trtbuild: error: {exc}", file=sys.stderr)
+        _json_error(args, str(exc), EXIT_USER)
         _closing(args, False, start)
         return EXIT_USER
     except OSError as exc:
@@ -100,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "outputs are intact",
             file=sys.stderr,
         )
+        _json_error(args, f"disk full: {exc.strerror} ({exc.filename})", EXIT_USER)
         _closing(args, False, start)
         return EXIT_USER
     except KeyboardInterrupt as exc:
@@ -137,6 +140,12 @@ def _on_termination() -> dict[int, Any]:
         raise Terminated(signum)
 
     return {signum: signal.signal(signum, terminate) for signum in TERMINATING}
+
+
+def _json_error(args: argparse.Namespace, message: str, code: int) -> None:
+    """With --json, a failure is a JSON object on stdout too: scripts read one stream."""
+    if getattr(args, "json", False):
+        print(json.dumps({"ok": False, "error": message, "exit_code": code}))
 
 
 def _internal() -> int:
