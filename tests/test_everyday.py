@@ -247,3 +247,45 @@ def test_verbose_never_calls_a_part_it_builds_up_to_date(
     text = capsys.readouterr().err
     assert "part 0: building: inputs unchanged" in text, text
     assert "part 0: up to date" not in text
+
+
+def test_explain_names_the_option_that_changed(
+    recipes: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = str(recipes / "tiny.toml")
+    assert main(["run", recipe]) == 0
+    capsys.readouterr()
+    assert main(["explain", recipe, "--budget", "1GiB"]) == 0
+    out = capsys.readouterr().out
+    assert f"option budget changed (0 -> {1 << 30})" in out, out
+
+
+def test_the_smallest_budget_counts_the_graph_job_and_so_does_the_closing_table(
+    recipes: Path,
+) -> None:
+    from rich.console import Console
+
+    from trtbuild.build import Options, build, plan_targets
+    from trtbuild.cli.run import _table
+    from trtbuild.errors import TrtbuildError
+    from trtbuild.memory import MemoryModel, Stage
+
+    recipe = recipes / "tiny.toml"
+    weights_only = MemoryModel(Stage(0, 1.0), Stage(0, 1.0), "test: weights alone")
+    (planned, _) = plan_targets(recipe, Options(memory_override=weights_only))
+    graph_peak = planned.job.peak_rss_bytes
+    assert planned.plan.min_feasible_budget_bytes >= graph_peak > 100 << 20
+    with pytest.raises(TrtbuildError) as raised:
+        plan_targets(recipe, Options(memory_override=weights_only, budget=4096))
+    message = str(raised.value)
+    assert message.startswith("resnet_tiny/fp32: budget 4.00 KiB is too small"), message
+    assert f"the smallest budget that works is {graph_peak} bytes" in message
+    assert "its graph job measured" in message
+
+    result = build(recipe)
+    target = result.targets[0]
+    console = Console(width=200, record=True)
+    console.print(_table(result))
+    row = next(line for line in console.export_text().splitlines() if "resnet_tiny/fp32" in line)
+    peak = max([target.graph_job.peak_rss_bytes, *(p.peak_rss_bytes for p in target.parts)])
+    assert row.split("│")[5].strip() == f"{peak / 2**20:.0f}"

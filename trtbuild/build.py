@@ -10,14 +10,14 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from trtbuild import fastpath, forkserver, lockfile, signing
 from trtbuild.backends import get_backend, resolve_backend
 from trtbuild.digests import DigestMemo
-from trtbuild.errors import TrtbuildError
+from trtbuild.errors import BudgetTooSmall, TrtbuildError
 from trtbuild.executor import Executor, LocalExecutor, worker_env
 from trtbuild.forkserver import EXPECTED_BYTES, ForkServer
 from trtbuild.graph import OpGraph
@@ -236,10 +236,34 @@ def plan_targets(
         memory = locked or memory_model(
             backend, store.root, job.base_bytes, opts.memory_override, job.digest
         )
-        the_plan = plan(graph, target.budget.host_memory, memory, opts.prove_seconds)
+        the_plan = plan_target(target, graph, job, memory, opts.prove_seconds)
         out.append(PlannedTarget(target, backend, graph, the_plan, job))
     memo.save()
     return out
+
+
+def plan_target(
+    target: Target, graph: OpGraph, job: GraphResult, memory: MemoryModel, prove_seconds: float
+) -> Plan:
+    """The target's plan; its smallest feasible budget counts the graph job's measured peak too.
+
+    Raises TrtbuildError naming the target and the smallest budget that works when none fits.
+    """
+    try:
+        made = plan(graph, target.budget.host_memory, memory, prove_seconds)
+    except BudgetTooSmall as exc:
+        smallest = max(exc.smallest, job.peak_rss_bytes)
+        why = (
+            f" (its graph job measured {format_size(job.peak_rss_bytes)})"
+            if smallest > exc.smallest
+            else ""
+        )
+        raise TrtbuildError(
+            f"{target.name}: {exc}; the smallest budget that works is {smallest} bytes "
+            f"({format_size(smallest)}){why}"
+        ) from None
+    smallest = max(made.min_feasible_budget_bytes or 0, job.peak_rss_bytes)
+    return replace(made, min_feasible_budget_bytes=smallest)
 
 
 def select(
@@ -308,7 +332,7 @@ def _build_target(
         memory = locked or memory_model(
             backend_name, store.root, graph_info.base_bytes, opts.memory_override, graph_info.digest
         )
-        the_plan = plan(graph, budget, memory, opts.prove_seconds)
+        the_plan = plan_target(target, graph, graph_info, memory, opts.prove_seconds)
         result = TargetResult(
             target.model.name,
             target.precision,

@@ -18,6 +18,14 @@ class TrtbuildError(Exception):
         super().__init__(message.replace("\n", " ").strip())
 
 
+class BudgetTooSmall(TrtbuildError):
+    """No plan fits the budget; `smallest` is the smallest budget (bytes) that would."""
+
+    def __init__(self, message: str, smallest: int) -> None:
+        super().__init__(message)
+        self.smallest = smallest
+
+
 class BudgetExceeded(TrtbuildError):
     """A build process crossed its share of the host-memory budget and was stopped."""
 

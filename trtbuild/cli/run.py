@@ -300,7 +300,8 @@ def _table(result: Any) -> Any:
     for col in ("parts", "built", "peak\nMiB", "budget\nMiB", "s"):
         table.add_column(col, justify="right")
     for t in result.targets:
-        peak = max((p.peak_rss_bytes for p in t.parts), default=0)
+        # The largest process of the target, its graph job included: what a budget must hold.
+        peak = max([t.graph_job.peak_rss_bytes, *(p.peak_rss_bytes for p in t.parts)])
         built = sum(not p.cached for p in t.parts)
         table.add_row(
             t.name,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from trtbuild.errors import TrtbuildError
+from trtbuild.errors import BudgetTooSmall, TrtbuildError
 from trtbuild.graph import OpGraph, TensorInfo
 from trtbuild.memory import Load, MemoryModel
 from trtbuild.planner.bound import lower_bound
@@ -79,11 +79,11 @@ def plan(
             solution = solve(problem, cap)
         except TooBig:  # name the heaviest group, not the first one found over the cap
             assert heaviest is not None
-            raise TrtbuildError(
+            raise BudgetTooSmall(
                 f"budget {format_size(budget)} is too small: op group '{problem.labels[heaviest]}' "
                 f"alone holds {format_size(heaviest_load.weight_bytes)} of weights and needs a "
-                f"predicted {format_size(min_budget)}; the smallest budget that works is "
-                f"{min_budget} bytes ({format_size(min_budget)})"
+                f"predicted {format_size(min_budget)}",
+                min_budget,
             ) from None
         made = _make_plan(graph, groups, solution, budget, min_budget, memory, kinds)
         over = [p for p in made.parts if p.predicted_peak_bytes > budget]
