@@ -289,3 +289,27 @@ def test_the_smallest_budget_counts_the_graph_job_and_so_does_the_closing_table(
     row = next(line for line in console.export_text().splitlines() if "resnet_tiny/fp32" in line)
     peak = max([target.graph_job.peak_rss_bytes, *(p.peak_rss_bytes for p in target.parts)])
     assert row.split("│")[5].strip() == f"{peak / 2**20:.0f}"
+
+
+def test_plan_svg_is_one_readable_document_with_every_edge(
+    recipes: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil as sh
+    import xml.etree.ElementTree as ET
+
+    from tests.conftest import require
+
+    require(
+        None if sh.which("dot") else "Graphviz's dot is not installed (apt-get install graphviz)"
+    )
+    recipe = str(recipes / "tiny.toml")  # two targets: fp32 and fp16
+    capsys.readouterr()
+    assert main(["plan", recipe, "--format", "dot"]) == 0
+    dot = capsys.readouterr().out
+    assert dot.count("digraph") == 1 and dot.count('label="resnet_tiny/fp') == 2
+    edges = [line for line in dot.splitlines() if "->" in line]
+    assert len(edges) > 2 * 40  # every op edge of both ResNets, not only engine boundaries
+    assert main(["plan", recipe, "--format", "svg"]) == 0
+    svg = ET.fromstring(capsys.readouterr().out)  # one XML document
+    width, height = (float(svg.get(k, "0").removesuffix("pt")) for k in ("width", "height"))
+    assert height > width  # ranked top to bottom, not one long row

@@ -130,7 +130,8 @@ def test_plan_text_and_dot(recipes: Path, capsys: pytest.CaptureFixture[str]) ->
         main(["plan", str(recipes / "seed_net.toml"), "--budget", "640MiB", "--format", "dot"]) == 0
     )
     dot = capsys.readouterr().out
-    assert dot.startswith('digraph "seed_net/fp32"') and "color=red" in dot
+    assert dot.startswith("digraph trtbuild {") and 'label="seed_net/fp32"' in dot
+    assert "color=red" in dot
 
 
 def run_split(recipe_path: Path, opts: Options) -> int:

@@ -15,6 +15,7 @@ from trtbuild.errors import TrtbuildError
 from trtbuild.sizes import format_size
 
 if TYPE_CHECKING:
+    from trtbuild.graph import OpGraph
     from trtbuild.planner import Part, PartTensor, Plan
 
 
@@ -58,7 +59,7 @@ def handle(args: argparse.Namespace) -> int:
     elif args.format == "text":
         print("\n".join(as_text(p.target.name, p.backend, p.plan) for p in planned))
     else:
-        dot = "\n".join(as_dot(p.target.name, p.plan) for p in planned)
+        dot = as_dot(planned)
         print(dot if args.format == "dot" else to_svg(dot))
     return 0
 
@@ -168,34 +169,49 @@ def _part_text(part: Part) -> list[str]:
     ]
 
 
-def as_dot(name: str, plan: Plan) -> str:
-    """Ops clustered by engine; edges that cross engines are red and labelled with their bytes."""
-    lines = [f'digraph "{name}" {{', "  rankdir=TB; node [shape=box, fontsize=10];"]
-    producer = {t.name: (p.index, _producer_op(p, t.name)) for p in plan.parts for t in p.outputs}
-    for part in plan.parts:
-        lines.append(f'  subgraph "cluster_{part.index}" {{')
-        lines.append(
-            f'    label="engine {part.index}: {len(part.ops)} ops, '
-            f'{format_size(part.weight_bytes)} weights"; style=rounded;'
-        )
-        lines += [f'    "{op}";' for op in part.ops]
-        lines.append("  }")
-    for part in plan.parts:
-        for t in part.inputs:
-            if t.from_part is None:
-                lines.append(f'  "{t.name}" [shape=ellipse]; "{t.name}" -> "{part.ops[0]}";')
-            else:
-                src = producer[t.name][1]
-                lines.append(
-                    f'  "{src}" -> "{part.ops[0]}" [color=red, fontcolor=red, '
-                    f'label="{t.name}\\n{"x".join(map(str, t.shape))} {t.dtype}\\n{format_size(t.bytes)}"];'
-                )
+def as_dot(planned: list[Any]) -> str:
+    """One Graphviz document: a cluster per target, inside it a cluster per engine, every op
+    edge drawn (ranked top to bottom); edges that cross engines are red and carry the boundary
+    tensor's name, shape, dtype and bytes."""
+    lines = ["digraph trtbuild {", "  rankdir=TB; node [shape=box, fontsize=10];"]
+    for number, p in enumerate(planned):
+        lines += _target_dot(f"t{number}", p.target.name, p.plan, p.graph)
     lines.append("}")
     return "\n".join(lines)
 
 
-def _producer_op(part: Part, tensor: str) -> str:
-    return tensor if tensor in part.ops else part.ops[-1]
+def _target_dot(prefix: str, name: str, plan: Plan, graph: OpGraph) -> list[str]:
+    def node(op_or_input: str) -> str:
+        return f'"{prefix}/{op_or_input}"'
+
+    engine_of = {op: part.index for part in plan.parts for op in part.ops}
+    boundary = {t.name: t for part in plan.parts for t in part.inputs if t.from_part is not None}
+    lines = [f'  subgraph "cluster_{prefix}" {{', f'    label="{name}"; style=dashed;']
+    for part in plan.parts:
+        lines.append(f'    subgraph "cluster_{prefix}_{part.index}" {{')
+        lines.append(
+            f'      label="engine {part.index}: {len(part.ops)} ops, '
+            f'{format_size(part.weight_bytes)} weights"; style=rounded;'
+        )
+        lines += [f'      {node(op)} [label="{op}"];' for op in part.ops]
+        lines.append("    }")
+    lines += [f'    {node(t.name)} [label="{t.name}", shape=ellipse];' for t in graph.inputs]
+    for op in graph.ops:
+        if op.name not in engine_of:
+            continue
+        for tensor in op.inputs:
+            source = graph.producer(tensor) or tensor
+            style = ""
+            if tensor in boundary and engine_of.get(source) != engine_of[op.name]:
+                t = boundary[tensor]
+                size = "x".join(map(str, t.shape))
+                style = (
+                    f' [color=red, fontcolor=red, label="{t.name}\\n{size} {t.dtype}\\n'
+                    f'{format_size(t.bytes)}"]'
+                )
+            lines.append(f"    {node(source)} -> {node(op.name)}{style};")
+    lines.append("  }")
+    return lines
 
 
 def to_svg(dot: str) -> str:
