@@ -313,3 +313,32 @@ def test_plan_svg_is_one_readable_document_with_every_edge(
     svg = ET.fromstring(capsys.readouterr().out)  # one XML document
     width, height = (float(svg.get(k, "0").removesuffix("pt")) for k in ("width", "height"))
     assert height > width  # ranked top to bottom, not one long row
+
+
+def test_plan_trtexec_writes_the_part_onnx_files_it_names(
+    recipes: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+
+    import numpy as np
+    import onnxruntime as ort
+
+    from tests.conftest import small_seed_net
+
+    recipe = small_seed_net(recipes)  # split by the SPLITTING memory model below
+    capsys.readouterr()
+    assert main(["plan", str(recipe), "--budget", "1GiB", "--trtexec"]) == 0
+    text = capsys.readouterr().out
+    named = re.findall(r"--onnx=(\S+)", text)
+    assert named and all(Path(p).is_file() for p in named), text
+    assert all("/trtexec/" in p for p in named)  # never inside a published target's folder
+    # The file computes its part: the first part's graph runs on ONNX Runtime.
+    session = ort.InferenceSession(named[0], providers=["CPUExecutionProvider"])
+    feeds = {
+        i.name: np.random.default_rng(0)
+        .standard_normal([d if isinstance(d, int) else 1 for d in i.shape])
+        .astype(np.float32)
+        for i in session.get_inputs()
+    }
+    outputs = session.run(None, feeds)
+    assert outputs and all(np.isfinite(o).all() for o in outputs)

@@ -156,7 +156,7 @@ def _run(
             target.precision,
             job.digest,
             settings["opset"],
-            [PartToExport(_part_json(p), str(folders[p.index] / "part.onnx")) for p in todo],
+            [PartToExport(part_json(p), str(folders[p.index] / "part.onnx")) for p in todo],
         )
         predicted = memory.export.predict(heaviest)
         with executor.admit(predicted, budget, forked=True) as share:
@@ -294,7 +294,7 @@ def _process(
     }
 
 
-def _part_json(part: Part) -> dict[str, Any]:
+def part_json(part: Part) -> dict[str, Any]:
     return {
         "ops": part.ops,
         "weights": part.weights,

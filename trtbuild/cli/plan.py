@@ -65,27 +65,20 @@ def handle(args: argparse.Namespace) -> int:
 
 
 def trtexec_lines(args: argparse.Namespace, planned: list[Any]) -> list[str]:
-    """trtexec commands equal to what the TensorRT backend would build, one per part."""
+    """Write each part's ONNX and return the trtexec commands that build it as trtbuild would."""
+    from trtbuild import trtexec
     from trtbuild.backends.tensorrt import trt_version
-    from trtbuild.backends.trt_config import builder_config, trtexec_command
-    from trtbuild.parts import backend_settings, build_inputs
+    from trtbuild.build import open_store
     from trtbuild.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
+    store = open_store(options(args), recipe)
     major = int((trt_version() or "10").split(".")[0])
     lines = [f"# TensorRT {major}.x; each part's ONNX is what trtbuild exports for that part"]
     for p in planned:
-        settings = backend_settings(recipe, p.target, "tensorrt", release=False)
-        folder = out_dir(args) / recipe.name / p.target.model.name / p.target.slot
-        for part in p.plan.parts:
-            extra = build_inputs(recipe, p.target, part)
-            config = builder_config(settings, p.target.precision, extra["inputs"], major, False)
-            lines.append(f"# {p.target.name} part {part.index}")
-            lines.append(
-                trtexec_command(
-                    config, f"{folder}/part{part.index}.onnx", f"{folder}/part{part.index}.engine"
-                )
-            )
+        folder = trtexec.folder_of(out_dir(args), recipe, p)
+        trtexec.write_onnx(recipe, p, store, folder)
+        lines += trtexec.commands(recipe, p, folder, major)
     return lines
 
 
