@@ -342,3 +342,62 @@ def test_plan_trtexec_writes_the_part_onnx_files_it_names(
     }
     outputs = session.run(None, feeds)
     assert outputs and all(np.isfinite(o).all() for o in outputs)
+
+
+TYPED = """
+from torch import nn
+
+
+def lin() -> nn.Module:
+    return nn.Sequential(nn.Linear(8, 4))
+
+
+def conv() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, 4, 3))
+"""
+
+
+@pytest.mark.parametrize(
+    ("model", "dtype", "shape", "precision", "expected"),
+    [
+        (
+            "lin",
+            "int64",
+            [2, 8],
+            "fp32",
+            r"model 'lin': op 'linear' \(aten.linear.default\) "
+            r"multiplies input 'x' \(int64\) with '0.weight' \(float32\); declare the input",
+        ),
+        (
+            "conv",
+            "float32",
+            [1, 3, 8, 8],
+            "bf16",
+            r"conv/bf16 part 0: onnxruntime cannot build "
+            r"this part on the CPU: .*Conv.*no bfloat16 kernel",
+        ),
+    ],
+)
+def test_type_errors_name_the_target_part_and_op_never_a_scratch_path(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    model: str,
+    dtype: str,
+    shape: list[int],
+    precision: str,
+    expected: str,
+) -> None:
+    import re
+
+    (tmp_path / "typed.py").write_text(TYPED)
+    recipe = tmp_path / "typed.toml"
+    recipe.write_text(
+        f'[recipe]\nname = "typed"\n[defaults]\nbackend = "onnxruntime"\n'
+        f'precisions = ["{precision}"]\n[[model]]\nname = "{model}"\nsource = "typed.py:{model}"\n'
+        f'weights = {{ init = "random", seed = 0 }}\n[[model.inputs]]\nname = "x"\n'
+        f'shape = {shape}\ndtype = "{dtype}"\n'
+    )
+    assert main(["run", str(recipe)]) == 1
+    err = errors(capsys.readouterr().err)
+    assert len(err) == 1 and re.search(expected, err[0]), err
+    assert "/tmp/" not in err[0].split("part.onnx")[0] and "cache/tmp" not in err[0]

@@ -21,6 +21,7 @@ from trtbuild.errors import BudgetTooSmall, TrtbuildError
 from trtbuild.executor import Executor, LocalExecutor, worker_env
 from trtbuild.forkserver import EXPECTED_BYTES, ForkServer
 from trtbuild.graph import OpGraph
+from trtbuild.graphcheck import check_dtypes
 from trtbuild.graphjob import GraphResult, graph_job
 from trtbuild.layout import CacheLayout, project_root
 from trtbuild.memory import MemoryModel, memory_model, pinned, record
@@ -249,6 +250,7 @@ def plan_target(
 
     Raises TrtbuildError naming the target and the smallest budget that works when none fits.
     """
+    check_dtypes(graph, target.model.name)
     try:
         made = plan(graph, target.budget.host_memory, memory, prove_seconds)
     except BudgetTooSmall as exc:
