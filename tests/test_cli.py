@@ -163,7 +163,8 @@ def test_json_output_and_noop(built: Path, capsys: pytest.CaptureFixture[str]) -
     capsys.readouterr()
     assert main(["run", str(built), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data == {"up_to_date": True, "notes": ["up to date"], "targets": []}
+    assert data["up_to_date"] is True and data["notes"] == ["up to date"]
+    assert [(t["model"], t["precision"]) for t in data["targets"]] == [("resnet_tiny", "fp32")]
     built.write_text(
         built.read_text().replace('precisions = ["fp32"]', 'precisions = ["fp32", "fp16"]')
     )

@@ -66,7 +66,10 @@ def test_budget_below_largest_layer_is_one_line_error(
     assert main(["plan", str(recipes / "seed_net.toml"), "--budget", "450MiB"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
-    assert "too small: op group 'conv2d' alone holds 144.02 MiB" in err[0]
+    assert (
+        "seed_net/fp32: budget 450.00 MiB is too small: op group 'conv2d' alone holds 144.02 MiB"
+        in err[0]
+    )
     assert "the smallest budget that works is" in err[0]
 
 
@@ -79,6 +82,7 @@ def test_budget_below_graph_export_is_one_line_error(
     ]
     assert len(err) == 1
     assert "budget 100.00 MiB is too small for seed_net/fp32: exporting its graph" in err[0]
+    assert "--model seed_net` measures it without a cap" in err[0]
 
 
 def test_plan_json_schema(recipes: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -126,7 +130,8 @@ def test_plan_text_and_dot(recipes: Path, capsys: pytest.CaptureFixture[str]) ->
         main(["plan", str(recipes / "seed_net.toml"), "--budget", "640MiB", "--format", "dot"]) == 0
     )
     dot = capsys.readouterr().out
-    assert dot.startswith('digraph "seed_net/fp32"') and "color=red" in dot
+    assert dot.startswith("digraph trtbuild {") and 'label="seed_net/fp32"' in dot
+    assert "color=red" in dot
 
 
 def run_split(recipe_path: Path, opts: Options) -> int:

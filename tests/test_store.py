@@ -49,9 +49,11 @@ def test_gc_is_lru_and_keeps_what_is_referenced(tmp_path: Path) -> None:
         stamp = time.time() - 1000 + age
         os.utime(store.blob_path(digest), (stamp, stamp))
     store.put_action("uses-0", {"blobs": {"engine": digests[0]}})
-    evicted = store.gc(2000, keep={digests[1]})
-    assert evicted == [digests[0], digests[2]]
-    assert store.get_action("uses-0") is None
+    done = store.gc(1000, keep={digests[1]})  # kept bytes are not the cache's own to free
+    assert done.evicted == [digests[0], digests[2]]
+    assert (done.freed_bytes, done.own_bytes, done.held_bytes) == (2000, 1000, 1000)
+    assert not store.layout.action("uses-0").exists()  # gone with its blob: verify stays clean
+    assert store.verify_all() == []
     assert store.verified_blob(digests[1]) and store.verified_blob(digests[3])
 
 

@@ -17,13 +17,14 @@ from typing import Any
 from trtbuild import fastpath, forkserver, lockfile, signing
 from trtbuild.backends import get_backend, resolve_backend
 from trtbuild.digests import DigestMemo
-from trtbuild.errors import TrtbuildError
+from trtbuild.errors import BudgetTooSmall, TrtbuildError
 from trtbuild.executor import Executor, LocalExecutor, worker_env
 from trtbuild.forkserver import EXPECTED_BYTES, ForkServer
 from trtbuild.graph import OpGraph
+from trtbuild.graphcheck import check_dtypes
 from trtbuild.graphjob import GraphResult, graph_job
 from trtbuild.interface import interface_notes
-from trtbuild.layout import CacheLayout
+from trtbuild.layout import CacheLayout, project_root
 from trtbuild.memory import (
     MemoryModel,
     Observation,
@@ -35,7 +36,7 @@ from trtbuild.memory import (
 from trtbuild.parts import Overrun, build_parts, local_kinds, observations
 from trtbuild.planner import Plan, plan
 from trtbuild.planner.plan import PROVE_SECONDS
-from trtbuild.publish import now, publish, write_outputs
+from trtbuild.publish import check_owner, now, publish, write_outputs
 from trtbuild.recipe import Recipe, Target, load_recipe
 from trtbuild.remote import RemoteCache
 from trtbuild.results import BuildResult, PartResult, TargetResult
@@ -53,7 +54,7 @@ Report = Callable[[str], None]
 class Options:
     backend: str | None = None
     budget: int | None = None
-    out: Path = Path("build")
+    out: Path = field(default_factory=lambda: project_root() / "build")
     cache: Path | None = None
     jobs: int = field(default_factory=lambda: auto_jobs())  # the memory gate still applies
     locked: bool = False
@@ -75,6 +76,15 @@ class Options:
     remote_cache: str | None = field(default_factory=lambda: os.environ.get(REMOTE_ENV) or None)
     executor: str | None = None  # "local" or "ray"; None: the recipe's [executor] kind
     ray_address: str | None = field(default_factory=lambda: os.environ.get(RAY_ENV) or None)
+    # Build only these models / precisions (run --model/--precision); None: every target. A
+    # subset publishes its targets' folders but leaves the lock and provenance as they were: those
+    # describe whole-recipe builds.
+    models: list[str] | None = None
+    precisions: list[str] | None = None
+
+    @property
+    def subset(self) -> bool:
+        return self.models is not None or self.precisions is not None
 
 
 def open_store(opts: Options, recipe: Recipe | None = None) -> Store:
@@ -130,7 +140,13 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
     signing.check_key(opts.sign, opts.release)  # a bad key fails before the build, not after
     cache_dir = (opts.cache or default_cache_dir()).resolve()
     # A release build trusts no stat memo: every input is hashed again.
-    stale = fastpath.stale(Path(recipe_path), invocation(opts), cache_dir, not opts.release)
+    if opts.subset and opts.release:
+        raise TrtbuildError("--release builds every target: drop --model/--precision")
+    stale = (
+        "a subset of the targets was asked for"
+        if opts.subset
+        else fastpath.stale(Path(recipe_path), invocation(opts), cache_dir, not opts.release)
+    )
     if stale is None and not opts.release:
         return BuildResult(True, [], time.perf_counter() - start, ["up to date"])
     recipe = load_recipe(recipe_path)
@@ -145,6 +161,7 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
         _sign(recipe, opts)
         return BuildResult(True, [], time.perf_counter() - start, ["up to date"])
     recipe.check_files()
+    check_owner(recipe, opts.out)
     store = open_store(opts, recipe)
     store.clean_orphans()
     memo = DigestMemo(CacheLayout(cache_dir).digests, trust_stat=not opts.release)
@@ -154,7 +171,9 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
     opts.observed = load_observations(store.root)
     opts.report(f"building: {stale}")
     started = now()
-    targets = recipe.targets(opts.backend, opts.budget)
+    targets = select(
+        recipe, recipe.targets(opts.backend, opts.budget), opts.models, opts.precisions
+    )
     executor = make_executor(opts, recipe, targets, store)
     # A cluster runs the targets side by side; here the memory gate admits what fits.
     workers = len(targets) if executor.name == "ray" else opts.jobs
@@ -167,7 +186,11 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
         executor.close(failed=True)
         raise
     executor.close(failed=False)
-    write_outputs(
+    if opts.subset:
+        memo.save()
+        note = "a subset of the targets was built: the lock and provenance are left as they were"
+        return BuildResult(False, results, time.perf_counter() - start, [note])
+    dropped = write_outputs(
         recipe,
         results,
         invocation(opts),
@@ -178,9 +201,11 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
         lock_file,
         opts.write_lock,
     )
+    if opts.write_lock:
+        store.add_root(lock_file)
     memo.save()
     _sign(recipe, opts)
-    notes = [n for r in results for n in r.notes]
+    notes = [n for r in results for n in r.notes] + dropped
     return BuildResult(False, results, time.perf_counter() - start, notes)
 
 
@@ -208,14 +233,12 @@ def plan_targets(
     recipe.check_files()
     store = open_store(opts, recipe)
     memo = DigestMemo(store.layout.digests)
-    targets = [
-        t
-        for t in recipe.targets(opts.backend, opts.budget)
-        if (model is None or t.model.name == model)
-        and (precision is None or t.precision == precision)
-    ]
-    if not targets:
-        raise TrtbuildError(f"{recipe.path}: no target matches model={model} precision={precision}")
+    targets = select(
+        recipe,
+        recipe.targets(opts.backend, opts.budget),
+        [model] if model else None,
+        [precision] if precision else None,
+    )
     lock = lockfile.read_lock(lockfile.lock_path(recipe.path))  # plan as `run` would
     out = []
     for target in targets:
@@ -226,11 +249,63 @@ def plan_targets(
         memory = locked or memory_model(
             backend, store.root, job.base_bytes, opts.memory_override, job.digest
         )
-        floor = 0 if opts.memory_override else job.peak_rss_bytes  # an override is the whole cost
-        the_plan = plan(graph, target.budget.host_memory, memory, opts.prove_seconds, floor)
+        the_plan = plan_target(
+            target, graph, job, memory, opts.prove_seconds, opts.memory_override is not None
+        )
         out.append(PlannedTarget(target, backend, graph, the_plan, job))
     memo.save()
     return out
+
+
+def plan_target(
+    target: Target,
+    graph: OpGraph,
+    job: GraphResult,
+    memory: MemoryModel,
+    prove_seconds: float,
+    override: bool,
+) -> Plan:
+    """The target's plan. Its graph job runs within the budget too, so its measured peak is a
+    floor of the smallest feasible budget (not under a memory_override: that is the whole cost).
+
+    Raises TrtbuildError naming the target and the smallest budget that works when none fits.
+    """
+    check_dtypes(graph, target.model.name)
+    floor = 0 if override else job.peak_rss_bytes
+    try:
+        return plan(graph, target.budget.host_memory, memory, prove_seconds, floor)
+    except BudgetTooSmall as exc:
+        raise TrtbuildError(
+            f"{target.name}: {exc}; the smallest budget that works is {exc.smallest} bytes "
+            f"({format_size(exc.smallest)})"
+        ) from None
+
+
+def select(
+    recipe: Recipe, targets: list[Target], models: list[str] | None, precisions: list[str] | None
+) -> list[Target]:
+    """The targets of the given models and precisions (None: all); none is one error naming
+    what the recipe has."""
+    chosen = [
+        t
+        for t in targets
+        if (models is None or t.model.name in models)
+        and (precisions is None or t.precision in precisions)
+    ]
+    if not chosen:
+        asked = " ".join(
+            [
+                *(f"--model {m}" for m in models or []),
+                *(f"--precision {p}" for p in precisions or []),
+            ]
+        )
+        have_models = ", ".join(dict.fromkeys(t.model.name for t in targets))
+        have_precisions = ", ".join(dict.fromkeys(t.precision for t in targets))
+        raise TrtbuildError(
+            f"{recipe.path}: no target matches {asked} (models: {have_models}; precisions: "
+            f"{have_precisions})"
+        )
+    return chosen
 
 
 def _sign(recipe: Recipe, opts: Options) -> None:
@@ -280,8 +355,14 @@ def _build_target(
             graph_info.digest,
             observed,
         )
-        floor = 0 if opts.memory_override else graph_info.peak_rss_bytes
-        the_plan = plan(graph, budget, memory, opts.prove_seconds, floor)
+        the_plan = plan_target(
+            target,
+            graph,
+            graph_info,
+            memory,
+            opts.prove_seconds,
+            opts.memory_override is not None,
+        )
         result = TargetResult(
             target.model.name,
             target.precision,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 
 # Errors that mean "no room to write": a full disk, a file-size limit, a quota.
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
@@ -29,12 +30,29 @@ class TrtbuildError(Exception):
         return cls(first, rest)
 
 
+class BudgetTooSmall(TrtbuildError):
+    """No plan fits the budget; `smallest` is the smallest budget (bytes) that would."""
+
+    def __init__(self, message: str, smallest: int) -> None:
+        super().__init__(message)
+        self.smallest = smallest
+
+
 class BudgetExceeded(TrtbuildError):
     """A build process crossed its share of the host-memory budget and was stopped."""
 
     def __init__(self, message: str, peak_rss_bytes: int) -> None:
         super().__init__(message)
         self.peak_rss_bytes = peak_rss_bytes
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (a CI runner cancelling, `timeout`, a closed terminal): handled like
+    Ctrl-C, whose cleanup paths catch KeyboardInterrupt; the exit code is 128 + the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def is_disk_full(exc: BaseException) -> bool:

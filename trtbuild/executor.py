@@ -37,6 +37,8 @@ from trtbuild.sizes import format_size
 
 POLL_SECONDS = 0.01
 PRIVATE_EVERY = 5  # read smaps_rollup (costlier than statm) every 5th sample
+_running: set[int] = set()  # job processes started by this process that have not been waited for
+_running_lock = threading.Lock()
 MAX_SAMPLES = 400  # RSS points kept per process for the build report (Samples)
 FORKED_KINDS = ("graph", "export", "probe")
 
@@ -99,6 +101,8 @@ def run_job(
     log_path = scratch / f"{name}.log"
     start, started = time.perf_counter(), time.time()
     pid, wait, forked = _start(job_path, log_path, server if job.kind in FORKED_KINDS else None)
+    with _running_lock:
+        _running.add(pid)
     watcher = _Watcher(pid, limit_bytes, private=forked)
     watcher.start()
     try:
@@ -110,6 +114,8 @@ def run_job(
             wait()
         raise
     finally:
+        with _running_lock:
+            _running.discard(pid)
         watcher.stop()
         watcher.join()
     returncode = os.waitstatus_to_exitcode(status)
@@ -171,6 +177,16 @@ def _start(
             env=worker_env(),
         )
     return proc.pid, lambda: _wait4(proc.pid), False
+
+
+def stop_running() -> None:
+    """SIGKILL every job process this process started and still waits for (on SIGTERM: the
+    threads that wait for them then raise, and each job's scratch folder is removed)."""
+    with _running_lock:
+        pids = list(_running)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def worker_env() -> dict[str, str]:

@@ -11,19 +11,22 @@ from pathlib import Path
 from typing import Any
 
 from trtbuild.digests import DigestMemo
-from trtbuild.layout import CacheLayout
+from trtbuild.layout import CacheLayout, project_root
 from trtbuild.lockfile import lock_path, read_lock, staleness
 
 
 def invocation(backend: str | None, budget: int | None, out: Path, release: bool) -> dict[str, Any]:
     """The command-line options that change outputs; the lock pins them.
 
-    Paths stay as given (relative to the working directory), so a lock file can be committed.
+    The output folder is relative to the project root where it lies under it (layout.project_root),
+    so a lock file can be committed.
     """
+    root = project_root()
+    resolved = out.resolve()
     return {
         "backend": backend or "recipe",
         "budget": budget or 0,
-        "out": str(out),
+        "out": str(resolved.relative_to(root) if resolved.is_relative_to(root) else out),
         "release": release,
     }
 

@@ -205,6 +205,8 @@ class ForkServer:
                 session.proc.stdin.close()
             session.proc.wait()
             session.stop.set()
+            if session.proc.returncode == 0:  # a clean exit: its log holds nothing to read
+                self._log_path.unlink(missing_ok=True)
 
 
 # Variables only trtbuild's jobs (and pytest) read, and only while a job runs: a server started

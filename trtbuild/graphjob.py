@@ -184,7 +184,9 @@ def _run(
     except BudgetExceeded as exc:
         raise TrtbuildError(
             f"budget {format_size(budget or 0)} is too small for {target.name}: exporting its graph on "
-            f"the meta device (no weights) alone reached {format_size(exc.peak_rss_bytes)}"
+            f"the meta device (no weights) was stopped at {format_size(exc.peak_rss_bytes)}; "
+            f"`trtbuild plan {recipe.path} --model {target.model.name}` measures it without a cap "
+            "and prints the smallest budget that works"
         ) from None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -30,7 +30,7 @@ class GraphJob(_ModelJob):
 
 @dataclass(frozen=True)
 class PartToExport:
-    part: dict[str, Any]  # ops, weights, inputs, outputs (trtbuild.parts._part_json)
+    part: dict[str, Any]  # ops, weights, inputs, outputs (trtbuild.parts.part_json)
     onnx: str  # where its ONNX file goes
 
 

@@ -7,6 +7,7 @@
     tmp/<pid>-...       job folders and temporary files; the pid says whose
     digests.json        file digests by stat (a speed-up only: DigestMemo)
     memory.json         measured process peaks the memory model is fitted to
+    roots/<hash>        the path of a lock file a build wrote: `cache gc` keeps what it names
     README.md           what this directory is
 
 Light on purpose (no third-party import): the no-op path reads `digests` through it.
@@ -16,6 +17,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The folder default outputs go to: the nearest one up from `start` (the working folder)
+    that holds `.git`, else `start` itself. As cargo puts target/ at its workspace's root, a run
+    from a subfolder (`cd recipes && trtbuild run resnet.toml`) uses the project's cache/ and
+    build/, not a second pair inside the subfolder."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / ".git").exists():
+            return folder
+    return here
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,10 @@ class CacheLayout:
     @property
     def memory(self) -> Path:
         return self.root / "memory.json"
+
+    @property
+    def roots(self) -> Path:
+        return self.root / "roots"
 
     @property
     def readme(self) -> Path:

@@ -197,8 +197,11 @@ def staleness(
     if lock is None:
         return ["no lock file"]
     reasons: list[str] = []
-    if lock.invocation != invocation:
-        reasons.append("options changed")
+    reasons += [
+        f"option {name} changed ({lock.invocation.get(name)!r} -> {invocation.get(name)!r})"
+        for name in sorted({*lock.invocation, *invocation})
+        if lock.invocation.get(name) != invocation.get(name)
+    ]
     reasons += _machine_changes(lock)
     if limit is not None and len(reasons) >= limit:
         return reasons[:limit]

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,7 +109,7 @@ def build_parts(
                     if why != "up to date"
                     else "inputs unchanged, but the engine was not in the cache"
                 )
-                opts.report(f"{target.name} part {part.index}: {why}")
+                opts.report(f"{target.name} part {part.index}: building: {reasons[part.index]}")
             if todo:
                 check_kind(target, backend.name, executor)
                 _run(
@@ -156,7 +156,7 @@ def _run(
             target.precision,
             job.digest,
             settings["opset"],
-            [PartToExport(_part_json(p), str(folders[p.index] / "part.onnx")) for p in todo],
+            [PartToExport(part_json(p), str(folders[p.index] / "part.onnx")) for p in todo],
         )
         predicted = memory.export.predict(heaviest)
         with executor.admit(predicted, budget, forked=True) as share:
@@ -190,7 +190,7 @@ def _run(
                 {**settings, **build_inputs(recipe, target, part)},
             )
             predicted = memory.build.predict(part.load)
-            with executor.admit(predicted, budget) as share:
+            with executor.admit(predicted, budget) as share, _named(target, part):
                 outcome = _stage(
                     executor,
                     build_job,
@@ -231,6 +231,17 @@ def _run(
             list(pool.map(build_one, todo))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextmanager
+def _named(target: Target, part: Part) -> Iterator[None]:
+    """A build job's error names the target and the part it was building."""
+    try:
+        yield
+    except BudgetExceeded:
+        raise
+    except TrtbuildError as exc:
+        raise TrtbuildError(f"{target.name} part {part.index}: {exc}") from None
 
 
 def _stage(
@@ -294,7 +305,7 @@ def _process(
     }
 
 
-def _part_json(part: Part) -> dict[str, Any]:
+def part_json(part: Part) -> dict[str, Any]:
     return {
         "ops": part.ops,
         "weights": part.weights,

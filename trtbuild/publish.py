@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from trtbuild import atomic, lockfile, manifest
+from trtbuild import atomic, lockfile, manifest, signing
 from trtbuild.digests import DigestMemo
 from trtbuild.errors import TrtbuildError
 from trtbuild.graphjob import weights_files
@@ -21,6 +22,11 @@ from trtbuild.inputs import Inputs, machine, relative
 from trtbuild.recipe import Recipe
 from trtbuild.results import TargetResult
 from trtbuild.store import Store
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 
 def engine_description(result: TargetResult, recipe: Recipe) -> dict[str, Any]:
@@ -172,9 +178,12 @@ def write_outputs(
     started: str,
     lock_file: Path,
     write_lock: bool,
-) -> None:
-    """The lock (unless `write_lock` is off, as for verify) and the provenance statement."""
-    _remove_dropped_targets(out, recipe.name, results)
+) -> list[str]:
+    """The lock (unless `write_lock` is off, as for verify) and the provenance statement.
+
+    Returns notes: the targets whose outputs were removed because the recipe dropped them.
+    """
+    dropped = _remove_dropped_targets(out, recipe.name, results)
     inputs = all_inputs(recipe, results, memo)
     lock = lockfile.Lock(
         recipe.name,
@@ -230,24 +239,65 @@ def write_outputs(
     statement = manifest.provenance(
         recipe.name, subjects, params, tools, deps, byproducts, started, now()
     )
-    manifest.write_json(out.resolve() / recipe.name / "provenance.json", statement)
+    statement_path = out.resolve() / recipe.name / "provenance.json"
+    manifest.write_json(statement_path, statement)
+    _claim(recipe, statement_path.parent)
+    # A signature of the previous statement would now read as tampering: `--sign` re-makes it.
+    signing.envelope_path(statement_path).unlink(missing_ok=True)
     if write_lock:
         lockfile.write_lock(lock_file, lock)
+    return [f"{name}: no longer in the recipe; its outputs were removed" for name in dropped]
 
 
-def _remove_dropped_targets(out: Path, recipe_name: str, results: list[TargetResult]) -> None:
+OWNER = ".recipe"  # out/<name>/.recipe: the recipe file that owns the folder, relative to it
+
+
+def check_owner(recipe: Recipe, out: Path) -> None:
+    """out/<name>/ belongs to one recipe file: another file that declares the same [recipe] name
+    is refused before it builds (it would remove the first one's outputs as dropped targets).
+
+    The owner is named relative to the folder, so a copied or moved project keeps its owner; a
+    file that no longer exists or no longer declares the name has given the folder up.
+    """
+    folder = out.resolve() / recipe.name
+    try:
+        owner = (folder / (folder / OWNER).read_text().strip()).resolve()
+    except OSError:
+        return
+    if owner == recipe.path.resolve() or not owner.is_file():
+        return
+    try:
+        claimed = tomllib.loads(owner.read_text()).get("recipe", {}).get("name")
+    except (OSError, ValueError):
+        return
+    if claimed == recipe.name:
+        raise TrtbuildError(
+            f"{recipe.path}: [recipe] name = {recipe.name!r} is also the name of {owner}, whose "
+            f"outputs are in {folder}; give one of them another name (or use --out)"
+        )
+
+
+def _claim(recipe: Recipe, folder: Path) -> None:
+    atomic.write_text(folder / OWNER, os.path.relpath(recipe.path.resolve(), folder) + "\n")
+
+
+def _remove_dropped_targets(out: Path, recipe_name: str, results: list[TargetResult]) -> list[str]:
     """Outputs of targets the recipe no longer has go, as in a clean build (ninja's cleandead).
 
-    Only <model>/<precision> folders directly under out/<recipe> are candidates.
+    Only <model>/<precision> folders directly under out/<recipe> are candidates. Returns the
+    removed targets' names (<model>/<precision>).
     """
+    removed = []
     root = (out / recipe_name).resolve()
     keep = {r.dir.resolve() for r in results}
     for engine_json in root.glob("*/*/engine.json"):
         folder = engine_json.parent
         if folder not in keep and folder.is_relative_to(root):
             shutil.rmtree(folder, ignore_errors=True)
+            removed.append(f"{folder.parent.name}/{folder.name}")
             if not any(folder.parent.iterdir()):
                 folder.parent.rmdir()
+    return removed
 
 
 def _locked(r: TargetResult, folder: Path, device: dict[str, str]) -> lockfile.LockedTarget:

@@ -105,6 +105,11 @@ def keyid(public_key: Any) -> str:
     return hashlib.sha256(raw).hexdigest()
 
 
+def envelope_path(statement: Path) -> Path:
+    """Where the signed envelope of `statement` goes: provenance.json -> provenance.dsse.json."""
+    return statement.with_name(statement.stem + ".dsse.json")
+
+
 def sign_file(statement: Path, key_path: Path) -> Path:
     """Sign the statement's exact bytes; the envelope goes beside it as <stem>.dsse.json."""
     key = load_private_key(key_path)
@@ -119,7 +124,7 @@ def sign_file(statement: Path, key_path: Path) -> Path:
             }
         ],
     }
-    out = statement.with_name(statement.stem + ".dsse.json")
+    out = envelope_path(statement)
     write_text(out, json.dumps(envelope, indent=2) + "\n")
     return out
 

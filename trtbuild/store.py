@@ -26,6 +26,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,7 @@ from filelock import FileLock
 
 from trtbuild.atomic import tmp_prefix, write_bytes, write_error
 from trtbuild.errors import TrtbuildError
-from trtbuild.layout import CacheLayout
+from trtbuild.layout import CacheLayout, project_root
 
 if TYPE_CHECKING:
     from trtbuild.remote import RemoteCache
@@ -50,6 +51,17 @@ Safe to delete; the next build fills it again.
 """
 
 
+@dataclass(frozen=True)
+class GcResult:
+    """What `Store.gc` did: evicted digests, bytes freed, bytes the cache still holds of its own,
+    and bytes of blobs kept because they are also published files or named by a kept lock."""
+
+    evicted: list[str]
+    freed_bytes: int
+    own_bytes: int
+    held_bytes: int
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -59,7 +71,9 @@ def sha256_file(path: Path) -> str:
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("TRTBUILD_CACHE", "cache")).resolve()
+    """$TRTBUILD_CACHE, else cache/ at the project root (layout.project_root)."""
+    env = os.environ.get("TRTBUILD_CACHE")
+    return Path(env).resolve() if env else project_root() / "cache"
 
 
 class Store:
@@ -266,35 +280,56 @@ class Store:
                 bad.append(f"action {path.stem}: altered, unreadable or names a missing blob")
         return bad
 
-    def gc(self, max_size: int, keep: set[str]) -> list[str]:
-        """Evict least recently used blobs until the store fits `max_size`; never those in `keep`.
+    def gc(self, max_size: int, keep: set[str]) -> GcResult:
+        """Evict least recently used blobs until the cache's own bytes fit `max_size`.
 
-        Actions whose blobs are gone are removed with them. Returns the evicted digests.
+        Never evicts a blob in `keep`, nor one that is also a published file (a hard link: its
+        bytes stay on disk whatever the cache does), and counts neither as the cache's own.
+        Action entries that name an evicted blob go with it, so `verify_all` passes afterwards.
         """
         blobs = sorted(
             (p for p in self.layout.cas.iterdir() if p.is_file()),
             key=lambda p: p.stat().st_mtime,
         )
-        total = sum(p.stat().st_size for p in blobs)
-        evicted = []
-        for path in blobs:
+        own = [p for p in blobs if p.stat().st_nlink == 1 and p.name not in keep]
+        total = sum(p.stat().st_size for p in own)
+        held = sum(p.stat().st_size for p in blobs) - total
+        evicted, freed = [], 0
+        for path in own:
             if total <= max_size:
                 break
-            if path.name in keep:
-                continue
-            total -= path.stat().st_size
+            size = path.stat().st_size
             path.unlink(missing_ok=True)
+            total, freed = total - size, freed + size
             evicted.append(path.name)
         gone = set(evicted)
         for action in self.layout.ac.glob("*.json"):
             try:
-                blobs_of = json.loads(action.read_text()).get("blobs", {}).values()
-            except (OSError, ValueError):
+                named = json.loads(action.read_text())["entry"].get("blobs", {}).values()
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 action.unlink(missing_ok=True)
                 continue
-            if gone.intersection(blobs_of):
+            if gone.intersection(named):
                 action.unlink(missing_ok=True)
-        return evicted
+        return GcResult(evicted, freed, total, held)
+
+    def add_root(self, lock_file: Path) -> None:
+        """Remember a lock file a build wrote: `cache gc` keeps the blobs it names."""
+        path = lock_file.resolve()
+        self.layout.roots.mkdir(exist_ok=True)
+        name = hashlib.sha256(str(path).encode()).hexdigest()[:24]
+        write_bytes(self.layout.roots / name, str(path).encode(), self.layout.tmp, self.root)
+
+    def roots(self) -> list[Path]:
+        """The lock files builds with this cache wrote that still exist (gone ones are forgotten)."""
+        found = []
+        for entry in sorted(self.layout.roots.glob("*")) if self.layout.roots.is_dir() else []:
+            path = Path(entry.read_text())
+            if path.is_file():
+                found.append(path)
+            else:
+                entry.unlink(missing_ok=True)
+        return found
 
     def scratch(self) -> Path:
         """A fresh private directory for one action's intermediate files."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import platform
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -68,9 +69,9 @@ class OnnxRuntimeBackend:
         try:
             ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT reports unsupported ops and types as generic failures
-            detail = str(exc).split(" : ")[-1].strip().splitlines()[0]
+            reason = _ort_reason(str(exc), str(settings.get("precision", "")))
             raise TrtbuildError(
-                f"onnxruntime cannot build this part on the CPU: {detail}"
+                f"onnxruntime cannot build this part on the CPU: {reason}"
             ) from None
         sidecars = [sidecar] if (out.parent / sidecar).is_file() else []
         return {
@@ -151,3 +152,13 @@ def _cpu_isa() -> str:
         "bf16",
     )
     return "+".join(f for f in wanted if f in flags) or "baseline"
+
+
+def _ort_reason(message: str, precision: str) -> str:
+    """ONNX Runtime's reason without the scratch path it names (gone once the job ends), and
+    what a user can do about a type the CPU kernels lack."""
+    detail = message.split(" : ")[-1].strip().splitlines()[0]
+    detail = re.sub(r"Load model from \S+ failed:\s*", "", detail)
+    if "bfloat16" in detail or (precision == "bf16" and "NOT_IMPLEMENTED" in message):
+        detail += " (the CPU backend has no bfloat16 kernel for this op: use fp32 or fp16 here)"
+    return detail

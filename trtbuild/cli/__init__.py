@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Sequence
+from typing import Any
 
-from trtbuild.errors import TrtbuildError, is_disk_full
+from trtbuild.errors import Terminated, TrtbuildError, is_disk_full
 
-EXIT_OK, EXIT_USER, EXIT_INTERNAL, EXIT_INTERRUPT = 0, 1, 3, 130
+EXIT_OK, EXIT_USER, EXIT_INTERNAL, EXIT_INTERRUPT = 0, 1, 3, 130  # and 128 + N on signal N
 
 
 EXAMPLES = """examples:
@@ -81,11 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:  # `trtbuild` alone: what it does and how to start
         parser.print_help()
         return EXIT_OK
+    previous = _on_termination()
     try:
         code: int = args.handler(args)
         return code
     except TrtbuildError as exc:
         print(f"trtbuild: error: {exc}", file=sys.stderr)
+        _json_error(args, str(exc), EXIT_USER)
         _closing(args, False, start)
         return EXIT_USER
     except OSError as exc:
@@ -96,15 +102,50 @@ def main(argv: Sequence[str] | None = None) -> int:
             "outputs are intact",
             file=sys.stderr,
         )
+        _json_error(args, f"disk full: {exc.strerror} ({exc.filename})", EXIT_USER)
         _closing(args, False, start)
         return EXIT_USER
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        what = f"terminated ({exc})" if isinstance(exc, Terminated) else "interrupted"
         print(
-            "trtbuild: interrupted; the cache and earlier build outputs are intact", file=sys.stderr
+            f"trtbuild: {what}; build processes stopped, the cache and earlier build outputs are "
+            "intact",
+            file=sys.stderr,
         )
-        return EXIT_INTERRUPT
+        return 128 + exc.signum if isinstance(exc, Terminated) else EXIT_INTERRUPT
     except Exception:
         return _internal()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _on_termination() -> dict[int, Any]:
+    """SIGTERM and SIGHUP stop the build as Ctrl-C does; returns the handlers they had.
+
+    Ctrl-C reaches the whole process group, so the job processes die with it; SIGTERM reaches
+    this process alone (`timeout`, a CI runner), so it stops them first: their threads' waits
+    return, the threads raise, and every scratch folder is removed on the way out.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def terminate(signum: int, frame: Any) -> None:
+        executor = sys.modules.get("trtbuild.executor")
+        if executor is not None:
+            executor.stop_running()
+        raise Terminated(signum)
+
+    return {signum: signal.signal(signum, terminate) for signum in TERMINATING}
+
+
+def _json_error(args: argparse.Namespace, message: str, code: int) -> None:
+    """With --json, a failure is a JSON object on stdout too: scripts read one stream."""
+    if getattr(args, "json", False):
+        print(json.dumps({"ok": False, "error": message, "exit_code": code}))
 
 
 def _internal() -> int:

@@ -31,6 +31,11 @@ def add_parser(sub: Any) -> None:
         default=[],
         help="gc: lock files or provenance.json whose artifacts are never evicted",
     )
+    parser.add_argument(
+        "--ignore-locks",
+        action="store_true",
+        help="gc: may also evict what the lock files of earlier builds with this cache name",
+    )
     parser.set_defaults(handler=handle)
 
 
@@ -56,9 +61,20 @@ def handle(args: argparse.Namespace) -> int:
         orphans = store.clean_orphans()
         if orphans:
             print(f"removed {len(orphans)} folder(s) and file(s) left by killed runs")
-        evicted = store.gc(size_arg(args.max_size), referenced(args.keep))
-        print(f"evicted {len(evicted)} blob(s); now {format_size(store.stats()['blob_bytes'])}")
+        roots = [] if args.ignore_locks else store.roots()
+        done = store.gc(max_size(args.max_size), referenced([*args.keep, *roots]))
+        print(
+            f"evicted {len(done.evicted)} blob(s), freed {done.freed_bytes} bytes "
+            f"({format_size(done.freed_bytes)}); the cache now holds {format_size(done.own_bytes)} "
+            f"of its own and {format_size(done.held_bytes)} that published files or "
+            f"{len(roots) + len(args.keep)} kept lock(s) share"
+        )
     return 0
+
+
+def max_size(text: str) -> int:
+    """--max-size in bytes; 0 empties the cache of everything gc may evict."""
+    return 0 if text.strip() == "0" else size_arg(text, "--max-size")
 
 
 def referenced(paths: list[Path]) -> set[str]:

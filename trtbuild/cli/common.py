@@ -13,11 +13,11 @@ if TYPE_CHECKING:
     from trtbuild.build import Options
 
 
-def size_arg(text: str) -> int:
+def size_arg(text: str, flag: str = "--budget") -> int:
     try:
         return parse_size(int(text) if text.isdigit() else text)
     except ValueError as exc:
-        raise TrtbuildError(f"--budget: {exc}") from None
+        raise TrtbuildError(f"{flag}: {exc}") from None
 
 
 def add_build_options(parser: argparse.ArgumentParser, out_flag: str = "--out") -> None:
@@ -36,14 +36,15 @@ def add_build_options(parser: argparse.ArgumentParser, out_flag: str = "--out") 
         out_flag,
         dest="out",
         type=Path,
-        default=Path("build"),
-        help="output root of the build (default: build)",
+        default=None,
+        help="output root of the build (default: build/ at the project root, the nearest "
+        "folder up holding .git, else here)",
     )
     parser.add_argument(
         "--cache",
         type=Path,
         default=None,
-        help="cache directory (default: $TRTBUILD_CACHE or ./cache)",
+        help="cache directory (default: $TRTBUILD_CACHE, else cache/ at the project root)",
     )
     parser.add_argument(
         "--remote-cache",
@@ -59,11 +60,18 @@ def options(args: argparse.Namespace, **more: Any) -> Options:
     from trtbuild.build import Options
 
     opts = Options(
-        backend=args.backend, budget=budget(args), out=args.out, cache=args.cache, **more
+        backend=args.backend, budget=budget(args), out=out_dir(args), cache=args.cache, **more
     )
     if args.remote_cache:
         opts.remote_cache = args.remote_cache
     return opts
+
+
+def out_dir(args: argparse.Namespace) -> Path:
+    """--out, else build/ at the project root (trtbuild.layout.project_root)."""
+    from trtbuild.layout import project_root
+
+    return args.out if args.out is not None else project_root() / "build"
 
 
 def budget(args: argparse.Namespace) -> int | None:

@@ -10,12 +10,13 @@ import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from trtbuild.cli.common import add_build_options, options
+from trtbuild.cli.common import add_build_options, options, out_dir
 from trtbuild.errors import TrtbuildError
 from trtbuild.interface import interface_notes
 from trtbuild.sizes import format_size
 
 if TYPE_CHECKING:
+    from trtbuild.graph import OpGraph
     from trtbuild.planner import Part, PartTensor, Plan
 
 
@@ -62,33 +63,26 @@ def handle(args: argparse.Namespace) -> int:
     elif args.format == "text":
         print("\n".join(as_text(p.target.name, p.backend, p.plan) for p in planned))
     else:
-        dot = "\n".join(as_dot(p.target.name, p.plan) for p in planned)
+        dot = as_dot(planned)
         print(dot if args.format == "dot" else to_svg(dot))
     return 0
 
 
 def trtexec_lines(args: argparse.Namespace, planned: list[Any]) -> list[str]:
-    """trtexec commands equal to what the TensorRT backend would build, one per part."""
+    """Write each part's ONNX and return the trtexec commands that build it as trtbuild would."""
+    from trtbuild import trtexec
     from trtbuild.backends.tensorrt import trt_version
-    from trtbuild.backends.trt_config import builder_config, trtexec_command
-    from trtbuild.parts import backend_settings, build_inputs
+    from trtbuild.build import open_store
     from trtbuild.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
+    store = open_store(options(args), recipe)
     major = int((trt_version() or "10").split(".")[0])
     lines = [f"# TensorRT {major}.x; each part's ONNX is what trtbuild exports for that part"]
     for p in planned:
-        settings = backend_settings(recipe, p.target, "tensorrt", release=False)
-        folder = args.out / recipe.name / p.target.model.name / p.target.slot
-        for part in p.plan.parts:
-            extra = build_inputs(recipe, p.target, part)
-            config = builder_config(settings, p.target.precision, extra["inputs"], major, False)
-            lines.append(f"# {p.target.name} part {part.index}")
-            lines.append(
-                trtexec_command(
-                    config, f"{folder}/part{part.index}.onnx", f"{folder}/part{part.index}.engine"
-                )
-            )
+        folder = trtexec.folder_of(out_dir(args), recipe, p)
+        trtexec.write_onnx(recipe, p, store, folder)
+        lines += trtexec.commands(recipe, p, folder, major)
     return lines
 
 
@@ -172,34 +166,49 @@ def _part_text(part: Part) -> list[str]:
     ]
 
 
-def as_dot(name: str, plan: Plan) -> str:
-    """Ops clustered by engine; edges that cross engines are red and labelled with their bytes."""
-    lines = [f'digraph "{name}" {{', "  rankdir=TB; node [shape=box, fontsize=10];"]
-    producer = {t.name: (p.index, _producer_op(p, t.name)) for p in plan.parts for t in p.outputs}
-    for part in plan.parts:
-        lines.append(f'  subgraph "cluster_{part.index}" {{')
-        lines.append(
-            f'    label="engine {part.index}: {len(part.ops)} ops, '
-            f'{format_size(part.weight_bytes)} weights"; style=rounded;'
-        )
-        lines += [f'    "{op}";' for op in part.ops]
-        lines.append("  }")
-    for part in plan.parts:
-        for t in part.inputs:
-            if t.from_part is None:
-                lines.append(f'  "{t.name}" [shape=ellipse]; "{t.name}" -> "{part.ops[0]}";')
-            else:
-                src = producer[t.name][1]
-                lines.append(
-                    f'  "{src}" -> "{part.ops[0]}" [color=red, fontcolor=red, '
-                    f'label="{t.name}\\n{"x".join(map(str, t.shape))} {t.dtype}\\n{format_size(t.bytes)}"];'
-                )
+def as_dot(planned: list[Any]) -> str:
+    """One Graphviz document: a cluster per target, inside it a cluster per engine, every op
+    edge drawn (ranked top to bottom); edges that cross engines are red and carry the boundary
+    tensor's name, shape, dtype and bytes."""
+    lines = ["digraph trtbuild {", "  rankdir=TB; node [shape=box, fontsize=10];"]
+    for number, p in enumerate(planned):
+        lines += _target_dot(f"t{number}", p.target.name, p.plan, p.graph)
     lines.append("}")
     return "\n".join(lines)
 
 
-def _producer_op(part: Part, tensor: str) -> str:
-    return tensor if tensor in part.ops else part.ops[-1]
+def _target_dot(prefix: str, name: str, plan: Plan, graph: OpGraph) -> list[str]:
+    def node(op_or_input: str) -> str:
+        return f'"{prefix}/{op_or_input}"'
+
+    engine_of = {op: part.index for part in plan.parts for op in part.ops}
+    boundary = {t.name: t for part in plan.parts for t in part.inputs if t.from_part is not None}
+    lines = [f'  subgraph "cluster_{prefix}" {{', f'    label="{name}"; style=dashed;']
+    for part in plan.parts:
+        lines.append(f'    subgraph "cluster_{prefix}_{part.index}" {{')
+        lines.append(
+            f'      label="engine {part.index}: {len(part.ops)} ops, '
+            f'{format_size(part.weight_bytes)} weights"; style=rounded;'
+        )
+        lines += [f'      {node(op)} [label="{op}"];' for op in part.ops]
+        lines.append("    }")
+    lines += [f'    {node(t.name)} [label="{t.name}", shape=ellipse];' for t in graph.inputs]
+    for op in graph.ops:
+        if op.name not in engine_of:
+            continue
+        for tensor in op.inputs:
+            source = graph.producer(tensor) or tensor
+            style = ""
+            if tensor in boundary and engine_of.get(source) != engine_of[op.name]:
+                t = boundary[tensor]
+                size = "x".join(map(str, t.shape))
+                style = (
+                    f' [color=red, fontcolor=red, label="{t.name}\\n{size} {t.dtype}\\n'
+                    f'{format_size(t.bytes)}"]'
+                )
+            lines.append(f"    {node(source)} -> {node(op.name)}{style};")
+    lines.append("  }")
+    return lines
 
 
 def to_svg(dot: str) -> str:

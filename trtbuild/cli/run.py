@@ -9,14 +9,32 @@ import time
 from pathlib import Path
 from typing import Any
 
-from trtbuild.cli.common import add_build_options, budget, options
+from trtbuild.cli.common import add_build_options, budget, options, out_dir
 
 
 def add_parser(sub: Any) -> None:
     parser = sub.add_parser("run", help="build every target of a recipe")
     add_build_options(parser)
     add_run_options(parser)
-    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.add_argument(
+        "--model",
+        dest="models",
+        action="append",
+        metavar="M",
+        help="build only this model (repeatable); the lock and provenance are left as they were",
+    )
+    parser.add_argument(
+        "--precision",
+        dest="precisions",
+        action="append",
+        metavar="P",
+        help="build only this precision (repeatable); as --model",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object on stdout: the targets and their engines, or the error",
+    )
     parser.add_argument(
         "--report",
         action="store_true",
@@ -88,11 +106,10 @@ def handle(args: argparse.Namespace) -> int:
         from trtbuild.signing import check_key
 
         check_key(args.sign, args.release)
-    if not args.release and _up_to_date(args):
+    subset = bool(args.models or args.precisions)
+    if not args.release and not subset and _up_to_date(args):
         if args.json:
-            print(
-                json.dumps({"up_to_date": True, "notes": ["up to date"], "targets": []}, indent=2)
-            )
+            print(json.dumps(locked_json(args), indent=2))
         else:
             print(f"up to date ({(time.perf_counter() - start) * 1000:.0f} ms)", file=sys.stderr)
             _report(args)
@@ -139,6 +156,8 @@ def build_with_progress(
         locked=args.locked,
         release=release,
         sign=sign,
+        models=getattr(args, "models", None),
+        precisions=getattr(args, "precisions", None),
     )
     opts.fork_server = opts.fork_server and args.fork_server
     opts.executor = args.executor
@@ -173,7 +192,7 @@ def _report(args: argparse.Namespace) -> None:
     if args.report:
         from trtbuild.cli.report import report_after_run
 
-        print(f"report: {report_after_run(args.recipe, args.out)}", file=sys.stderr)
+        print(f"report: {report_after_run(args.recipe, out_dir(args))}", file=sys.stderr)
 
 
 def _up_to_date(args: argparse.Namespace) -> bool:
@@ -184,12 +203,15 @@ def _up_to_date(args: argparse.Namespace) -> bool:
     from trtbuild.store import default_cache_dir
 
     cache = (args.cache or default_cache_dir()).resolve()
-    called = invocation(args.backend, budget(args), args.out, args.release)
+    called = invocation(args.backend, budget(args), out_dir(args), args.release)
     return stale(Path(args.recipe), called, cache) is None
 
 
 def as_json(result: Any) -> dict[str, Any]:
+    """What `run --json` prints after a build: per target its engines (paths a script can use)
+    and, per part, the processes that ran in this run (their RSS samples stay in build.json)."""
     return {
+        "ok": True,
         "up_to_date": result.up_to_date,
         "notes": result.notes,
         "targets": [
@@ -199,6 +221,7 @@ def as_json(result: Any) -> dict[str, Any]:
                 "kind": t.kind,
                 "backend": t.backend,
                 "dir": str(t.dir),
+                "engines": [str(t.dir / p.engine) for p in t.parts],
                 "budget_bytes": t.budget_bytes,
                 "boundary_bytes": t.plan.boundary_bytes,
                 "parts": [
@@ -209,12 +232,49 @@ def as_json(result: Any) -> dict[str, Any]:
                         "seconds": p.seconds,
                         "sha256": p.sha256,
                         "engine": p.engine,
-                        "processes": p.record.get("processes", []),
+                        "processes": [] if p.cached else [_brief(q) for q in p.record["processes"]],
                     }
                     for p in t.parts
                 ],
             }
             for t in result.targets
+        ],
+    }
+
+
+BRIEF = ("kind", "peak_rss_bytes", "predicted_peak_bytes", "memory_limit_bytes", "seconds", "node")
+
+
+def _brief(process: dict[str, Any]) -> dict[str, Any]:
+    return {k: process[k] for k in BRIEF if k in process}
+
+
+def locked_json(args: argparse.Namespace) -> dict[str, Any]:
+    """`run --json` on the no-op path: the targets and engines as the lock pins them."""
+    from trtbuild.lockfile import lock_path, read_lock
+
+    lock = read_lock(lock_path(Path(args.recipe)))
+    assert lock is not None  # the no-op path found it current
+    return {
+        "ok": True,
+        "up_to_date": True,
+        "notes": ["up to date"],
+        "targets": [
+            {
+                "model": t.model,
+                "precision": t.precision,
+                "kind": t.kind,
+                "backend": t.backend,
+                "dir": t.dir,
+                "engines": [str(Path(t.dir) / p.engine) for p in t.parts],
+                "budget_bytes": t.budget_bytes,
+                "boundary_bytes": t.boundary_bytes,
+                "parts": [
+                    {"key": p.key, "cached": True, "sha256": p.sha256, "engine": p.engine}
+                    for p in t.parts
+                ],
+            }
+            for t in lock.targets
         ],
     }
 
@@ -240,7 +300,8 @@ def _table(result: Any) -> Any:
     for col in ("parts", "built", "peak\nMiB", "budget\nMiB", "s"):
         table.add_column(col, justify="right")
     for t in result.targets:
-        peak = max((p.peak_rss_bytes for p in t.parts), default=0)
+        # The largest process of the target, its graph job included: what a budget must hold.
+        peak = max([t.graph_job.peak_rss_bytes, *(p.peak_rss_bytes for p in t.parts)])
         built = sum(not p.cached for p in t.parts)
         table.add_row(
             t.name,

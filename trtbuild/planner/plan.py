@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from trtbuild.errors import TrtbuildError
+from trtbuild.errors import BudgetTooSmall, TrtbuildError
 from trtbuild.graph import SYMINT, OpGraph, TensorInfo
 from trtbuild.memory import SLACK, Load, MemoryModel
 from trtbuild.planner.bound import lower_bound
@@ -83,21 +83,21 @@ def plan(
     heaviest_load = load_of(graph, _group_weights(graph, groups, heaviest), kinds)
     min_budget = max(memory.predict(heaviest_load), graph_peak)
     if budget < graph_peak:
-        raise TrtbuildError(
+        raise BudgetTooSmall(
             f"budget {format_size(budget)} is too small: exporting the model's graph on the meta "
-            f"device (no weights) alone reaches {format_size(graph_peak)}; the smallest budget "
-            f"that works is {min_budget} bytes ({format_size(min_budget)})"
+            f"device (no weights) alone reaches {format_size(graph_peak)}",
+            min_budget,
         )
     for attempt in range(MAX_SHRINKS):
         try:
             solution = solve(problem, cap)
         except TooBig:  # name the heaviest group, not the first one found over the cap
             assert heaviest is not None
-            raise TrtbuildError(
+            raise BudgetTooSmall(
                 f"budget {format_size(budget)} is too small: op group '{problem.labels[heaviest]}' "
                 f"alone holds {format_size(heaviest_load.weight_bytes)} of weights and needs a "
-                f"predicted {format_size(min_budget)}; the smallest budget that works is "
-                f"{min_budget} bytes ({format_size(min_budget)})"
+                f"predicted {format_size(min_budget)}",
+                min_budget,
             ) from None
         made = _make_plan(graph, groups, solution, budget, min_budget, memory, kinds)
         over = [p for p in made.parts if p.predicted_peak_bytes > budget]
