@@ -149,7 +149,7 @@ def test_termination_stops_the_build_like_ctrl_c(tmp_path: Path, signum: int) ->
     recipe.write_text(
         '[recipe]\nname = "slow"\n[defaults]\nbackend = "onnxruntime"\nprecisions = ["fp32"]\n'
         '[[model]]\nname = "m"\nsource = "slow.py:slow"\nweights = { init = "random", seed = 0 }\n'
-        '[[model.inputs]]\nname = "x"\nshape = [2, 8]\ndtype = "float32"\n'
+        '[[model.inputs]]\nname = "input"\nshape = [2, 8]\ndtype = "float32"\n'
     )
     marker = tmp_path / "started"
     env = {**os.environ, "SLOW_MARKER": str(marker)}
@@ -364,7 +364,7 @@ def conv() -> nn.Module:
             [2, 8],
             "fp32",
             r"model 'lin': op 'linear' \(aten.linear.default\) "
-            r"multiplies input 'x' \(int64\) with '0.weight' \(float32\); declare the input",
+            r"multiplies input 'input' \(int64\) with '0.weight' \(float32\); declare the input",
         ),
         (
             "conv",
@@ -392,7 +392,7 @@ def test_type_errors_name_the_target_part_and_op_never_a_scratch_path(
     recipe.write_text(
         f'[recipe]\nname = "typed"\n[defaults]\nbackend = "onnxruntime"\n'
         f'precisions = ["{precision}"]\n[[model]]\nname = "{model}"\nsource = "typed.py:{model}"\n'
-        f'weights = {{ init = "random", seed = 0 }}\n[[model.inputs]]\nname = "x"\n'
+        f'weights = {{ init = "random", seed = 0 }}\n[[model.inputs]]\nname = "input"\n'
         f'shape = {shape}\ndtype = "{dtype}"\n'
     )
     assert main(["run", str(recipe)]) == 1
