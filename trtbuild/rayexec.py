@@ -166,6 +166,7 @@ def recipe_files(recipe_path: Path, model: str) -> list[Path]:
         if path.suffix == ".py":
             files.add(path)
     spec = recipe.model_spec(model)
+    files.update(recipe.data_files(spec))
     for named in (spec.weights, spec.config):
         if isinstance(named, str):
             where = recipe.resolve(named)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trtbuild.errors import TrtbuildError, disk_full_text, is_disk_full
-from trtbuild.jobs import BuildJob, GraphJob, Job, ProbeJob, from_json
+from trtbuild.jobs import BuildJob, GraphJob, Job, ProbeJob, StateJob, from_json
 
 
 def run(job: Job) -> dict[str, Any]:
@@ -32,10 +32,15 @@ def run(job: Job) -> dict[str, Any]:
     recipe = load_recipe(job.recipe)
     if isinstance(job, GraphJob):
         return _graph(recipe, job)
+    if isinstance(job, StateJob):
+        return _state(recipe, job)
     from trtbuild.partexport import export_parts
 
     parts = [(entry.part, Path(entry.onnx)) for entry in job.parts]
-    exported = export_parts(recipe, job.model, job.precision, parts, job.graph_digest, job.opset)
+    state = Path(job.state) if job.state else None
+    exported = export_parts(
+        recipe, job.model, job.precision, parts, job.graph_digest, job.opset, state
+    )
     return {"parts": exported}
 
 
@@ -55,6 +60,7 @@ def _graph(recipe: Any, job: GraphJob) -> dict[str, Any]:
     from trtbuild import depfile, frontend
     from trtbuild.checkpoint import tensor_digest
     from trtbuild.graph import from_exported
+    from trtbuild.nativefiles import held_files, model_files
     from trtbuild.weights import WeightSource
 
     spec = recipe.model_spec(job.model)
@@ -66,22 +72,40 @@ def _graph(recipe: Any, job: GraphJob) -> dict[str, Any]:
         model = frontend.build_model(recipe, spec, "fp32").model
         digests = WeightSource(recipe, spec, model).digests()
         constants = frontend.code_constants(program)
+        held = held_files()  # native reads still held (mmap'd tables): trtbuild.nativefiles
     digests.update({name: tensor_digest(value) for name, value in constants.items()})
     missing = sorted(set(graph.weights) - set(digests))
-    if missing:  # a buffer the graph reads that is neither in the checkpoint nor made by code
+    if (
+        missing and spec.weights is not None
+    ):  # a buffer the graph reads that is neither in the checkpoint nor made by code
         raise TrtbuildError(f"{spec.weights}: checkpoint has no tensor for {missing[0]!r}")
     # Weights are pinned tensor by tensor; the cache is trtbuild's own: neither is model code.
     exclude = [Path(job.cache)] if job.cache else []
     if isinstance(spec.weights, str):  # config.json of a model folder too: lock pins it
         exclude.append(recipe.resolve(spec.weights))
     inputs = depfile.classify(touched, exclude)
+    files = sorted({*inputs.files, *model_files(held, exclude)})
     return {
         "graph": graph.to_json(),
         "digest": graph.digest(),
-        "weight_digests": {k: digests[k] for k in sorted(graph.weights)},
+        "weight_digests": {k: digests[k] for k in sorted(graph.weights) if k in digests},
         "base_bytes": base,
-        "inputs": {"files": inputs.files, "distributions": inputs.distributions, "env": inputs.env},
+        "inputs": {"files": files, "distributions": inputs.distributions, "env": inputs.env},
+        "state_bytes": _state_bytes(model),
     }
+
+
+def _state_bytes(model: Any) -> int:
+    """Bytes of the model's checkpoint tensors as its factory makes them (a tie once)."""
+    unique = {id(t): t for t in model.state_dict(keep_vars=True).values()}
+    return sum(t.numel() * t.element_size() for t in unique.values())
+
+
+def _state(recipe: Any, job: StateJob) -> dict[str, Any]:
+    """The model's own state after its factory ran, as a safetensors file (trtbuild.ownstate)."""
+    from trtbuild.ownstate import write_state
+
+    return write_state(recipe, recipe.model_spec(job.model), Path(job.out))
 
 
 def _disk_full(exc: BaseException | None) -> str | None:
