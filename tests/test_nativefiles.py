@@ -43,8 +43,7 @@ backend = "onnxruntime"
 name = "m"
 source = "inputs_table.py:table_model"
 weights = {{ init = "random", seed = 0 }}
-data = {data}
-[[model.inputs]]
+{data}[[model.inputs]]
 name = "x"
 shape = [2, 4]
 """
@@ -57,7 +56,7 @@ def _save_table(path: Path, value: float) -> None:
     save_file({"table": torch.full((4,), value)}, str(path))
 
 
-def _table_project(root: Path, data: str = "[]") -> Path:
+def _table_project(root: Path, data: str = "") -> Path:
     root.mkdir()
     shutil.copy(MODELS / "inputs_table.py", root / "inputs_table.py")
     _save_table(root / "inputs_table.safetensors", 1.0)
@@ -94,7 +93,7 @@ def test_declared_data_files_are_inputs(tmp_path: Path) -> None:
     from trtbuild.explain import explain
     from trtbuild.lockfile import lock_path, read_lock
 
-    recipe = _table_project(tmp_path / "proj", '["tables/*.txt"]')
+    recipe = _table_project(tmp_path / "proj", 'data = ["tables/*.txt"]\n')
     (recipe.parent / "tables").mkdir()
     (recipe.parent / "tables" / "vocab.txt").write_text("a b c\n")
     build(recipe)
@@ -113,8 +112,36 @@ def test_a_data_glob_that_matches_nothing_is_one_error(
 ) -> None:
     from trtbuild.cli import main
 
-    recipe = _table_project(tmp_path / "proj", '["tables/*.txt"]')
+    recipe = _table_project(tmp_path / "proj", 'data = ["tables/*.txt"]\n')
     assert main(["run", str(recipe)]) == 1
     err = capsys.readouterr().err
     (error,) = [line for line in err.splitlines() if line.startswith("trtbuild: error:")]
     assert "table.toml:9: field 'data' of model 'm'" in error and "'tables/*.txt'" in error
+
+
+def test_a_file_a_c_reader_held_while_the_job_ran_is_an_input(tmp_path: Path) -> None:
+    """Read with libc and closed before the factory returns: the executor's samples of the graph
+    job's open files see it (the job's own last look cannot)."""
+    import torch
+
+    import trtbuild
+    from trtbuild.build import build
+    from trtbuild.explain import explain
+
+    root = tmp_path / "proj"
+    root.mkdir()
+    shutil.copy(MODELS / "inputs_creader.py", root / "inputs_creader.py")
+    (root / "inputs_creader.txt").write_text("1.0")
+    text = TABLE_RECIPE.format(data="").replace(
+        "inputs_table.py:table_model", "inputs_creader.py:offset_model"
+    )
+    (root / "c.toml").write_text(text)
+    build(root / "c.toml")
+    x = torch.randn(2, 4)
+    before = trtbuild.load(Path("build/table/m/fp32"))(x)
+
+    (root / "inputs_creader.txt").write_text("5.0")
+    assert "changed: inputs_creader.txt changed" in explain(root / "c.toml")
+    assert not build(root / "c.toml").up_to_date
+    after = trtbuild.load(Path("build/table/m/fp32"))(x)
+    assert torch.allclose(after, before + 4.0, atol=1e-5)

@@ -23,6 +23,9 @@ from pathlib import Path
 from trtbuild.depfile import file_kind
 
 ELF_MAGIC = b"\x7fELF"
+# The system's own data that every process maps (locales, time zones, the loader's cache):
+# never a model's, wherever the interpreter is installed.
+SYSTEM_ROOTS = ("/etc/", "/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/", "/usr/share/", "/var/")
 
 
 def held_files(pid: int | str = "self") -> set[str]:
@@ -58,6 +61,8 @@ def model_files(paths: Iterable[str], exclude: Iterable[Path]) -> list[str]:
     for raw in paths:
         path = os.path.realpath(raw)
         if file_kind(path) != "file" or file_kind(raw) != "file" or not os.path.isfile(path):
+            continue
+        if path.startswith(SYSTEM_ROOTS):
             continue
         if any(path == root or path.startswith(root + os.sep) for root in skip):
             continue

@@ -64,6 +64,9 @@ def _graph(recipe: Any, job: GraphJob) -> dict[str, Any]:
     from trtbuild.weights import WeightSource
 
     spec = recipe.model_spec(job.model)
+    # The factory runs here on the meta device: one that loads a checkpoint itself (no `weights`
+    # in the recipe) still reads it here, transiently (measured); its values come from the state
+    # job (trtbuild.statejob), and the file is an input of this graph like any file it reads.
     with depfile.recording() as touched:
         frontend.import_exporter()
         _, program = frontend.export_model(recipe, spec, job.precision)
