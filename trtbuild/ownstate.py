@@ -128,4 +128,4 @@ def write_state(recipe: Recipe, spec: ModelSpec, out: Path) -> dict[str, Any]:
 def _bytes_of(tensor: torch.Tensor) -> memoryview:
     """The tensor's bytes in C order, without a copy when it is contiguous already."""
     flat = tensor.contiguous().reshape(-1)
-    return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
+    return flat.view(torch.uint8).numpy().data if flat.numel() else memoryview(b"")
