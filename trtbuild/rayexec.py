@@ -239,7 +239,9 @@ def _run_on_node(
             for p in sorted(out.rglob("*"))
             if p.is_file() and str(p)[len(prefix) :] not in files
         }
-        data = {**asdict(outcome), "result": result, "node": node}
+        # Files the job held on this node: the project's copy, as the orchestrator's paths
+        held = [f[len(prefix) :] for f in outcome.files if f.startswith(prefix + os.sep)]
+        data = {**asdict(outcome), "result": result, "node": node, "files": held}
         return {"outcome": data, "files": made}
     finally:
         shutil.rmtree(root, ignore_errors=True)
