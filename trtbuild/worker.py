@@ -84,7 +84,7 @@ def _graph(recipe: Any, job: GraphJob) -> dict[str, Any]:
         raise TrtbuildError(f"{spec.weights}: checkpoint has no tensor for {missing[0]!r}")
     # Weights are pinned tensor by tensor; the cache is trtbuild's own: neither is model code.
     exclude = [Path(job.cache)] if job.cache else []
-    exclude.append(_job_dir)  # the job's own files (its log is held open): never model inputs
+    exclude.extend(_job_files)  # the job's own files (its log is held open): never model inputs
     if isinstance(spec.weights, str):  # config.json of a model folder too: lock pins it
         exclude.append(recipe.resolve(spec.weights))
     inputs = depfile.classify(touched, exclude)
@@ -112,7 +112,7 @@ def _state(recipe: Any, job: StateJob) -> dict[str, Any]:
     return write_state(recipe, recipe.model_spec(job.model), Path(job.out))
 
 
-_job_dir = Path("/nonexistent")  # the folder of this process's job file (main sets it)
+_job_files: list[Path] = []  # this process's job, result and log files (main sets them)
 
 
 def _disk_full(exc: BaseException | None) -> str | None:
@@ -167,9 +167,9 @@ def die_with_parent() -> None:
 def main(argv: list[str]) -> int:
     die_with_parent()
     job_path = Path(argv[0])
-    global _job_dir
-    _job_dir = job_path.parent
     job, result_file = from_json(json.loads(job_path.read_text()))
+    stem = job_path.name.removesuffix(".job.json")  # executor.run_job's names
+    _job_files[:] = [job_path, Path(result_file), job_path.with_name(f"{stem}.log")]
     result_path = Path(result_file)
     try:
         result: dict[str, Any] = {"ok": True, "result": run(job)}
