@@ -175,7 +175,7 @@ def test_runs_with_another_cache_share_a_server_and_each_job_sees_its_environmen
     recipe = tmp_path / "scaled.toml"
     recipe.write_text(
         '[recipe]\nname = "scaled"\n[defaults]\nbackend = "onnxruntime"\n'
-        '[[model]]\nname = "m"\nsource = "scaled.py:scaled"\n'
+        '[[model]]\nname = "m"\nsource = "scaled.py:scaled"\nweights = { init = "random", seed = 0 }\n'
         '[[model.inputs]]\nname = "x"\nshape = [2, 3]\n'
     )
     x = torch.randn(2, 3)

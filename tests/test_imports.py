@@ -24,6 +24,7 @@ TORCH_MODULES = {
     "trtbuild.partdims",
     "trtbuild.hf",
     "trtbuild.binding",
+    "trtbuild.ownstate",
 }
 HEAVY = ("torch", "onnx", "onnxscript", "transformers")
 

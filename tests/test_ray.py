@@ -41,6 +41,7 @@ host_memory = "2GiB"
 name = "wide"
 source = "models/resnet.py:resnet_tiny"
 kwargs = { num_classes = 10, width = 8 }
+weights = { init = "random", seed = 0 }
 [[model.inputs]]
 name = "x"
 shape = [2, 3, 32, 32]
@@ -49,6 +50,7 @@ shape = [2, 3, 32, 32]
 name = "narrow"
 source = "models/resnet.py:resnet_tiny"
 kwargs = { num_classes = 4, width = 4 }
+weights = { init = "random", seed = 0 }
 [[model.inputs]]
 name = "x"
 shape = [1, 3, 16, 16]

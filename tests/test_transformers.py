@@ -88,6 +88,7 @@ def write_recipe(
     entries = []
     for name, model in models.items():
         entry = {"name": name, **{k: v for k, v in model.items() if k != "inputs"}}
+        entry.setdefault("weights", {"init": "random", "seed": 0})  # seeded init, as before
         if budgets:
             entry["budget"] = {"host_memory": budgets[name]}
         entries.append({**entry, "inputs": model["inputs"]})

@@ -41,6 +41,7 @@ from trtbuild.recipe import Recipe, Target, load_recipe
 from trtbuild.remote import RemoteCache
 from trtbuild.results import BuildResult, PartResult, TargetResult
 from trtbuild.sizes import format_size
+from trtbuild.statejob import own_weights
 from trtbuild.store import Store, default_cache_dir
 from trtbuild.toolchain import toolchain
 
@@ -340,6 +341,8 @@ def _build_target(
     with executor.admit(before.export.fixed_bytes, budget, forked=True) as share:
         graph_info = graph_job(recipe, target, store, memo, share, executor)
     graph = OpGraph.from_json(graph_info.graph)
+    if target.model.weights is None:  # the model's own state after its factory ran
+        graph_info = own_weights(recipe, target, list(graph.weights), graph_info, store, executor)
     out_dir = output_dir(opts.out, recipe.name, target.model.name, target.slot)
     notes = interface_notes(target.name, target.model.name, graph_info.graph)
     for note in notes:

@@ -168,6 +168,11 @@ def _kind(file: str) -> str:
     return "file"
 
 
+def file_kind(file: str) -> str:
+    """ "ignore" (stdlib, trtbuild, /proc, bytecode), "site" (installed) or "file" (by content)."""
+    return _kind(file)
+
+
 @dataclass(frozen=True)
 class Discovered:
     """Inputs as the lock pins them: absolute file paths, distributions, variable digests."""

@@ -33,6 +33,7 @@ from trtbuild import forkserver, jobs
 from trtbuild.errors import BudgetExceeded, TrtbuildError, disk_full_text
 from trtbuild.forkserver import ForkServer, Unavailable
 from trtbuild.jobs import Job
+from trtbuild.nativefiles import held_files
 from trtbuild.sizes import format_size
 
 POLL_SECONDS = 0.01
@@ -40,7 +41,10 @@ PRIVATE_EVERY = 5  # read smaps_rollup (costlier than statm) every 5th sample
 _running: set[int] = set()  # job processes started by this process that have not been waited for
 _running_lock = threading.Lock()
 MAX_SAMPLES = 400  # RSS points kept per process for the build report (Samples)
-FORKED_KINDS = ("graph", "export", "probe")
+FORKED_KINDS = ("graph", "export", "probe", "state")
+# Jobs that run model code whose native reads are inputs: their held files are sampled
+# (trtbuild.nativefiles); every PRIVATE_EVERY-th sample, as the costlier smaps read.
+WATCHED_FILES_KINDS = ("graph", "state")
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,9 @@ class JobOutcome:
     node: str | None = None  # the Ray node it ran on (rayexec.py); None: this machine
     # Ray: the task's time beyond its job's own (scheduling, a worker's start, files each way)
     dispatch_seconds: float | None = None
+    # Files the process held (mmap'd or open) in the samples: graph and state jobs only, raw
+    # (absolute, unclassified: trtbuild.nativefiles.model_files sorts out the model's data)
+    files: list[str] = field(default_factory=list)
 
 
 class Samples:
@@ -103,7 +110,7 @@ def run_job(
     pid, wait, forked = _start(job_path, log_path, server if job.kind in FORKED_KINDS else None)
     with _running_lock:
         _running.add(pid)
-    watcher = _Watcher(pid, limit_bytes, private=forked)
+    watcher = _Watcher(pid, limit_bytes, forked, job.kind in WATCHED_FILES_KINDS)
     watcher.start()
     try:
         status, maxrss = wait()
@@ -155,7 +162,14 @@ def run_job(
         raise TrtbuildError.from_text(outcome["error"])
     private = watcher.private_peak if forked else None
     return JobOutcome(
-        outcome["result"], peak, seconds, started, time.time(), private, watcher.samples.points
+        outcome["result"],
+        peak,
+        seconds,
+        started,
+        time.time(),
+        private,
+        watcher.samples.points,
+        files=sorted(watcher.files),
     )
 
 
@@ -214,11 +228,15 @@ class InternalJobError(RuntimeError):
 
 
 class _Watcher(threading.Thread):
-    """Samples the process's RSS; kills it when it crosses `limit`."""
+    """Samples the process's RSS (and, with `files`, the files it holds); kills it when it
+    crosses `limit`."""
 
-    def __init__(self, pid: int, limit: int | None, private: bool = False) -> None:
+    def __init__(
+        self, pid: int, limit: int | None, private: bool = False, files: bool = False
+    ) -> None:
         super().__init__(daemon=True)
-        self.pid, self.limit, self.private = pid, limit, private
+        self.pid, self.limit, self.private, self.watch_files = pid, limit, private, files
+        self.files: set[str] = set()
         self.peak = 0
         self.private_peak = 0
         self.killed = False
@@ -241,6 +259,8 @@ class _Watcher(threading.Thread):
             samples += 1
             if self.private and samples % PRIVATE_EVERY == 1:
                 self.private_peak = max(self.private_peak, private_bytes(self.pid))
+            if self.watch_files and samples % PRIVATE_EVERY == 1:
+                self.files |= held_files(self.pid)
             if self.limit is not None and rss > self.limit:
                 self.killed = True
                 with contextlib.suppress(ProcessLookupError):

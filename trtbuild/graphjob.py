@@ -20,12 +20,15 @@ from trtbuild.digests import DigestMemo, digest_json
 from trtbuild.errors import BudgetExceeded, TrtbuildError
 from trtbuild.executor import Executor, run_job
 from trtbuild.inputs import Inputs, discovered, relative
+from trtbuild.nativefiles import model_files
 from trtbuild.recipe import ModelSpec, Recipe, Target
 from trtbuild.sizes import format_size
 from trtbuild.store import Store
 from trtbuild.toolchain import toolchain
 
-GRAPH_SCHEMA = 4  # 4: output names and the interface (binding.py)
+GRAPH_SCHEMA = (
+    5  # 4: output names and the interface (binding.py); 5: native reads, data, state_bytes
+)
 # [[model]] fields that say how and where to build, not what the graph is: changing a model's
 # budget must not export its graph again (nor re-measure the base its plan is made with).
 NOT_GRAPH = {"budget", "backend", "precisions", "devices"}
@@ -45,6 +48,10 @@ class GraphResult:
     base_bytes: int | None  # resident size after import and export, before weights (memory.py)
     rss_samples: list[list[float]] = field(default_factory=list)  # (seconds, RSS): the report
     node: str | None = None  # the Ray node it ran on; None: the building machine
+    state_bytes: int | None = None  # the model's checkpoint tensors as its factory makes them
+    # The state job's process and file when the recipe names no weights (trtbuild.statejob);
+    # set per build, never cached with the graph
+    state: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -57,6 +64,7 @@ class GraphResult:
             "base_bytes": self.base_bytes,
             "rss_samples": self.rss_samples,
             "node": self.node,
+            "state_bytes": self.state_bytes,
         }
 
     @classmethod
@@ -71,6 +79,7 @@ class GraphResult:
             data.get("base_bytes"),
             data.get("rss_samples", []),
             data.get("node"),
+            data.get("state_bytes"),
         )
 
 
@@ -90,6 +99,7 @@ def graph_job(
             GRAPH_SCHEMA,
             spec.model_dump(mode="json", exclude=NOT_GRAPH),
             weights,
+            [relative(f, recipe.root) for f in recipe.data_files(spec)],  # a new match: run again
             target.precision,
             toolchain(),
         ]
@@ -191,14 +201,24 @@ def _run(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     result = outcome.result
+    raw = dict(result["inputs"])
+    # Files native code held while the job ran (the watcher's samples) and the declared data:
+    # inputs by content, as what the depfile saw (trtbuild.nativefiles)
+    exclude = [store.root, *weights_files(recipe, target.model)]
+    if isinstance(target.model.weights, str):
+        exclude.append(recipe.resolve(target.model.weights))
+    native = model_files(outcome.files, exclude)
+    data = [str(f) for f in recipe.data_files(target.model)]
+    raw["files"] = sorted({*raw["files"], *native, *data})
     return GraphResult(
         result["graph"],
         result["digest"],
         result["weight_digests"],
-        discovered(result["inputs"], recipe.root, memo),
+        discovered(raw, recipe.root, memo),
         outcome.peak_rss_bytes,
         round(outcome.seconds, 3),
         result.get("base_bytes"),
         [list(point) for point in outcome.samples],
         outcome.node,
+        result.get("state_bytes"),
     )

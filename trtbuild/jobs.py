@@ -29,6 +29,17 @@ class GraphJob(_ModelJob):
 
 
 @dataclass(frozen=True)
+class StateJob:
+    """Run a model's factory with real parameters (torch seeded with 0) and write its state
+    dict as a safetensors file at `out`: the weights of a model whose recipe names none."""
+
+    kind: ClassVar[str] = "state"
+    recipe: str
+    model: str
+    out: str
+
+
+@dataclass(frozen=True)
 class PartToExport:
     part: dict[str, Any]  # ops, weights, inputs, outputs (trtbuild.parts.part_json)
     onnx: str  # where its ONNX file goes
@@ -42,6 +53,7 @@ class ExportJob(_ModelJob):
     graph_digest: str  # the graph the parts were planned on: a changed model is an error
     opset: int
     parts: list[PartToExport] = field(default_factory=list)
+    state: str | None = None  # the model's own state (a StateJob's safetensors) when no weights
 
 
 @dataclass(frozen=True)
@@ -64,8 +76,10 @@ class ProbeJob:
     hold: float = 0.0
 
 
-Job = GraphJob | ExportJob | BuildJob | ProbeJob
-KINDS: dict[str, type[Job]] = {c.kind: c for c in (GraphJob, ExportJob, BuildJob, ProbeJob)}
+Job = GraphJob | StateJob | ExportJob | BuildJob | ProbeJob
+KINDS: dict[str, type[Job]] = {
+    c.kind: c for c in (GraphJob, StateJob, ExportJob, BuildJob, ProbeJob)
+}
 
 
 def to_json(job: Job, result: str) -> dict[str, Any]:

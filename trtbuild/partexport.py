@@ -125,6 +125,7 @@ def export_parts(
     parts: list[tuple[dict[str, Any], Path]],
     graph_digest: str,
     opset: int,
+    state: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Write each part's ONNX, one after another, from one export of the whole model.
 
@@ -140,7 +141,9 @@ def export_parts(
         raise TrtbuildError(
             f"model '{model_name}' changed while it was being built (graph digest differs); run again"
         )
-    source = WeightSource(recipe, spec, frontend.build_model(recipe, spec, "fp32").model)
+    # The factory runs again here (and in the graph job) on the meta device: one that loads a
+    # checkpoint itself reads it again, transiently (measured); its weights come from `state`.
+    source = WeightSource(recipe, spec, frontend.build_model(recipe, spec, "fp32").model, state)
     where = f"{recipe.path}: model '{model_name}'"
     constants = frontend.code_constants(program)
     input_names = [i.name for i in spec.inputs]

@@ -157,6 +157,7 @@ def _run(
             job.digest,
             settings["opset"],
             [PartToExport(part_json(p), str(folders[p.index] / "part.onnx")) for p in todo],
+            _state_file(job, scratch),
         )
         predicted = memory.export.predict(heaviest)
         with executor.admit(predicted, budget, forked=True) as share:
@@ -242,6 +243,15 @@ def _named(target: Target, part: Part) -> Iterator[None]:
         raise
     except TrtbuildError as exc:
         raise TrtbuildError(f"{target.name} part {part.index}: {exc}") from None
+
+
+def _state_file(job: GraphResult, scratch: Path) -> str | None:
+    """The model's own state (trtbuild.statejob) under a .safetensors name, if it has one."""
+    if job.state is None:
+        return None
+    link = scratch / "state.safetensors"
+    os.symlink(job.state["file"], link)
+    return str(link)
 
 
 def _stage(

@@ -110,6 +110,11 @@ def publish(result: TargetResult, recipe: Recipe, store: Store) -> None:
                     {**p.record, "cached": p.cached, "reason": p.reason} for p in result.parts
                 ],
                 "graph_process": _graph_record(result.graph_job),
+                **(
+                    {"state_process": result.graph_job.state["process"]}
+                    if result.graph_job.state
+                    else {}
+                ),
                 "plan": _plan_record(result.plan),
                 "budget_bytes": result.budget_bytes,
             },

@@ -39,13 +39,13 @@ from typing import Any
 from trtbuild import jobs
 from trtbuild.errors import BudgetExceeded, TrtbuildError
 from trtbuild.executor import InternalJobError, JobOutcome, run_job
-from trtbuild.jobs import BuildJob, ExportJob, GraphJob, Job
+from trtbuild.jobs import BuildJob, ExportJob, GraphJob, Job, StateJob
 from trtbuild.recipe import load_recipe
 
 RESOURCE = "trtbuild"  # what every building node offers 1 of: its host budget
 KIND_TOKEN = 0.001  # of a device kind's resource: places a task, never limits it
 MAX_RETRIES = 3  # a lost worker (node down, process killed) is retried this often
-PATH_FIELDS = ("recipe", "onnx", "engine")  # job fields naming files
+PATH_FIELDS = ("recipe", "onnx", "engine", "out", "state")  # job fields naming files
 SKIP_DIRS = {"__pycache__", "build", "cache", "node_modules", "site-packages"}
 MAX_SOURCE_FILES = 2000
 ENV_PREFIXES = ("TRTBUILD_", "PYTHONHASHSEED")  # what a job's process gets from the driver
@@ -152,7 +152,9 @@ def inputs_of(job: Job) -> list[Path]:
         cache = job.settings.get("timing_cache_path")
         timing = [Path(cache)] if cache and Path(cache).is_file() else []
         return sorted([*(p for p in folder.iterdir() if p.is_file()), *timing])
-    if isinstance(job, GraphJob | ExportJob):
+    if isinstance(job, ExportJob) and job.state:  # the model's own state (statejob.py)
+        return sorted([*recipe_files(Path(job.recipe), job.model), Path(job.state)])
+    if isinstance(job, GraphJob | ExportJob | StateJob):
         return recipe_files(Path(job.recipe), job.model)
     return []
 
@@ -166,6 +168,7 @@ def recipe_files(recipe_path: Path, model: str) -> list[Path]:
         if path.suffix == ".py":
             files.add(path)
     spec = recipe.model_spec(model)
+    files.update(recipe.data_files(spec))
     for named in (spec.weights, spec.config):
         if isinstance(named, str):
             where = recipe.resolve(named)
@@ -236,7 +239,9 @@ def _run_on_node(
             for p in sorted(out.rglob("*"))
             if p.is_file() and str(p)[len(prefix) :] not in files
         }
-        data = {**asdict(outcome), "result": result, "node": node}
+        # Files the job held on this node: the project's copy, as the orchestrator's paths
+        held = [f[len(prefix) :] for f in outcome.files if f.startswith(prefix + os.sep)]
+        data = {**asdict(outcome), "result": result, "node": node, "files": held}
         return {"outcome": data, "files": made}
     finally:
         shutil.rmtree(root, ignore_errors=True)

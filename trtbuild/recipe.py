@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import sys
 import urllib.parse
 from dataclasses import dataclass
@@ -146,7 +147,12 @@ class ModelSpec(_Strict):
     # transformers sources: an inline config, or a config.json / model folder (default: the
     # weights folder's config.json)
     config: dict[str, Any] | str | None = None
-    weights: RandomInit | str = RandomInit()  # a file, or a Hugging Face model folder
+    # A file or a Hugging Face model folder; seeded init; None: the model's own state after its
+    # factory ran (what it loaded or initialised itself, torch seeded with 0): trtbuild.ownstate
+    weights: RandomInit | str | None = None
+    # Files the model reads that the build must see (globs relative to the recipe, as Bazel's
+    # `data`): every match is an input of its graph and pinned in the lock.
+    data: list[str] = Field(default_factory=list)
     inputs: list[InputSpec] = Field(min_length=1)
     outputs: list[str] | None = Field(None, min_length=1)  # fields of a returned dict/ModelOutput
     backend: BackendName | None = None
@@ -300,6 +306,21 @@ class Recipe:
                     self.resolve(model.config),
                     "a config.json file or a model folder",
                 )
+            self.data_files(model)
+
+    def data_files(self, spec: ModelSpec) -> list[Path]:
+        """The files a model's `data` globs match, sorted; a glob matching none is an error."""
+        found: set[Path] = set()
+        for pattern in spec.data:
+            matched = [Path(p) for p in glob.glob(str(self.root / pattern), recursive=True)]
+            matched = [p for p in matched if p.is_file()]
+            if not matched:
+                raise TrtbuildError(
+                    f"{self.model_loc(spec.name, 'data')}: field 'data' of model '{spec.name}': "
+                    f"expected files matching {pattern!r} (relative to {self.root}), found none"
+                )
+            found.update(p.resolve() for p in matched)
+        return sorted(found)
 
     def where(self, loc: tuple[Any, ...]) -> str:
         """ "path:line" of a key path, or just the path when the line is unknown."""

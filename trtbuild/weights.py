@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -84,15 +85,22 @@ def _reset(module: nn.Module) -> None:
 
 
 class WeightSource:
-    """A model's checkpoint tensors by its own state-dict names: seeded init or a checkpoint."""
+    """A model's checkpoint tensors by its own state-dict names: seeded init, a checkpoint, or
+    (no `weights` in the recipe) the model's own state: the state job's file `state`, else the
+    factory run here with real parameters (trtbuild.ownstate)."""
 
-    def __init__(self, recipe: Recipe, spec: ModelSpec, model: nn.Module) -> None:
-        self.spec, self.model = spec, model
+    def __init__(
+        self, recipe: Recipe, spec: ModelSpec, model: nn.Module, state: Path | None = None
+    ) -> None:
+        self.recipe, self.spec, self.model = recipe, spec, model
         self.ties = tied_names(model)
         self.checkpoint: Checkpoint | None = None
         if isinstance(spec.weights, str):
             self.checkpoint = Checkpoint.open(recipe.resolve(spec.weights))
+        elif spec.weights is None and state is not None:
+            self.checkpoint = Checkpoint.open(state)
         self._names: dict[str, str] | None = None
+        self._own: dict[str, torch.Tensor] | None = None
 
     def stored_names(self) -> dict[str, str]:
         """Model name -> stored name, for every tensor a checkpoint of this model holds."""
@@ -108,7 +116,13 @@ class WeightSource:
         """The named tensors, and nothing else (only the shards that hold them are opened)."""
         if isinstance(self.spec.weights, RandomInit):
             return random_init(self.model, names, self.spec.weights.seed)
-        assert self.checkpoint is not None
+        if self.checkpoint is None:  # the model's own state, made here
+            from trtbuild.ownstate import own_model
+
+            if self._own is None:
+                own = own_model(self.recipe, self.spec)
+                self._own = {k: v.detach() for k, v in own.state_dict(keep_vars=True).items()}
+            return {n: self._own[n] for n in names}
         stored = self.stored_names()
         tensors = self.checkpoint.load({stored[n] for n in names})
         return {n: tensors[stored[n]] for n in names}
@@ -117,7 +131,8 @@ class WeightSource:
         """sha256 per checkpoint tensor by model name; random init is described, not made."""
         if isinstance(self.spec.weights, RandomInit):
             return _init_digests(self.model, self.ties, self.spec.weights.seed)
-        assert self.checkpoint is not None
+        if self.checkpoint is None:  # the model's own state: its state job digests it
+            return {}
         by_stored = self.checkpoint.digests()
         return {name: by_stored[s] for name, s in self.stored_names().items()}
 

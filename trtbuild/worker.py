@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trtbuild.errors import TrtbuildError, disk_full_text, is_disk_full
-from trtbuild.jobs import BuildJob, GraphJob, Job, ProbeJob, from_json
+from trtbuild.jobs import BuildJob, GraphJob, Job, ProbeJob, StateJob, from_json
 
 
 def run(job: Job) -> dict[str, Any]:
@@ -32,10 +32,15 @@ def run(job: Job) -> dict[str, Any]:
     recipe = load_recipe(job.recipe)
     if isinstance(job, GraphJob):
         return _graph(recipe, job)
+    if isinstance(job, StateJob):
+        return _state(recipe, job)
     from trtbuild.partexport import export_parts
 
     parts = [(entry.part, Path(entry.onnx)) for entry in job.parts]
-    exported = export_parts(recipe, job.model, job.precision, parts, job.graph_digest, job.opset)
+    state = Path(job.state) if job.state else None
+    exported = export_parts(
+        recipe, job.model, job.precision, parts, job.graph_digest, job.opset, state
+    )
     return {"parts": exported}
 
 
@@ -55,9 +60,13 @@ def _graph(recipe: Any, job: GraphJob) -> dict[str, Any]:
     from trtbuild import depfile, frontend
     from trtbuild.binding import exported_graph
     from trtbuild.checkpoint import tensor_digest
+    from trtbuild.nativefiles import held_files, model_files
     from trtbuild.weights import WeightSource
 
     spec = recipe.model_spec(job.model)
+    # The factory runs here on the meta device: one that loads a checkpoint itself (no `weights`
+    # in the recipe) still reads it here, transiently (measured); its values come from the state
+    # job (trtbuild.statejob), and the file is an input of this graph like any file it reads.
     with depfile.recording() as touched:
         frontend.import_exporter()
         _, program = frontend.export_model(recipe, spec, job.precision)
@@ -66,22 +75,44 @@ def _graph(recipe: Any, job: GraphJob) -> dict[str, Any]:
         model = frontend.build_model(recipe, spec, "fp32").model
         digests = WeightSource(recipe, spec, model).digests()
         constants = frontend.code_constants(program)
+        held = held_files()  # native reads still held (mmap'd tables): trtbuild.nativefiles
     digests.update({name: tensor_digest(value) for name, value in constants.items()})
     missing = sorted(set(graph.weights) - set(digests))
-    if missing:  # a buffer the graph reads that is neither in the checkpoint nor made by code
+    if (
+        missing and spec.weights is not None
+    ):  # a buffer the graph reads that is neither in the checkpoint nor made by code
         raise TrtbuildError(f"{spec.weights}: checkpoint has no tensor for {missing[0]!r}")
     # Weights are pinned tensor by tensor; the cache is trtbuild's own: neither is model code.
     exclude = [Path(job.cache)] if job.cache else []
+    exclude.extend(_job_files)  # the job's own files (its log is held open): never model inputs
     if isinstance(spec.weights, str):  # config.json of a model folder too: lock pins it
         exclude.append(recipe.resolve(spec.weights))
     inputs = depfile.classify(touched, exclude)
+    files = sorted({*inputs.files, *model_files(held, exclude)})
     return {
         "graph": graph.to_json(),
         "digest": graph.digest(),
-        "weight_digests": {k: digests[k] for k in sorted(graph.weights)},
+        "weight_digests": {k: digests[k] for k in sorted(graph.weights) if k in digests},
         "base_bytes": base,
-        "inputs": {"files": inputs.files, "distributions": inputs.distributions, "env": inputs.env},
+        "inputs": {"files": files, "distributions": inputs.distributions, "env": inputs.env},
+        "state_bytes": _state_bytes(model),
     }
+
+
+def _state_bytes(model: Any) -> int:
+    """Bytes of the model's checkpoint tensors as its factory makes them (a tie once)."""
+    unique = {id(t): t for t in model.state_dict(keep_vars=True).values()}
+    return sum(t.numel() * t.element_size() for t in unique.values())
+
+
+def _state(recipe: Any, job: StateJob) -> dict[str, Any]:
+    """The model's own state after its factory ran, as a safetensors file (trtbuild.ownstate)."""
+    from trtbuild.ownstate import write_state
+
+    return write_state(recipe, recipe.model_spec(job.model), Path(job.out))
+
+
+_job_files: list[Path] = []  # this process's job, result and log files (main sets them)
 
 
 def _disk_full(exc: BaseException | None) -> str | None:
@@ -137,6 +168,8 @@ def main(argv: list[str]) -> int:
     die_with_parent()
     job_path = Path(argv[0])
     job, result_file = from_json(json.loads(job_path.read_text()))
+    stem = job_path.name.removesuffix(".job.json")  # executor.run_job's names
+    _job_files[:] = [job_path, Path(result_file), job_path.with_name(f"{stem}.log")]
     result_path = Path(result_file)
     try:
         result: dict[str, Any] = {"ok": True, "result": run(job)}

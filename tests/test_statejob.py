@@ -1,0 +1,123 @@
+"""No `weights` in the recipe: what is built is the model as its factory returns it.
+
+A factory that loads its own checkpoint is built with those weights (not random ones); one that
+only initialises is built with torch's init seeded with 0. The state job that captures it is
+measured, recorded in build.json, and refused in one line when the budget cannot hold it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+import trtbuild
+from tests.conftest import SPLITTING
+from trtbuild.build import Options, build, plan_targets
+from trtbuild.errors import TrtbuildError
+
+MODELS = Path(__file__).resolve().parent / "models"
+RECIPE = """[recipe]
+name = "own"
+[defaults]
+backend = "onnxruntime"
+[defaults.budget]
+host_memory = "1GiB"
+[[model]]
+name = "loaded"
+source = "inputs_loaded.py:loaded"
+[[model.inputs]]
+name = "x"
+shape = [2, 16]
+[[model]]
+name = "initialised"
+source = "inputs_loaded.py:initialised"
+[[model.inputs]]
+name = "x"
+shape = [2, 16]
+"""
+
+
+def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((out.float() - ref.float()).norm() / ref.float().norm())
+
+
+def _project(root: Path, text: str = RECIPE) -> Path:
+    root.mkdir(exist_ok=True)
+    shutil.copy(MODELS / "inputs_loaded.py", root / "inputs_loaded.py")
+    (root / "own.toml").write_text(text)
+    return root / "own.toml"
+
+
+def _save_checkpoint(root: Path, seed: int) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    shapes = {
+        **{"a.weight": (64, 16), "a.bias": (64,), "mid.weight": (64, 64), "mid.bias": (64,)},
+        **{"b.weight": (8, 64), "b.bias": (8,)},
+    }
+    state = {name: torch.randn(shape, generator=gen) for name, shape in shapes.items()}
+    torch.save(state, root / "inputs_loaded.pt")
+
+
+def _module(path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"copy_{abs(hash(path))}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_factory_state_is_what_gets_built(tmp_path: Path) -> None:
+    """Before: random weights (rel. err ~1) for a factory that loads its own checkpoint."""
+    recipe = _project(tmp_path / "proj")
+    _save_checkpoint(recipe.parent, seed=1)
+    # 20000 x 23 KB of weights over 420 MiB: several parts, each streaming its slice
+    opts = Options(memory_override=SPLITTING, budget=420 << 20)
+    result = build(recipe, opts)
+    user = _module(recipe.parent / "inputs_loaded.py")
+    x = torch.randn(2, 16)
+    loaded = trtbuild.load(Path("build/own/loaded/fp32"))
+    assert loaded.parts >= 2
+    with torch.no_grad():
+        assert rel_error(loaded(x), user.loaded()(x)) < 1e-5
+        torch.manual_seed(0)
+        initialised = user.initialised()
+        assert (
+            rel_error(trtbuild.load(Path("build/own/initialised/fp32"))(x), initialised(x)) < 1e-5
+        )
+    record = json.loads(Path("build/own/loaded/fp32/build.json").read_text())["state_process"]
+    assert record["peak_rss_bytes"] > 0 and record["predicted_peak_bytes"] > 0
+    assert record["weight_bytes"] == (64 * 16 + 64 + 64 * 64 + 64 + 8 * 64 + 8) * 4
+    print("state job:", {k: v for k, v in record.items() if k != "rss_samples"})
+    assert not any(p.cached for t in result.targets for p in t.parts)
+
+    _save_checkpoint(recipe.parent, seed=2)  # the factory's own checkpoint changed: rebuilt
+    assert not build(recipe, opts).up_to_date
+    with torch.no_grad():
+        fresh = trtbuild.load(Path("build/own/loaded/fp32"))(x)
+        assert rel_error(fresh, _module(recipe.parent / "inputs_loaded.py").loaded()(x)) < 1e-5
+
+
+def test_budget_that_cannot_hold_the_state_is_one_line(tmp_path: Path) -> None:
+    text = RECIPE[: RECIPE.index('[[model]]\nname = "initialised"')]
+    text = text.replace('source = "inputs_loaded.py:loaded"', 'source = "inputs_loaded.py:wide"')
+    recipe = _project(tmp_path / "proj", text)
+    with (recipe.parent / "inputs_loaded.py").open("a") as module:
+        module.write(
+            "\n\ndef wide() -> nn.Module:\n"
+            "    return nn.Sequential(nn.Linear(16, 4096), nn.Linear(4096, 4096), nn.Linear(4096, 8))\n"
+        )
+    (planned,) = plan_targets(recipe, Options(budget=64 << 30))  # measures the process cost
+    base, weights = planned.job.base_bytes, planned.job.state_bytes
+    assert base and weights and weights > 64 << 20
+    budget = base + weights  # the graph job fits; the factory's state (2x weights) does not
+    with pytest.raises(TrtbuildError) as caught:
+        build(recipe, Options(budget=budget))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "model 'loaded'" in message and "'weights'" in message and "stream" in message
