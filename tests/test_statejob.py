@@ -109,8 +109,16 @@ def test_budget_that_cannot_hold_the_state_is_one_line(tmp_path: Path) -> None:
     recipe = _project(tmp_path / "proj", text)
     with (recipe.parent / "inputs_loaded.py").open("a") as module:
         module.write(
-            "\n\ndef wide() -> nn.Module:\n"
-            "    return nn.Sequential(nn.Linear(16, 4096), nn.Linear(4096, 4096), nn.Linear(4096, 8))\n"
+            "\n\nclass Wide(nn.Module):\n"
+            "    def __init__(self) -> None:\n"
+            "        super().__init__()\n"
+            "        self.layers = nn.Sequential(\n"
+            "            nn.Linear(16, 4096), nn.Linear(4096, 4096), nn.Linear(4096, 8)\n"
+            "        )\n\n"
+            "    def forward(self, x: torch.Tensor) -> torch.Tensor:\n"
+            "        return self.layers(x)\n\n\n"
+            "def wide() -> nn.Module:\n"
+            "    return Wide()\n"
         )
     (planned,) = plan_targets(recipe, Options(budget=64 << 30))  # measures the process cost
     base, weights = planned.job.base_bytes, planned.job.state_bytes
