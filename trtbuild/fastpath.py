@@ -15,16 +15,20 @@ from trtbuild.layout import CacheLayout
 from trtbuild.lockfile import lock_path, read_lock, staleness
 
 
-def invocation(backend: str | None, budget: int | None, out: Path, release: bool) -> dict[str, Any]:
+def invocation(
+    backend: str | None, budget: int | None, out: Path, release: bool, check: bool = True
+) -> dict[str, Any]:
     """The command-line options that change outputs; the lock pins them.
 
     Paths stay as given (relative to the working directory), so a lock file can be committed.
+    `--no-check` is pinned too: a checked run after an unchecked one checks.
     """
     return {
         "backend": backend or "recipe",
         "budget": budget or 0,
         "out": str(out),
         "release": release,
+        **({} if check else {"check": False}),
     }
 
 

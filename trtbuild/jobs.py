@@ -42,6 +42,8 @@ class ExportJob(_ModelJob):
     graph_digest: str  # the graph the parts were planned on: a changed model is an error
     opset: int
     parts: list[PartToExport] = field(default_factory=list)
+    # the check's reference file, computed after the parts (trtbuild.reference); parts may be []
+    reference: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,20 @@ class BuildJob:
 
 
 @dataclass(frozen=True)
+class CheckJob:
+    """Run a target's part engines on the reference's tensors and compare (trtbuild.compare);
+    one engine loaded at a time, no torch in this process (except a backend that needs it)."""
+
+    kind: ClassVar[str] = "check"
+    backend: str
+    reference: str  # the reference file (trtbuild.checkdata)
+    parts: list[dict[str, Any]]  # {"engine": path, "inputs": [names], "outputs": [names]}
+    outputs: list[str]  # the model's outputs, in order
+    samples: int
+    tolerances: dict[str, dict[str, Any]]  # per model output, and "*" for tensors between parts
+
+
+@dataclass(frozen=True)
 class ProbeJob:
     """Touch `bytes` bytes and hold them `hold` seconds: checks what the executor measures."""
 
@@ -64,8 +80,10 @@ class ProbeJob:
     hold: float = 0.0
 
 
-Job = GraphJob | ExportJob | BuildJob | ProbeJob
-KINDS: dict[str, type[Job]] = {c.kind: c for c in (GraphJob, ExportJob, BuildJob, ProbeJob)}
+Job = GraphJob | ExportJob | BuildJob | CheckJob | ProbeJob
+KINDS: dict[str, type[Job]] = {
+    c.kind: c for c in (GraphJob, ExportJob, BuildJob, CheckJob, ProbeJob)
+}
 
 
 def to_json(job: Job, result: str) -> dict[str, Any]:

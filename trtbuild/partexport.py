@@ -110,21 +110,12 @@ def split_inputs(part_inputs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]
     return tensors, {t["name"]: t["shape"][0] for t in part_inputs if t["dtype"] == SYMINT}
 
 
-def export_parts(
-    recipe: Recipe,
-    model_name: str,
-    precision: str,
-    parts: list[tuple[dict[str, Any], Path]],
-    graph_digest: str,
-    opset: int,
-) -> list[dict[str, Any]]:
-    """Write each part's ONNX, one after another, from one export of the whole model.
+Prepared = tuple[Any, OpGraph, dict[str, str], Any, dict[str, torch.Tensor]]
 
-    The graph is exported with fake weights; each ONNX initializer is then a lazy tensor that
-    loads its one weight (safetensors slice, mmap'd state dict entry, seeded module init, or a
-    code constant) when the file is written. Peak memory is the process cost plus about one
-    tensor, whatever the number of parts.
-    """
+
+def prepare(recipe: Recipe, model_name: str, precision: str, graph_digest: str) -> Prepared:
+    """One export of the model on fake weights, and where its real weights come from: the
+    program, its OpGraph, the rename map, the WeightSource and the code constants."""
     spec = recipe.model_spec(model_name)
     _, program = frontend.export_model(recipe, spec, precision)
     input_names = [i.name for i in spec.inputs]
@@ -135,7 +126,28 @@ def export_parts(
         )
     rename = rename_map(program, input_names)
     source = WeightSource(recipe, spec, frontend.build_model(recipe, spec, "fp32").model)
-    constants = frontend.code_constants(program)
+    return program, graph, rename, source, frontend.code_constants(program)
+
+
+def export_parts(
+    recipe: Recipe,
+    model_name: str,
+    precision: str,
+    parts: list[tuple[dict[str, Any], Path]],
+    graph_digest: str,
+    opset: int,
+    prepared: Prepared | None = None,
+) -> list[dict[str, Any]]:
+    """Write each part's ONNX, one after another, from one export of the whole model.
+
+    The graph is exported with fake weights; each ONNX initializer is then a lazy tensor that
+    loads its one weight (safetensors slice, mmap'd state dict entry, seeded module init, or a
+    code constant) when the file is written. Peak memory is the process cost plus about one
+    tensor, whatever the number of parts.
+    """
+    program, graph, rename, source, constants = prepared or prepare(
+        recipe, model_name, precision, graph_digest
+    )
     out = []
     for part, onnx_path in parts:
         out.append(_export_one(program, graph, rename, source, constants, part, onnx_path, opset))

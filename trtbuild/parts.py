@@ -35,6 +35,7 @@ from trtbuild.store import Store, sha256_file
 
 if TYPE_CHECKING:
     from trtbuild.build import Options
+    from trtbuild.check import Reference
 
 KINDS_ENV = "TRTBUILD_DEVICE_KINDS"  # device kinds this machine stands for besides its own
 
@@ -57,6 +58,7 @@ def build_parts(
     opts: Options,
     result: TargetResult,
     executor: Executor,
+    ref: Reference | None = None,  # the check's reference: computed by the export process
 ) -> list[PartResult]:
     settings = backend_settings(recipe, target, backend.name, opts.release)
     fields = part_fields(target, graph, job, the_plan, backend.name, settings)
@@ -125,6 +127,7 @@ def build_parts(
                     opts,
                     executor,
                     finish,
+                    ref if ref is not None and not ref.cached() else None,
                 )
     return [done[part.index] for part in the_plan.parts]
 
@@ -142,6 +145,7 @@ def _run(
     opts: Options,
     executor: Executor,
     finish: Callable[[Part, dict[str, Any], bool], None],
+    ref: Reference | None = None,
 ) -> None:
     budget = target.budget.host_memory
     scratch = store.scratch()
@@ -157,8 +161,9 @@ def _run(
             job.digest,
             settings["opset"],
             [PartToExport(_part_json(p), str(folders[p.index] / "part.onnx")) for p in todo],
+            ref.job_field(scratch) if ref else None,
         )
-        predicted = memory.export.predict(heaviest)
+        predicted = memory.export.predict(heaviest) + (ref.extra_bytes if ref else 0)
         with executor.admit(predicted, budget, forked=True) as share:
             outcome = _stage(
                 executor,
@@ -174,6 +179,8 @@ def _run(
                     ),
                 ),
             )
+        if ref is not None:
+            ref.keep(scratch, outcome.result["reference"])
         export = {
             **_process("export", outcome, heaviest, predicted, share),
             "shared_by": [p.index for p in todo],

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trtbuild.errors import TrtbuildError, disk_full_text, is_disk_full
-from trtbuild.jobs import BuildJob, GraphJob, Job, ProbeJob, from_json
+from trtbuild.jobs import BuildJob, CheckJob, GraphJob, Job, ProbeJob, from_json
 
 
 def run(job: Job) -> dict[str, Any]:
@@ -27,16 +27,28 @@ def run(job: Job) -> dict[str, Any]:
         return get_backend(job.backend).build(Path(job.onnx), job.settings, Path(job.engine))
     if isinstance(job, ProbeJob):
         return _probe(job.bytes, job.hold)
+    if isinstance(job, CheckJob):
+        from trtbuild.compare import run_check
+
+        return run_check(job)
     from trtbuild.recipe import load_recipe
 
     recipe = load_recipe(job.recipe)
     if isinstance(job, GraphJob):
         return _graph(recipe, job)
-    from trtbuild.partexport import export_parts
+    from trtbuild.partexport import export_parts, prepare
 
     parts = [(entry.part, Path(entry.onnx)) for entry in job.parts]
-    exported = export_parts(recipe, job.model, job.precision, parts, job.graph_digest, job.opset)
-    return {"parts": exported}
+    prepared = prepare(recipe, job.model, job.precision, job.graph_digest)
+    exported = export_parts(
+        recipe, job.model, job.precision, parts, job.graph_digest, job.opset, prepared
+    )
+    if job.reference is None:
+        return {"parts": exported}
+    from trtbuild.reference import compute
+
+    reference = compute(prepared, job.precision, job.reference, recipe.root)
+    return {"parts": exported, "reference": reference}
 
 
 def _probe(size: int, hold: float) -> dict[str, Any]:
