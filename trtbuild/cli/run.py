@@ -119,7 +119,7 @@ def handle(args: argparse.Namespace) -> int:
     else:
         console.print(_table(result))
     for note in result.notes:
-        console.print(f"[yellow]{note}[/]")
+        console.print(f"[yellow]{note}[/]", soft_wrap=True)
     _report(args)
     for why in failed:
         console.print(f"[red]{why}[/]", soft_wrap=True)
