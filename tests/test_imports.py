@@ -22,6 +22,7 @@ TORCH_MODULES = {
     "trtbuild.weights",
     "trtbuild.partexport",
     "trtbuild.hf",
+    "trtbuild.reference",
 }
 HEAVY = ("torch", "onnx", "onnxscript", "transformers")
 

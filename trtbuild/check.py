@@ -117,9 +117,10 @@ def _scale(target: Target) -> float:
 
 
 def _reference_bytes(target: Target, the_plan: Plan) -> int:
-    """The reference's own peak beyond the export: its largest weight at fp32 (one loaded at a
-    time) and, per sample, the tensors between parts and a part's live activations (~4x the
-    largest tensor a part passes), at float32."""
+    """The reference's peak beyond the process's base (torch, the model's export): its largest
+    weight at fp32 (one op's weights are loaded at a time, and dropped after their last use)
+    and, per sample, the tensors between parts and a part's live activations (~4x the largest
+    tensor a part passes), at float32."""
     largest = max((p.load.largest_bytes for p in the_plan.parts), default=0)
     half = target.precision != "fp32"
     tensors = [t.bytes * (2 if half else 1) for p in the_plan.parts for t in p.outputs]

@@ -163,7 +163,9 @@ def _run(
             [PartToExport(_part_json(p), str(folders[p.index] / "part.onnx")) for p in todo],
             ref.job_field(scratch) if ref else None,
         )
-        predicted = memory.export.predict(heaviest) + (ref.extra_bytes if ref else 0)
+        predicted = memory.export.predict(heaviest)
+        if ref is not None:  # after the export, one weight at a time: its peak or the export's
+            predicted = max(predicted, memory.export.fixed_bytes + ref.extra_bytes)
         with executor.admit(predicted, budget, forked=True) as share:
             outcome = _stage(
                 executor,
@@ -319,11 +321,8 @@ def observations(result: TargetResult, job: GraphResult) -> list[Observation]:
                 continue
             base = (job.base_bytes or 0) if p["kind"] == "export" else 0
             load = Load.from_record({"weight_bytes": part.record["weight_bytes"], **p})
-            seen.append(
-                Observation.of(
-                    p["kind"], result.backend, load, base, p["peak_rss_bytes"], job.digest
-                )
-            )
+            peak = p.get("export_peak_bytes") or p["peak_rss_bytes"]  # before the check's reference
+            seen.append(Observation.of(p["kind"], result.backend, load, base, peak, job.digest))
     return seen
 
 

@@ -66,10 +66,13 @@ def compute(
                 {t["name"]: t["shape"] for t in tensors},
             )
 
-            def load(name: str) -> torch.Tensor:
-                made = constants.get(name)
-                value = made if made is not None else source.load([name])[name]
-                return value.float() if value.is_floating_point() else value
+            def load(names: list[str]) -> dict[str, torch.Tensor]:
+                """One op's weights at once (a seeded init makes a module's tensors together)."""
+                stored = [n for n in names if n not in constants]
+                found = {**(source.load(stored) if stored else {}), **constants}
+                return {
+                    n: found[n].float() if found[n].is_floating_point() else found[n] for n in names
+                }
 
             outs, count = _run(
                 module.graph, load, target, [[env[t["name"]] for t in tensors] for env in live]
@@ -115,9 +118,15 @@ def _run(
             i = next(placeholders)
             env[node] = [sample[i] for sample in inputs]
         elif node.op == "get_attr":
-            weight = load(_weight_name(str(node.target)))
-            loaded += 1
-            env[node] = [weight] * len(inputs)
+            if node not in env:  # with the other weights its first op reads, not yet loaded
+                first = next(iter(node.users), node)
+                group = [n for n in first.all_input_nodes if n.op == "get_attr" and n not in env]
+                group = group if node in group else [node]
+                weights = load([_weight_name(str(n.target)) for n in group])
+                for n in group:
+                    env[n] = [weights[_weight_name(str(n.target))]] * len(inputs)
+                loaded += len(group)
+                del weights
         elif node.op == "call_function":
             args, kwargs = _fp32(node.args, target), _fp32(node.kwargs, target)
             env[node] = [

@@ -47,8 +47,9 @@ def run(job: Job) -> dict[str, Any]:
         return {"parts": exported}
     from trtbuild.reference import compute
 
+    before = own_peak_rss()  # the export's own peak: what the memory model of exports is fitted to
     reference = compute(prepared, job.precision, job.reference, recipe.root)
-    return {"parts": exported, "reference": reference}
+    return {"parts": exported, "reference": reference, "export_peak_bytes": before}
 
 
 def _probe(size: int, hold: float) -> dict[str, Any]:
