@@ -277,7 +277,7 @@ def _build_target(
             f"{target.name}: {len(the_plan.parts)} part(s), boundary {format_size(the_plan.boundary_bytes)}"
         )
         opts.on_plan(result)
-        ref = check.reference(recipe, target, graph_info, the_plan, store, opts)
+        ref = check.reference(recipe, target, graph, graph_info, the_plan, store, opts)
         try:
             result.parts = build_parts(
                 recipe,
