@@ -105,7 +105,7 @@ def reference(
 def _part(part: Any) -> dict[str, Any]:
     return {
         "inputs": [t.name for t in part.inputs if t.dtype != SYMINT],
-        "outputs": [t.name for t in part.outputs],
+        "outputs": [t.name for t in part.outputs if t.dtype != SYMINT],
     }
 
 
@@ -236,7 +236,7 @@ def _run(
             + 2 * reference.stat().st_size
             + 4 * ref.activation_bytes
         )
-        job = CheckJob(
+        check_job = CheckJob(
             result.backend,
             str(reference),
             parts,
@@ -245,7 +245,7 @@ def _run(
             tols,
         )
         with executor.admit(predicted, budget) as share:
-            outcome = executor.run(job, scratch, share, predicted, target.kind)
+            outcome = executor.run(check_job, scratch, share, predicted, target.kind)
         processes.append(_record("check", outcome, predicted, share))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

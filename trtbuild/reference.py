@@ -81,7 +81,10 @@ def compute(
             for k, env in enumerate(live):
                 for t, value in zip(part["outputs"], outs[k]):
                     env[t["name"]] = value
-                    writer.add(checkdata.key(k, t["name"]), _numpy(value))
+                    if isinstance(
+                        value, torch.Tensor
+                    ):  # a symbolic size: from a shape, no engine's
+                        writer.add(checkdata.key(k, t["name"]), _numpy(value))
                 for name in [n for n in env if n not in wanted_later[index]]:
                     del env[name]  # no later part reads it: free it
     finally:
@@ -129,23 +132,26 @@ def _run(
                 del weights
         elif node.op == "call_function":
             args, kwargs = _fp32(node.args, target), _fp32(node.kwargs, target)
+            call: Any = node.target
             env[node] = [
-                node.target(  # type: ignore[operator]
-                    *fx.node.map_arg(args, lambda n, k=k: env[n][k]),
-                    **fx.node.map_arg(kwargs, lambda n, k=k: env[n][k]),
-                )
-                for k in range(len(inputs))
+                call(*_values(args, env, k), **_values(kwargs, env, k)) for k in range(len(inputs))
             ]
         elif node.op == "output":
-            results = [
-                list(fx.node.map_arg(node.args[0], lambda n, k=k: env[n][k]))
-                for k in range(len(inputs))
-            ]
+            results = [list(_values(node.args[0], env, k)) for k in range(len(inputs))]
         else:
             raise AssertionError(f"unexpected node {node.op} in a part graph")
         for value in frees.get(node, []):
             env.pop(value, None)
     return results, loaded
+
+
+def _values(arg: Any, env: dict[fx.Node, list[Any]], k: int) -> Any:
+    """`arg` with every node replaced by its value in sample `k`."""
+
+    def value(node: fx.Node) -> Any:
+        return env[node][k]
+
+    return fx.node.map_arg(arg, value)
 
 
 def _fp32(value: Any, target: torch.dtype) -> Any:
