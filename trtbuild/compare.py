@@ -54,10 +54,8 @@ def run_check(job: CheckJob) -> dict[str, Any]:
 
     backend = get_backend(job.backend)
     ref = np.load(job.reference, allow_pickle=False)
-    model_inputs = [n for n in job.parts[0]["inputs"]] if job.parts else []
     produced = {n for p in job.parts for n in p["outputs"]}
-    firsts = sorted({n for p in job.parts for n in p["inputs"] if n not in produced})
-    model_inputs = firsts
+    model_inputs = sorted({n for p in job.parts for n in p["inputs"] if n not in produced})
     shapes = [
         {n: list(ref[checkdata.key(k, n)].shape) for n in model_inputs} for k in range(job.samples)
     ]
