@@ -25,6 +25,7 @@ TORCH_MODULES = {
     "trtbuild.hf",
     "trtbuild.binding",
     "trtbuild.ownstate",
+    "trtbuild.reference",
 }
 HEAVY = ("torch", "onnx", "onnxscript", "transformers")
 

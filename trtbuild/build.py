@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trtbuild import fastpath, forkserver, lockfile, signing
+from trtbuild import check, fastpath, forkserver, lockfile, signing
 from trtbuild.backends import get_backend, resolve_backend
 from trtbuild.digests import DigestMemo
 from trtbuild.errors import BudgetTooSmall, TrtbuildError
@@ -77,6 +77,7 @@ class Options:
     remote_cache: str | None = field(default_factory=lambda: os.environ.get(REMOTE_ENV) or None)
     executor: str | None = None  # "local" or "ray"; None: the recipe's [executor] kind
     ray_address: str | None = field(default_factory=lambda: os.environ.get(RAY_ENV) or None)
+    check: bool = True  # check every target's engines against its model (check.py)
     # Build only these models / precisions (run --model/--precision); None: every target. A
     # subset publishes its targets' folders but leaves the lock and provenance as they were: those
     # describe whole-recipe builds.
@@ -131,7 +132,7 @@ def fork_server(opts: Options, targets: list[Target], store: Store) -> ForkServe
 
 
 def invocation(opts: Options) -> dict[str, Any]:
-    return fastpath.invocation(opts.backend, opts.budget, opts.out, opts.release)
+    return fastpath.invocation(opts.backend, opts.budget, opts.out, opts.release, opts.check)
 
 
 def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
@@ -382,6 +383,7 @@ def _build_target(
             f"{target.name}: {len(the_plan.parts)} part(s), boundary {format_size(the_plan.boundary_bytes)}"
         )
         opts.on_plan(result)
+        ref = check.reference(recipe, target, graph, graph_info, the_plan, store, opts)
         try:
             result.parts = build_parts(
                 recipe,
@@ -395,6 +397,7 @@ def _build_target(
                 opts,
                 result,
                 executor,
+                ref,
             )
         except Overrun as over:
             record(store.root, [over.observation])
@@ -408,8 +411,18 @@ def _build_target(
             notes.append(note)
             continue
         record(store.root, observations(result, graph_info))
-        publish(result, recipe, store)
         result.notes = notes
+        if ref is None:
+            why = "--no-check" if not opts.check else "check.enabled = false in the recipe"
+            notes.append(f"{target.name}: engines not checked against the model ({why})")
+        else:
+            result.check = check.check_target(
+                recipe, target, ref, result, memory, store, opts, executor
+            )
+            opts.report(result.check["message"])
+            if not result.check["passed"]:
+                return result  # FAILED: not published, its previous folder stays as it was
+        publish(result, recipe, store)
         return result
     raise TrtbuildError(
         f"{target.name}: builds kept crossing the budget after {MAX_REPLANS} re-plans"

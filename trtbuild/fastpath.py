@@ -15,11 +15,14 @@ from trtbuild.layout import CacheLayout, project_root
 from trtbuild.lockfile import lock_path, read_lock, staleness
 
 
-def invocation(backend: str | None, budget: int | None, out: Path, release: bool) -> dict[str, Any]:
+def invocation(
+    backend: str | None, budget: int | None, out: Path, release: bool, check: bool = True
+) -> dict[str, Any]:
     """The command-line options that change outputs; the lock pins them.
 
     The output folder is relative to the project root where it lies under it (layout.project_root),
     so a lock file can be committed.
+    `--no-check` is pinned too: a checked run after an unchecked one checks.
     """
     root = project_root()
     resolved = out.resolve()
@@ -28,6 +31,7 @@ def invocation(backend: str | None, budget: int | None, out: Path, release: bool
         "budget": budget or 0,
         "out": str(resolved.relative_to(root) if resolved.is_relative_to(root) else out),
         "release": release,
+        **({} if check else {"check": False}),
     }
 
 

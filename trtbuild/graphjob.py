@@ -31,7 +31,7 @@ GRAPH_SCHEMA = (
 )
 # [[model]] fields that say how and where to build, not what the graph is: changing a model's
 # budget must not export its graph again (nor re-measure the base its plan is made with).
-NOT_GRAPH = {"budget", "backend", "precisions", "devices"}
+NOT_GRAPH = {"budget", "backend", "precisions", "devices", "check"}
 MAX_INPUT_SETS = 16  # input sets remembered per manifest, newest first
 
 

@@ -54,6 +54,8 @@ class ExportJob(_ModelJob):
     opset: int
     parts: list[PartToExport] = field(default_factory=list)
     state: str | None = None  # the model's own state (a StateJob's safetensors) when no weights
+    # the check's reference file, computed after the parts (trtbuild.reference); parts may be []
+    reference: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,20 @@ class BuildJob:
 
 
 @dataclass(frozen=True)
+class CheckJob:
+    """Run a target's part engines on the reference's tensors and compare (trtbuild.compare);
+    one engine loaded at a time, no torch in this process (except a backend that needs it)."""
+
+    kind: ClassVar[str] = "check"
+    backend: str
+    reference: str  # the reference file (trtbuild.checkdata)
+    parts: list[dict[str, Any]]  # {"engine": path, "inputs": [names], "outputs": [names]}
+    outputs: list[str]  # the model's outputs, in order
+    samples: int
+    tolerances: dict[str, dict[str, Any]]  # per model output, and "*" for tensors between parts
+
+
+@dataclass(frozen=True)
 class ProbeJob:
     """Touch `bytes` bytes and hold them `hold` seconds: checks what the executor measures."""
 
@@ -76,9 +92,9 @@ class ProbeJob:
     hold: float = 0.0
 
 
-Job = GraphJob | StateJob | ExportJob | BuildJob | ProbeJob
+Job = GraphJob | StateJob | ExportJob | BuildJob | CheckJob | ProbeJob
 KINDS: dict[str, type[Job]] = {
-    c.kind: c for c in (GraphJob, StateJob, ExportJob, BuildJob, ProbeJob)
+    c.kind: c for c in (GraphJob, StateJob, ExportJob, BuildJob, CheckJob, ProbeJob)
 }
 
 

@@ -12,6 +12,8 @@ Format (TOML, keys sorted, version 2), written next to the recipe as `<recipe>.l
     [[target]]      model, precision, backend, requested_backend, device (fingerprint), dir,
                     budget_bytes, boundary_bytes, graph_digest,
                     [[target.part]] index, key, engine, sha256, sidecars, peak_rss_bytes, fields
+                    [target.check] key, passed, worst_rel_l2 (the accuracy check; a failed one is
+                    stale: the next run reports it again)
 
 `staleness()` is the one answer to "is the last build still what a clean build would give?":
 `run`'s no-op path, `run --locked` and `explain` all call it. It reads the lock, file stats,
@@ -73,6 +75,7 @@ class LockedTarget:
     memory: dict[str, Any] | None  # the memory model it was planned with (memory.pinned)
     parts: list[LockedPart]
     kind: str | None = None  # the device kind it was built for; absent: the building machine's
+    check: dict[str, Any] | None = None  # key, passed, worst_rel_l2 (check.py); absent: unchecked
 
     @property
     def slot(self) -> str:
@@ -128,6 +131,7 @@ class Lock:
                 memory=t.get("memory"),
                 parts=[LockedPart(**p) for p in t.get("part", [])],
                 kind=t.get("kind"),
+                check=t.get("check"),
             )
             for t in data["target"]
         ]
@@ -153,6 +157,8 @@ def _target_toml(target: LockedTarget) -> dict[str, Any]:
         entry["kind"] = target.kind
     if target.memory is not None:
         entry["memory"] = target.memory
+    if target.check is not None:
+        entry["check"] = target.check
     entry["part"] = [asdict(p) for p in target.parts]
     return entry
 
@@ -208,6 +214,9 @@ def staleness(
     reasons += lock.inputs.changes(root, memo, limit)
     if limit is not None and len(reasons) >= limit:
         return reasons[:limit]
+    reasons += [
+        f"{t.name}: check failed" for t in lock.targets if t.check and not t.check["passed"]
+    ]
     reasons += _missing_outputs(lock, memo)
     return reasons if limit is None else reasons[:limit]
 

@@ -118,21 +118,20 @@ def split_inputs(part_inputs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]
     return tensors, {t["name"]: t["shape"][0] for t in part_inputs if t["dtype"] == SYMINT}
 
 
-def export_parts(
+Prepared = tuple[Any, OpGraph, dict[str, str], Any, dict[str, torch.Tensor]]
+
+
+def prepare(
     recipe: Recipe,
     model_name: str,
     precision: str,
-    parts: list[tuple[dict[str, Any], Path]],
     graph_digest: str,
-    opset: int,
     state: Path | None = None,
-) -> list[dict[str, Any]]:
-    """Write each part's ONNX, one after another, from one export of the whole model.
+) -> Prepared:
+    """One export of the model on fake weights, and where its real weights come from: the
+    program, its OpGraph, the rename map, the WeightSource and the code constants.
 
-    The graph is exported with fake weights; each ONNX initializer is then a lazy tensor that
-    loads its one weight (safetensors slice, mmap'd state dict entry, seeded module init, or a
-    code constant) when the file is written. Peak memory is the process cost plus about one
-    tensor, whatever the number of parts.
+    `state`: the model's own state (a StateJob's safetensors) when the recipe names no weights.
     """
     spec = recipe.model_spec(model_name)
     _, program = frontend.export_model(recipe, spec, precision)
@@ -144,8 +143,26 @@ def export_parts(
     # The factory runs again here (and in the graph job) on the meta device: one that loads a
     # checkpoint itself reads it again, transiently (measured); its weights come from `state`.
     source = WeightSource(recipe, spec, frontend.build_model(recipe, spec, "fp32").model, state)
+    return program, graph, rename, source, frontend.code_constants(program)
+
+
+def export_parts(
+    recipe: Recipe,
+    model_name: str,
+    parts: list[tuple[dict[str, Any], Path]],
+    opset: int,
+    prepared: Prepared,
+) -> list[dict[str, Any]]:
+    """Write each part's ONNX, one after another, from one export of the whole model (prepare).
+
+    The graph is exported with fake weights; each ONNX initializer is then a lazy tensor that
+    loads its one weight (safetensors slice, mmap'd state dict entry, seeded module init, or a
+    code constant) when the file is written. Peak memory is the process cost plus about one
+    tensor, whatever the number of parts.
+    """
+    program, graph, rename, source, constants = prepared
+    spec = recipe.model_spec(model_name)
     where = f"{recipe.path}: model '{model_name}'"
-    constants = frontend.code_constants(program)
     input_names = [i.name for i in spec.inputs]
     sizes = SymbolicSizes(program, input_names, [i.opt_shape for i in spec.inputs])
     out = []

@@ -35,6 +35,7 @@ from trtbuild.store import Store, sha256_file
 
 if TYPE_CHECKING:
     from trtbuild.build import Options
+    from trtbuild.check import Reference
 
 KINDS_ENV = "TRTBUILD_DEVICE_KINDS"  # device kinds this machine stands for besides its own
 
@@ -57,6 +58,7 @@ def build_parts(
     opts: Options,
     result: TargetResult,
     executor: Executor,
+    ref: Reference | None = None,  # the check's reference: computed by the export process
 ) -> list[PartResult]:
     settings = backend_settings(recipe, target, backend.name, opts.release)
     fields = part_fields(target, graph, job, the_plan, backend.name, settings)
@@ -125,6 +127,7 @@ def build_parts(
                     opts,
                     executor,
                     finish,
+                    ref if ref is not None and not ref.cached() else None,
                 )
     return [done[part.index] for part in the_plan.parts]
 
@@ -142,6 +145,7 @@ def _run(
     opts: Options,
     executor: Executor,
     finish: Callable[[Part, dict[str, Any], bool], None],
+    ref: Reference | None = None,
 ) -> None:
     budget = target.budget.host_memory
     scratch = store.scratch()
@@ -157,9 +161,12 @@ def _run(
             job.digest,
             settings["opset"],
             [PartToExport(part_json(p), str(folders[p.index] / "part.onnx")) for p in todo],
-            _state_file(job, scratch),
+            state_file(job, scratch),
+            ref.job_field(scratch) if ref else None,
         )
         predicted = memory.export.predict(heaviest)
+        if ref is not None:  # after the export, one weight at a time: its peak or the export's
+            predicted = max(predicted, memory.export.fixed_bytes + ref.extra_bytes)
         with executor.admit(predicted, budget, forked=True) as share:
             outcome = _stage(
                 executor,
@@ -175,6 +182,8 @@ def _run(
                     ),
                 ),
             )
+        if ref is not None:
+            ref.keep(scratch, outcome.result["reference"])
         export = {
             **_process("export", outcome, heaviest, predicted, share),
             "shared_by": [p.index for p in todo],
@@ -245,7 +254,7 @@ def _named(target: Target, part: Part) -> Iterator[None]:
         raise TrtbuildError(f"{target.name} part {part.index}: {exc}") from None
 
 
-def _state_file(job: GraphResult, scratch: Path) -> str | None:
+def state_file(job: GraphResult, scratch: Path) -> str | None:
     """The model's own state (trtbuild.statejob) under a .safetensors name, if it has one."""
     if job.state is None:
         return None
@@ -333,11 +342,8 @@ def observations(result: TargetResult, job: GraphResult) -> list[Observation]:
                 continue
             base = (job.base_bytes or 0) if p["kind"] == "export" else 0
             load = Load.from_record({"weight_bytes": part.record["weight_bytes"], **p})
-            seen.append(
-                Observation.of(
-                    p["kind"], result.backend, load, base, p["peak_rss_bytes"], job.digest
-                )
-            )
+            peak = p.get("export_peak_bytes") or p["peak_rss_bytes"]  # before the check's reference
+            seen.append(Observation.of(p["kind"], result.backend, load, base, peak, job.digest))
     return seen
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from trtbuild import atomic, lockfile, manifest, signing
+from trtbuild.check import summary
 from trtbuild.digests import DigestMemo
 from trtbuild.errors import TrtbuildError
 from trtbuild.graphjob import weights_files
@@ -117,6 +118,7 @@ def publish(result: TargetResult, recipe: Recipe, store: Store) -> None:
                 ),
                 "plan": _plan_record(result.plan),
                 "budget_bytes": result.budget_bytes,
+                "check": result.check,  # None: not checked (--no-check, check.enabled = false)
             },
         )
         atomic.swap_dir(new, final)
@@ -203,6 +205,7 @@ def write_outputs(
     subjects = [
         (f"{r.name}/{name}", sha)
         for r in results
+        if not r.failed  # not published
         for p in r.parts
         for name, sha in [(p.engine, p.sha256), *p.sidecars.items()]
     ]
@@ -221,6 +224,8 @@ def write_outputs(
         }
         for r in results
         for p in r.parts
+    ] + [
+        {"name": f"{r.name}/check", "annotations": r.check} for r in results if r.check is not None
     ]
     params = {
         **invocation,
@@ -233,6 +238,7 @@ def write_outputs(
                 **({"kind": r.kind} if r.kind else {}),
                 "backend": r.backend,
                 "budget_bytes": r.budget_bytes,
+                "check": summary(r.check),
             }
             for r in results
         ],
@@ -318,6 +324,7 @@ def _locked(r: TargetResult, folder: Path, device: dict[str, str]) -> lockfile.L
         graph_digest=r.graph_job.digest,
         memory=r.memory.to_json() if r.memory else None,
         kind=r.kind,
+        check=summary(r.check),
         parts=[
             lockfile.LockedPart(
                 p.index, p.key, p.engine, p.sha256, p.sidecars, p.peak_rss_bytes, p.fields

@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from trtbuild.checkspec import CheckSpec
 from trtbuild.errors import TrtbuildError
 from trtbuild.sizes import parse_size
 from trtbuild.tomlerrors import describe, where
@@ -123,6 +124,8 @@ class InputSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     shape: list[Dim] | DynamicShape
     dtype: DType = "float32"
+    # integer inputs of the built-in check: drawn from [low, high) (default [0, 2))
+    values: tuple[int, int] | None = None
 
     @property
     def dynamic(self) -> bool:
@@ -159,6 +162,7 @@ class ModelSpec(_Strict):
     precisions: list[Precision] | None = Field(None, min_length=1)
     budget: Budget | None = None
     devices: list[DeviceKind] | None = Field(None, min_length=1)
+    check: CheckSpec = CheckSpec()  # [model.check]: the engines against the model (check.py)
 
     @property
     def transformers(self) -> bool:

@@ -113,7 +113,35 @@ def _target(folder: Path) -> str:
         f'<h2>{escape(name)}</h2><p class="facts">{escape(" · ".join(facts))}</p>'
         f'<h3>Partition</h3>{drawing}<h3>Memory</h3><div class="charts">'
         + "".join(_chart(p, budget) for p in _processes(record))
-        + f"</div><h3>Parts</h3>{_parts(parts, plan.get('parts', []))}</section>"
+        + f"</div><h3>Parts</h3>{_parts(parts, plan.get('parts', []))}"
+        + f"<h3>Check</h3>{_check(record.get('check'))}</section>"
+    )
+
+
+def _check(check: dict[str, Any] | None) -> str:
+    """The accuracy check: per model output and input shape, its figures against the tolerance."""
+    if not check:
+        return "<p>Not checked against the model (--no-check or check.enabled = false).</p>"
+    rows = []
+    for o in check.get("outputs", []):
+        shape = ", ".join(f"{n}={s}" for n, s in o["shape"].items())
+        verdict = (
+            '<span class="hit">pass</span>' if o["passed"] else '<span class="over">FAIL</span>'
+        )
+        tol = check.get("tolerances", {}).get(o["output"], {}).get("rel_l2", "")
+        rows.append(
+            f'<tr><td class="text">{escape(o["output"])}</td><td class="text">{escape(shape)}</td>'
+            f"<td>{o.get('max_abs', float('nan')):.3g}</td><td>{o.get('rel_l2', float('nan')):.3g}</td>"
+            f'<td>{tol}</td><td class="text">{verdict}</td></tr>'
+        )
+    head = "".join(
+        f'<th class="{"text" if h in ("output", "shape", "") else ""}">{h}</th>'
+        for h in ("output", "shape", "max_abs", "rel_l2", "rel_l2 tolerance", "")
+    )
+    cached = " (from the cache)" if check.get("cached") else ""
+    return (
+        f'<p class="facts">{escape(check.get("message", ""))}{cached}</p>'
+        f'<table class="check"><tr>{head}</tr>{"".join(rows)}</table>'
     )
 
 

@@ -41,6 +41,14 @@ class TargetResult:
     notes: list[str] = field(default_factory=list)  # what happened: re-plans after overruns
     memory: MemoryModel | None = None  # the memory model the plan was made with (the lock pins it)
     kind: str | None = None  # the device kind it was built for (recipe.Target.kind)
+    check: dict[str, Any] | None = None  # the accuracy check's record (check.py); None: skipped
+
+    @property
+    def failed(self) -> str | None:
+        """Why the target FAILED (its check), or None."""
+        if self.check is not None and not self.check["passed"]:
+            return str(self.check["message"])
+        return None
 
     @property
     def slot(self) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from trtbuild.errors import TrtbuildError, disk_full_text, is_disk_full
-from trtbuild.jobs import BuildJob, GraphJob, Job, ProbeJob, StateJob, from_json
+from trtbuild.jobs import BuildJob, CheckJob, GraphJob, Job, ProbeJob, StateJob, from_json
 
 
 def run(job: Job) -> dict[str, Any]:
@@ -27,6 +27,10 @@ def run(job: Job) -> dict[str, Any]:
         return get_backend(job.backend).build(Path(job.onnx), job.settings, Path(job.engine))
     if isinstance(job, ProbeJob):
         return _probe(job.bytes, job.hold)
+    if isinstance(job, CheckJob):
+        from trtbuild.compare import run_check
+
+        return run_check(job)
     from trtbuild.recipe import load_recipe
 
     recipe = load_recipe(job.recipe)
@@ -34,14 +38,19 @@ def run(job: Job) -> dict[str, Any]:
         return _graph(recipe, job)
     if isinstance(job, StateJob):
         return _state(recipe, job)
-    from trtbuild.partexport import export_parts
+    from trtbuild.partexport import export_parts, prepare
 
     parts = [(entry.part, Path(entry.onnx)) for entry in job.parts]
     state = Path(job.state) if job.state else None
-    exported = export_parts(
-        recipe, job.model, job.precision, parts, job.graph_digest, job.opset, state
-    )
-    return {"parts": exported}
+    prepared = prepare(recipe, job.model, job.precision, job.graph_digest, state)
+    exported = export_parts(recipe, job.model, parts, job.opset, prepared)
+    if job.reference is None:
+        return {"parts": exported}
+    from trtbuild.reference import compute
+
+    before = own_peak_rss()  # the export's own peak: what the memory model of exports is fitted to
+    reference = compute(prepared, job.precision, job.reference, recipe.root)
+    return {"parts": exported, "reference": reference, "export_peak_bytes": before}
 
 
 def _probe(size: int, hold: float) -> dict[str, Any]:

@@ -89,6 +89,13 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--locked", action="store_true", help="fail if inputs no longer match the lock file"
     )
+    parser.add_argument(
+        "--no-check",
+        dest="check",
+        action="store_false",
+        help="do not check the engines against the model (on by default: a target whose "
+        "engines deviate beyond its tolerances FAILS and is not published)",
+    )
 
 
 def jobs_arg(text: str | int) -> int | None:
@@ -119,19 +126,23 @@ def handle(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True, quiet=args.json)
     result = build_with_progress(args, console, release=args.release, sign=args.sign)
+    failed = [t.failed for t in result.targets if t.failed]
     if args.json:
         _report(args)
         print(json.dumps(as_json(result), indent=2))
-        return 0
+        return 1 if failed else 0
     if result.up_to_date:
         console.print(f"up to date ({result.seconds * 1000:.0f} ms)")
     else:
         console.print(_table(result))
     for note in result.notes:
-        console.print(f"[yellow]{note}[/]")
+        console.print(f"[yellow]{note}[/]", soft_wrap=True)
     _report(args)
-    print(f"PASSED in {time.perf_counter() - start:.1f}s", file=sys.stderr)
-    return 0
+    for why in failed:
+        console.print(f"[red]{why}[/]", soft_wrap=True)
+    verdict = "FAILED" if failed else "PASSED"
+    print(f"{verdict} in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def build_with_progress(
@@ -160,6 +171,7 @@ def build_with_progress(
         precisions=getattr(args, "precisions", None),
     )
     opts.fork_server = opts.fork_server and args.fork_server
+    opts.check = getattr(args, "check", True)
     opts.executor = args.executor
     opts.ray_address = args.ray_address or opts.ray_address
     if args.verbose:
@@ -203,7 +215,7 @@ def _up_to_date(args: argparse.Namespace) -> bool:
     from trtbuild.store import default_cache_dir
 
     cache = (args.cache or default_cache_dir()).resolve()
-    called = invocation(args.backend, budget(args), out_dir(args), args.release)
+    called = invocation(args.backend, budget(args), out_dir(args), args.release, args.check)
     return stale(Path(args.recipe), called, cache) is None
 
 
@@ -224,6 +236,8 @@ def as_json(result: Any) -> dict[str, Any]:
                 "engines": [str(t.dir / p.engine) for p in t.parts],
                 "budget_bytes": t.budget_bytes,
                 "boundary_bytes": t.plan.boundary_bytes,
+                "failed": t.failed,
+                "check": t.check,
                 "parts": [
                     {
                         "key": p.key,
@@ -297,7 +311,7 @@ def _table(result: Any) -> Any:
     table = Table(title="trtbuild run")
     table.add_column("target")
     table.add_column("backend")
-    for col in ("parts", "built", "peak\nMiB", "budget\nMiB", "s"):
+    for col in ("parts", "built", "peak\nMiB", "budget\nMiB", "s", "check"):
         table.add_column(col, justify="right")
     for t in result.targets:
         # The largest process of the target, its graph job included: what a budget must hold.
@@ -311,5 +325,13 @@ def _table(result: Any) -> Any:
             f"{peak / 2**20:.0f}",
             f"{t.budget_bytes / 2**20:.0f}",
             f"{sum(p.seconds for p in t.parts if not p.cached):.1f}",
+            _check_cell(t.check),
         )
     return table
+
+
+def _check_cell(check: dict[str, Any] | None) -> str:
+    """ok / FAIL (the accuracy check); "-" when not checked."""
+    if check is None:
+        return "-"
+    return "ok" if check["passed"] else "[red]FAIL[/]"

@@ -1,0 +1,177 @@
+"""The built-in accuracy check (issue 22): real builds on ONNX Runtime, real processes and files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from tests.conftest import SPLITTING, small_seed_net
+from trtbuild.build import Options, build
+from trtbuild.cli import main
+from trtbuild.lockfile import lock_path, read_lock
+from trtbuild.store import Store, sha256_file
+
+MODELS = Path(__file__).resolve().parent / "models"
+OVERFLOW = """
+[recipe]
+name = "over"
+[defaults]
+backend = "onnxruntime"
+precisions = ["fp32", "fp16"]
+[[model]]
+name = "scaled"
+source = "check_overflow.py:scaled"
+weights = { init = "random", seed = 1 }
+[[model.inputs]]
+name = "x"
+shape = { min = [1, 16], opt = [2, 16], max = [4, 16] }
+"""
+
+
+def _tiny(recipes: Path, extra: str = "", fp32_only: bool = False) -> Path:
+    recipe = recipes / "tiny.toml"
+    text = recipe.read_text() + extra
+    if fp32_only:
+        text = text.replace('precisions = ["fp32", "fp16"]', 'precisions = ["fp32"]')
+    recipe.write_text(text)
+    return recipe
+
+
+def contents(folder: Path) -> dict[str, str]:
+    """sha256 of every file below `folder` (a published engine is a hard link of its blob, whose
+    mtime the cache touches on use: content is what must not change)."""
+    return {str(p.relative_to(folder)): sha256_file(p) for p in folder.rglob("*") if p.is_file()}
+
+
+def test_tiny_passes_with_figures_everywhere(
+    recipes: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = _tiny(recipes)
+    assert main(["run", str(recipe), "--report"]) == 0
+    assert "PASSED" in capsys.readouterr().err
+    for precision in ("fp32", "fp16"):
+        record = json.loads(Path(f"build/tiny/resnet_tiny/{precision}/build.json").read_text())
+        check = record["check"]
+        assert check["passed"] and not check["cached"]
+        [output] = check["outputs"]
+        assert output["shape"] == {"x": [2, 3, 32, 32]}
+        assert 0 <= output["rel_l2"] <= check["tolerances"][output["output"]]["rel_l2"]
+        assert output["max_abs"] >= 0 and check["parts"][0]["passed"]
+        assert [p["kind"] for p in check["processes"]] == ["check"]  # the export made the reference
+    fp32, fp16 = (
+        json.loads(Path(f"build/tiny/resnet_tiny/{p}/build.json").read_text())
+        for p in ("fp32", "fp16")
+    )
+    # fp16 engines really differ from the fp32 reference (it is not computed in fp16 too)
+    assert fp16["check"]["worst_rel_l2"] > 10 * fp32["check"]["worst_rel_l2"]
+    lock = read_lock(lock_path(recipe))
+    assert lock is not None
+    for target in lock.targets:
+        assert target.check is not None and target.check["passed"]
+        assert target.check["worst_rel_l2"] < 1e-2
+    provenance = json.loads(Path("build/tiny/provenance.json").read_text())
+    text = json.dumps(provenance)
+    assert '"resnet_tiny/fp16/check"' in text and '"worst_rel_l2"' in text
+    report = Path("build/tiny/report.html").read_text()
+    assert "<h3>Check</h3>" in report and "resnet_tiny/fp16: check passed" in report
+
+
+def test_fp16_overflow_fails_naming_the_output_and_keeps_what_was_published(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shutil.copy(MODELS / "check_overflow.py", tmp_path / "check_overflow.py")
+    recipe = tmp_path / "over.toml"
+    recipe.write_text(OVERFLOW)
+    assert main(["run", str(recipe), "--no-check"]) == 0
+    fp16 = Path("build/over/scaled/fp16")
+    before = contents(fp16)
+    capsys.readouterr()
+    assert main(["run", str(recipe)]) == 1
+    err = capsys.readouterr().err
+    output = json.loads(Path("build/over/scaled/fp32/engine.json").read_text())["outputs"][0]
+    assert f"scaled/fp16: check failed: output '{output['name']}'" in err
+    assert "non-finite" in err and "FAILED" in err
+    assert contents(fp16) == before  # not published: the previous folder stays as it was
+    fp32 = json.loads(Path("build/over/scaled/fp32/build.json").read_text())["check"]
+    assert fp32["passed"]  # the other target of the recipe still publishes
+    assert sorted(o["shape"]["x"][0] for o in fp32["outputs"]) == [1, 2, 4]  # min, opt, max
+    # a failed check is not "up to date": the next run says FAILED again (from the cache)
+    assert main(["run", str(recipe)]) == 1
+    assert "scaled/fp16: check failed" in capsys.readouterr().err
+
+
+def _corrupt_part(store: Store, key: str, tmp: Path) -> None:
+    """Rewrite one initializer of a part's cached engine and put it back under its action key:
+    the store sees an authentic, intact entry."""
+    record = store.get_action(key)
+    assert record is not None
+    tmp.mkdir()
+    blobs = dict(record["blobs"])
+    engine = tmp / "engine.onnx"
+    shutil.copy(store.blob_path(blobs.pop("engine")), engine)
+    for name, digest in blobs.items():  # the weights file beside it, by the name it refers to
+        shutil.copy(store.blob_path(digest), tmp / name)
+    model = onnx.load(str(engine))
+    init = next(i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT)
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) + 0.5, init.name))
+    onnx.save(model, str(tmp / "altered.onnx"))
+    record["blobs"]["engine"] = store.put_file(tmp / "altered.onnx")
+    store.put_action(key, record, replace=True)
+
+
+def test_an_altered_part_engine_fails_naming_the_part(recipes: Path, tmp_path: Path) -> None:
+    recipe = small_seed_net(recipes)
+    first = build(recipe, Options(memory_override=SPLITTING))
+    [target] = first.targets
+    assert len(target.parts) >= 2 and target.check is not None and target.check["passed"]
+    _corrupt_part(Store(Path("cache").resolve()), target.parts[1].key, tmp_path / "alter")
+    shutil.rmtree("build")
+    again = build(recipe, Options(memory_override=SPLITTING))
+    [target] = again.targets
+    assert all(p.cached for p in target.parts)
+    assert target.failed is not None and "first deviating part: part 1 " in target.failed
+    assert target.check is not None and target.check["parts"][0]["passed"]  # part 0 is right
+    assert not target.dir.exists()  # not published
+
+
+def test_second_run_does_not_check_again_and_reuses_the_reference(recipes: Path) -> None:
+    recipe = _tiny(recipes, fp32_only=True)
+    first = build(recipe)
+    assert first.targets[0].check is not None and not first.targets[0].check["cached"]
+    shutil.rmtree("build")  # not up to date: the target is looked at again
+    second = build(recipe)
+    check = second.targets[0].check
+    assert check is not None and check["cached"] and check["passed"]
+    record = json.loads(Path("build/tiny/resnet_tiny/fp32/build.json").read_text())
+    assert record["check"]["cached"]
+    # other tolerances: checked again, on the reference the cache holds (no reference process)
+    recipe.write_text(recipe.read_text() + "[model.check]\nrel_l2 = 1e-3\n")
+    third = build(recipe)
+    check = third.targets[0].check
+    assert check is not None and not check["cached"] and check["passed"]
+    assert [p["kind"] for p in check["processes"]] == ["check"]
+    assert all(p.cached for p in third.targets[0].parts)
+    assert check["tolerances"][check["outputs"][0]["output"]]["rel_l2"] == 1e-3
+
+
+def test_no_check_and_check_disabled_skip_it_and_say_so(
+    recipes: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = _tiny(recipes, fp32_only=True)
+    assert main(["run", str(recipe), "--no-check"]) == 0
+    assert "resnet_tiny/fp32: engines not checked against the model (--no-check)" in (
+        capsys.readouterr().err
+    )
+    assert json.loads(Path("build/tiny/resnet_tiny/fp32/build.json").read_text())["check"] is None
+    recipe.write_text(recipe.read_text() + "[model.check]\nenabled = false\n")
+    assert main(["run", str(recipe)]) == 0
+    assert "not checked against the model (check.enabled = false in the recipe)" in (
+        capsys.readouterr().err
+    )
+    lock = read_lock(lock_path(recipe))
+    assert lock is not None and lock.targets[0].check is None

@@ -1,0 +1,99 @@
+"""The check's data, torch-free: its input samples, and the reference file both sides read.
+
+A reference file is an .npz (a zip of .npy entries, np.load(allow_pickle=False) reads it) holding,
+for each sample k, every model input, every tensor passed between parts and every model output
+under "k/<tensor name>"; floating tensors at float32 (the model run at fp32), others as they are.
+"""
+
+from __future__ import annotations
+
+import glob
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trtbuild.errors import TrtbuildError
+
+FLOAT_DTYPES = {"float32", "float16", "bfloat16", "float64"}
+
+
+def sample_shapes(inputs: list[dict[str, Any]]) -> list[dict[str, list[int]]]:
+    """The input shapes of the check: every dynamic dimension at its min, opt and max (all inputs
+    together), duplicates dropped; a static model has one. `inputs`: recipe InputSpec dumps."""
+    out: list[dict[str, list[int]]] = []
+    for which in ("min", "opt", "max"):
+        shapes = {
+            i["name"]: list(i["shape"][which] if isinstance(i["shape"], dict) else i["shape"])
+            for i in inputs
+        }
+        if shapes not in out:
+            out.append(shapes)
+    return out
+
+
+def make_samples(request: dict[str, Any], root: Path) -> list[dict[str, np.ndarray]]:
+    """The check's input samples: the user's .npz files (`data`, a glob relative to `root`), else
+    seeded random ones at sample_shapes: floats standard normal, integers in [low, high) of the
+    input's `values` (default [0, 2)), bools at random. Float arrays are float32."""
+    inputs = request["inputs"]
+    if request.get("data"):
+        return [_user_sample(Path(f), inputs) for f in data_files(request["data"], root)]
+    samples = []
+    for k, shapes in enumerate(sample_shapes(inputs)):
+        rng = np.random.default_rng([request["seed"], k])
+        sample = {}
+        for spec in inputs:
+            shape, dtype = shapes[spec["name"]], spec["dtype"]
+            if dtype in FLOAT_DTYPES:
+                sample[spec["name"]] = rng.standard_normal(shape, dtype=np.float32)
+            elif dtype == "bool":
+                sample[spec["name"]] = rng.integers(0, 2, shape).astype(bool)
+            else:
+                low, high = spec.get("values") or (0, 2)
+                sample[spec["name"]] = rng.integers(low, high, shape, dtype=np.dtype(dtype))
+        samples.append(sample)
+    return samples
+
+
+def data_files(pattern: str, root: Path) -> list[Path]:
+    """The sample files `pattern` names (sorted); none is an error naming the pattern."""
+    files = sorted(Path(f) for f in glob.glob(str(root / pattern)))
+    if not files:
+        raise TrtbuildError(f"field 'model.check.data': no file matches {pattern!r} in {root}")
+    return files
+
+
+def _user_sample(path: Path, inputs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise TrtbuildError(f"{path}: expected an .npz file of named arrays: {exc}") from None
+    sample = {}
+    for spec in inputs:
+        if spec["name"] not in arrays:
+            raise TrtbuildError(f"{path}: no array named {spec['name']!r} (a model input)")
+        value = arrays[spec["name"]]
+        dtype = "float32" if spec["dtype"] in FLOAT_DTYPES else spec["dtype"]
+        sample[spec["name"]] = value.astype(dtype)
+    return sample
+
+
+class Writer:
+    """Writes a reference file one array at a time (np.savez needs them all at once)."""
+
+    def __init__(self, path: Path) -> None:
+        self.zip = zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True)
+
+    def add(self, key: str, array: np.ndarray) -> None:
+        with self.zip.open(f"{key}.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array(f, np.ascontiguousarray(array), allow_pickle=False)
+
+    def close(self) -> None:
+        self.zip.close()
+
+
+def key(sample: int, tensor: str) -> str:
+    return f"{sample}/{tensor}"
