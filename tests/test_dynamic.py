@@ -143,7 +143,9 @@ def test_plan_and_run_agree_in_a_cache_another_model_shares(tmp_path: Path) -> N
     for r in (other, path):
         r.write_text(r.read_text().replace(str(MODELS), str(model_file)))
     # Plain processes, as at the small budget below (a forked graph job peaks ~10 MiB lower).
-    (built_other,) = build(other, Options(fork_server=False)).targets
+    (built_other,) = build(
+        other, Options(fork_server=False, out=tmp_path / "other" / "build")
+    ).targets
     (first,) = plan_targets(path, Options(budget=8 << 30))
     budget = first.plan.min_feasible_budget_bytes + (256 << 10)
     (planned,) = plan_targets(path, Options(budget=budget))

@@ -27,7 +27,7 @@ from trtbuild.graph import SYMINT, OpGraph
 from trtbuild.graphjob import GraphResult
 from trtbuild.inputs import machine
 from trtbuild.jobs import CheckJob, ExportJob
-from trtbuild.memory import MemoryModel
+from trtbuild.memory import MemoryModel, memory_model
 from trtbuild.planner import Plan
 from trtbuild.recipe import DynamicShape, Recipe, Target
 from trtbuild.results import TargetResult
@@ -233,8 +233,11 @@ def _run(
         # (ONNX Runtime: ResNet-50 2.8x, a Linear stack 1.6-1.8x, measured), the reference's
         # tensors, and an engine's activations.
         weights = max((p.weight_bytes for p in result.plan.parts), default=0)
+        # A process's own cost is the backend's, whatever the model (a test's memory_override
+        # counts weights only): never below the builder's prior fixed cost.
+        fixed = max(memory.build.fixed_bytes, memory_model(result.backend, None).build.fixed_bytes)
         predicted = (
-            memory.build.fixed_bytes
+            fixed
             + 3 * weights
             + 2 * reference.stat().st_size
             + 4 * ref.activation_bytes
