@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.greedy import greedy_parts
 from benchmarks.oracle import optimum
-from trtbuild.build import Options, plan_targets
 from trtbuild.memory import MemoryModel, Stage
+from trtbuild.orchestrate import Options, plan_targets
 from trtbuild.planner import Problem, coarsen, plan, problem_of, solve
 from trtbuild.planner.bound import lower_bound
 from trtbuild.planner.plan import PROVE_SECONDS

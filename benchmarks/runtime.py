@@ -22,8 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import trtbuild
-from trtbuild.build import Options, build, plan_targets
 from trtbuild.frontend import eager_model
+from trtbuild.orchestrate import Options, build, plan_targets
 from trtbuild.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parent.parent

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 import trtbuild
-from trtbuild.build import Options, build
 from trtbuild.cli import main
 from trtbuild.frontend import eager_model
+from trtbuild.orchestrate import Options, build
 from trtbuild.recipe import load_recipe
 
 MODELS = Path(__file__).resolve().parent / "models" / "iface.py"

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import trtbuild
-from trtbuild.build import Options, build
 from trtbuild.frontend import eager_model
 from trtbuild.lockfile import lock_path, read_lock
+from trtbuild.orchestrate import Options, build
 from trtbuild.recipe import load_recipe
 from trtbuild.store import Store, sha256_file
 

@@ -11,9 +11,9 @@ import pytest
 from onnx import numpy_helper
 
 from tests.conftest import SPLITTING, small_seed_net
-from trtbuild.build import Options, build
 from trtbuild.cli import main
 from trtbuild.lockfile import lock_path, read_lock
+from trtbuild.orchestrate import Options, build
 from trtbuild.store import Store, sha256_file
 
 MODELS = Path(__file__).resolve().parent / "models"

@@ -16,7 +16,7 @@ import torch
 
 import trtbuild
 from trtbuild import triton
-from trtbuild.build import Options, build
+from trtbuild.orchestrate import Options, build
 from trtbuild.recipe import load_recipe
 from trtbuild.store import Store, default_cache_dir
 

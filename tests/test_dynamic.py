@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import trtbuild
-from trtbuild.build import Options, build
 from trtbuild.frontend import eager_model
+from trtbuild.orchestrate import Options, build
 from trtbuild.recipe import load_recipe
 
 from .conftest import SPLITTING
@@ -130,7 +130,7 @@ def test_plan_and_run_agree_in_a_cache_another_model_shares(tmp_path: Path) -> N
     """`plan` at a budget just above the smallest feasible one, then `run` at it, in a cache
     where another model of the same op graph was built first, with an edit between them that
     leaves the graph as it was (the graph job runs again): one base, the same parts."""
-    from trtbuild.build import plan_targets
+    from trtbuild.orchestrate import plan_targets
 
     inputs = '[[model.inputs]]\nname = "x"\nshape = [1, 2048]\n'
     model_file = tmp_path / "models" / "mlp_models.py"

@@ -265,9 +265,9 @@ def test_the_smallest_budget_counts_the_graph_job_and_so_does_the_closing_table(
 ) -> None:
     from rich.console import Console
 
-    from trtbuild.build import Options, build, plan_targets
     from trtbuild.cli.run import _table
     from trtbuild.errors import TrtbuildError
+    from trtbuild.orchestrate import Options, build, plan_targets
 
     recipe = recipes / "tiny.toml"
     (planned, _) = plan_targets(recipe, Options())
@@ -399,3 +399,27 @@ def test_type_errors_name_the_target_part_and_op_never_a_scratch_path(
     err = errors(capsys.readouterr().err)
     assert len(err) == 1 and re.search(expected, err[0]), err
     assert "/tmp/" not in err[0].split("part.onnx")[0] and "cache/tmp" not in err[0]
+
+
+def test_the_python_api_works_any_number_of_times_in_one_process(
+    recipes: Path, tmp_path: Path
+) -> None:
+    """In a fresh interpreter: build twice, plan, load, with Options from trtbuild itself."""
+    code = (
+        "import sys, trtbuild\n"
+        "from trtbuild import Options\n"
+        "r = sys.argv[1]\n"
+        "first = trtbuild.build(r, Options(out=sys.argv[2]))\n"
+        "second = trtbuild.build(r, trtbuild.Options(out=sys.argv[2]))\n"
+        "plans = trtbuild.plan(r, Options(), precision='fp32')\n"
+        "model = trtbuild.load(sys.argv[2] + '/tiny/resnet_tiny/fp32')\n"
+        "import torch\n"
+        "print(not first.up_to_date, second.up_to_date, len(plans), model(torch.randn(2, 3, 32, 32)).shape)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(recipes / "tiny.toml"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "True", "1", "torch.Size([2,", "10])"]

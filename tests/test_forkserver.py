@@ -18,11 +18,11 @@ import torch
 
 import trtbuild
 from tests.test_transformers import MODELS, write_recipe
-from trtbuild.build import Options, build
 from trtbuild.executor import MemoryGate, run_job, worker_env
 from trtbuild.forkserver import ForkServer
 from trtbuild.jobs import ProbeJob
 from trtbuild.lockfile import lock_path, read_lock
+from trtbuild.orchestrate import Options, build
 
 MiB = 1 << 20
 

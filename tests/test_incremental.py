@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from trtbuild.build import Options, build
 from trtbuild.cli import main
 from trtbuild.errors import TrtbuildError
+from trtbuild.orchestrate import Options, build
 from trtbuild.store import Store, sha256_file
 
 TRTBUILD = [sys.executable, "-m", "trtbuild"]
@@ -341,7 +341,7 @@ def test_run_from_the_recipes_folder_with_a_relative_path(recipes: Path) -> None
 
 
 def test_output_folders_stay_inside_the_output_root(tmp_path: Path) -> None:
-    from trtbuild.build import output_dir
+    from trtbuild.orchestrate import output_dir
 
     assert output_dir(tmp_path, "r", "m", "fp32") == tmp_path.resolve() / "r" / "m" / "fp32"
     for names in ((".", "m", "fp32"), ("r", "..", "fp32"), ("..", "..", ".."), ("r", "", "fp32")):

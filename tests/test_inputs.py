@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import DATA
-from trtbuild.build import Options, build
 from trtbuild.explain import explain
 from trtbuild.lockfile import lock_path, read_lock, write_lock
+from trtbuild.orchestrate import Options, build
 
 PROBE = DATA / "probe"
 

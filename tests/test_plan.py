@@ -13,11 +13,11 @@ import torch
 
 from benchmarks.greedy import greedy_cost, greedy_parts
 from trtbuild.binding import exported_graph
-from trtbuild.build import Options, plan_targets
 from trtbuild.cli import main
 from trtbuild.errors import TrtbuildError
 from trtbuild.frontend import code_constants, eager_model, export_model
 from trtbuild.memory import DEFAULTS, MemoryModel, Stage
+from trtbuild.orchestrate import Options, plan_targets
 from trtbuild.partexport import part_module, split_inputs
 from trtbuild.planner import coarsen, problem_of
 from trtbuild.planner.plan import load_of, rewrites

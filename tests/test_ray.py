@@ -17,9 +17,9 @@ from typing import Any
 import psutil
 import pytest
 
-from trtbuild.build import Options, build
 from trtbuild.errors import TrtbuildError
 from trtbuild.jobs import ProbeJob
+from trtbuild.orchestrate import Options, build
 
 from .conftest import require
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from trtbuild.build import Options, build
 from trtbuild.cli import main
 from trtbuild.explain import explain
+from trtbuild.orchestrate import Options, build
 
 from .conftest import require, snapshot
 from .nginx import PASSWORD, Server, free_port, missing, serve

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from trtbuild.build import Options, build
 from trtbuild.executor import MAX_SAMPLES, Samples
+from trtbuild.orchestrate import Options, build
 from trtbuild.report import write_report
 from trtbuild.sizes import format_size
 

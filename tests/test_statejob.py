@@ -18,8 +18,8 @@ import torch
 
 import trtbuild
 from tests.conftest import SPLITTING
-from trtbuild.build import Options, build, plan_targets
 from trtbuild.errors import TrtbuildError
+from trtbuild.orchestrate import Options, build, plan_targets
 
 MODELS = Path(__file__).resolve().parent / "models"
 RECIPE = """[recipe]

@@ -12,8 +12,8 @@ import torch
 
 import trtbuild
 from trtbuild.backends.tensorrt import TensorRTBackend
-from trtbuild.build import Options, build
 from trtbuild.frontend import eager_model
+from trtbuild.orchestrate import Options, build
 from trtbuild.recipe import load_recipe
 
 pytestmark = pytest.mark.tensorrt

@@ -13,8 +13,8 @@ import tomli_w
 import torch
 
 import trtbuild
-from trtbuild.build import Options, build, plan_targets
 from trtbuild.frontend import eager_model
+from trtbuild.orchestrate import Options, build, plan_targets
 from trtbuild.recipe import load_recipe
 
 transformers = pytest.importorskip(

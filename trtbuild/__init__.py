@@ -1,26 +1,59 @@
-"""trtbuild: declarative, memory-bounded, incremental and reproducible inference-engine builds."""
+"""trtbuild: declarative, memory-bounded, incremental and reproducible inference-engine builds.
+
+    import trtbuild
+    result = trtbuild.build("recipes/resnet.toml", trtbuild.Options(budget=2 << 30))
+    plans = trtbuild.plan("recipes/seed_net.toml", trtbuild.Options(budget=640 << 20))
+    model = trtbuild.load("build/resnet/resnet50/fp32")
+
+Every function can be called any number of times in one process. Heavy modules are imported
+on first use, so `import trtbuild` stays cheap (the no-op `trtbuild run` path relies on it).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trtbuild.errors import TrtbuildError
 
 if TYPE_CHECKING:
-    from trtbuild.build import BuildResult, Options
+    from trtbuild.orchestrate import BuildResult, Options, PlannedTarget
     from trtbuild.runtime import ChainedModel
 
-__all__ = ["TrtbuildError", "build", "load"]
+__all__ = ["Options", "TrtbuildError", "build", "load", "plan"]
 __version__ = "0.1.0"
 
 
-def build(recipe: str, opts: Options | None = None) -> BuildResult:
-    from trtbuild.build import build as _build
+def build(recipe: str | Path, opts: Options | None = None) -> BuildResult:
+    """Build every target of `recipe` (see trtbuild.orchestrate.build)."""
+    from trtbuild.orchestrate import build as _build
 
     return _build(recipe, opts)
 
 
-def load(directory: Any, verify: bool = True) -> ChainedModel:
+def plan(
+    recipe: str | Path,
+    opts: Options | None = None,
+    model: str | None = None,
+    precision: str | None = None,
+) -> list[PlannedTarget]:
+    """The partition plan of each target (optionally one model / precision); builds nothing."""
+    from trtbuild.orchestrate import plan_targets
+
+    return plan_targets(recipe, opts, model, precision)
+
+
+def load(directory: str | Path, verify: bool = True) -> ChainedModel:
+    """build/<recipe>/<model>/<precision> as one callable (see trtbuild.runtime.load)."""
     from trtbuild.runtime import load as _load
 
     return _load(directory, verify)
+
+
+def __getattr__(name: str) -> Any:
+    """`trtbuild.Options` and `trtbuild.BuildResult`, imported when first asked for."""
+    if name in ("Options", "BuildResult"):
+        from trtbuild import orchestrate
+
+        return getattr(orchestrate, name)
+    raise AttributeError(f"module 'trtbuild' has no attribute {name!r}")

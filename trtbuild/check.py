@@ -34,7 +34,7 @@ from trtbuild.results import TargetResult
 from trtbuild.store import Store, sha256_file
 
 if TYPE_CHECKING:
-    from trtbuild.build import Options
+    from trtbuild.orchestrate import Options
 
 SCHEMA = 1
 MiB = 1 << 20
@@ -236,12 +236,7 @@ def _run(
         # A process's own cost is the backend's, whatever the model (a test's memory_override
         # counts weights only): never below the builder's prior fixed cost.
         fixed = max(memory.build.fixed_bytes, memory_model(result.backend, None).build.fixed_bytes)
-        predicted = (
-            fixed
-            + 3 * weights
-            + 2 * reference.stat().st_size
-            + 4 * ref.activation_bytes
-        )
+        predicted = fixed + 3 * weights + 2 * reference.stat().st_size + 4 * ref.activation_bytes
         check_job = CheckJob(
             result.backend,
             str(reference),

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from trtbuild import actions, lockfile
-from trtbuild.build import Options, invocation, open_store, plan_targets
 from trtbuild.digests import DigestMemo
+from trtbuild.orchestrate import Options, invocation, open_store, plan_targets
 from trtbuild.parts import backend_settings, part_fields
 from trtbuild.recipe import load_recipe
 

@@ -226,7 +226,7 @@ def for_run(log_path: Path, env: dict[str, str]) -> ForkServer:
     """A server for a run: the one this process's last run left, if its environment is the same.
 
     One `trtbuild run` is one process, but a program (or a test session) that calls
-    trtbuild.build() again and again would otherwise pay the server's imports every time. The
+    trtbuild.orchestrate() again and again would otherwise pay the server's imports every time. The
     server never runs model code and forks every job afresh, so a kept one serves a later run
     exactly as a new one would; a different environment (which the children inherit) gets a new
     server.

@@ -34,8 +34,8 @@ from trtbuild.results import PartResult, TargetResult
 from trtbuild.store import Store, sha256_file
 
 if TYPE_CHECKING:
-    from trtbuild.build import Options
     from trtbuild.check import Reference
+    from trtbuild.orchestrate import Options
 
 KINDS_ENV = "TRTBUILD_DEVICE_KINDS"  # device kinds this machine stands for besides its own
 

@@ -17,7 +17,7 @@ from trtbuild.recipe import Recipe
 from trtbuild.store import Store
 
 if TYPE_CHECKING:
-    from trtbuild.build import PlannedTarget
+    from trtbuild.orchestrate import PlannedTarget
 
 
 def folder_of(out: Path, recipe: Recipe, planned: PlannedTarget) -> Path:

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from trtbuild import signing
-from trtbuild.build import Options, build
 from trtbuild.errors import TrtbuildError
+from trtbuild.orchestrate import Options, build
 from trtbuild.store import sha256_file
 
 # TensorRT engines are not bit-reproducible in general (tactic timing): an engine whose bytes

@@ -10,7 +10,7 @@ from trtbuild.errors import TrtbuildError
 from trtbuild.sizes import parse_size
 
 if TYPE_CHECKING:
-    from trtbuild.build import Options
+    from trtbuild.orchestrate import Options
 
 
 def size_arg(text: str, flag: str = "--budget") -> int:
@@ -57,7 +57,7 @@ def add_build_options(parser: argparse.ArgumentParser, out_flag: str = "--out") 
 
 def options(args: argparse.Namespace, **more: Any) -> Options:
     """The library's Options from the arguments add_build_options defined, and `more`."""
-    from trtbuild.build import Options
+    from trtbuild.orchestrate import Options
 
     opts = Options(
         backend=args.backend, budget=budget(args), out=out_dir(args), cache=args.cache, **more

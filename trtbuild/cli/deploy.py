@@ -43,7 +43,7 @@ def handle(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from trtbuild import triton
-    from trtbuild.build import open_store
+    from trtbuild.orchestrate import open_store
     from trtbuild.recipe import load_recipe
 
     start = time.perf_counter()

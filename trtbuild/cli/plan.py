@@ -42,7 +42,7 @@ def add_parser(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from trtbuild.build import plan_targets
+    from trtbuild.orchestrate import plan_targets
 
     opts = options(args)
     if args.prove_seconds is not None:
@@ -72,7 +72,7 @@ def trtexec_lines(args: argparse.Namespace, planned: list[Any]) -> list[str]:
     """Write each part's ONNX and return the trtexec commands that build it as trtbuild would."""
     from trtbuild import trtexec
     from trtbuild.backends.tensorrt import trt_version
-    from trtbuild.build import open_store
+    from trtbuild.orchestrate import open_store
     from trtbuild.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)

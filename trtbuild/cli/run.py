@@ -99,7 +99,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def jobs_arg(text: str | int) -> int | None:
-    """A number of jobs, or None for auto (one per core: trtbuild.build.auto_jobs)."""
+    """A number of jobs, or None for auto (one per core: trtbuild.orchestrate.auto_jobs)."""
     if text == "auto":
         return None
     if isinstance(text, int) or (text.isdigit() and int(text) >= 1):
@@ -148,10 +148,10 @@ def handle(args: argparse.Namespace) -> int:
 def build_with_progress(
     args: argparse.Namespace, console: Any, release: bool = False, sign: Path | None = None
 ) -> Any:
-    """trtbuild.build() with a progress bar per target and a line per part on `console`."""
+    """trtbuild.orchestrate() with a progress bar per target and a line per part on `console`."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from trtbuild.build import auto_jobs, build
+    from trtbuild.orchestrate import auto_jobs, build
 
     progress = Progress(
         TextColumn("{task.description}"),

@@ -1,4 +1,4 @@
-"""trtbuild.build(): recipe -> graphs -> plans -> cached part actions -> published engines.
+"""trtbuild.orchestrate(): recipe -> graphs -> plans -> cached part actions -> published engines.
 
 The orchestrating process never imports torch: graphs, exports and engine builds run in worker
 processes (trtbuild.worker), one job each, measured and watched by the executor.
