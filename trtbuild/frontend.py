@@ -113,22 +113,8 @@ def build_model(recipe: Recipe, spec: ModelSpec, precision: str) -> PrecisionWra
     """The wrapped model in eval mode, holding no parameter bytes (see `parameters_on_meta`).
 
     Raises TrtbuildError when the recipe's inputs do not fit forward()'s parameters."""
-    factory = (lambda: hf.build(recipe, spec)) if spec.transformers else _factory(recipe, spec)
-    torch.manual_seed(0)  # as the state job (trtbuild.ownstate): code-made tensors agree
-    try:
-        with parameters_on_meta():
-            model = factory()
-    except TrtbuildError:
-        raise
-    except Exception as exc:
-        raise TrtbuildError(
-            f"{recipe.model_loc(spec.name, 'source')}: model '{spec.name}': factory {spec.source} raised "
-            f"{type(exc).__name__}: {exc}"
-        ) from None
-    if not isinstance(model, nn.Module):
-        raise TrtbuildError(
-            f"{recipe.path}: model '{spec.name}': {spec.source} did not return an nn.Module"
-        )
+    with parameters_on_meta():
+        model = make_model(recipe, spec)
     where = recipe.model_loc(spec.name, "outputs" if spec.outputs else "source")
     names = [i.name for i in spec.inputs]
     extra = hf.call_kwargs(model) if spec.transformers else {}
@@ -139,6 +125,32 @@ def build_model(recipe: Recipe, spec: ModelSpec, precision: str) -> PrecisionWra
     return PrecisionWrapper(
         model.eval(), dtype, names, binding, extra, spec.outputs, spec.transformers, where
     ).eval()
+
+
+FACTORY_SEED = 0  # torch's RNG before every factory call: code-made tensors agree across jobs
+
+
+def make_model(recipe: Recipe, spec: ModelSpec) -> nn.Module:
+    """The user's model as its factory (or transformers class) makes it, torch seeded first.
+
+    Raises TrtbuildError naming the model's source if the factory raises or returns no nn.Module.
+    """
+    factory = (lambda: hf.build(recipe, spec)) if spec.transformers else _factory(recipe, spec)
+    torch.manual_seed(FACTORY_SEED)
+    try:
+        model = factory()
+    except TrtbuildError:
+        raise
+    except Exception as exc:
+        raise TrtbuildError(
+            f"{recipe.model_loc(spec.name, 'source')}: model '{spec.name}': factory {spec.source} "
+            f"raised {type(exc).__name__}: {exc}"
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise TrtbuildError(
+            f"{recipe.path}: model '{spec.name}': {spec.source} did not return an nn.Module"
+        )
+    return model
 
 
 def _factory(recipe: Recipe, spec: ModelSpec) -> Callable[[], nn.Module]:

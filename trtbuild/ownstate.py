@@ -17,18 +17,16 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from trtbuild import frontend, hf
+from trtbuild import frontend
 from trtbuild.errors import TrtbuildError
 from trtbuild.recipe import ModelSpec, Recipe
 
-SEED = 0
 SAFETENSORS_DTYPES = {
     torch.float64: "F64",
     torch.float32: "F32",
@@ -48,27 +46,7 @@ def own_model(recipe: Recipe, spec: ModelSpec) -> nn.Module:
 
     TrtbuildError naming the model's source if the factory raises or returns no nn.Module.
     """
-    factory: Callable[[], Any]
-    if spec.transformers:
-        factory = lambda: hf.build(recipe, spec)  # noqa: E731
-    else:
-        user = frontend.import_factory(recipe, spec.source)
-        factory = lambda: user(**spec.kwargs)  # noqa: E731
-    torch.manual_seed(SEED)
-    try:
-        model = factory()
-    except TrtbuildError:
-        raise
-    except Exception as exc:
-        raise TrtbuildError(
-            f"{recipe.model_loc(spec.name, 'source')}: model '{spec.name}': factory {spec.source} "
-            f"raised {type(exc).__name__}: {exc}"
-        ) from None
-    if not isinstance(model, nn.Module):
-        raise TrtbuildError(
-            f"{recipe.path}: model '{spec.name}': {spec.source} did not return an nn.Module"
-        )
-    return model
+    return frontend.make_model(recipe, spec)
 
 
 def own_state(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -112,13 +112,40 @@ def _size_of(
     )
 
 
+def meta_part_module(
+    program: Any,
+    graph: OpGraph,
+    rename: dict[str, str],
+    part: dict[str, Any],
+    sizes: SymbolicSizes,
+    device: str | None = None,
+) -> tuple[fx.GraphModule, list[dict[str, Any]]]:
+    """A part's GraphModule (trtbuild.parts.part_json) holding its weights as meta tensors, and
+    its tensor inputs: the ONNX export and the check's reference both run from it."""
+    tensors, symints = split_inputs(part["inputs"])
+    module = part_module(
+        program,
+        part["ops"],
+        [t["name"] for t in part["inputs"]],
+        [t["name"] for t in part["outputs"]],
+        rename,
+        {n: _meta_tensor(graph.weights[n]) for n in part["weights"]},
+        symints,
+        {t["name"]: t["shape"] for t in tensors},
+        device=device,
+        sizes=sizes,
+    )
+    return module, tensors
+
+
 def split_inputs(part_inputs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """A part's tensor inputs, and its symbolic-size inputs (name -> expression)."""
     tensors = [t for t in part_inputs if t["dtype"] != SYMINT]
     return tensors, {t["name"]: t["shape"][0] for t in part_inputs if t["dtype"] == SYMINT}
 
 
-Prepared = tuple[Any, OpGraph, dict[str, str], Any, dict[str, torch.Tensor]]
+# program, its OpGraph, rename map, WeightSource, code constants, symbolic sizes (partdims)
+Prepared = tuple[Any, OpGraph, dict[str, str], Any, dict[str, torch.Tensor], SymbolicSizes]
 
 
 def prepare(
@@ -129,7 +156,8 @@ def prepare(
     state: Path | None = None,
 ) -> Prepared:
     """One export of the model on fake weights, and where its real weights come from: the
-    program, its OpGraph, the rename map, the WeightSource and the code constants.
+    program, its OpGraph, the rename map, the WeightSource, the code constants and the sizes
+    of its dynamic dimensions.
 
     `state`: the model's own state (a StateJob's safetensors) when the recipe names no weights.
     """
@@ -143,7 +171,9 @@ def prepare(
     # The factory runs again here (and in the graph job) on the meta device: one that loads a
     # checkpoint itself reads it again, transiently (measured); its weights come from `state`.
     source = WeightSource(recipe, spec, frontend.build_model(recipe, spec, "fp32").model, state)
-    return program, graph, rename, source, frontend.code_constants(program)
+    names, opt = [i.name for i in spec.inputs], [i.opt_shape for i in spec.inputs]
+    sizes = SymbolicSizes(program, names, opt)
+    return program, graph, rename, source, frontend.code_constants(program), sizes
 
 
 def export_parts(
@@ -160,11 +190,8 @@ def export_parts(
     code constant) when the file is written. Peak memory is the process cost plus about one
     tensor, whatever the number of parts.
     """
-    program, graph, rename, source, constants = prepared
-    spec = recipe.model_spec(model_name)
+    program, graph, rename, source, constants, sizes = prepared
     where = f"{recipe.path}: model '{model_name}'"
-    input_names = [i.name for i in spec.inputs]
-    sizes = SymbolicSizes(program, input_names, [i.opt_shape for i in spec.inputs])
     out = []
     for part, onnx_path in parts:
         with oblivious_sizes(sizes.small_sizes()):
@@ -190,20 +217,7 @@ def _export_one(
     where: str = "",
 ) -> dict[str, Any]:
     names = list(part["weights"])
-    meta = {n: _meta_tensor(graph.weights[n]) for n in names}
-    tensors, symints = split_inputs(part["inputs"])
-    module = part_module(
-        program,
-        part["ops"],
-        [t["name"] for t in part["inputs"]],
-        [t["name"] for t in part["outputs"]],
-        rename,
-        meta,
-        symints,
-        {t["name"]: t["shape"] for t in tensors},
-        device="meta",
-        sizes=sizes,
-    )
+    module, tensors = meta_part_module(program, graph, rename, part, sizes, device="meta")
     # Example sizes at the recipe's opt shapes, each dynamic dimension over the range its
     # expression takes (partdims): a part works for every shape the recipe declares.
     args = tuple(sizes.example_tensor(t["shape"], torch_dtype(t["dtype"])) for t in tensors)
@@ -227,7 +241,9 @@ def _export_one(
         raise explain(exc, f"{where}: ONNX export of part failed", names, frames) from None
     assert onnx_program is not None
     _unique_io_names(onnx_program.model.graph)
-    loader = _WeightLoader(source, {n: meta[n].dtype for n in names}, constants)
+    loader = _WeightLoader(
+        source, {n: torch_dtype(graph.weights[n].dtype) for n in names}, constants
+    )
     attached = _attach_lazy_weights(onnx_program.model, loader)
     onnx_program.save(str(onnx_path), external_data=True)
     return {

@@ -18,14 +18,7 @@ import torch.fx as fx
 
 from trtbuild import checkdata
 from trtbuild.frontend import PRECISION_DTYPES
-from trtbuild.partexport import (
-    Prepared,
-    _meta_tensor,
-    _weight_name,
-    part_module,
-    split_inputs,
-    torch_dtype,
-)
+from trtbuild.partexport import Prepared, _weight_name, meta_part_module, torch_dtype
 
 
 def compute(
@@ -36,7 +29,7 @@ def compute(
 ) -> dict[str, Any]:
     """Write the reference file `request["path"]` for `request["parts"]` (every part, in order;
     trtbuild.parts.part_json) from an export of the model (partexport.prepare)."""
-    program, graph, rename, source, constants = prepared
+    program, graph, rename, source, constants, sizes = prepared
     samples = checkdata.make_samples(request["samples"], root)
     target = PRECISION_DTYPES[precision]
     parts = request["parts"]
@@ -53,18 +46,7 @@ def compute(
     loaded = 0
     try:
         for index, part in enumerate(parts):
-            tensors, symints = split_inputs(part["inputs"])
-            names = list(part["weights"])
-            module = part_module(
-                program,
-                part["ops"],
-                [t["name"] for t in part["inputs"]],
-                [t["name"] for t in part["outputs"]],
-                rename,
-                {n: _meta_tensor(graph.weights[n]) for n in names},
-                symints,
-                {t["name"]: t["shape"] for t in tensors},
-            )
+            module, tensors = meta_part_module(program, graph, rename, part, sizes)
 
             def load(names: list[str]) -> dict[str, torch.Tensor]:
                 """One op's weights at once (a seeded init makes a module's tensors together)."""
