@@ -22,6 +22,7 @@ from trtbuild import checkdata
 from trtbuild.checkspec import DEFAULT_REL_L2, tolerances
 from trtbuild.compare import BETWEEN
 from trtbuild.digests import digest_json
+from trtbuild.errors import TrtbuildError
 from trtbuild.executor import Executor
 from trtbuild.graph import SYMINT, OpGraph
 from trtbuild.graphjob import GraphResult
@@ -31,6 +32,7 @@ from trtbuild.memory import MemoryModel, memory_model
 from trtbuild.planner import Plan
 from trtbuild.recipe import DynamicShape, Recipe, Target
 from trtbuild.results import TargetResult
+from trtbuild.sizes import format_size
 from trtbuild.store import Store, sha256_file
 
 if TYPE_CHECKING:
@@ -143,6 +145,24 @@ def _reference_bytes(target: Target, the_plan: Plan, graph: OpGraph) -> int:
     # + PyTorch's CPU allocator and oneDNN's scratch: ResNet-50 at 1x3x224x224 measured 80 MiB
     # over its export's peak (largest weight 8 MiB, largest activation 3 MiB)
     return int(largest * (2 if half else 1) + live + 64 * MiB)
+
+
+def fits(target: Target, ref: Reference | None, memory: MemoryModel) -> None:
+    """Refuse, before any job, a check whose reference cannot keep the budget: it holds the
+    model's activations at the check's shapes, which no plan makes smaller (a 1x1024x224x224
+    float32 tensor alone is 205 MB). Raises TrtbuildError saying how to go on."""
+    if ref is None or ref.cached():
+        return
+    need = memory.export.fixed_bytes + ref.extra_bytes
+    budget = target.budget.host_memory
+    if need > budget:
+        raise TrtbuildError(
+            f"{target.name}: the accuracy check's reference needs about {format_size(need)} "
+            f"(the model's activations at its input shapes, at fp32), over the budget "
+            f"{format_size(budget)}; raise the budget, check smaller shapes with "
+            "[model.check] data, or skip the check (run --no-check, or [model.check] "
+            "enabled = false)"
+        )
 
 
 def check_target(

@@ -384,6 +384,7 @@ def _build_target(
         )
         opts.on_plan(result)
         ref = check.reference(recipe, target, graph, graph_info, the_plan, store, opts)
+        check.fits(target, ref, memory)
         try:
             result.parts = build_parts(
                 recipe,
