@@ -84,6 +84,12 @@ class Options:
     models: list[str] | None = None
     precisions: list[str] | None = None
 
+    def __post_init__(self) -> None:
+        """Paths may be given as strings, as a notebook user writes them."""
+        self.out = Path(self.out)
+        self.cache = Path(self.cache) if self.cache is not None else None
+        self.sign = Path(self.sign) if self.sign is not None else None
+
     @property
     def subset(self) -> bool:
         return self.models is not None or self.precisions is not None
