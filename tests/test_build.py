@@ -101,11 +101,12 @@ def test_safetensors_and_state_dict_weights(recipes: Path, tmp_path: Path) -> No
             .replace('weights = { init = "random", seed = 3 }', f'weights = "{weights}"')
             .replace('precisions = ["fp32", "fp16"]', 'precisions = ["fp32"]')
         )
-        path = recipes / f"tiny_{weights.replace('.', '_')}.toml"
-        path.write_text(text)
+        stem = f"tiny_{weights.replace('.', '_')}"
+        path = recipes / f"{stem}.toml"
+        path.write_text(text.replace('name = "tiny"', f'name = "{stem}"'))  # a folder each
         build(path)
         x = torch.randn(2, 3, 32, 32)
-        engine = trtbuild.load(Path("build/tiny/resnet_tiny/fp32"))
+        engine = trtbuild.load(Path(f"build/{stem}/resnet_tiny/fp32"))
         new_recipe = load_recipe(path)
         loaded = eager_model(new_recipe, new_recipe.schema.model[0], "fp32")
         assert torch.equal(loaded.model.conv1.weight, state["conv1.weight"])

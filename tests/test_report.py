@@ -124,7 +124,7 @@ def test_seed_net_1g_report_renders_in_headless_chromium(recipes: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     report = Path("build/seed_net_1g/report.html")
-    assert f"report: {report}" in run.stderr
+    assert f"report: {report.resolve()}" in run.stderr
     html = report.read_text()
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # nothing to fetch
 

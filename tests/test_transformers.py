@@ -112,7 +112,9 @@ def build_split(folder: Path, name: str, model: dict[str, Any]) -> tuple[Path, A
     path = write_recipe(folder / f"{name}.toml", {name: model})
     budget = splitting_budget(path)
     write_recipe(path, {name: model}, {name: budget})
-    (target,) = build(path).targets
+    # No check: at a budget this tight the export process has no room for the check's fp32
+    # reference (trtbuild.check.too_big); the test compares with eager itself, below.
+    (target,) = build(path, Options(check=False)).targets
     assert len(target.parts) >= 2, name
     for part in target.parts:
         for process in part.record["processes"]:

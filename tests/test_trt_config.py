@@ -134,5 +134,7 @@ def test_plan_prints_trtexec_lines(recipes: Path, capsys: pytest.CaptureFixture[
     lines = capsys.readouterr().out.splitlines()
     commands = [line for line in lines if line.startswith("trtexec ")]
     assert len(commands) == 2
-    assert "--onnx=build/seed_net/seed_net/fp32/part1.onnx" in commands[1]
+    onnx = commands[1].split("--onnx=")[1].split()[0]
+    assert onnx.endswith("build/seed_net/trtexec/seed_net/fp32/part1.onnx")
+    assert Path(onnx).is_file()  # the file the command names exists
     assert "--stronglyTyped" in commands[0] and "--memPoolSize=workspace:1024M" in commands[0]

@@ -147,22 +147,17 @@ def _reference_bytes(target: Target, the_plan: Plan, graph: OpGraph) -> int:
     return int(largest * (2 if half else 1) + live + 64 * MiB)
 
 
-def fits(target: Target, ref: Reference | None, memory: MemoryModel) -> None:
-    """Refuse, before any job, a check whose reference cannot keep the budget: it holds the
-    model's activations at the check's shapes, which no plan makes smaller (a 1x1024x224x224
-    float32 tensor alone is 205 MB). Raises TrtbuildError saying how to go on."""
-    if ref is None or ref.cached():
-        return
-    need = memory.export.fixed_bytes + ref.extra_bytes
-    budget = target.budget.host_memory
-    if need > budget:
-        raise TrtbuildError(
-            f"{target.name}: the accuracy check's reference needs about {format_size(need)} "
-            f"(the model's activations at its input shapes, at fp32), over the budget "
-            f"{format_size(budget)}; raise the budget, check smaller shapes with "
-            "[model.check] data, or skip the check (run --no-check, or [model.check] "
-            "enabled = false)"
-        )
+def too_big(target: Target, peak: int) -> TrtbuildError:
+    """The error for an export process that, computing the check's reference too, crossed the
+    budget: the reference holds the model's activations at the check's shapes at fp32, which no
+    plan makes smaller (a 1x1024x224x224 float32 tensor alone is 205 MB)."""
+    return TrtbuildError(
+        f"{target.name}: the export process, which also computes the accuracy check's reference "
+        f"(the model at fp32 on the check's shapes), crossed the budget "
+        f"{format_size(target.budget.host_memory)} (peak {format_size(peak)}); raise the budget, "
+        "check smaller shapes with [model.check] data, or skip the check (run --no-check, or "
+        "[model.check] enabled = false)"
+    )
 
 
 def check_target(

@@ -390,7 +390,6 @@ def _build_target(
         )
         opts.on_plan(result)
         ref = check.reference(recipe, target, graph, graph_info, the_plan, store, opts)
-        check.fits(target, ref, memory)
         try:
             result.parts = build_parts(
                 recipe,
@@ -407,6 +406,9 @@ def _build_target(
                 ref,
             )
         except Overrun as over:
+            if over.observation.stage == "export" and ref is not None and not ref.cached():
+                # Its peak is the reference's as much as the export's: no fit to learn from it.
+                raise check.too_big(target, over.observation.peak_bytes) from None
             record(store.root, [over.observation])
             locked = observed = None  # the pinned model was wrong for this machine: refit
             note = (

@@ -124,7 +124,7 @@ class InputSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     shape: list[Dim] | DynamicShape
     dtype: DType = "float32"
-    # integer inputs of the built-in check: drawn from [low, high) (default [0, 2))
+    # integer inputs of the built-in check: drawn from [low, high) (default: 1, and bools True)
     values: tuple[int, int] | None = None
 
     @property
