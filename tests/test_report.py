@@ -131,7 +131,7 @@ def test_seed_net_1g_report_renders_in_headless_chromium(recipes: Path) -> None:
     facts = open_report(report, ARTIFACTS / "report-seed_net_1g.png")
     assert facts["problems"] == []
     assert "seed_net_1g" in facts["title"]
-    assert facts["headings"] == ["Partition", "Memory", "Parts"]
+    assert facts["headings"] == ["Partition", "Memory", "Parts", "Check"]
     assert facts["nodes"] == 4  # model inputs, two parts, model outputs
     record = json.loads(Path("build/seed_net_1g/seed_net/fp32/build.json").read_text())
     boundary = record["plan"]["parts"][1]["inputs"][0]
