@@ -189,3 +189,18 @@ def test_a_check_that_cannot_keep_the_budget_is_one_error_saying_what_to_do(
     err = [line for line in lines if line.startswith("trtbuild: error:")]
     assert len(err) == 1 and "also computes the accuracy check's reference" in err[0], err
     assert "--no-check" in err[0] and not Path("build/seed_net").exists()
+
+
+def test_a_tolerance_for_an_output_the_model_lacks_is_one_error(
+    recipes: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: `[model.check.outputs.nope]` was silently ignored and the build PASSED."""
+    recipe = recipes / "tiny.toml"
+    recipe.write_text(recipe.read_text() + "[model.check.outputs.nope]\nrel_l2 = 0.5\n")
+    capsys.readouterr()
+    assert main(["run", str(recipe)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    err = [line for line in lines if line.startswith("trtbuild: error:")]
+    assert len(err) == 1 and "tiny.toml" in err[0], err
+    assert "field 'check.outputs.nope': the model has no output 'nope'" in err[0], err
+    assert not Path("build/tiny").exists()

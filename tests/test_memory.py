@@ -94,3 +94,21 @@ def test_a_model_is_fitted_to_its_own_processes_only(tmp_path: Path) -> None:
     llama = memory_model("onnxruntime", tmp_path, 234 * MiB, graph="llama")
     assert llama.export.predict(llama_export.load) >= 755 * MiB
     assert llama.source.startswith("fitted to 1 ")
+
+
+def test_a_lock_written_from_a_pinned_model_does_not_wrap_its_source_again(
+    recipes: Path,
+) -> None:
+    """Before: the lock's memory source grew by one "pinned by the lock (...)" every run."""
+    from trtbuild.lockfile import lock_path, read_lock
+    from trtbuild.orchestrate import build
+
+    recipe = recipes / "tiny.toml"
+    build(recipe)
+    for _ in range(2):
+        recipe.write_text(recipe.read_text() + "\n")  # stale: a real run, planned on the lock
+        build(recipe)
+    lock = read_lock(lock_path(recipe))
+    assert lock is not None
+    source = lock.targets[0].memory["source"]  # type: ignore[index]
+    assert source.count("pinned by the lock") <= 1, source

@@ -129,3 +129,18 @@ def test_budget_that_cannot_hold_the_state_is_one_line(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "\n" not in message
     assert "model 'loaded'" in message and "'weights'" in message and "stream" in message
+
+
+def test_explain_knows_the_factorys_own_weights(tmp_path: Path) -> None:
+    """Before: `explain` on a recipe without `weights` was an internal error (KeyError)."""
+    from trtbuild.explain import explain
+
+    recipe = _project(tmp_path / "proj")
+    _save_checkpoint(recipe.parent, seed=1)
+    before = explain(recipe)
+    assert any("would build: the model's own weights" in line for line in before), before
+    build(recipe)
+    assert all(line.endswith("up to date") for line in explain(recipe)), explain(recipe)
+    _save_checkpoint(recipe.parent, seed=2)
+    after = explain(recipe)
+    assert any(line.startswith("changed: ") and "inputs_loaded.pt" in line for line in after), after

@@ -77,6 +77,10 @@ def reference(
     spec = target.model.check
     if not opts.check or not spec.enabled:
         return None
+    try:  # a tolerance of an output the model lacks: said before anything is built
+        tolerances(spec, target.precision, the_plan.model_outputs)
+    except TrtbuildError as exc:
+        raise TrtbuildError(f"{recipe.model_loc(target.model.name, 'check')}: {exc}") from None
     samples = {
         "inputs": [i.model_dump(mode="json") for i in target.model.inputs],
         "seed": spec.seed,

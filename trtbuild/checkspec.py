@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from trtbuild.errors import TrtbuildError
+
 # rel_l2 by precision, measured on recipes/ and tests/data (see tests/test_check.py): fp32 engines
 # of ONNX Runtime stay under 1e-5 (fusions reorder sums); half precisions round every activation.
 DEFAULT_REL_L2 = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 5e-2}
@@ -34,7 +36,16 @@ class CheckSpec(Tolerance):
 
 
 def tolerances(spec: CheckSpec, precision: str, outputs: list[str]) -> dict[str, dict[str, Any]]:
-    """Per model output: {"rel_l2": float, "atol": float | None, "rtol": float | None}."""
+    """Per model output: {"rel_l2": float, "atol": float | None, "rtol": float | None}.
+
+    Raises TrtbuildError for a tolerance of an output the model does not have (a typo would
+    otherwise loosen nothing and say nothing)."""
+    unknown = sorted(set(spec.outputs) - set(outputs))
+    if unknown:
+        raise TrtbuildError(
+            f"field 'check.outputs.{unknown[0]}': the model has no output {unknown[0]!r} "
+            f"(its outputs: {', '.join(outputs)})"
+        )
     out = {}
     for name in outputs:
         own = spec.outputs.get(name, Tolerance())

@@ -9,6 +9,7 @@ from trtbuild.digests import DigestMemo
 from trtbuild.orchestrate import Options, invocation, open_store, plan_targets
 from trtbuild.parts import backend_settings, part_fields
 from trtbuild.recipe import load_recipe
+from trtbuild.statejob import cached_weights
 
 
 def explain(recipe_path: str | Path, opts: Options | None = None) -> list[str]:
@@ -32,9 +33,19 @@ def explain(recipe_path: str | Path, opts: Options | None = None) -> list[str]:
             lines.append(
                 f"{target.name}: plan changed ({len(old_parts)} -> {len(planned.plan.parts)} parts)"
             )
+        job = planned.job
+        if target.model.weights is None:  # the factory's own weights: known once computed
+            job = cached_weights(target, planned.job, store)  # type: ignore[assignment]
+            if job is None:
+                lines += [
+                    f"{target.name} part {p.index}: would build: the model's own weights "
+                    "(its factory's state) are not in the cache"
+                    for p in planned.plan.parts
+                ]
+                continue
         settings = backend_settings(recipe, target, planned.backend, opts.release)
         fields_list = part_fields(
-            target, planned.graph, planned.job, planned.plan, planned.backend, settings
+            target, planned.graph, job, planned.plan, planned.backend, settings
         )
         for part, fields in zip(planned.plan.parts, fields_list):
             key = actions.action_key(fields)

@@ -145,7 +145,9 @@ class MemoryModel:
             )
 
         return cls(
-            stage("export"), stage("build"), f"pinned by the lock ({data.get('source', 'unknown')})"
+            stage("export"),
+            stage("build"),
+            PINNED.format(_unpinned(str(data.get("source", "unknown")))),
         )
 
 
@@ -261,6 +263,18 @@ def memory_model(
     fitted = (export, build) != (start.export, start.build)
     source = f"fitted to {len(seen)} measured processes" if fitted and seen else start.source
     return MemoryModel(export, build, source)
+
+
+PINNED = "pinned by the lock ({})"
+
+
+def _unpinned(source: str) -> str:
+    """The source a pinned model was fitted from: a lock written from a pinned model must not
+    wrap it again ("pinned by the lock (pinned by the lock (...))" grew by one run after run)."""
+    prefix, suffix = PINNED.split("{}")
+    while source.startswith(prefix) and source.endswith(suffix):
+        source = source[len(prefix) : -len(suffix)]
+    return source
 
 
 def pinned(lock: Lock | None, target: Target, backend: str) -> MemoryModel | None:

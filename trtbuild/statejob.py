@@ -40,6 +40,26 @@ def predicted_bytes(job: GraphResult) -> int:
     return (job.base_bytes or FALLBACK_FIXED_BYTES) + COPIES * (job.state_bytes or 0)
 
 
+def state_key(target: Target, job: GraphResult) -> str:
+    """The action key of a model's own state: its recipe fields, the graph job's discovered
+    inputs (the files its factory read), the toolchain."""
+    spec = target.model.model_dump(mode="json", exclude=NOT_GRAPH)
+    return "state-" + digest_json([STATE_SCHEMA, spec, job.inputs.digest(), toolchain()])
+
+
+def cached_weights(target: Target, job: GraphResult, store: Store) -> GraphResult | None:
+    """`job` with the weight digests of the model's own state if the cache holds it (explain
+    runs no job), else None."""
+    entry = store.get_action(state_key(target, job))
+    if entry is None:
+        return None
+    state: dict[str, str] = entry["digests"]
+    merged = {n: state.get(n) or job.weight_digests.get(n) for n in job.graph["weights"]}
+    if any(d is None for d in merged.values()):
+        return None
+    return dataclasses.replace(job, weight_digests=merged)  # type: ignore[arg-type]
+
+
 def own_weights(
     recipe: Recipe,
     target: Target,
@@ -54,14 +74,7 @@ def own_weights(
     TrtbuildError when the budget cannot hold the job, or the state lacks a weight.
     """
     spec = target.model
-    key = "state-" + digest_json(
-        [
-            STATE_SCHEMA,
-            spec.model_dump(mode="json", exclude=NOT_GRAPH),
-            job.inputs.digest(),
-            toolchain(),
-        ]
-    )
+    key = state_key(target, job)
     entry = store.get_action(key)
     cached = entry is not None
     if entry is None:
