@@ -204,3 +204,51 @@ def test_a_tolerance_for_an_output_the_model_lacks_is_one_error(
     assert len(err) == 1 and "tiny.toml" in err[0], err
     assert "field 'check.outputs.nope': the model has no output 'nope'" in err[0], err
     assert not Path("build/tiny").exists()
+
+
+SDPA_RECIPE = """
+[recipe]
+name = "sdpa"
+[defaults]
+backend = "onnxruntime"
+precisions = ["fp32"]
+[[model]]
+name = "attn"
+source = "check_sdpa.py:masked_attention"
+weights = { init = "random", seed = 0 }
+[model.check]
+data = "samples/*.npz"
+[[model.inputs]]
+name = "x"
+shape = [1, 4, 16]
+dtype = "float32"
+[[model.inputs]]
+name = "mask"
+shape = [1, 4, 4]
+dtype = "bool"
+"""
+
+
+@pytest.mark.parametrize("masked_row", [False, True])
+def test_an_exporter_difference_on_the_users_samples_fails_the_check(
+    tmp_path: Path, masked_row: bool
+) -> None:
+    """A public bug report's case: SDPA with a boolean mask in which one query row attends to
+    nothing exports with other numerics. On the user's own sample with such a row the check
+    fails naming the output; on a sample without one the same engine passes."""
+    import numpy as np
+
+    shutil.copy(MODELS / "check_sdpa.py", tmp_path / "check_sdpa.py")
+    (tmp_path / "sdpa.toml").write_text(SDPA_RECIPE)
+    (tmp_path / "samples").mkdir()
+    mask = np.ones((1, 4, 4), bool)
+    if masked_row:
+        mask[0, 2, :] = False
+    x = np.random.default_rng(0).standard_normal((1, 4, 16)).astype(np.float32)
+    np.savez(tmp_path / "samples" / "sample.npz", x=x, mask=mask)
+    (target,) = build(tmp_path / "sdpa.toml").targets
+    assert target.check is not None
+    assert target.check["passed"] is not masked_row, target.check["message"]
+    if masked_row:
+        assert "output 'output'" in target.check["message"]
+        assert not Path("build/sdpa/attn/fp32").exists()  # not published
