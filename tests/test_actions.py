@@ -13,7 +13,7 @@ import pytest
 from trtbuild.actions import KEY_FIELDS, action_key, explain, field_digests
 
 BASE: dict[str, Any] = {
-    "schema": 2,
+    "schema": 3,
     "graph": [
         {
             "name": "conv2d",
@@ -25,7 +25,6 @@ BASE: dict[str, Any] = {
         }
     ],
     "weights": {"w": "ab" * 32},
-    "inputs": "12" * 32,
     "io": {
         "inputs": [["x", [1, 3, 4, 4], "float32"]],
         "outputs": [["conv2d", [1, 8, 4, 4], "float32"]],
@@ -37,10 +36,9 @@ BASE: dict[str, Any] = {
 }
 
 CHANGES: dict[str, Any] = {
-    "schema": 3,
+    "schema": 4,
     "graph": [{**BASE["graph"][0], "args": "[%x,%w,None,[2, 2]]"}],
     "weights": {"w": "cd" * 32},
-    "inputs": "34" * 32,
     "io": {"inputs": [["x", [2, 3, 4, 4], "float32"]], "outputs": BASE["io"]["outputs"]},
     "precision": "fp16",
     "settings": {"opset": 19},

@@ -2,6 +2,13 @@
 
 key = sha256(canonical JSON of KEY_FIELDS). Each field is also hashed on its own and recorded in
 the lock file, so `trtbuild explain` can say which field changed.
+
+A key says what the part *is*, not where it came from: the model's code and data files are not
+in it. They are inputs of the graph job, which runs again when one changes; a part whose
+subgraph and weights come out the same is then a cache hit (early cutoff, as in Shake, Buck2
+and Bazel). Everything the code decides reaches the key through the subgraph (ops, arguments,
+shapes, dtypes), the weights' digests (a checkpoint's bytes, the values code makes, or seeded
+init described together with the code that runs it: trtbuild.weights) and the io names.
 """
 
 from __future__ import annotations
@@ -12,12 +19,11 @@ from trtbuild.digests import digest_json as digest
 from trtbuild.graph import OpGraph
 from trtbuild.planner import Part
 
-KEY_SCHEMA = 2
+KEY_SCHEMA = 3  # 3: no "inputs" field (early cutoff)
 KEY_FIELDS = (
     "schema",  # trtbuild's key schema version
     "graph",  # the part's ops: targets, arguments, edges, shapes, dtypes
     "weights",  # sha256 of every weight the part holds
-    "inputs",  # the model's discovered inputs: code and data files, distributions, env (content)
     "io",  # names, shapes and dtypes of the part's inputs and outputs
     "precision",
     "settings",  # every backend setting (opset, builder options, workspace, ...)
@@ -30,7 +36,6 @@ def part_fields(
     graph: OpGraph,
     part: Part,
     weight_digests: dict[str, str],
-    inputs_digest: str,
     precision: str,
     settings: dict[str, Any],
     machine: dict[str, dict[str, str]],
@@ -65,7 +70,6 @@ def part_fields(
         "schema": KEY_SCHEMA,
         "graph": ops,
         "weights": {w: weight_digests[w] for w in sorted(part.weights)},
-        "inputs": inputs_digest,
         "io": io,
         "precision": precision,
         "settings": settings,

@@ -4,7 +4,8 @@ model.
 Two cached actions per target:
 - the reference (trtbuild.reference, in the export process): the model at fp32, run part by part
   on the check's inputs; its file (trtbuild.checkdata) is a blob under its own key, so engines
-  that change while the model does not reuse it;
+  that change while the model does not reuse it; like a part, it is keyed by the graph and the
+  weights, not by the code that made them (early cutoff);
 - the check (trtbuild.compare, in a process without torch): the part engines on the reference's
   tensors, each part on its own and the chain end to end, against the tolerances
   (trtbuild.checkspec). Its key: every engine's digest, the reference's key and the tolerances.
@@ -38,7 +39,7 @@ from trtbuild.store import Store, sha256_file
 if TYPE_CHECKING:
     from trtbuild.orchestrate import Options
 
-SCHEMA = 1
+SCHEMA = 2  # 2: keyed by the graph and weights, not by the code (early cutoff)
 MiB = 1 << 20
 
 
@@ -92,7 +93,6 @@ def reference(
         "schema": SCHEMA,
         "graph": job.digest,
         "weights": job.weight_digests,
-        "inputs": job.inputs.digest(),  # the model's code and data files
         "precision": target.precision,
         "samples": samples,
         "data": [sha256_file(f) for f in files],

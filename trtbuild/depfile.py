@@ -7,7 +7,8 @@ notes every environment variable that model code reads (os.environ[...], .get, o
 
 - files, by content: model code and its helpers wherever they live (also outside the recipe's
   folder, also editable installs), and data files the model reads;
-- distributions, by name and version: installed packages (site-packages) the model imported;
+- distributions, by name and version: installed packages (site-packages) whose modules were
+  loaded (not those whose metadata a scan read; never pip, setuptools or wheel);
 - environment variables read by model code, by the digest of their value (never the value).
 
 The interpreter's standard library and trtbuild itself are not inputs of a model: they are pinned
@@ -182,8 +183,15 @@ class Discovered:
     env: dict[str, str]  # name -> env_digest(value)
 
 
+PACKAGING_TOOLS = frozenset({"pip", "setuptools", "wheel"})  # install code, never model code
+
+
 def classify(touched: Touched, exclude: list[Path]) -> Discovered:
-    """Sort observations into inputs; files under `exclude` (cache, scratch) are not inputs."""
+    """Sort observations into inputs; files under `exclude` (cache, scratch) are not inputs.
+
+    A distribution is an input when a module it installed was loaded, never because its
+    metadata was read: importing torch or transformers scans every distribution's entry points,
+    which says nothing of what the model computes. Packaging tools are never inputs."""
     skip = [str(p.resolve()) for p in exclude]
     files, dists = set(), {}
     owners = _owners()
@@ -192,13 +200,14 @@ def classify(touched: Touched, exclude: list[Path]) -> Discovered:
         resolved = os.path.realpath(raw)
         if kind == "ignore" or _under(resolved, skip) or not os.path.isfile(resolved):
             continue
+        if _is_metadata(Path(raw).parent.name):
+            continue
         site_dir = _site_dir(raw)
-        metadata = _metadata_of(Path(raw).parent.name)  # also an editable install's egg-info
-        if metadata is not None or (kind == "site" and site_dir is not None):
-            top = Path(raw[len(site_dir or "") :]).parts[0]
-            dist = metadata or owners.get(top.split(".")[0])
+        if kind == "site" and site_dir is not None:
+            top = Path(raw[len(site_dir) :]).parts[0]
+            dist = owners.get(top.split(".")[0])
             if dist is not None:
-                if dist not in dists:  # one metadata read per distribution, not per file
+                if dist not in dists and dist not in PACKAGING_TOOLS:  # one read per distribution
                     dists[dist] = importlib.metadata.version(dist)
                 continue
         files.add(resolved)  # a file nobody installed: by content
@@ -206,20 +215,9 @@ def classify(touched: Touched, exclude: list[Path]) -> Discovered:
     return Discovered(sorted(files), dict(sorted(dists.items())), dict(sorted(env.items())))
 
 
-def _metadata_of(folder: str) -> str | None:
-    """The distribution whose metadata folder this is (`name-1.2.dist-info`), if installed.
-
-    Code that reads a package's metadata (a version check, entry points) depends on that
-    distribution's version, which pins it; the files' paths and bytes are not the input.
-    """
-    stem, dot, suffix = folder.rpartition(".")
-    if not dot or suffix not in ("dist-info", "egg-info"):
-        return None
-    try:
-        name: str = importlib.metadata.distribution(stem.split("-")[0]).metadata["Name"]
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    return name
+def _is_metadata(folder: str) -> bool:
+    """A distribution's metadata folder (`name-1.2.dist-info`, an egg-info)."""
+    return folder.endswith((".dist-info", ".egg-info"))
 
 
 def _under(path: str, roots: list[str]) -> bool:

@@ -226,6 +226,10 @@ def _canonical(value: Any, rename: dict[str, str]) -> str:
     import torch.fx
 
     if isinstance(value, torch.fx.Node):
+        held = value.graph.owning_module
+        sub = getattr(held, str(value.target), None) if value.op == "get_attr" else None
+        if isinstance(sub, torch.fx.GraphModule):  # a control-flow op's branch: its code counts
+            return "%" + value.name + "{" + sub.code + "}"
         return "%" + rename.get(value.name, value.name)
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_canonical(v, rename) for v in value) + "]"

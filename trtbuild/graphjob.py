@@ -26,9 +26,7 @@ from trtbuild.sizes import format_size
 from trtbuild.store import Store
 from trtbuild.toolchain import toolchain
 
-GRAPH_SCHEMA = (
-    5  # 4: output names and the interface (binding.py); 5: native reads, data, state_bytes
-)
+GRAPH_SCHEMA = 6  # 4: output names, interface; 5: native reads, data, state_bytes; 6: code_init
 # [[model]] fields that say how and where to build, not what the graph is: changing a model's
 # budget must not export its graph again (nor re-measure the base its plan is made with).
 NOT_GRAPH = {"budget", "backend", "precisions", "devices", "check"}
@@ -156,6 +154,13 @@ def weights_digest(recipe: Recipe, spec: ModelSpec, memo: DigestMemo) -> str | N
     return digest_json([[relative(f, recipe.root), memo.sha256(f)] for f in files])
 
 
+def _with_code(digests: dict[str, str], code_init: list[str], inputs: Inputs) -> dict[str, str]:
+    """Seeded-init digests of tensors the model's code initialises (weights.WeightSource.code_init)
+    depend on that code: they take the digest of the model's inputs in."""
+    code = inputs.digest()
+    return {n: digest_json([d, code]) if n in code_init else d for n, d in digests.items()}
+
+
 def _input_sets(store: Store, manifest: str) -> list[dict[str, Any]]:
     entry = store.get_action(manifest)
     return list(entry["input_sets"]) if entry else []
@@ -210,11 +215,12 @@ def _run(
     native = model_files(outcome.files, exclude)
     data = [str(f) for f in recipe.data_files(target.model)]
     raw["files"] = sorted({*raw["files"], *native, *data})
+    inputs = discovered(raw, recipe.root, memo)
     return GraphResult(
         result["graph"],
         result["digest"],
-        result["weight_digests"],
-        discovered(raw, recipe.root, memo),
+        _with_code(result["weight_digests"], result["code_init"], inputs),
+        inputs,
         outcome.peak_rss_bytes,
         round(outcome.seconds, 3),
         result.get("base_bytes"),

@@ -356,7 +356,7 @@ def part_fields(
     settings: dict[str, Any],
 ) -> list[dict[str, Any]]:
     """The action-key fields of every part of a plan (see trtbuild.actions.KEY_FIELDS)."""
-    facts, inputs = machine(backend, target.kind), job.inputs.digest()
+    facts = machine(backend, target.kind)
     ranges = {
         i.name: [i.shape.min, i.shape.opt, i.shape.max]
         for i in target.model.inputs
@@ -364,7 +364,7 @@ def part_fields(
     }
     return [
         actions.part_fields(
-            graph, part, job.weight_digests, inputs, target.precision, settings, facts, ranges
+            graph, part, job.weight_digests, target.precision, settings, facts, ranges
         )
         for part in the_plan.parts
     ]

@@ -127,6 +127,14 @@ class WeightSource:
         tensors = self.checkpoint.load({stored[n] for n in names})
         return {n: tensors[stored[n]] for n in names}
 
+    def code_init(self) -> list[str]:
+        """Seeded-init tensors whose values the model's own code decides: their module's
+        `reset_parameters` is not torch's. Their described digest says nothing of that code, so
+        the graph job mixes the digest of the model's inputs into it (graphjob.py)."""
+        if not isinstance(self.spec.weights, RandomInit):
+            return []
+        return _code_init(self.model, self.ties)
+
     def digests(self) -> dict[str, str]:
         """sha256 per checkpoint tensor by model name; random init is described, not made."""
         if isinstance(self.spec.weights, RandomInit):
@@ -142,6 +150,17 @@ def load_weights(
 ) -> dict[str, torch.Tensor]:
     """The named tensors (state-dict names of the user's model), and nothing else."""
     return WeightSource(recipe, spec, model).load(names)
+
+
+def _code_init(model: nn.Module, groups: list[list[str]]) -> list[str]:
+    canonical = {alias: group[0] for group in groups for alias in group}
+    out = []
+    for name, _ in [*model.named_parameters(remove_duplicate=False), *model.named_buffers()]:
+        owner = canonical.get(name, name).rpartition(".")[0]
+        reset = getattr(model.get_submodule(owner) if owner else model, "reset_parameters", None)
+        if callable(reset) and not getattr(reset, "__module__", "").startswith("torch."):
+            out.append(name)  # trtbuild's own default init (_reset) is pinned by the toolchain
+    return out
 
 
 def _init_digests(model: nn.Module, groups: list[list[str]], seed: int) -> dict[str, str]:

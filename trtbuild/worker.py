@@ -82,7 +82,8 @@ def _graph(recipe: Any, job: GraphJob) -> dict[str, Any]:
         graph, _ = exported_graph(program, spec)
         base = own_peak_rss()  # the model's own process cost, before any weight is read
         model = frontend.build_model(recipe, spec, "fp32").model
-        digests = WeightSource(recipe, spec, model).digests()
+        source = WeightSource(recipe, spec, model)
+        digests, code_init = source.digests(), source.code_init()
         constants = frontend.code_constants(program)
         held = held_files()  # native reads still held (mmap'd tables): trtbuild.nativefiles
     digests.update({name: tensor_digest(value) for name, value in constants.items()})
@@ -102,6 +103,7 @@ def _graph(recipe: Any, job: GraphJob) -> dict[str, Any]:
         "graph": graph.to_json(),
         "digest": graph.digest(),
         "weight_digests": {k: digests[k] for k in sorted(graph.weights) if k in digests},
+        "code_init": sorted(set(code_init) & set(graph.weights)),
         "base_bytes": base,
         "inputs": {"files": files, "distributions": inputs.distributions, "env": inputs.env},
         "state_bytes": _state_bytes(model),
