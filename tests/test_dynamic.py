@@ -167,3 +167,19 @@ def test_a_changed_range_rebuilds_the_parts_it_reaches(tmp_path: Path) -> None:
     (target,) = build(path).targets
     assert target.parts and not any(p.cached for p in target.parts)
     check(path, target.dir, [(1, 96), (16, 96)])
+
+
+def test_dynamic_sizes_are_named_after_the_recipes_input_and_axis(tmp_path: Path) -> None:
+    """Plans say "x.2" (input x, axis 2) and derived sizes in those names, never torch's "s21"."""
+    import re
+
+    from trtbuild.orchestrate import plan_targets
+
+    path = recipe(tmp_path, "dynamic_convnet", CONV_INPUTS, "600MiB", "{ channels = 64 }")
+    (planned,) = plan_targets(path, Options(memory_override=SPLITTING))
+    the_plan, graph = planned.plan, planned.graph
+    assert graph.inputs[0].shape == ["x.0", 3, "x.2", "x.3"]
+    texts = [str(d) for op in graph.ops for t in op.outputs for d in t.shape]
+    texts += [str(d) for p in the_plan.parts for t in p.inputs for d in t.shape]
+    assert any("x.2" in t and t != "x.2" for t in texts)  # a derived size: (x.2 - 1)//2 + 1
+    assert not [t for t in texts if re.search(r"\bs\d+\b", t)]

@@ -144,8 +144,11 @@ def from_exported(
     from_code = {*sig.non_persistent_buffers, *sig.inputs_to_lifted_tensor_constants.values()}
     rename = rename_map(program, input_names, names)
     placeholders = [n for n in program.graph.nodes if n.op == "placeholder"]
+    symbols = symbol_names(program, input_names)
     inputs = [
-        _tensor_info(rename[n.name], n.meta["val"]) for n in placeholders if n.name not in held
+        _tensor_info(rename[n.name], n.meta["val"], symbols)
+        for n in placeholders
+        if n.name not in held
     ]
     weights: dict[str, WeightInfo] = {}
     for node in placeholders:
@@ -155,7 +158,7 @@ def from_exported(
             weights[name] = WeightInfo(
                 name, [int(d) for d in val.shape], _dtype(val), _nbytes(val), origin
             )
-    ops = [_op(node, rename, weights) for node in _compute_nodes(program.graph)]
+    ops = [_op(node, rename, weights, symbols) for node in _compute_nodes(program.graph)]
     produced = {t.name for op in ops for t in op.outputs}
     outputs = list(dict.fromkeys(n for n in _user_outputs(program, rename) if n in produced))
     ops = _live(ops, outputs)
@@ -195,18 +198,24 @@ def _compute_nodes(graph: torch.fx.Graph) -> list[torch.fx.Node]:
     return out
 
 
-def _op(node: torch.fx.Node, rename: dict[str, str], weights: dict[str, WeightInfo]) -> Op:
+def _op(
+    node: torch.fx.Node, rename: dict[str, str], weights: dict[str, WeightInfo], symbols: Symbols
+) -> Op:
     import operator
 
     val = node.meta.get("val")
     if isinstance(val, (tuple, list)):
         outputs = [
-            _tensor_info(rename.get(user.name, user.name), user.meta["val"])
+            _tensor_info(rename.get(user.name, user.name), user.meta["val"], symbols)
             for user in node.users
             if user.target is operator.getitem and user.meta.get("val") is not None
         ]
     else:
-        outputs = [_tensor_info(rename.get(node.name, node.name), val)] if val is not None else []
+        outputs = (
+            [_tensor_info(rename.get(node.name, node.name), val, symbols)]
+            if val is not None
+            else []
+        )
     inputs: list[str] = []
     used_weights: list[str] = []
     for arg in node.all_input_nodes:
@@ -243,17 +252,39 @@ def _canonical(value: Any, rename: dict[str, str]) -> str:
 SYMINT = "symint"  # a symbolic size (aten.sym_size): no bytes; recomputed from a tensor's shape
 
 
-def _tensor_info(name: str, val: Any) -> TensorInfo:
+def _tensor_info(name: str, val: Any, symbols: Symbols) -> TensorInfo:
     if not hasattr(val, "shape"):  # SymInt of a dynamic dimension
-        return TensorInfo(name, [_symbol(val)], SYMINT, 0)
-    shape = [int(d) if _concrete(d) else _symbol(d) for d in val.shape]
+        return TensorInfo(name, [size_text(val, symbols)], SYMINT, 0)
+    shape = [int(d) if _concrete(d) else size_text(d, symbols) for d in val.shape]
     return TensorInfo(name, shape, _dtype(val), _nbytes(val))
 
 
-def _symbol(dim: Any) -> str:
-    """The symbolic expression of a dynamic size ("s0"), not its example value."""
+Symbols = dict[Any, Any]  # sympy.Symbol of the exported program -> the one named for users
+
+
+def symbol_names(program: ExportedProgram, input_names: list[str]) -> Symbols:
+    """Each symbol of a dynamic model input's size -> a symbol named after the recipe's input and
+    axis: "x.0" is the size of input x along axis 0. Two inputs that share a size (input_ids and
+    attention_mask: one sequence length) share the first one's name."""
+    import sympy
+    import torch
+
+    held = _held_tensors(program)
+    users = [n for n in program.graph.nodes if n.op == "placeholder" and n.name not in held]
+    names: Symbols = {}
+    for node, input_name in zip(users, input_names):
+        for axis, dim in enumerate(getattr(node.meta.get("val"), "shape", [])):
+            expr = dim.node.expr if isinstance(dim, torch.SymInt) else None
+            if isinstance(expr, sympy.Symbol) and expr not in names:
+                names[expr] = sympy.Symbol(f"{input_name}.{axis}", **expr.assumptions0)
+    return names
+
+
+def size_text(dim: Any, symbols: Symbols) -> str:
+    """The symbolic expression of a dynamic size ("x.0", "(x.2 - 1)//2 + 1"), not its example
+    value; `symbols` from symbol_names."""
     node = getattr(dim, "node", None)
-    return str(node.expr) if node is not None else str(dim)
+    return str(node.expr.xreplace(symbols)) if node is not None else str(dim)
 
 
 def _concrete(dim: Any) -> bool:

@@ -26,7 +26,7 @@ from trtbuild.sizes import format_size
 from trtbuild.store import Store
 from trtbuild.toolchain import toolchain
 
-GRAPH_SCHEMA = 6  # 4: output names, interface; 5: native reads, data, state_bytes; 6: code_init
+GRAPH_SCHEMA = 7  # 4: output names, interface; 5: native reads, state_bytes; 6: code_init; 7: x.0
 # [[model]] fields that say how and where to build, not what the graph is: changing a model's
 # budget must not export its graph again (nor re-measure the base its plan is made with).
 NOT_GRAPH = {"budget", "backend", "precisions", "devices", "check"}

@@ -187,6 +187,9 @@ def _sorted(value: Any) -> Any:
     return value
 
 
+UNSAID = {"check": True}  # options an invocation records only when not at their default
+
+
 def staleness(
     lock: Lock | None,
     invocation: dict[str, Any],
@@ -203,10 +206,11 @@ def staleness(
     if lock is None:
         return ["no lock file"]
     reasons: list[str] = []
+    was, now = {**UNSAID, **lock.invocation}, {**UNSAID, **invocation}
     reasons += [
-        f"option {name} changed ({lock.invocation.get(name)!r} -> {invocation.get(name)!r})"
-        for name in sorted({*lock.invocation, *invocation})
-        if lock.invocation.get(name) != invocation.get(name)
+        f"option {name} changed ({was.get(name)!r} -> {now.get(name)!r})"
+        for name in sorted({*was, *now})
+        if was.get(name) != now.get(name)
     ]
     reasons += _machine_changes(lock)
     if limit is not None and len(reasons) >= limit:

@@ -2,8 +2,8 @@
 export (worker side; imports torch).
 
 The whole model is exported once with the recipe's ranges (frontend.dynamic_shapes); its graph
-names every dynamic size by a symbolic expression of the model inputs' symbols ("s0",
-"((s0 - 1)//2) + 1", "s0*s1"). A part is exported on its own, so each expression on its inputs
+names every dynamic size by a symbolic expression of the model inputs' sizes, each named after
+its recipe input and axis ("x.0", "((x.2 - 1)//2) + 1", "x.2*x.3"; graph.symbol_names). A part is exported on its own, so each expression on its inputs
 becomes a dynamic dimension of that part with the value range the expression takes over the
 declared ranges (torch's bound_sympy over program.range_constraints) and, as its example size,
 its value at the recipe's opt shapes. The part is then valid for every size in that range, which
@@ -21,20 +21,22 @@ import torch
 import torch.fx as fx
 
 from trtbuild.errors import TrtbuildError
+from trtbuild.graph import size_text, symbol_names
 
 
 class SymbolicSizes:
     """The whole model's symbolic sizes: expression text -> sympy expression, ranges, opt values."""
 
     def __init__(self, program: Any, input_names: list[str], opt_shapes: list[list[int]]) -> None:
-        self.exprs: dict[str, sympy.Expr] = {}
+        self.symbols = symbol_names(program, input_names)
+        self.exprs: dict[str, sympy.Expr] = {}  # OpGraph text ("x.0 - 1") -> program's expr
         for node in program.graph.nodes:
             val = node.meta.get("val")
             for value in val if isinstance(val, (tuple, list)) else [val]:
                 dims = getattr(value, "shape", None)
                 for dim in [value] if isinstance(value, torch.SymInt) else (dims or []):
                     if isinstance(dim, torch.SymInt):
-                        self.exprs.setdefault(str(dim.node.expr), dim.node.expr)
+                        self.exprs.setdefault(size_text(dim, self.symbols), dim.node.expr)
         self.ranges = dict(program.range_constraints)
         self.opt: dict[sympy.Symbol, int] = {}  # each root symbol at the recipe's opt shapes
         users = [n for n in program.graph.nodes if n.op == "placeholder"][-len(input_names) :]
@@ -121,7 +123,7 @@ def size_node(
         return None
     roots: dict[sympy.Symbol, fx.Node] = {}
     for symbol in sizes.expr(expr).free_symbols:
-        found = size_node(graph, env, dims, str(symbol), None)
+        found = size_node(graph, env, dims, str(sizes.symbols.get(symbol, symbol)), None)
         if found is None:
             return None
         roots[symbol] = found

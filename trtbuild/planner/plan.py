@@ -244,7 +244,7 @@ def _shape_sources(graph: OpGraph, inputs: list[PartTensor]) -> list[str]:
         symbol
         for t in inputs
         if t.dtype == SYMINT and t.shape[0] not in dims
-        for symbol in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", str(t.shape[0]))
+        for symbol in re.findall(r"[A-Za-z_][A-Za-z0-9_]*\.\d+", str(t.shape[0]))
     }
     return [
         t.name for t in graph.inputs if any(isinstance(d, str) and d in needed for d in t.shape)
