@@ -26,7 +26,6 @@ from trtbuild.digests import digest_json
 from trtbuild.errors import TrtbuildError
 from trtbuild.executor import Executor
 from trtbuild.graph import SYMINT, OpGraph
-from trtbuild.graphjob import GraphResult
 from trtbuild.inputs import machine
 from trtbuild.jobs import CheckJob, ExportJob
 from trtbuild.memory import MemoryModel, memory_model
@@ -37,7 +36,7 @@ from trtbuild.sizes import format_size
 from trtbuild.store import Store, sha256_file
 
 if TYPE_CHECKING:
-    from trtbuild.orchestrate import Options
+    from trtbuild.context import TargetContext
 
 SCHEMA = 2  # 2: keyed by the graph and weights, not by the code (early cutoff)
 MiB = 1 << 20
@@ -65,16 +64,16 @@ class Reference:
         self.store.put_action(self.key, {"blobs": {"reference": blob}, **result})
 
 
-def reference(
-    recipe: Recipe,
-    target: Target,
-    graph: OpGraph,
-    job: GraphResult,
-    the_plan: Plan,
-    store: Store,
-    opts: Options,
-) -> Reference | None:
+def reference(ctx: TargetContext) -> Reference | None:
     """The target's reference, or None when its check is off (`--no-check`, `enabled = false`)."""
+    recipe, target, graph, job, the_plan = (
+        ctx.run.recipe,
+        ctx.target,
+        ctx.graph,
+        ctx.job,
+        ctx.plan,
+    )
+    opts, store = ctx.run.opts, ctx.run.store
     spec = target.model.check
     if not opts.check or not spec.enabled:
         return None
@@ -164,18 +163,11 @@ def too_big(target: Target, peak: int) -> TrtbuildError:
     )
 
 
-def check_target(
-    recipe: Recipe,
-    target: Target,
-    ref: Reference,
-    result: TargetResult,
-    memory: MemoryModel,
-    store: Store,
-    opts: Options,
-    executor: Executor,
-) -> dict[str, Any]:
+def check_target(ctx: TargetContext, ref: Reference) -> dict[str, Any]:
     """The check's record: from the cache, else the reference (if missing) and a check process.
     {"key", "passed", "cached", "outputs": [figures], "parts": [...], "message", ...}."""
+    target, result, memory = ctx.target, ctx.result, ctx.memory
+    recipe, store, executor = ctx.run.recipe, ctx.run.store, ctx.run.executor
     outputs = result.plan.model_outputs
     tols = tolerances(target.model.check, target.precision, outputs)
     tols[BETWEEN] = {

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trtbuild import check, fastpath, forkserver, lockfile, signing
 from trtbuild.backends import get_backend, resolve_backend
+from trtbuild.context import RunContext, TargetContext
 from trtbuild.digests import DigestMemo
 from trtbuild.errors import BudgetTooSmall, TrtbuildError
 from trtbuild.executor import Executor, LocalExecutor, worker_env
@@ -24,75 +24,29 @@ from trtbuild.graph import OpGraph
 from trtbuild.graphcheck import check_dtypes
 from trtbuild.graphjob import GraphResult, graph_job
 from trtbuild.interface import interface_notes
-from trtbuild.layout import CacheLayout, project_root
+from trtbuild.layout import CacheLayout
 from trtbuild.memory import (
     MemoryModel,
-    Observation,
     load_observations,
     memory_model,
     pinned,
     record,
 )
+from trtbuild.options import Options, auto_jobs
 from trtbuild.parts import Overrun, build_parts, local_kinds, observations
 from trtbuild.planner import Plan, plan
-from trtbuild.planner.plan import PROVE_SECONDS
 from trtbuild.publish import check_owner, now, publish, write_outputs
 from trtbuild.recipe import Recipe, Target, load_recipe
 from trtbuild.remote import RemoteCache
-from trtbuild.results import BuildResult, PartResult, TargetResult
+from trtbuild.results import BuildResult, TargetResult
 from trtbuild.sizes import format_size
 from trtbuild.statejob import own_weights
 from trtbuild.store import Store, default_cache_dir
 from trtbuild.toolchain import toolchain
 
+__all__ = ["BuildResult", "Options", "auto_jobs", "build", "plan_targets"]
+
 MAX_REPLANS = 4
-REMOTE_ENV = "TRTBUILD_REMOTE_CACHE"
-RAY_ENV = "TRTBUILD_RAY_ADDRESS"
-Report = Callable[[str], None]
-
-
-@dataclass
-class Options:
-    backend: str | None = None
-    budget: int | None = None
-    out: Path = field(default_factory=lambda: project_root() / "build")
-    cache: Path | None = None
-    jobs: int = field(default_factory=lambda: auto_jobs())  # the memory gate still applies
-    locked: bool = False
-    release: bool = False
-    sign: Path | None = None  # an Ed25519 key: sign the release provenance (signing.py)
-    report: Report = lambda message: None
-    on_plan: Callable[[TargetResult], None] = lambda t: None  # a target was (re-)planned
-    on_part: Callable[[TargetResult, PartResult], None] = lambda t, p: None
-    memory_override: MemoryModel | None = None
-    prove_seconds: float = PROVE_SECONDS  # time to prove a heuristic plan's lower bound
-    write_lock: bool = True  # False for `trtbuild verify`: rebuild without touching the lock
-    # Fork torch jobs from one server process (see forkserver.py); TRTBUILD_FORK_SERVER=0: never.
-    fork_server: bool = field(default_factory=lambda: os.environ.get("TRTBUILD_FORK_SERVER") != "0")
-    previous_lock: lockfile.Lock | None = None
-    # memory.json as the run found it: every target's first plan is made with it, as `plan`
-    # would make it (a target built meanwhile, of the same graph, does not move another's plan).
-    observed: list[Observation] | None = None
-    # Bazel HTTP cache behind the local one (remote.py); else the recipe's [cache] remote.
-    remote_cache: str | None = field(default_factory=lambda: os.environ.get(REMOTE_ENV) or None)
-    executor: str | None = None  # "local" or "ray"; None: the recipe's [executor] kind
-    ray_address: str | None = field(default_factory=lambda: os.environ.get(RAY_ENV) or None)
-    check: bool = True  # check every target's engines against its model (check.py)
-    # Build only these models / precisions (run --model/--precision); None: every target. A
-    # subset publishes its targets' folders but leaves the lock and provenance as they were: those
-    # describe whole-recipe builds.
-    models: list[str] | None = None
-    precisions: list[str] | None = None
-
-    def __post_init__(self) -> None:
-        """Paths may be given as strings, as a notebook user writes them."""
-        self.out = Path(self.out)
-        self.cache = Path(self.cache) if self.cache is not None else None
-        self.sign = Path(self.sign) if self.sign is not None else None
-
-    @property
-    def subset(self) -> bool:
-        return self.models is not None or self.precisions is not None
 
 
 def open_store(opts: Options, recipe: Recipe | None = None) -> Store:
@@ -117,13 +71,6 @@ def make_executor(opts: Options, recipe: Recipe, targets: list[Target], store: S
         here = {k for t in targets for k in local_kinds(resolve_backend(t.backend))}
         return RayExecutor(None, opts.jobs, here)
     return LocalExecutor(opts.jobs, fork_server(opts, targets, store))
-
-
-def auto_jobs() -> int:
-    """One job per core this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def fork_server(opts: Options, targets: list[Target], store: Store) -> ForkServer | None:
@@ -175,21 +122,26 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
     memo = DigestMemo(CacheLayout(cache_dir).digests, trust_stat=not opts.release)
     tools = toolchain()
     lock_file = lockfile.lock_path(recipe.path)
-    opts.previous_lock = lockfile.read_lock(lock_file)
-    opts.observed = load_observations(store.root)
     opts.report(f"building: {stale}")
     started = now()
     targets = select(
         recipe, recipe.targets(opts.backend, opts.budget), opts.models, opts.precisions
     )
     executor = make_executor(opts, recipe, targets, store)
+    run = RunContext(
+        recipe,
+        opts,
+        store,
+        memo,
+        executor,
+        lockfile.read_lock(lock_file),
+        load_observations(store.root),
+    )
     # A cluster runs the targets side by side; here the memory gate admits what fits.
     workers = len(targets) if executor.name == "ray" else opts.jobs
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            results = list(
-                pool.map(lambda t: _build_target(recipe, t, store, memo, opts, executor), targets)
-            )
+            results = list(pool.map(lambda t: _build_target(run, t), targets))
     except BaseException:
         executor.close(failed=True)
         raise
@@ -333,14 +285,10 @@ def _check_release(recipe: Recipe, opts: Options) -> None:
 # ------------------------------------------------------------------------- one target
 
 
-def _build_target(
-    recipe: Recipe,
-    target: Target,
-    store: Store,
-    memo: DigestMemo,
-    opts: Options,
-    executor: Executor,
-) -> TargetResult:
+def _build_target(run: RunContext, target: Target) -> TargetResult:
+    """One target: its graph job, plan, parts, check and published folder (a FAILED check
+    publishes nothing). A process over its share re-plans with a refitted memory model."""
+    recipe, store, memo, opts, executor = run.recipe, run.store, run.memo, run.opts, run.executor
     backend_name = resolve_backend(target.backend)
     backend = get_backend(backend_name)
     budget = target.budget.host_memory
@@ -354,8 +302,8 @@ def _build_target(
     notes = interface_notes(target.name, target.model.name, graph_info.graph)
     for note in notes:
         opts.report(note)
-    locked = None if opts.memory_override else pinned(opts.previous_lock, target, backend_name)
-    observed = opts.observed
+    locked = None if opts.memory_override else pinned(run.previous_lock, target, backend_name)
+    observed = run.observed
     for _attempt in range(MAX_REPLANS):
         memory = locked or memory_model(
             backend_name,
@@ -374,37 +322,25 @@ def _build_target(
             opts.memory_override is not None,
         )
         result = TargetResult(
-            target.model.name,
-            target.precision,
-            backend_name,
-            out_dir,
-            budget,
-            the_plan,
-            graph_info,
-            target.backend,
+            model=target.model.name,
+            precision=target.precision,
+            backend=backend_name,
+            dir=out_dir,
+            budget_bytes=budget,
+            plan=the_plan,
+            graph_job=graph_info,
+            requested_backend=target.backend,
             memory=memory,
             kind=target.kind,
         )
+        ctx = TargetContext(run, target, backend, graph, graph_info, the_plan, memory, result)
         opts.report(
             f"{target.name}: {len(the_plan.parts)} part(s), boundary {format_size(the_plan.boundary_bytes)}"
         )
         opts.on_plan(result)
-        ref = check.reference(recipe, target, graph, graph_info, the_plan, store, opts)
+        ref = check.reference(ctx)
         try:
-            result.parts = build_parts(
-                recipe,
-                target,
-                graph,
-                graph_info,
-                the_plan,
-                memory,
-                backend,
-                store,
-                opts,
-                result,
-                executor,
-                ref,
-            )
+            result.parts = build_parts(ctx, ref)
         except Overrun as over:
             if over.observation.stage == "export" and ref is not None and not ref.cached():
                 # Its peak is the reference's as much as the export's: no fit to learn from it.
@@ -425,9 +361,7 @@ def _build_target(
             why = "--no-check" if not opts.check else "check.enabled = false in the recipe"
             notes.append(f"{target.name}: engines not checked against the model ({why})")
         else:
-            result.check = check.check_target(
-                recipe, target, ref, result, memory, store, opts, executor
-            )
+            result.check = check.check_target(ctx, ref)
             opts.report(result.check["message"])
             if not result.check["passed"]:
                 return result  # FAILED: not published, its previous folder stays as it was

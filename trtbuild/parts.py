@@ -27,7 +27,7 @@ from trtbuild.graph import OpGraph
 from trtbuild.graphjob import GraphResult
 from trtbuild.inputs import machine
 from trtbuild.jobs import BuildJob, ExportJob, Job, PartToExport
-from trtbuild.memory import Load, MemoryModel, Observation
+from trtbuild.memory import Load, Observation
 from trtbuild.planner import Part, Plan
 from trtbuild.recipe import DynamicShape, Recipe, Target
 from trtbuild.results import PartResult, TargetResult
@@ -35,7 +35,8 @@ from trtbuild.store import Store, sha256_file
 
 if TYPE_CHECKING:
     from trtbuild.check import Reference
-    from trtbuild.orchestrate import Options
+    from trtbuild.context import TargetContext
+    from trtbuild.lockfile import Lock
 
 KINDS_ENV = "TRTBUILD_DEVICE_KINDS"  # device kinds this machine stands for besides its own
 
@@ -46,22 +47,13 @@ class Overrun(Exception):
         self.index, self.observation = index, observation
 
 
-def build_parts(
-    recipe: Recipe,
-    target: Target,
-    graph: OpGraph,
-    job: GraphResult,
-    the_plan: Plan,
-    memory: MemoryModel,
-    backend: Any,
-    store: Store,
-    opts: Options,
-    result: TargetResult,
-    executor: Executor,
-    ref: Reference | None = None,  # the check's reference: computed by the export process
-) -> list[PartResult]:
-    settings = backend_settings(recipe, target, backend.name, opts.release)
-    fields = part_fields(target, graph, job, the_plan, backend.name, settings)
+def build_parts(ctx: TargetContext, ref: Reference | None = None) -> list[PartResult]:
+    """Every part of the target's plan, from the cache or built; `ref`: the check's reference,
+    computed by the export process when the cache lacks it."""
+    target, backend, result = ctx.target, ctx.backend, ctx.result
+    store, opts = ctx.run.store, ctx.run.opts
+    settings = backend_settings(ctx.run.recipe, target, backend.name, opts.release)
+    fields = part_fields(target, ctx.graph, ctx.job, ctx.plan, backend.name, settings)
     keys = [actions.action_key(f) for f in fields]
     done: dict[int, PartResult] = {}
     reasons: dict[int, str] = {}  # why each part in `todo` is built
@@ -84,7 +76,7 @@ def build_parts(
         opts.on_part(result, done[part.index])
 
     todo = []
-    for part in the_plan.parts:
+    for part in ctx.plan.parts:
         cached = store.get_action(keys[part.index])
         if cached is None:
             todo.append(part)
@@ -101,7 +93,7 @@ def build_parts(
                     todo.append(part)
                 else:
                     finish(part, cached, built=False)
-            old = old_fields(opts, target)
+            old = old_fields(ctx.run.previous_lock, target)
             for part in todo:
                 why = actions.explain(
                     old.get(part.index), actions.field_digests(fields[part.index])
@@ -113,40 +105,35 @@ def build_parts(
                 )
                 opts.report(f"{target.name} part {part.index}: building: {reasons[part.index]}")
             if todo:
-                check_kind(target, backend.name, executor)
+                check_kind(target, backend.name, ctx.run.executor)
                 _run(
-                    recipe,
-                    target,
-                    job,
+                    ctx,
                     todo,
                     keys,
-                    memory,
-                    backend,
                     settings,
-                    store,
-                    opts,
-                    executor,
                     finish,
                     ref if ref is not None and not ref.cached() else None,
                 )
-    return [done[part.index] for part in the_plan.parts]
+    return [done[part.index] for part in ctx.plan.parts]
 
 
 def _run(
-    recipe: Recipe,
-    target: Target,
-    job: GraphResult,
+    ctx: TargetContext,
     todo: list[Part],
     keys: list[str],
-    memory: MemoryModel,
-    backend: Any,
     settings: dict[str, Any],
-    store: Store,
-    opts: Options,
-    executor: Executor,
     finish: Callable[[Part, dict[str, Any], bool], None],
     ref: Reference | None = None,
 ) -> None:
+    """Export the ONNX of every part in `todo` in one process, then build each engine."""
+    recipe, target, job, memory, backend = (
+        ctx.run.recipe,
+        ctx.target,
+        ctx.job,
+        ctx.memory,
+        ctx.backend,
+    )
+    store, opts, executor = ctx.run.store, ctx.run.opts, ctx.run.executor
     budget = target.budget.host_memory
     scratch = store.scratch()
     try:
@@ -370,9 +357,8 @@ def part_fields(
     ]
 
 
-def old_fields(opts: Options, target: Target) -> dict[int, dict[str, str]]:
+def old_fields(lock: Lock | None, target: Target) -> dict[int, dict[str, str]]:
     """Per-part field digests the lock recorded for this target, for "why rebuilt" messages."""
-    lock = opts.previous_lock
     locked = lock and lock.target(target.model.name, target.precision, target.kind)
     return {p.index: p.fields for p in locked.parts} if locked else {}
 

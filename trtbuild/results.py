@@ -27,7 +27,7 @@ class PartResult:
     reason: str = "cached"  # why it was (re)built, or that the cache had it
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TargetResult:
     model: str
     precision: str
