@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.nginx import missing, serve
-from trtbuild.orchestrate import Options, build
+from trtbuild.orchestrate.build import Options, build
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = """\

@@ -30,8 +30,8 @@ from pathlib import Path
 import onnxruntime as ort
 import torch
 sys.path.insert(0, sys.argv[1])
-from trtbuild.recipe import load_recipe
-from trtbuild.frontend import import_factory, INPUT_DTYPES, PRECISION_DTYPES
+from trtbuild.recipe.schema import load_recipe
+from trtbuild.model.frontend import import_factory, INPUT_DTYPES, PRECISION_DTYPES
 recipe = load_recipe(sys.argv[2])
 out = Path(sys.argv[3])
 for target in recipe.targets():

@@ -22,12 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.greedy import greedy_parts
 from benchmarks.oracle import optimum
-from trtbuild.memory import MemoryModel, Stage
-from trtbuild.orchestrate import Options, plan_targets
+from trtbuild.orchestrate.build import Options, plan_targets
 from trtbuild.planner import Problem, coarsen, plan, problem_of, solve
 from trtbuild.planner.bound import lower_bound
+from trtbuild.planner.memory import MemoryModel, Stage
 from trtbuild.planner.plan import PROVE_SECONDS
-from trtbuild.sizes import format_size
+from trtbuild.recipe.sizes import format_size
 
 WEIGHTS_ONLY = MemoryModel(Stage(0, 1.0), Stage(0, 1.0), "weights only: the budget is the cap")
 

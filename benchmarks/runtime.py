@@ -22,9 +22,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import trtbuild
-from trtbuild.frontend import eager_model
-from trtbuild.orchestrate import Options, build, plan_targets
-from trtbuild.recipe import load_recipe
+from trtbuild.model.frontend import eager_model
+from trtbuild.orchestrate.build import Options, build, plan_targets
+from trtbuild.recipe.schema import load_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1 << 20

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trtbuild.memory import MemoryModel, Stage
+from trtbuild.planner.memory import MemoryModel, Stage
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = REPO / "recipes"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from trtbuild.actions import KEY_FIELDS, action_key, explain, field_digests
+from trtbuild.orchestrate.actions import KEY_FIELDS, action_key, explain, field_digests
 
 BASE: dict[str, Any] = {
     "schema": 3,
@@ -68,7 +68,7 @@ def test_key_ignores_dict_order() -> None:
 
 def test_key_is_the_same_in_other_processes_and_hash_seeds() -> None:
     code = (
-        "import json, sys; from trtbuild.actions import action_key; "
+        "import json, sys; from trtbuild.orchestrate.actions import action_key; "
         "print(action_key(json.loads(sys.stdin.read())))"
     )
     keys = set()

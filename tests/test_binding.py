@@ -16,9 +16,9 @@ import torch
 
 import trtbuild
 from trtbuild.cli import main
-from trtbuild.frontend import eager_model
-from trtbuild.orchestrate import Options, build
-from trtbuild.recipe import load_recipe
+from trtbuild.model.frontend import eager_model
+from trtbuild.orchestrate.build import Options, build
+from trtbuild.recipe.schema import load_recipe
 
 MODELS = Path(__file__).resolve().parent / "models" / "iface.py"
 V8, V4 = "[2, 8]", "[2, 4]"

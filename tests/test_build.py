@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import trtbuild
-from trtbuild.frontend import eager_model
-from trtbuild.lockfile import lock_path, read_lock
-from trtbuild.orchestrate import Options, build
-from trtbuild.recipe import load_recipe
-from trtbuild.store import Store, sha256_file
+from trtbuild.cache.store import Store, sha256_file
+from trtbuild.model.frontend import eager_model
+from trtbuild.orchestrate.build import Options, build
+from trtbuild.recipe.schema import load_recipe
+from trtbuild.release.lockfile import lock_path, read_lock
 
 
 def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -117,8 +117,8 @@ def test_safetensors_and_state_dict_weights(recipes: Path, tmp_path: Path) -> No
 @pytest.mark.parametrize("seed", [0, 7])
 def test_random_init_is_the_same_in_any_process(recipes: Path, seed: int) -> None:
     """Per-module seeded init: a part loading one module gets the bytes a whole-model init gives."""
-    from trtbuild.frontend import build_model
-    from trtbuild.weights import random_init
+    from trtbuild.model.frontend import build_model
+    from trtbuild.model.weights import random_init
 
     recipe = load_recipe(recipes / "tiny.toml")
     spec = recipe.schema.model[0]
@@ -134,8 +134,8 @@ def test_random_init_is_the_same_in_any_process(recipes: Path, seed: int) -> Non
 def test_random_init_of_tied_weights_does_not_depend_on_load_order(recipes: Path) -> None:
     """A part's exporter loads weights one at a time in the ONNX graph's order: loading the
     embedding first must not untie the output projection from it (it did: wrong logits)."""
-    from trtbuild.frontend import build_model
-    from trtbuild.weights import random_init
+    from trtbuild.model.frontend import build_model
+    from trtbuild.model.weights import random_init
 
     recipe = load_recipe(recipes / "gpt_dyn.toml")
     spec = recipe.schema.model[0]

@@ -11,10 +11,10 @@ import pytest
 from onnx import numpy_helper
 
 from tests.conftest import SPLITTING, small_seed_net
+from trtbuild.cache.store import Store, sha256_file
 from trtbuild.cli import main
-from trtbuild.lockfile import lock_path, read_lock
-from trtbuild.orchestrate import Options, build
-from trtbuild.store import Store, sha256_file
+from trtbuild.orchestrate.build import Options, build
+from trtbuild.release.lockfile import lock_path, read_lock
 
 MODELS = Path(__file__).resolve().parent / "models"
 OVERFLOW = """

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from trtbuild.checkpoint import name_map
 from trtbuild.errors import TrtbuildError
+from trtbuild.model.checkpoint import name_map
 
 CKPT = Path("llama-ckpt")
 STORED = ["model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from trtbuild.graph import Op, OpGraph, TensorInfo, WeightInfo
+from trtbuild.model.graph import Op, OpGraph, TensorInfo, WeightInfo
 from trtbuild.planner import coarsen, problem_of, solve
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SPLITTING, small_seed_net
-from trtbuild.lockfile import lock_path, read_lock
-from trtbuild.orchestrate import BuildResult, Options, build
+from trtbuild.orchestrate.build import BuildResult, Options, build
+from trtbuild.release.lockfile import lock_path, read_lock
 
 
 def _published(out: Path) -> dict[str, bytes]:

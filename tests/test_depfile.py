@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psutil
 
-from trtbuild.depfile import Touched, classify
+from trtbuild.model.depfile import Touched, classify
 
 
 def test_a_package_s_metadata_read_pins_its_distribution_not_its_files(tmp_path: Path) -> None:

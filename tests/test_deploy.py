@@ -15,10 +15,10 @@ import pytest
 import torch
 
 import trtbuild
-from trtbuild import triton
-from trtbuild.orchestrate import Options, build
-from trtbuild.recipe import load_recipe
-from trtbuild.store import Store, default_cache_dir
+from trtbuild.cache.store import Store, default_cache_dir
+from trtbuild.deploy import triton
+from trtbuild.orchestrate.build import Options, build
+from trtbuild.recipe.schema import load_recipe
 
 from .conftest import SPLITTING, small_seed_net
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from trtbuild.cache.store import Store
 from trtbuild.cli import main
-from trtbuild.store import Store
 
 
 def errors(stderr: str) -> list[str]:
@@ -117,7 +117,7 @@ def test_a_dropped_target_is_reported_when_its_outputs_go(
 def test_a_run_leaves_nothing_in_the_cache_scratch(
     recipes: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from trtbuild import forkserver
+    from trtbuild.execution import forkserver
 
     forkserver._close_kept()  # this run starts its own server, its log in this cache
     monkeypatch.setattr(forkserver, "_kept", None)
@@ -267,7 +267,7 @@ def test_the_smallest_budget_counts_the_graph_job_and_so_does_the_closing_table(
 
     from trtbuild.cli.run import _table
     from trtbuild.errors import TrtbuildError
-    from trtbuild.orchestrate import Options, build, plan_targets
+    from trtbuild.orchestrate.build import Options, build, plan_targets
 
     recipe = recipes / "tiny.toml"
     (planned, _) = plan_targets(recipe, Options())

@@ -18,11 +18,11 @@ import torch
 
 import trtbuild
 from tests.test_transformers import MODELS, write_recipe
-from trtbuild.executor import MemoryGate, run_job, worker_env
-from trtbuild.forkserver import ForkServer
-from trtbuild.jobs import ProbeJob
-from trtbuild.lockfile import lock_path, read_lock
-from trtbuild.orchestrate import Options, build
+from trtbuild.execution.executor import MemoryGate, run_job, worker_env
+from trtbuild.execution.forkserver import ForkServer
+from trtbuild.execution.jobs import ProbeJob
+from trtbuild.orchestrate.build import Options, build
+from trtbuild.release.lockfile import lock_path, read_lock
 
 MiB = 1 << 20
 
@@ -105,9 +105,9 @@ def test_a_killed_run_leaves_neither_server_nor_jobs(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import sys, threading
         from pathlib import Path
-        from trtbuild.executor import run_job, worker_env
-        from trtbuild.forkserver import ForkServer
-        from trtbuild.jobs import ProbeJob
+        from trtbuild.execution.executor import run_job, worker_env
+        from trtbuild.execution.forkserver import ForkServer
+        from trtbuild.execution.jobs import ProbeJob
         server = ForkServer(Path({str(tmp_path)!r}) / "fs.log", worker_env())
         server.start()
         print(server._session.proc.pid, flush=True)
@@ -169,7 +169,7 @@ def test_runs_with_another_cache_share_a_server_and_each_job_sees_its_environmen
 ) -> None:
     """Two builds in one process under different caches (as in a test session) share one server
     (no second import of torch); each forked job still reads its own run's environment."""
-    from trtbuild import forkserver
+    from trtbuild.execution import forkserver
 
     (tmp_path / "scaled.py").write_text(SCALED)
     recipe = tmp_path / "scaled.toml"

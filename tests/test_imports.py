@@ -1,4 +1,5 @@
 """Only worker processes import torch: the orchestrator (CLI, planner, store, executor) never does.
+Packages import one way, down the pipeline (LAYERS).
 
 The modules that import torch are listed here, and the test keeps the list honest both ways.
 """
@@ -18,14 +19,14 @@ import trtbuild
 
 # Worker side: model import and export, weights, part export, transformers support.
 TORCH_MODULES = {
-    "trtbuild.frontend",
-    "trtbuild.weights",
-    "trtbuild.partexport",
-    "trtbuild.partdims",
-    "trtbuild.hf",
-    "trtbuild.binding",
-    "trtbuild.ownstate",
-    "trtbuild.reference",
+    "trtbuild.model.frontend",
+    "trtbuild.model.weights",
+    "trtbuild.model.partexport",
+    "trtbuild.model.partdims",
+    "trtbuild.model.hf",
+    "trtbuild.model.binding",
+    "trtbuild.model.ownstate",
+    "trtbuild.check.reference",
 }
 HEAVY = ("torch", "onnx", "onnxscript", "transformers")
 
@@ -88,3 +89,78 @@ def test_module_imports_point_one_way() -> None:
                 graph.add_edge(name, target)
     cycles = list(nx.simple_cycles(graph))
     assert not cycles, f"import cycles: {cycles[:3]}"
+
+
+# The pipeline, bottom up: a module may import its own package and those before it, never after
+# (each package's __init__ docstring says the same). Every import counts: at module level, in a
+# function, or for type checking only.
+LAYERS = [
+    "errors",
+    "recipe",
+    "cache",
+    "model",
+    "backends",
+    "check",
+    "release",
+    "planner",
+    "execution",
+    "orchestrate",
+    "runtime",
+    "deploy",
+    "cli",
+    "__init__",
+    "__main__",
+]
+TOP_LEVEL_MODULES = 6  # at most, besides the packages
+
+
+def upward_imports(package: Path) -> list[str]:
+    """Every import of a later layer by an earlier one, as "module -> imported"."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package).with_suffix("").parts
+        source = parts[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = (
+                    [node.module]
+                    if "." in node.module
+                    else [f"trtbuild.{a.name}" for a in node.names]
+                )
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                if not name.startswith("trtbuild."):
+                    continue
+                target = name.split(".")[1]
+                if target in LAYERS and LAYERS.index(target) > LAYERS.index(source):
+                    found.append(f"{'.'.join(parts)} -> {name}")
+    return found
+
+
+def test_packages_import_down_the_pipeline_only() -> None:
+    package = Path(trtbuild.__file__).parent
+    top = sorted(p.name for p in package.glob("*.py"))
+    assert len(top) <= TOP_LEVEL_MODULES, top
+    packages = sorted(p.name for p in package.iterdir() if (p / "__init__.py").is_file())
+    assert {p.removesuffix(".py") for p in [*top, *packages]} <= set(LAYERS)
+    for name in packages:  # each says what it owns and what it may import
+        doc = ast.get_docstring(ast.parse((package / name / "__init__.py").read_text()))
+        assert doc and "May import" in doc, name
+    assert upward_imports(package) == []
+
+
+def test_an_upward_import_is_caught(tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "trtbuild"
+    shutil.copytree(
+        Path(trtbuild.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    sizes = copy / "recipe" / "sizes.py"
+    sizes.write_text(
+        sizes.read_text() + "\n\ndef f() -> None:\n    from trtbuild.orchestrate import build\n"
+    )
+    assert upward_imports(copy) == ["recipe.sizes -> trtbuild.orchestrate"]

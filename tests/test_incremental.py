@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from trtbuild.cache.store import Store, sha256_file
 from trtbuild.cli import main
 from trtbuild.errors import TrtbuildError
-from trtbuild.orchestrate import Options, build
-from trtbuild.store import Store, sha256_file
+from trtbuild.orchestrate.build import Options, build
 
 TRTBUILD = [sys.executable, "-m", "trtbuild"]
 
@@ -274,7 +274,7 @@ def test_full_disk_is_a_clear_error_and_loses_nothing(recipes: Path, tmp_path: P
 
 def test_verify_rules_for_engines_that_are_not_bit_reproducible() -> None:
     """compare() decides from the rebuilt layer JSON whether a retimed engine still verifies."""
-    from trtbuild.verify import compare
+    from trtbuild.orchestrate.verify import compare
 
     engine, layers = "m/fp16/part0.engine", "m/fp16/0123.engine.layers.json"
     subjects = {engine: "a", layers: "L"}
@@ -342,7 +342,7 @@ def test_run_from_the_recipes_folder_with_a_relative_path(recipes: Path) -> None
 
 
 def test_output_folders_stay_inside_the_output_root(tmp_path: Path) -> None:
-    from trtbuild.orchestrate import output_dir
+    from trtbuild.orchestrate.build import output_dir
 
     assert output_dir(tmp_path, "r", "m", "fp32") == tmp_path.resolve() / "r" / "m" / "fp32"
     for names in ((".", "m", "fp32"), ("r", "..", "fp32"), ("..", "..", ".."), ("r", "", "fp32")):

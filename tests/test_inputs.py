@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import DATA
-from trtbuild.explain import explain
-from trtbuild.lockfile import lock_path, read_lock, write_lock
-from trtbuild.orchestrate import Options, build
+from trtbuild.orchestrate.build import Options, build
+from trtbuild.orchestrate.explain import explain
+from trtbuild.release.lockfile import lock_path, read_lock, write_lock
 
 PROBE = DATA / "probe"
 
@@ -262,7 +262,7 @@ def test_two_checkouts_share_a_cache_and_each_get_their_own_engines(tmp_path: Pa
     lock = read_lock(lock_path(second))
     assert lock is not None
     helper = lock.inputs.files["../shared/helpers.py"]
-    from trtbuild.store import sha256_file
+    from trtbuild.cache.store import sha256_file
 
     assert helper == sha256_file(second.parent.parent / "shared" / "helpers.py")
     third = _checkout(tmp_path, "c")  # same code as the first: all hits, no graph job either
@@ -279,7 +279,7 @@ def test_run_locked_and_explain_agree_on_the_machine(
     """One staleness function: a changed backend fingerprint is seen by all four readers."""
     from trtbuild.backends.onnxruntime import OnnxRuntimeBackend
     from trtbuild.errors import TrtbuildError
-    from trtbuild.fastpath import invocation, stale
+    from trtbuild.release.fastpath import invocation, stale
 
     recipe = project / RECIPE
     lock = read_lock(lock_path(recipe))

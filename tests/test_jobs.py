@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from trtbuild.jobs import (
+from trtbuild.execution.jobs import (
     BuildJob,
     ExportJob,
     GraphJob,

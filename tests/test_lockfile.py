@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trtbuild.inputs import Inputs
-from trtbuild.lockfile import LOCK_VERSION, Lock, LockedPart, LockedTarget, read_lock, write_lock
+from trtbuild.release.inputs import Inputs
+from trtbuild.release.lockfile import (
+    LOCK_VERSION,
+    Lock,
+    LockedPart,
+    LockedTarget,
+    read_lock,
+    write_lock,
+)
 
 
 def a_lock() -> Lock:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from trtbuild.memory import ONNXRUNTIME, Load, Observation, fit, memory_model, record
+from trtbuild.planner.memory import ONNXRUNTIME, Load, Observation, fit, memory_model, record
 
 MiB = 1 << 20
 
@@ -100,8 +100,8 @@ def test_a_lock_written_from_a_pinned_model_does_not_wrap_its_source_again(
     recipes: Path,
 ) -> None:
     """Before: the lock's memory source grew by one "pinned by the lock (...)" every run."""
-    from trtbuild.lockfile import lock_path, read_lock
-    from trtbuild.orchestrate import build
+    from trtbuild.orchestrate.build import build
+    from trtbuild.release.lockfile import lock_path, read_lock
 
     recipe = recipes / "tiny.toml"
     build(recipe)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from trtbuild.nativefiles import held_files, model_files
+from trtbuild.model.nativefiles import held_files, model_files
 
 MODELS = Path(__file__).resolve().parent / "models"
 
@@ -69,9 +69,9 @@ def test_a_table_read_by_rust_code_is_an_input(tmp_path: Path) -> None:
     import torch
 
     import trtbuild
-    from trtbuild.explain import explain
-    from trtbuild.lockfile import lock_path, read_lock
-    from trtbuild.orchestrate import build
+    from trtbuild.orchestrate.build import build
+    from trtbuild.orchestrate.explain import explain
+    from trtbuild.release.lockfile import lock_path, read_lock
 
     recipe = _table_project(tmp_path / "proj")
     build(recipe)
@@ -89,9 +89,9 @@ def test_a_table_read_by_rust_code_is_an_input(tmp_path: Path) -> None:
 
 
 def test_declared_data_files_are_inputs(tmp_path: Path) -> None:
-    from trtbuild.explain import explain
-    from trtbuild.lockfile import lock_path, read_lock
-    from trtbuild.orchestrate import build
+    from trtbuild.orchestrate.build import build
+    from trtbuild.orchestrate.explain import explain
+    from trtbuild.release.lockfile import lock_path, read_lock
 
     recipe = _table_project(tmp_path / "proj", 'data = ["tables/*.txt"]\n')
     (recipe.parent / "tables").mkdir()
@@ -125,8 +125,8 @@ def test_a_file_a_c_reader_held_while_the_job_ran_is_an_input(tmp_path: Path) ->
     import torch
 
     import trtbuild
-    from trtbuild.explain import explain
-    from trtbuild.orchestrate import build
+    from trtbuild.orchestrate.build import build
+    from trtbuild.orchestrate.explain import explain
 
     root = tmp_path / "proj"
     root.mkdir()

@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from trtbuild.checkpoint import safetensors_digests
-from trtbuild.ownstate import own_model, write_state
-from trtbuild.recipe import load_recipe
+from trtbuild.model.checkpoint import safetensors_digests
+from trtbuild.model.ownstate import own_model, write_state
+from trtbuild.recipe.schema import load_recipe
 
 MODELS = Path(__file__).resolve().parent / "models"
 

@@ -12,16 +12,16 @@ import pytest
 import torch
 
 from benchmarks.greedy import greedy_cost, greedy_parts
-from trtbuild.binding import exported_graph
 from trtbuild.cli import main
 from trtbuild.errors import TrtbuildError
-from trtbuild.frontend import code_constants, eager_model, export_model
-from trtbuild.memory import DEFAULTS, MemoryModel, Stage
-from trtbuild.orchestrate import Options, plan_targets
-from trtbuild.partexport import part_module, split_inputs
+from trtbuild.model.binding import exported_graph
+from trtbuild.model.frontend import code_constants, eager_model, export_model
+from trtbuild.model.partexport import part_module, split_inputs
+from trtbuild.orchestrate.build import Options, plan_targets
 from trtbuild.planner import coarsen, problem_of
+from trtbuild.planner.memory import DEFAULTS, MemoryModel, Stage
 from trtbuild.planner.plan import load_of, rewrites
-from trtbuild.recipe import load_recipe
+from trtbuild.recipe.schema import load_recipe
 
 SEED_CUT_BYTES = 12845056  # the 1x1024x56x56 fp32 tensor; Torch-TensorRT moves 51.4 MB
 
@@ -218,7 +218,7 @@ def test_part_io_names_never_collide_with_the_part_s_own_op_names(tmp_path: Path
     own ops afresh and may call one of them "add" too: ONNX Runtime refused such parts."""
     import onnxruntime as ort
 
-    from trtbuild.partexport import _unique_io_names
+    from trtbuild.model.partexport import _unique_io_names
 
     class TwoAdds(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Builds on a real Ray cluster (trtbuild/rayexec.py): a head and a second node on this machine,
+"""Builds on a real Ray cluster (trtbuild/execution/rayexec.py): a head and a second node on this machine,
 each offering its own device kind."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import psutil
 import pytest
 
 from trtbuild.errors import TrtbuildError
-from trtbuild.jobs import ProbeJob
-from trtbuild.orchestrate import Options, build
+from trtbuild.execution.jobs import ProbeJob
+from trtbuild.orchestrate.build import Options, build
 
 from .conftest import require
 
@@ -139,11 +139,11 @@ def test_targets_build_on_nodes_of_their_kind(
 
 
 def ray_workers_running(marker: str) -> list[psutil.Process]:
-    """The trtbuild.worker processes of jobs whose job file path contains `marker`."""
+    """The trtbuild.execution.worker processes of jobs whose job file path contains `marker`."""
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         cmd = proc.info["cmdline"] or []
-        if "trtbuild.worker" in cmd and any(marker in c for c in cmd):
+        if "trtbuild.execution.worker" in cmd and any(marker in c for c in cmd):
             found.append(proc)
     return found
 
@@ -159,7 +159,7 @@ def wait_for(what: Any, seconds: float) -> Any:
 
 
 def test_a_worker_killed_mid_job_is_retried(cluster: Any, tmp_path: Path) -> None:
-    from trtbuild.rayexec import RayExecutor
+    from trtbuild.execution.rayexec import RayExecutor
 
     executor = RayExecutor(cluster.address, 1, set(KINDS))
     scratch = tmp_path / "scratch-killed"
@@ -186,8 +186,8 @@ def test_a_worker_killed_mid_job_is_retried(cluster: Any, tmp_path: Path) -> Non
 DRIVER = """\
 import sys
 from pathlib import Path
-from trtbuild.jobs import ProbeJob
-from trtbuild.rayexec import RayExecutor
+from trtbuild.execution.jobs import ProbeJob
+from trtbuild.execution.rayexec import RayExecutor
 executor = RayExecutor(sys.argv[1], 1, set())
 executor.run(ProbeJob(16 << 20, hold=120.0), Path(sys.argv[2]), None, 16 << 20, None)
 """

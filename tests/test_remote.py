@@ -1,4 +1,4 @@
-"""The remote cache (trtbuild/remote.py) against a real nginx: WebDAV PUT, basic auth."""
+"""The remote cache (trtbuild/cache/remote.py) against a real nginx: WebDAV PUT, basic auth."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from trtbuild.cli import main
-from trtbuild.explain import explain
-from trtbuild.orchestrate import Options, build
+from trtbuild.orchestrate.build import Options, build
+from trtbuild.orchestrate.explain import explain
 
 from .conftest import require, snapshot
 from .nginx import PASSWORD, Server, free_port, missing, serve

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from trtbuild.executor import MAX_SAMPLES, Samples
-from trtbuild.orchestrate import Options, build
-from trtbuild.report import write_report
-from trtbuild.sizes import format_size
+from trtbuild.deploy.report import write_report
+from trtbuild.execution.executor import MAX_SAMPLES, Samples
+from trtbuild.orchestrate.build import Options, build
+from trtbuild.recipe.sizes import format_size
 
 from .conftest import REPO, SPLITTING, require, small_seed_net
 

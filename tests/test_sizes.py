@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from trtbuild.sizes import format_size, parse_size
+from trtbuild.recipe.sizes import format_size, parse_size
 
 
 @pytest.mark.parametrize(

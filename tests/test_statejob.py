@@ -19,7 +19,7 @@ import torch
 import trtbuild
 from tests.conftest import SPLITTING
 from trtbuild.errors import TrtbuildError
-from trtbuild.orchestrate import Options, build, plan_targets
+from trtbuild.orchestrate.build import Options, build, plan_targets
 
 MODELS = Path(__file__).resolve().parent / "models"
 RECIPE = """[recipe]
@@ -133,7 +133,7 @@ def test_budget_that_cannot_hold_the_state_is_one_line(tmp_path: Path) -> None:
 
 def test_explain_knows_the_factorys_own_weights(tmp_path: Path) -> None:
     """Before: `explain` on a recipe without `weights` was an internal error (KeyError)."""
-    from trtbuild.explain import explain
+    from trtbuild.orchestrate.explain import explain
 
     recipe = _project(tmp_path / "proj")
     _save_checkpoint(recipe.parent, seed=1)

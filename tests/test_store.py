@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from trtbuild.store import Store
+from trtbuild.cache.store import Store
 
 
 def test_blob_roundtrip_and_corruption_is_a_miss(

@@ -12,9 +12,9 @@ import torch
 
 import trtbuild
 from trtbuild.backends.tensorrt import TensorRTBackend
-from trtbuild.frontend import eager_model
-from trtbuild.orchestrate import Options, build
-from trtbuild.recipe import load_recipe
+from trtbuild.model.frontend import eager_model
+from trtbuild.orchestrate.build import Options, build
+from trtbuild.recipe.schema import load_recipe
 
 pytestmark = pytest.mark.tensorrt
 REASON = TensorRTBackend().available()

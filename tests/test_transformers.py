@@ -13,9 +13,9 @@ import tomli_w
 import torch
 
 import trtbuild
-from trtbuild.frontend import eager_model
-from trtbuild.orchestrate import Options, build, plan_targets
-from trtbuild.recipe import load_recipe
+from trtbuild.model.frontend import eager_model
+from trtbuild.orchestrate.build import Options, build, plan_targets
+from trtbuild.recipe.schema import load_recipe
 
 transformers = pytest.importorskip(
     "transformers", reason="transformers is a test dependency: pip install -e '.[dev]'"
@@ -113,7 +113,7 @@ def build_split(folder: Path, name: str, model: dict[str, Any]) -> tuple[Path, A
     budget = splitting_budget(path)
     write_recipe(path, {name: model}, {name: budget})
     # No check: at a budget this tight the export process has no room for the check's fp32
-    # reference (trtbuild.check.too_big); the test compares with eager itself, below.
+    # reference (trtbuild.orchestrate.check.too_big); the test compares with eager itself, below.
     (target,) = build(path, Options(check=False)).targets
     assert len(target.parts) >= 2, name
     for part in target.parts:
@@ -182,8 +182,8 @@ def test_sharded_checkpoint_parts_open_only_their_shards(tmp_path: Path) -> None
 def test_ops_the_chosen_outputs_do_not_need_are_not_planned(tmp_path: Path) -> None:
     """ViTModel also computes its pooler; with outputs = last_hidden_state those ops fed nothing,
     and a part made of them alone had no outputs (ONNX Runtime refused the empty engine)."""
-    from trtbuild.frontend import export_model
-    from trtbuild.graph import from_exported
+    from trtbuild.model.frontend import export_model
+    from trtbuild.model.graph import from_exported
 
     path = write_recipe(tmp_path / "vit.toml", {"vit": MODELS["vit"]})
     recipe = load_recipe(path)

@@ -9,7 +9,7 @@ import pytest
 
 from trtbuild.backends.trt_config import Profile, builder_config, trtexec_command
 from trtbuild.errors import TrtbuildError
-from trtbuild.recipe import TensorRTSettings
+from trtbuild.recipe.schema import TensorRTSettings
 
 GiB = 1 << 30
 

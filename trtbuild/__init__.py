@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from trtbuild.errors import TrtbuildError
 
 if TYPE_CHECKING:
-    from trtbuild.orchestrate import BuildResult, Options, PlannedTarget
+    from trtbuild.orchestrate.build import BuildResult, Options, PlannedTarget
     from trtbuild.runtime import ChainedModel
 
 __all__ = ["Options", "TrtbuildError", "build", "load", "plan"]
@@ -25,8 +25,8 @@ __version__ = "0.1.0"
 
 
 def build(recipe: str | Path, opts: Options | None = None) -> BuildResult:
-    """Build every target of `recipe` (see trtbuild.orchestrate.build)."""
-    from trtbuild.orchestrate import build as _build
+    """Build every target of `recipe` (see trtbuild.orchestrate.build.build)."""
+    from trtbuild.orchestrate.build import build as _build
 
     return _build(recipe, opts)
 
@@ -38,7 +38,7 @@ def plan(
     precision: str | None = None,
 ) -> list[PlannedTarget]:
     """The partition plan of each target (optionally one model / precision); builds nothing."""
-    from trtbuild.orchestrate import plan_targets
+    from trtbuild.orchestrate.build import plan_targets
 
     return plan_targets(recipe, opts, model, precision)
 
@@ -53,7 +53,7 @@ def load(directory: str | Path, verify: bool = True) -> ChainedModel:
 def __getattr__(name: str) -> Any:
     """`trtbuild.Options` and `trtbuild.BuildResult`, imported when first asked for."""
     if name in ("Options", "BuildResult"):
-        from trtbuild import orchestrate
+        from trtbuild.orchestrate.build import build as orchestrate
 
         return getattr(orchestrate, name)
     raise AttributeError(f"module 'trtbuild' has no attribute {name!r}")

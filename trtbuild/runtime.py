@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from trtbuild.backends import get_backend
+from trtbuild.cache.store import sha256_file
 from trtbuild.errors import TrtbuildError
-from trtbuild.store import sha256_file
 
 
 class ChainedModel:

@@ -1,4 +1,9 @@
-"""Backend registry: names to backends, and the choice behind backend = "auto"."""
+"""Engine builders and runtimes (ONNX Runtime, TensorRT): the registry of names to backends, and
+the choice behind backend = "auto".
+
+May import: trtbuild.errors only; a backend imports its own library (onnxruntime, tensorrt)
+lazily.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The `trtbuild` command: one exception boundary, thin subcommands over the library."""
+"""The `trtbuild` command: one exception boundary, thin subcommands over the library.
+
+May import: everything; nothing imports it but trtbuild.__main__.
+"""
 
 from __future__ import annotations
 
@@ -134,7 +137,7 @@ def _on_termination() -> dict[int, Any]:
         return {}
 
     def terminate(signum: int, frame: Any) -> None:
-        executor = sys.modules.get("trtbuild.executor")
+        executor = sys.modules.get("trtbuild.execution.executor")
         if executor is not None:
             executor.stop_running()
         raise Terminated(signum)

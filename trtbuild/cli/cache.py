@@ -9,7 +9,7 @@ from typing import Any
 
 from trtbuild.cli.common import size_arg
 from trtbuild.errors import TrtbuildError
-from trtbuild.sizes import format_size
+from trtbuild.recipe.sizes import format_size
 
 
 def add_parser(sub: Any) -> None:
@@ -40,7 +40,7 @@ def add_parser(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from trtbuild.store import Store, default_cache_dir
+    from trtbuild.cache.store import Store, default_cache_dir
 
     store = Store((args.cache or default_cache_dir()).resolve())
     if args.action == "stats":
@@ -79,7 +79,7 @@ def max_size(text: str) -> int:
 
 def referenced(paths: list[Path]) -> set[str]:
     """sha256 of every artifact a lock file or provenance statement names."""
-    from trtbuild.lockfile import read_lock
+    from trtbuild.release.lockfile import read_lock
 
     keep: set[str] = set()
     for path in paths:

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trtbuild.errors import TrtbuildError
-from trtbuild.sizes import parse_size
+from trtbuild.recipe.sizes import parse_size
 
 if TYPE_CHECKING:
-    from trtbuild.orchestrate import Options
+    from trtbuild.orchestrate.build import Options
 
 
 def size_arg(text: str, flag: str = "--budget") -> int:
@@ -57,7 +57,7 @@ def add_build_options(parser: argparse.ArgumentParser, out_flag: str = "--out") 
 
 def options(args: argparse.Namespace, **more: Any) -> Options:
     """The library's Options from the arguments add_build_options defined, and `more`."""
-    from trtbuild.orchestrate import Options
+    from trtbuild.orchestrate.build import Options
 
     opts = Options(
         backend=args.backend, budget=budget(args), out=out_dir(args), cache=args.cache, **more
@@ -68,8 +68,8 @@ def options(args: argparse.Namespace, **more: Any) -> Options:
 
 
 def out_dir(args: argparse.Namespace) -> Path:
-    """--out, else build/ at the project root (trtbuild.layout.project_root)."""
-    from trtbuild.layout import project_root
+    """--out, else build/ at the project root (trtbuild.cache.layout.project_root)."""
+    from trtbuild.cache.layout import project_root
 
     return args.out if args.out is not None else project_root() / "build"
 

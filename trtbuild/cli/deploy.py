@@ -42,9 +42,9 @@ def add_parser(sub: Any) -> None:
 def handle(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from trtbuild import triton
-    from trtbuild.orchestrate import open_store
-    from trtbuild.recipe import load_recipe
+    from trtbuild.deploy import triton
+    from trtbuild.orchestrate.build import open_store
+    from trtbuild.recipe.schema import load_recipe
 
     start = time.perf_counter()
     recipe = load_recipe(args.recipe)

@@ -15,7 +15,7 @@ def add_parser(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from trtbuild.explain import explain
+    from trtbuild.orchestrate.explain import explain
 
     opts = options(args)
     for line in explain(args.recipe, opts):

@@ -17,7 +17,7 @@ def add_parser(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from trtbuild.signing import keygen
+    from trtbuild.release.signing import keygen
 
     public = keygen(args.keyfile)
     print(f"wrote {args.keyfile} (private, mode 0600) and {public}", file=sys.stderr)

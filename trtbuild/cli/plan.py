@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 
 from trtbuild.cli.common import add_build_options, options, out_dir
 from trtbuild.errors import TrtbuildError
-from trtbuild.interface import interface_notes
-from trtbuild.sizes import format_size
+from trtbuild.model.interface import interface_notes
+from trtbuild.recipe.sizes import format_size
 
 if TYPE_CHECKING:
-    from trtbuild.graph import OpGraph
+    from trtbuild.model.graph import OpGraph
     from trtbuild.planner import Part, PartTensor, Plan
 
 
@@ -42,7 +42,7 @@ def add_parser(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from trtbuild.orchestrate import plan_targets
+    from trtbuild.orchestrate.build import plan_targets
 
     opts = options(args)
     if args.prove_seconds is not None:
@@ -70,10 +70,10 @@ def handle(args: argparse.Namespace) -> int:
 
 def trtexec_lines(args: argparse.Namespace, planned: list[Any]) -> list[str]:
     """Write each part's ONNX and return the trtexec commands that build it as trtbuild would."""
-    from trtbuild import trtexec
     from trtbuild.backends.tensorrt import trt_version
-    from trtbuild.orchestrate import open_store
-    from trtbuild.recipe import load_recipe
+    from trtbuild.deploy import trtexec
+    from trtbuild.orchestrate.build import open_store
+    from trtbuild.recipe.schema import load_recipe
 
     recipe = load_recipe(args.recipe)
     store = open_store(options(args), recipe)

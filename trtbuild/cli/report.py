@@ -17,7 +17,7 @@ def add_parser(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from trtbuild.report import write_report
+    from trtbuild.deploy.report import write_report
 
     print(write_report(args.folder))
     return 0
@@ -25,7 +25,7 @@ def handle(args: argparse.Namespace) -> int:
 
 def report_after_run(recipe: str, out: Path) -> Path:
     """`run --report`: the report of the recipe's output folder, up to date or just built."""
-    from trtbuild.recipe import load_recipe
-    from trtbuild.report import write_report
+    from trtbuild.deploy.report import write_report
+    from trtbuild.recipe.schema import load_recipe
 
     return write_report(out / load_recipe(recipe).name)

@@ -99,7 +99,7 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def jobs_arg(text: str | int) -> int | None:
-    """A number of jobs, or None for auto (one per core: trtbuild.orchestrate.auto_jobs)."""
+    """A number of jobs, or None for auto (one per core: trtbuild.orchestrate.build.auto_jobs)."""
     if text == "auto":
         return None
     if isinstance(text, int) or (text.isdigit() and int(text) >= 1):
@@ -110,7 +110,7 @@ def jobs_arg(text: str | int) -> int | None:
 def handle(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     if args.sign is not None and not args.release:  # before the no-op path, which signs nothing
-        from trtbuild.signing import check_key
+        from trtbuild.release.signing import check_key
 
         check_key(args.sign, args.release)
     subset = bool(args.models or args.precisions)
@@ -148,10 +148,10 @@ def handle(args: argparse.Namespace) -> int:
 def build_with_progress(
     args: argparse.Namespace, console: Any, release: bool = False, sign: Path | None = None
 ) -> Any:
-    """trtbuild.orchestrate() with a progress bar per target and a line per part on `console`."""
+    """trtbuild.orchestrate.build() with a progress bar per target and a line per part on `console`."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from trtbuild.orchestrate import auto_jobs, build
+    from trtbuild.orchestrate.build import auto_jobs, build
 
     progress = Progress(
         TextColumn("{task.description}"),
@@ -211,8 +211,8 @@ def _up_to_date(args: argparse.Namespace) -> bool:
     """The no-op fast path: lock file and file stats only, no heavy import."""
     from pathlib import Path
 
-    from trtbuild.fastpath import invocation, stale
-    from trtbuild.store import default_cache_dir
+    from trtbuild.cache.store import default_cache_dir
+    from trtbuild.release.fastpath import invocation, stale
 
     cache = (args.cache or default_cache_dir()).resolve()
     called = invocation(args.backend, budget(args), out_dir(args), args.release, args.check)
@@ -265,7 +265,7 @@ def _brief(process: dict[str, Any]) -> dict[str, Any]:
 
 def locked_json(args: argparse.Namespace) -> dict[str, Any]:
     """`run --json` on the no-op path: the targets and engines as the lock pins them."""
-    from trtbuild.lockfile import lock_path, read_lock
+    from trtbuild.release.lockfile import lock_path, read_lock
 
     lock = read_lock(lock_path(Path(args.recipe)))
     assert lock is not None  # the no-op path found it current

@@ -25,7 +25,7 @@ def add_parser(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from trtbuild.verify import verify
+    from trtbuild.orchestrate.verify import verify
 
     checks = verify(
         args.provenance,

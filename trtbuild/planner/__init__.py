@@ -8,6 +8,11 @@ nested ideals (predecessor-closed sets), so engines run back to back.
       -> solve.py: exact.py (DP over ideals) while they are few, else interval.py (interval DP
          over several topological orders) + mincut.py (networkx min-cut refinement)
       -> plan.py (parts with their tensors, weights and predicted peaks)
+
+memory.py is the memory model the plans predict peaks with (priors, fits, the lock's pinned one).
+
+May import: trtbuild.errors, trtbuild.recipe, trtbuild.cache, trtbuild.model (the OpGraph),
+trtbuild.release (a lock's pinned memory model). Nothing here imports torch.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ bytes do not grow (4). Each merge keeps the optimum of the graph before it, henc
 
 from __future__ import annotations
 
-from trtbuild.graph import OpGraph, TensorInfo
+from trtbuild.model.graph import OpGraph, TensorInfo
 from trtbuild.planner.problem import Problem
 
 

@@ -7,13 +7,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from trtbuild.errors import BudgetTooSmall, TrtbuildError
-from trtbuild.graph import SYMINT, OpGraph, TensorInfo
-from trtbuild.memory import SLACK, Load, MemoryModel
+from trtbuild.model.graph import SYMINT, OpGraph, TensorInfo
 from trtbuild.planner.bound import lower_bound
 from trtbuild.planner.coarsen import coarsen, problem_of
+from trtbuild.planner.memory import SLACK, Load, MemoryModel
 from trtbuild.planner.problem import Solution, TooBig
 from trtbuild.planner.solve import solve
-from trtbuild.sizes import format_size
+from trtbuild.recipe.sizes import format_size
 
 PROVE_SECONDS = 2.0  # default time to prove a heuristic plan's lower bound
 MAX_SHRINKS = 50  # re-solves with a smaller weight cap when a part's own prediction is over

@@ -1,0 +1,401 @@
+"""The content-addressed store: cas/<sha256> blobs and ac/<action key>.json results.
+
+Writes go to a temp file and are renamed into place; every blob is verified against its digest
+when read; a corrupt entry is reported, removed and treated as a miss. No pickle anywhere.
+
+An action entry is bound to its key and its contents by an HMAC-SHA256 with a secret of this
+cache (`mac.key`, made once, mode 0600): an entry edited to name another blob, or copied under
+another key, is a miss that is reported, never an engine served for the wrong inputs.
+Temporary files and job folders under tmp/ carry the pid of the process that made them, so
+the next run (and `cache gc`) removes those whose process is gone.
+
+With a remote cache (remote.py) the local store stays in front of it: a local miss asks the
+remote, whose blobs and entry are checked and then stored here as if built here (the entry gets
+this cache's HMAC); what this machine records is uploaded after it is stored locally.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import hmac
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from filelock import FileLock
+
+from trtbuild.cache.atomic import tmp_prefix, write_bytes, write_error
+from trtbuild.cache.layout import CacheLayout, project_root
+from trtbuild.errors import TrtbuildError
+
+if TYPE_CHECKING:
+    from trtbuild.cache.remote import RemoteCache
+
+log = logging.getLogger("trtbuild")
+README = """\
+# trtbuild cache
+
+Content-addressed store of trtbuild (https://github.com/ -- see the project README).
+- cas/<sha256>: immutable blobs, verified against their digest on read.
+- ac/<action key>.json: action results pointing at blobs, each bound to its key by an HMAC
+  with the secret in mac.key.
+Safe to delete; the next build fills it again.
+"""
+
+
+@dataclass(frozen=True)
+class GcResult:
+    """What `Store.gc` did: evicted digests, bytes freed, bytes the cache still holds of its own,
+    and bytes of blobs kept because they are also published files or named by a kept lock."""
+
+    evicted: list[str]
+    freed_bytes: int
+    own_bytes: int
+    held_bytes: int
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """$TRTBUILD_CACHE, else cache/ at the project root (layout.project_root)."""
+    env = os.environ.get("TRTBUILD_CACHE")
+    return Path(env).resolve() if env else project_root() / "cache"
+
+
+class Store:
+    def __init__(self, root: Path, remote: RemoteCache | None = None) -> None:
+        self.root = root
+        self.remote = remote
+        self.fetched: set[str] = set()  # action keys this run took from the remote cache
+        self.layout = layout = CacheLayout(root)
+        try:
+            for folder in (layout.cas, layout.ac, layout.tmp):
+                folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise TrtbuildError(
+                f"{root}: cannot create the cache directory: {exc.strerror}"
+            ) from None
+        if not layout.readme.exists():
+            write_bytes(layout.readme, README.encode(), layout.tmp)
+
+    # ---------------------------------------------------------------- blobs
+
+    def blob_path(self, digest: str) -> Path:
+        return self.layout.blob(digest)
+
+    def put_file(self, path: Path) -> str:
+        """Move `path` (a file this run made) into the store, read-only; returns its sha256."""
+        digest = sha256_file(path)
+        dest = self.blob_path(digest)
+        if not dest.exists():
+            _seal(lambda tmp: _move_or_copy(path, tmp), self._tmp_path(), dest, self.root)
+        return digest
+
+    def put_bytes(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        dest = self.blob_path(digest)
+        if not dest.exists():
+            _seal(lambda tmp: tmp.write_bytes(data), self._tmp_path(), dest, self.root)
+        return digest
+
+    def verified_blob(self, digest: str) -> Path | None:
+        """The blob's path if present and intact; a corrupt blob is removed (a miss)."""
+        path = self.blob_path(digest)
+        if not path.is_file():
+            return None
+        if sha256_file(path) != digest:
+            log.warning("cache: blob %s is corrupt; removed, will rebuild", digest[:12])
+            path.unlink(missing_ok=True)
+            return None
+        os.utime(path)  # last use, for gc
+        return path
+
+    def export_blob(self, digest: str, dest: Path) -> str:
+        """Publish a verified blob at `dest` atomically, without a second copy where possible.
+
+        A reflink (copy-on-write clone) where the filesystem has one; else a hard link to the
+        read-only blob, so a published engine costs no disk of its own; a copy as the last resort
+        (another filesystem). Returns how: "reflink", "hardlink" or "copy". A user who makes a
+        hard-linked file writable and edits it alters the blob too: the next read of the blob
+        checks its digest, so the edit is detected and the blob rebuilt, never served.
+        """
+        src = self.verified_blob(digest)
+        if src is None:
+            raise TrtbuildError(f"cache: blob {digest} vanished while publishing {dest}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        try:
+            how = _link_or_copy(src, tmp)
+            os.replace(tmp, dest)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise write_error(dest.parent, exc) from None
+        return how
+
+    # ---------------------------------------------------------------- action results
+
+    def get_action(self, key: str) -> dict[str, Any] | None:
+        """The recorded result of `key` if it is authentic and every blob it names is intact:
+        from this cache, else from the remote one (then kept here)."""
+        local = self._local_action(key)
+        if local is not None or self.remote is None:
+            return local
+        return self._fetch_action(key, self.remote)
+
+    def where(self, key: str) -> str | None:
+        """ "local", "remote" or None: where the result of `key` is, without downloading it."""
+        if self._local_action(key) is not None:
+            return "local"
+        if self.remote is not None and self.remote.has_action(key):
+            return "remote"
+        return None
+
+    def _fetch_action(self, key: str, remote: RemoteCache) -> dict[str, Any] | None:
+        entry = remote.get_action(key)
+        if entry is None:
+            return None
+        for digest in entry.get("blobs", {}).values():
+            if self.verified_blob(digest) is not None:
+                continue
+            tmp = self._tmp_path()
+            try:
+                if not remote.fetch_blob(digest, tmp):
+                    return None
+                _seal(lambda t: None, tmp, self.blob_path(digest), self.root)
+            finally:
+                tmp.unlink(missing_ok=True)
+        self._write_action(key, entry)
+        self.fetched.add(key)
+        return entry
+
+    def _local_action(self, key: str) -> dict[str, Any] | None:
+        path = self.layout.action(key)
+        try:
+            data = json.loads(path.read_text())
+            result: dict[str, Any] = data["entry"]
+            authentic = hmac.compare_digest(str(data["mac"]), self._mac(key, result))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            log.warning("cache: action %s is unreadable; removed, will rebuild", key[:12])
+            path.unlink(missing_ok=True)
+            return None
+        if not authentic:
+            log.warning(
+                "cache: action %s does not match its key (altered?); removed, will rebuild",
+                key[:12],
+            )
+            path.unlink(missing_ok=True)
+            return None
+        for digest in result.get("blobs", {}).values():
+            if self.verified_blob(digest) is None:
+                path.unlink(missing_ok=True)
+                return None
+        os.utime(path)
+        return result
+
+    def put_action(self, key: str, result: dict[str, Any], replace: bool = False) -> None:
+        """Record `result`; the first writer wins unless `replace` (manifests, under a lock)."""
+        path = self.layout.action(key)
+        if path.exists() and not replace:
+            return
+        self._write_action(key, result)
+        if self.remote is not None:  # blobs first: an entry is never served before its blobs
+            for digest in result.get("blobs", {}).values():
+                self.remote.put_blob(digest, self.blob_path(digest))
+            self.remote.put_action(key, result)
+
+    def _write_action(self, key: str, result: dict[str, Any]) -> None:
+        data = {"entry": result, "key": key, "mac": self._mac(key, result)}
+        encoded = json.dumps(data, indent=1, sort_keys=True).encode()
+        write_bytes(self.layout.action(key), encoded, self.layout.tmp, self.root)
+
+    def _mac(self, key: str, result: dict[str, Any]) -> str:
+        payload = json.dumps([key, result], sort_keys=True, separators=(",", ":")).encode()
+        return hmac.new(self._secret(), payload, hashlib.sha256).hexdigest()
+
+    def _secret(self) -> bytes:
+        path = self.layout.mac_key
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            pass
+        tmp = self._tmp_path()
+        tmp.write_bytes(os.urandom(32))
+        try:
+            os.link(tmp, path)  # atomic and exclusive: of two first runs, one secret wins
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path.read_bytes()
+
+    @contextmanager
+    def locked(self, key: str) -> Iterator[None]:
+        """Hold the lock of one action: look up, lock, look up again, build."""
+        lock_dir = self.layout.locks
+        lock_dir.mkdir(exist_ok=True)
+        with FileLock(str(lock_dir / f"{key}.lock")):
+            yield
+
+    # ---------------------------------------------------------------- maintenance
+
+    def stats(self) -> dict[str, int]:
+        blobs = [p for p in self.layout.cas.iterdir() if p.is_file()]
+        actions = [p for p in self.layout.ac.iterdir() if p.suffix == ".json"]
+        return {
+            "blobs": len(blobs),
+            "blob_bytes": sum(p.stat().st_size for p in blobs),
+            "actions": len(actions),
+        }
+
+    def verify_all(self) -> list[str]:
+        """Check every blob against its digest and every action against its key and blobs.
+
+        What fails is removed (a miss next time); returns one line per problem found.
+        """
+        bad = []
+        for path in sorted(self.layout.cas.iterdir()):
+            if path.is_file() and sha256_file(path) != path.name:
+                log.warning("cache: blob %s is corrupt; removed", path.name[:12])
+                path.unlink(missing_ok=True)
+                bad.append(f"blob {path.name}: content does not match its digest")
+        for path in sorted(self.layout.ac.glob("*.json")):
+            if self._local_action(path.stem) is None:
+                bad.append(f"action {path.stem}: altered, unreadable or names a missing blob")
+        return bad
+
+    def gc(self, max_size: int, keep: set[str]) -> GcResult:
+        """Evict least recently used blobs until the cache's own bytes fit `max_size`.
+
+        Never evicts a blob in `keep`, nor one that is also a published file (a hard link: its
+        bytes stay on disk whatever the cache does), and counts neither as the cache's own.
+        Action entries that name an evicted blob go with it, so `verify_all` passes afterwards.
+        """
+        blobs = sorted(
+            (p for p in self.layout.cas.iterdir() if p.is_file()),
+            key=lambda p: p.stat().st_mtime,
+        )
+        own = [p for p in blobs if p.stat().st_nlink == 1 and p.name not in keep]
+        total = sum(p.stat().st_size for p in own)
+        held = sum(p.stat().st_size for p in blobs) - total
+        evicted, freed = [], 0
+        for path in own:
+            if total <= max_size:
+                break
+            size = path.stat().st_size
+            path.unlink(missing_ok=True)
+            total, freed = total - size, freed + size
+            evicted.append(path.name)
+        gone = set(evicted)
+        for action in self.layout.ac.glob("*.json"):
+            try:
+                named = json.loads(action.read_text())["entry"].get("blobs", {}).values()
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                action.unlink(missing_ok=True)
+                continue
+            if gone.intersection(named):
+                action.unlink(missing_ok=True)
+        return GcResult(evicted, freed, total, held)
+
+    def add_root(self, lock_file: Path) -> None:
+        """Remember a lock file a build wrote: `cache gc` keeps the blobs it names."""
+        path = lock_file.resolve()
+        self.layout.roots.mkdir(exist_ok=True)
+        name = hashlib.sha256(str(path).encode()).hexdigest()[:24]
+        write_bytes(self.layout.roots / name, str(path).encode(), self.layout.tmp, self.root)
+
+    def roots(self) -> list[Path]:
+        """The lock files builds with this cache wrote that still exist (gone ones are forgotten)."""
+        found = []
+        for entry in sorted(self.layout.roots.glob("*")) if self.layout.roots.is_dir() else []:
+            path = Path(entry.read_text())
+            if path.is_file():
+                found.append(path)
+            else:
+                entry.unlink(missing_ok=True)
+        return found
+
+    def scratch(self) -> Path:
+        """A fresh private directory for one action's intermediate files."""
+        return Path(tempfile.mkdtemp(prefix=tmp_prefix(), dir=self.layout.tmp))
+
+    def _tmp_path(self) -> Path:
+        fd, name = tempfile.mkstemp(prefix=tmp_prefix(), dir=self.layout.tmp)
+        os.close(fd)
+        return Path(name)
+
+    def clean_orphans(self) -> list[str]:
+        """Remove what killed runs left in tmp/: entries whose process is gone."""
+        removed = []
+        for entry in (self.layout.tmp).iterdir():
+            pid = entry.name.lstrip(".").split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)):
+                if entry.is_dir():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
+                removed.append(entry.name)
+        return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _seal(fill: Callable[[Path], object], tmp: Path, dest: Path, root: Path) -> None:
+    """Fill `tmp`, make it read-only and rename it to `dest`; on failure nothing is left behind."""
+    try:
+        fill(tmp)
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, dest)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_error(root, exc) from None
+
+
+def _move_or_copy(src: Path, dest: Path) -> None:
+    try:
+        os.replace(src, dest)  # job folders are in the store: a rename, no copy
+    except OSError:
+        shutil.copyfile(src, dest)
+
+
+FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
+
+
+def _link_or_copy(src: Path, dest: Path) -> str:
+    with src.open("rb") as source, dest.open("wb") as target:
+        try:
+            fcntl.ioctl(target.fileno(), FICLONE, source.fileno())
+            return "reflink"
+        except OSError:
+            pass
+    dest.unlink()
+    try:
+        os.link(src, dest)
+        return "hardlink"
+    except OSError:
+        shutil.copyfile(src, dest)
+        return "copy"

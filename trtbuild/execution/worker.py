@@ -1,0 +1,211 @@
+"""Entry point of every build process: `python -m trtbuild.execution.worker JOB.json`.
+
+One job per process (graph, export or build), so each process holds only what its job needs and
+its peak RSS is its own. The result is written as JSON next to the job; user errors exit 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from trtbuild.errors import TrtbuildError, disk_full_text, is_disk_full
+from trtbuild.execution.jobs import BuildJob, CheckJob, GraphJob, Job, ProbeJob, StateJob, from_json
+
+
+def run(job: Job) -> dict[str, Any]:
+    if isinstance(job, BuildJob):
+        from trtbuild.backends import get_backend
+
+        return get_backend(job.backend).build(Path(job.onnx), job.settings, Path(job.engine))
+    if isinstance(job, ProbeJob):
+        return _probe(job.bytes, job.hold)
+    if isinstance(job, CheckJob):
+        from trtbuild.check.compare import run_check
+
+        return run_check(job)
+    from trtbuild.recipe.schema import load_recipe
+
+    recipe = load_recipe(job.recipe)
+    if isinstance(job, GraphJob):
+        return _graph(recipe, job)
+    if isinstance(job, StateJob):
+        return _state(recipe, job)
+    from trtbuild.model.partexport import export_parts, prepare
+
+    parts = [(entry.part, Path(entry.onnx)) for entry in job.parts]
+    state = Path(job.state) if job.state else None
+    prepared = prepare(recipe, job.model, job.precision, job.graph_digest, state)
+    exported = export_parts(recipe, job.model, parts, job.opset, prepared)
+    if job.reference is None:
+        return {"parts": exported}
+    from trtbuild.check.reference import compute
+
+    before = own_peak_rss()  # the export's own peak: what the memory model of exports is fitted to
+    reference = compute(prepared, job.precision, job.reference, recipe.root)
+    return {"parts": exported, "reference": reference, "export_peak_bytes": before}
+
+
+def _probe(size: int, hold: float) -> dict[str, Any]:
+    """Touch `size` bytes and hold them `hold` seconds: what the executor measures (tests)."""
+    import time
+
+    ballast = bytearray(size)
+    for offset in range(0, size, 4096):
+        ballast[offset] = 1
+    time.sleep(hold)
+    return {"bytes": len(ballast)}
+
+
+def _graph(recipe: Any, job: GraphJob) -> dict[str, Any]:
+    """The op graph, weight digests and discovered inputs of one model at one precision."""
+    from trtbuild.model import depfile, frontend
+    from trtbuild.model.binding import exported_graph
+    from trtbuild.model.checkpoint import tensor_digest
+    from trtbuild.model.nativefiles import held_files, model_files
+    from trtbuild.model.weights import WeightSource
+
+    spec = recipe.model_spec(job.model)
+    # The factory runs here on the meta device: one that loads a checkpoint itself (no `weights`
+    # in the recipe) still reads it here, transiently (measured); its values come from the state
+    # job (trtbuild.orchestrate.statejob), and the file is an input of this graph like any file it reads.
+    with depfile.recording() as touched:
+        frontend.import_exporter()
+        _, program = frontend.export_model(recipe, spec, job.precision)
+        graph, _ = exported_graph(program, spec)
+        base = own_peak_rss()  # the model's own process cost, before any weight is read
+        model = frontend.build_model(recipe, spec, "fp32").model
+        source = WeightSource(recipe, spec, model)
+        digests, code_init = source.digests(), source.code_init()
+        constants = frontend.code_constants(program)
+        held = held_files()  # native reads still held (mmap'd tables): trtbuild.model.nativefiles
+    digests.update({name: tensor_digest(value) for name, value in constants.items()})
+    missing = sorted(set(graph.weights) - set(digests))
+    if (
+        missing and spec.weights is not None
+    ):  # a buffer the graph reads that is neither in the checkpoint nor made by code
+        raise TrtbuildError(f"{spec.weights}: checkpoint has no tensor for {missing[0]!r}")
+    # Weights are pinned tensor by tensor; the cache is trtbuild's own: neither is model code.
+    exclude = [Path(job.cache)] if job.cache else []
+    exclude.extend(_job_files)  # the job's own files (its log is held open): never model inputs
+    if isinstance(spec.weights, str):  # config.json of a model folder too: lock pins it
+        exclude.append(recipe.resolve(spec.weights))
+    inputs = depfile.classify(touched, exclude)
+    files = sorted({*inputs.files, *model_files(held, exclude)})
+    return {
+        "graph": graph.to_json(),
+        "digest": graph.digest(),
+        "weight_digests": {k: digests[k] for k in sorted(graph.weights) if k in digests},
+        "code_init": sorted(set(code_init) & set(graph.weights)),
+        "base_bytes": base,
+        "inputs": {"files": files, "distributions": inputs.distributions, "env": inputs.env},
+        "state_bytes": _state_bytes(model),
+    }
+
+
+def _state_bytes(model: Any) -> int:
+    """Bytes of the model's checkpoint tensors as its factory makes them (a tie once)."""
+    unique = {id(t): t for t in model.state_dict(keep_vars=True).values()}
+    return sum(t.numel() * t.element_size() for t in unique.values())
+
+
+def _state(recipe: Any, job: StateJob) -> dict[str, Any]:
+    """The model's own state after its factory ran, as a safetensors file (trtbuild.model.ownstate)."""
+    from trtbuild.model.ownstate import write_state
+
+    return write_state(recipe, recipe.model_spec(job.model), Path(job.out))
+
+
+_job_files: list[Path] = []  # this process's job, result and log files (main sets them)
+
+
+def _disk_full(exc: BaseException | None) -> str | None:
+    """The disk-full error behind `exc`, if any (libraries often wrap the OSError)."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if is_disk_full(exc):
+            return f"{exc.strerror} ({exc.filename or 'a build file'})"  # type: ignore[attr-defined]
+        text = disk_full_text(str(exc))
+        if text:
+            return text
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+def own_peak_rss() -> int | None:
+    """Peak RSS of this process's own address space (VmHWM), or None off Linux.
+
+    Not getrusage: on Linux, ru_maxrss of a process started by fork + exec also counts the
+    parent's resident memory at the fork, so a big orchestrator would inflate every worker.
+    """
+    return status_bytes("VmHWM")
+
+
+def status_bytes(field: str) -> int | None:
+    """A memory figure of this process from /proc/self/status (VmRSS, VmHWM), or None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """A worker must not outlive the trtbuild process that watches its memory (kill -9 of it).
+
+    Linux sends the signal when the thread that started us ends: the executor's thread waits
+    for us until we exit, so that is the run itself. If the parent is already gone, stop now.
+    """
+    parent = int(os.environ.get("TRTBUILD_PARENT_PID", "0"))
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the check below still holds
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if parent and os.getppid() != parent:
+        os._exit(1)
+
+
+def main(argv: list[str]) -> int:
+    die_with_parent()
+    job_path = Path(argv[0])
+    job, result_file = from_json(json.loads(job_path.read_text()))
+    stem = job_path.name.removesuffix(".job.json")  # executor.run_job's names
+    _job_files[:] = [job_path, Path(result_file), job_path.with_name(f"{stem}.log")]
+    result_path = Path(result_file)
+    try:
+        result: dict[str, Any] = {"ok": True, "result": run(job)}
+        code = 0
+    except TrtbuildError as exc:
+        result, code = {"ok": False, "error": str(exc)}, 1
+    except MemoryError:
+        result, code = {"ok": False, "error": "out of memory"}, 3
+    except Exception as exc:
+        full = _disk_full(exc)
+        if full:
+            result, code = {"ok": False, "error": f"disk full while building: {full}"}, 1
+        else:
+            result = {
+                "ok": False,
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(),
+            }
+            code = 3
+    result["vm_hwm_bytes"] = own_peak_rss()
+    tmp = result_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, result_path)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

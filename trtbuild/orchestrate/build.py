@@ -1,0 +1,387 @@
+"""trtbuild.orchestrate.build(): recipe -> graphs -> plans -> cached part actions -> published engines.
+
+The orchestrating process never imports torch: graphs, exports and engine builds run in worker
+processes (trtbuild.execution.worker), one job each, measured and watched by the executor.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trtbuild.backends import get_backend, resolve_backend
+from trtbuild.cache.digests import DigestMemo
+from trtbuild.cache.layout import CacheLayout
+from trtbuild.cache.remote import RemoteCache
+from trtbuild.cache.store import Store, default_cache_dir
+from trtbuild.errors import BudgetTooSmall, TrtbuildError
+from trtbuild.execution import forkserver
+from trtbuild.execution.executor import Executor, LocalExecutor, worker_env
+from trtbuild.execution.forkserver import EXPECTED_BYTES, ForkServer
+from trtbuild.model.graph import OpGraph
+from trtbuild.model.graphcheck import check_dtypes
+from trtbuild.model.interface import interface_notes
+from trtbuild.orchestrate import check
+from trtbuild.orchestrate.context import RunContext, TargetContext
+from trtbuild.orchestrate.graphjob import GraphResult, graph_job
+from trtbuild.orchestrate.options import Options, auto_jobs
+from trtbuild.orchestrate.parts import Overrun, build_parts, local_kinds, observations
+from trtbuild.orchestrate.publish import check_owner, now, publish, write_outputs
+from trtbuild.orchestrate.results import BuildResult, TargetResult
+from trtbuild.orchestrate.statejob import own_weights
+from trtbuild.planner import Plan, plan
+from trtbuild.planner.memory import (
+    MemoryModel,
+    load_observations,
+    memory_model,
+    pinned,
+    record,
+)
+from trtbuild.recipe.schema import Recipe, Target, load_recipe
+from trtbuild.recipe.sizes import format_size
+from trtbuild.release import fastpath, lockfile, signing
+from trtbuild.release.toolchain import toolchain
+
+__all__ = ["BuildResult", "Options", "auto_jobs", "build", "plan_targets"]
+
+MAX_REPLANS = 4
+
+
+def open_store(opts: Options, recipe: Recipe | None = None) -> Store:
+    """The run's cache: the local folder, with the remote cache behind it if one is named."""
+    url = opts.remote_cache or (recipe.schema.cache.remote if recipe else None)
+    remote = RemoteCache(url) if url else None
+    if remote is not None:
+        remote.check()
+    return Store((opts.cache or default_cache_dir()).resolve(), remote)
+
+
+def make_executor(opts: Options, recipe: Recipe, targets: list[Target], store: Store) -> Executor:
+    """The run's executor: Options (the CLI) first, then the recipe's [executor] table."""
+    spec = recipe.schema.executor
+    if (opts.executor or spec.kind) == "ray":
+        from trtbuild.execution.rayexec import RayExecutor
+
+        address = opts.ray_address or spec.address
+        if address:
+            return RayExecutor(address, opts.jobs, set())
+        # A cluster started here offers what this machine is, never what a recipe asks for.
+        here = {k for t in targets for k in local_kinds(resolve_backend(t.backend))}
+        return RayExecutor(None, opts.jobs, here)
+    return LocalExecutor(opts.jobs, fork_server(opts, targets, store))
+
+
+def fork_server(opts: Options, targets: list[Target], store: Store) -> ForkServer | None:
+    """A fork server for this run, unless turned off or a budget is too small to share with it.
+
+    The server holds about EXPECTED_BYTES while it runs; where a budget is under twice that, each
+    job gets the whole budget to itself in a plain process instead.
+    """
+    if not opts.fork_server or any(t.budget.host_memory < 2 * EXPECTED_BYTES for t in targets):
+        return None
+    return forkserver.for_run(store.layout.tmp / f"{os.getpid()}-forkserver.log", worker_env())
+
+
+def invocation(opts: Options) -> dict[str, Any]:
+    return fastpath.invocation(opts.backend, opts.budget, opts.out, opts.release, opts.check)
+
+
+def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
+    """Build every target of the recipe; "up to date" without importing torch when nothing changed."""
+    opts = opts or Options()
+    start = time.perf_counter()
+    signing.check_key(opts.sign, opts.release)  # a bad key fails before the build, not after
+    cache_dir = (opts.cache or default_cache_dir()).resolve()
+    # A release build trusts no stat memo: every input is hashed again.
+    if opts.subset and opts.release:
+        raise TrtbuildError("--release builds every target: drop --model/--precision")
+    stale = (
+        "a subset of the targets was asked for"
+        if opts.subset
+        else fastpath.stale(Path(recipe_path), invocation(opts), cache_dir, not opts.release)
+    )
+    if stale is None and not opts.release:
+        return BuildResult(True, [], time.perf_counter() - start, ["up to date"])
+    recipe = load_recipe(recipe_path)
+    if opts.release:
+        _check_release(recipe, opts)
+    if opts.locked and stale is not None:
+        raise TrtbuildError(
+            f"{lockfile.lock_path(recipe.path)}: --locked, but the inputs no longer match the "
+            f"lock ({stale})"
+        )
+    if stale is None:
+        _sign(recipe, opts)
+        return BuildResult(True, [], time.perf_counter() - start, ["up to date"])
+    recipe.check_files()
+    check_owner(recipe, opts.out)
+    store = open_store(opts, recipe)
+    store.clean_orphans()
+    memo = DigestMemo(CacheLayout(cache_dir).digests, trust_stat=not opts.release)
+    tools = toolchain()
+    lock_file = lockfile.lock_path(recipe.path)
+    opts.report(f"building: {stale}")
+    started = now()
+    targets = select(
+        recipe, recipe.targets(opts.backend, opts.budget), opts.models, opts.precisions
+    )
+    executor = make_executor(opts, recipe, targets, store)
+    run = RunContext(
+        recipe,
+        opts,
+        store,
+        memo,
+        executor,
+        lockfile.read_lock(lock_file),
+        load_observations(store.root),
+    )
+    # A cluster runs the targets side by side; here the memory gate admits what fits.
+    workers = len(targets) if executor.name == "ray" else opts.jobs
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            results = list(pool.map(lambda t: _build_target(run, t), targets))
+    except BaseException:
+        executor.close(failed=True)
+        raise
+    executor.close(failed=False)
+    if opts.subset:
+        memo.save()
+        note = "a subset of the targets was built: the lock and provenance are left as they were"
+        return BuildResult(False, results, time.perf_counter() - start, [note])
+    dropped = write_outputs(
+        recipe,
+        results,
+        invocation(opts),
+        opts.out,
+        tools,
+        memo,
+        started,
+        lock_file,
+        opts.write_lock,
+    )
+    if opts.write_lock:
+        store.add_root(lock_file)
+    memo.save()
+    _sign(recipe, opts)
+    notes = [n for r in results for n in r.notes] + dropped
+    return BuildResult(False, results, time.perf_counter() - start, notes)
+
+
+@dataclass
+class PlannedTarget:
+    target: Target
+    backend: str
+    graph: OpGraph
+    plan: Plan
+    job: GraphResult
+
+
+def plan_targets(
+    recipe_path: str | Path,
+    opts: Options | None = None,
+    model: str | None = None,
+    precision: str | None = None,
+) -> list[PlannedTarget]:
+    """Plans of the recipe's targets (optionally one model / precision); builds nothing.
+
+    Planning needs only the memory model, so `--backend tensorrt` plans work without TensorRT.
+    """
+    opts = opts or Options()
+    recipe = load_recipe(recipe_path)
+    recipe.check_files()
+    store = open_store(opts, recipe)
+    memo = DigestMemo(store.layout.digests)
+    targets = select(
+        recipe,
+        recipe.targets(opts.backend, opts.budget),
+        [model] if model else None,
+        [precision] if precision else None,
+    )
+    lock = lockfile.read_lock(lockfile.lock_path(recipe.path))  # plan as `run` would
+    out = []
+    for target in targets:
+        backend = resolve_backend(target.backend)
+        job = graph_job(recipe, target, store, memo, None)  # planning only: measured, not capped
+        graph = OpGraph.from_json(job.graph)
+        locked = None if opts.memory_override else pinned(lock, target, backend)
+        memory = locked or memory_model(
+            backend, store.root, job.base_bytes, opts.memory_override, job.digest
+        )
+        the_plan = plan_target(
+            target, graph, job, memory, opts.prove_seconds, opts.memory_override is not None
+        )
+        out.append(PlannedTarget(target, backend, graph, the_plan, job))
+    memo.save()
+    return out
+
+
+def plan_target(
+    target: Target,
+    graph: OpGraph,
+    job: GraphResult,
+    memory: MemoryModel,
+    prove_seconds: float,
+    override: bool,
+) -> Plan:
+    """The target's plan. Its graph job runs within the budget too, so its measured peak is a
+    floor of the smallest feasible budget (not under a memory_override: that is the whole cost).
+
+    Raises TrtbuildError naming the target and the smallest budget that works when none fits.
+    """
+    check_dtypes(graph, target.model.name)
+    floor = 0 if override else job.peak_rss_bytes
+    try:
+        return plan(graph, target.budget.host_memory, memory, prove_seconds, floor)
+    except BudgetTooSmall as exc:
+        raise TrtbuildError(
+            f"{target.name}: {exc}; the smallest budget that works is {exc.smallest} bytes "
+            f"({format_size(exc.smallest)})"
+        ) from None
+
+
+def select(
+    recipe: Recipe, targets: list[Target], models: list[str] | None, precisions: list[str] | None
+) -> list[Target]:
+    """The targets of the given models and precisions (None: all); none is one error naming
+    what the recipe has."""
+    chosen = [
+        t
+        for t in targets
+        if (models is None or t.model.name in models)
+        and (precisions is None or t.precision in precisions)
+    ]
+    if not chosen:
+        asked = " ".join(
+            [
+                *(f"--model {m}" for m in models or []),
+                *(f"--precision {p}" for p in precisions or []),
+            ]
+        )
+        have_models = ", ".join(dict.fromkeys(t.model.name for t in targets))
+        have_precisions = ", ".join(dict.fromkeys(t.precision for t in targets))
+        raise TrtbuildError(
+            f"{recipe.path}: no target matches {asked} (models: {have_models}; precisions: "
+            f"{have_precisions})"
+        )
+    return chosen
+
+
+def _sign(recipe: Recipe, opts: Options) -> None:
+    if opts.sign is not None:
+        signing.sign_file(opts.out.resolve() / recipe.name / "provenance.json", opts.sign)
+
+
+def _check_release(recipe: Recipe, opts: Options) -> None:
+    for target in recipe.targets(opts.backend, opts.budget):
+        if target.backend == "auto":
+            raise TrtbuildError(
+                f"{recipe.path}: model '{target.model.name}': --release needs an explicit backend, "
+                'got backend = "auto" (set it in the recipe or pass --backend)'
+            )
+
+
+# ------------------------------------------------------------------------- one target
+
+
+def _build_target(run: RunContext, target: Target) -> TargetResult:
+    """One target: its graph job, plan, parts, check and published folder (a FAILED check
+    publishes nothing). A process over its share re-plans with a refitted memory model."""
+    recipe, store, memo, opts, executor = run.recipe, run.store, run.memo, run.opts, run.executor
+    backend_name = resolve_backend(target.backend)
+    backend = get_backend(backend_name)
+    budget = target.budget.host_memory
+    before = memory_model(backend_name, None, None, opts.memory_override)  # the priors
+    with executor.admit(before.export.fixed_bytes, budget, forked=True) as share:
+        graph_info = graph_job(recipe, target, store, memo, share, executor)
+    graph = OpGraph.from_json(graph_info.graph)
+    if target.model.weights is None:  # the model's own state after its factory ran
+        graph_info = own_weights(recipe, target, list(graph.weights), graph_info, store, executor)
+    out_dir = output_dir(opts.out, recipe.name, target.model.name, target.slot)
+    notes = interface_notes(target.name, target.model.name, graph_info.graph)
+    for note in notes:
+        opts.report(note)
+    locked = None if opts.memory_override else pinned(run.previous_lock, target, backend_name)
+    observed = run.observed
+    for _attempt in range(MAX_REPLANS):
+        memory = locked or memory_model(
+            backend_name,
+            store.root,
+            graph_info.base_bytes,
+            opts.memory_override,
+            graph_info.digest,
+            observed,
+        )
+        the_plan = plan_target(
+            target,
+            graph,
+            graph_info,
+            memory,
+            opts.prove_seconds,
+            opts.memory_override is not None,
+        )
+        result = TargetResult(
+            model=target.model.name,
+            precision=target.precision,
+            backend=backend_name,
+            dir=out_dir,
+            budget_bytes=budget,
+            plan=the_plan,
+            graph_job=graph_info,
+            requested_backend=target.backend,
+            memory=memory,
+            kind=target.kind,
+        )
+        ctx = TargetContext(run, target, backend, graph, graph_info, the_plan, memory, result)
+        opts.report(
+            f"{target.name}: {len(the_plan.parts)} part(s), boundary {format_size(the_plan.boundary_bytes)}"
+        )
+        opts.on_plan(result)
+        ref = check.reference(ctx)
+        try:
+            result.parts = build_parts(ctx, ref)
+        except Overrun as over:
+            if over.observation.stage == "export" and ref is not None and not ref.cached():
+                # Its peak is the reference's as much as the export's: no fit to learn from it.
+                raise check.too_big(target, over.observation.peak_bytes) from None
+            record(store.root, [over.observation])
+            locked = observed = None  # the pinned model was wrong for this machine: refit
+            note = (
+                f"{target.name}: part {over.index} {over.observation.stage} process crossed its "
+                f"memory share (peak {format_size(over.observation.peak_bytes)}); memory model "
+                "refitted, re-planned and rebuilt"
+            )
+            opts.report(note)
+            notes.append(note)
+            continue
+        record(store.root, observations(result, graph_info))
+        result.notes = notes
+        if ref is None:
+            why = "--no-check" if not opts.check else "check.enabled = false in the recipe"
+            notes.append(f"{target.name}: engines not checked against the model ({why})")
+        else:
+            result.check = check.check_target(ctx, ref)
+            opts.report(result.check["message"])
+            if not result.check["passed"]:
+                return result  # FAILED: not published, its previous folder stays as it was
+        publish(result, recipe, store)
+        return result
+    raise TrtbuildError(
+        f"{target.name}: builds kept crossing the budget after {MAX_REPLANS} re-plans"
+    )
+
+
+def output_dir(out: Path, *names: str) -> Path:
+    """out/<recipe>/<model>/<precision>, refusing any name that would leave the output root."""
+    root = out.resolve()
+    folder = root.joinpath(*names).resolve()
+    if (
+        not folder.is_relative_to(root)
+        or folder == root
+        or any(n in ("", ".", "..") for n in names)
+    ):
+        raise TrtbuildError(f"{folder}: refusing to write outside the output root {root}")
+    return folder

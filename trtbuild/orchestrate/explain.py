@@ -1,0 +1,62 @@
+"""`trtbuild explain`: what changed since the last build, and per part up to date or why not."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trtbuild.cache.digests import DigestMemo
+from trtbuild.orchestrate import actions
+from trtbuild.orchestrate.build import Options, invocation, open_store, plan_targets
+from trtbuild.orchestrate.parts import backend_settings, part_fields
+from trtbuild.orchestrate.statejob import cached_weights
+from trtbuild.recipe.schema import load_recipe
+from trtbuild.release import lockfile
+
+
+def explain(recipe_path: str | Path, opts: Options | None = None) -> list[str]:
+    """Lines "changed: <input>" for every changed input or machine fact, then one line per part:
+    "up to date", "would build: ..." or "would rebuild: <field> changed"."""
+    opts = opts or Options()
+    recipe = load_recipe(recipe_path)
+    lock = lockfile.read_lock(lockfile.lock_path(recipe.path))
+    store = open_store(opts, recipe)
+    memo = DigestMemo(store.layout.digests)
+    lines = [
+        f"changed: {reason}"
+        for reason in lockfile.staleness(lock, invocation(opts), memo, recipe.root, limit=None)
+    ]
+    for planned in plan_targets(recipe_path, opts):
+        target = planned.target
+        old = lock.target(target.model.name, target.precision, target.kind) if lock else None
+        old_parts = {p.index: p for p in old.parts} if old else {}
+        old_keys = {p.key for p in old_parts.values()}
+        if old and len(old_parts) != len(planned.plan.parts):
+            lines.append(
+                f"{target.name}: plan changed ({len(old_parts)} -> {len(planned.plan.parts)} parts)"
+            )
+        job = planned.job
+        if target.model.weights is None:  # the factory's own weights: known once computed
+            job = cached_weights(target, planned.job, store)  # type: ignore[assignment]
+            if job is None:
+                lines += [
+                    f"{target.name} part {p.index}: would build: the model's own weights "
+                    "(its factory's state) are not in the cache"
+                    for p in planned.plan.parts
+                ]
+                continue
+        settings = backend_settings(recipe, target, planned.backend, opts.release)
+        fields_list = part_fields(
+            target, planned.graph, job, planned.plan, planned.backend, settings
+        )
+        for part, fields in zip(planned.plan.parts, fields_list):
+            key = actions.action_key(fields)
+            where = None if key in old_keys else store.where(key)
+            if key in old_keys or where is not None:
+                reason = {None: "up to date", "local": "up to date (in the cache)"}.get(
+                    where, "up to date (remote)"
+                )
+            else:
+                previous = old_parts[part.index].fields if part.index in old_parts else None
+                reason = actions.explain(previous, actions.field_digests(fields))
+            lines.append(f"{target.name} part {part.index}: {reason}")
+    return lines

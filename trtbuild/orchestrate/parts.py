@@ -1,0 +1,406 @@
+"""Build the parts of one plan: the cache's parts as they are, the others in two steps.
+
+1. One export process writes the ONNX of every part the cache lacks: torch, the model's imports,
+   its construction and its graph export are paid once per target, not once per part; weights
+   are still streamed one tensor at a time, so its peak is that of the heaviest part alone.
+2. One build process per part (the backend's builder), in parallel as the memory gate allows.
+
+A process that crosses its memory share is stopped; `Overrun` carries what was measured, and
+the caller refits the memory model and plans again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from trtbuild.cache.store import Store, sha256_file
+from trtbuild.errors import BudgetExceeded, TrtbuildError
+from trtbuild.execution.executor import Executor, JobOutcome
+from trtbuild.execution.jobs import BuildJob, ExportJob, Job, PartToExport
+from trtbuild.model.graph import OpGraph
+from trtbuild.orchestrate import actions
+from trtbuild.orchestrate.graphjob import GraphResult
+from trtbuild.orchestrate.results import PartResult, TargetResult
+from trtbuild.planner import Part, Plan
+from trtbuild.planner.memory import Load, Observation
+from trtbuild.recipe.schema import DynamicShape, Recipe, Target
+from trtbuild.release.inputs import machine
+
+if TYPE_CHECKING:
+    from trtbuild.orchestrate.check import Reference
+    from trtbuild.orchestrate.context import TargetContext
+    from trtbuild.release.lockfile import Lock
+
+KINDS_ENV = "TRTBUILD_DEVICE_KINDS"  # device kinds this machine stands for besides its own
+
+
+class Overrun(Exception):
+    def __init__(self, index: int, observation: Observation) -> None:
+        super().__init__(observation.stage)
+        self.index, self.observation = index, observation
+
+
+def build_parts(ctx: TargetContext, ref: Reference | None = None) -> list[PartResult]:
+    """Every part of the target's plan, from the cache or built; `ref`: the check's reference,
+    computed by the export process when the cache lacks it."""
+    target, backend, result = ctx.target, ctx.backend, ctx.result
+    store, opts = ctx.run.store, ctx.run.opts
+    settings = backend_settings(ctx.run.recipe, target, backend.name, opts.release)
+    fields = part_fields(target, ctx.graph, ctx.job, ctx.plan, backend.name, settings)
+    keys = [actions.action_key(f) for f in fields]
+    done: dict[int, PartResult] = {}
+    reasons: dict[int, str] = {}  # why each part in `todo` is built
+
+    def finish(part: Part, record: dict[str, Any], built: bool) -> None:
+        blobs = dict(record["blobs"])
+        done[part.index] = PartResult(
+            part.index,
+            keys[part.index],
+            not built,
+            record["peak_rss_bytes"],
+            record["seconds"],
+            blobs.pop("engine"),
+            f"part{part.index}{backend.engine_suffix}",
+            blobs,
+            actions.field_digests(fields[part.index]),
+            record,
+            reasons.get(part.index, "cached") if built else _cached(store, keys[part.index]),
+        )
+        opts.on_part(result, done[part.index])
+
+    todo = []
+    for part in ctx.plan.parts:
+        cached = store.get_action(keys[part.index])
+        if cached is None:
+            todo.append(part)
+        else:
+            finish(part, cached, built=False)
+    if todo:
+        with ExitStack() as held:  # sorted: two runs never wait for each other in a circle
+            for key in sorted({keys[p.index] for p in todo}):
+                held.enter_context(store.locked(key))
+            again, todo = todo, []
+            for part in again:  # another run may have built it while we waited
+                cached = store.get_action(keys[part.index])
+                if cached is None:
+                    todo.append(part)
+                else:
+                    finish(part, cached, built=False)
+            old = old_fields(ctx.run.previous_lock, target)
+            for part in todo:
+                why = actions.explain(
+                    old.get(part.index), actions.field_digests(fields[part.index])
+                )
+                reasons[part.index] = (
+                    why.split(": ", 1)[1]  # "not in the lock file", "weights changed (...)"
+                    if why != "up to date"
+                    else "inputs unchanged, but the engine was not in the cache"
+                )
+                opts.report(f"{target.name} part {part.index}: building: {reasons[part.index]}")
+            if todo:
+                check_kind(target, backend.name, ctx.run.executor)
+                _run(
+                    ctx,
+                    todo,
+                    keys,
+                    settings,
+                    finish,
+                    ref if ref is not None and not ref.cached() else None,
+                )
+    return [done[part.index] for part in ctx.plan.parts]
+
+
+def _run(
+    ctx: TargetContext,
+    todo: list[Part],
+    keys: list[str],
+    settings: dict[str, Any],
+    finish: Callable[[Part, dict[str, Any], bool], None],
+    ref: Reference | None = None,
+) -> None:
+    """Export the ONNX of every part in `todo` in one process, then build each engine."""
+    recipe, target, job, memory, backend = (
+        ctx.run.recipe,
+        ctx.target,
+        ctx.job,
+        ctx.memory,
+        ctx.backend,
+    )
+    store, opts, executor = ctx.run.store, ctx.run.opts, ctx.run.executor
+    budget = target.budget.host_memory
+    scratch = store.scratch()
+    try:
+        folders = {p.index: scratch / f"part{p.index}" for p in todo}
+        for folder in folders.values():
+            folder.mkdir()
+        heaviest = memory.export.costliest(p.load for p in todo)
+        export_job = ExportJob(
+            str(recipe.path),
+            target.model.name,
+            target.precision,
+            job.digest,
+            settings["opset"],
+            [PartToExport(part_json(p), str(folders[p.index] / "part.onnx")) for p in todo],
+            state_file(job, scratch),
+            ref.job_field(scratch) if ref else None,
+        )
+        predicted = memory.export.predict(heaviest)
+        if ref is not None:  # after the export, one weight at a time: its peak or the export's
+            predicted = max(predicted, memory.export.fixed_bytes + ref.extra_bytes)
+        with executor.admit(predicted, budget, forked=True) as share:
+            outcome = _stage(
+                executor,
+                export_job,
+                scratch,
+                share,
+                predicted,
+                None,  # an ONNX file is the same whatever device builds it
+                lambda peak: Overrun(
+                    todo[0].index,
+                    Observation.of(
+                        "export", backend.name, heaviest, job.base_bytes or 0, peak, job.digest
+                    ),
+                ),
+            )
+        if ref is not None:
+            ref.keep(scratch, outcome.result["reference"])
+        export = {
+            **_process("export", outcome, heaviest, predicted, share),
+            "shared_by": [p.index for p in todo],
+        }
+        per_part = dict(zip([p.index for p in todo], outcome.result["parts"]))
+
+        def build_one(part: Part) -> None:
+            folder, exported = folders[part.index], per_part[part.index]
+            engine = folder / f"{keys[part.index][:16]}{backend.engine_suffix}"
+            build_job = BuildJob(
+                backend.name,
+                str(folder / "part.onnx"),
+                str(engine),
+                {**settings, **build_inputs(recipe, target, part)},
+            )
+            predicted = memory.build.predict(part.load)
+            with executor.admit(predicted, budget) as share, _named(target, part):
+                outcome = _stage(
+                    executor,
+                    build_job,
+                    scratch,
+                    share,
+                    predicted,
+                    target.kind,
+                    lambda peak: Overrun(
+                        part.index,
+                        Observation.of("build", backend.name, part.load, 0, peak, job.digest),
+                    ),
+                )
+            processes = [
+                {**export, **exported},
+                {
+                    **_process("build", outcome, part.load, predicted, share),
+                    "weights_loaded": exported["weights_loaded"],
+                },
+            ]
+            blobs = {"engine": store.put_file(engine)}
+            for name in processes[-1].get("sidecars", []):
+                blobs[name] = store.put_file(folder / name)
+            record = {
+                "key": keys[part.index],
+                "blobs": blobs,
+                "peak_rss_bytes": max(p["peak_rss_bytes"] for p in processes),
+                # the export process is shared: each part counts its share of the time
+                "seconds": round(export["seconds"] / len(todo) + processes[-1]["seconds"], 3),
+                "weight_bytes": part.weight_bytes,
+                "predicted_peak_bytes": part.predicted_peak_bytes,
+                "memory_limit_bytes": budget,
+                "processes": processes,
+            }
+            store.put_action(keys[part.index], record)
+            finish(part, record, True)
+
+        with ThreadPoolExecutor(max_workers=max(1, opts.jobs)) as pool:
+            list(pool.map(build_one, todo))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextmanager
+def _named(target: Target, part: Part) -> Iterator[None]:
+    """A build job's error names the target and the part it was building."""
+    try:
+        yield
+    except BudgetExceeded:
+        raise
+    except TrtbuildError as exc:
+        raise TrtbuildError(f"{target.name} part {part.index}: {exc}") from None
+
+
+def state_file(job: GraphResult, scratch: Path) -> str | None:
+    """The model's own state (trtbuild.orchestrate.statejob) under a .safetensors name, if it has one."""
+    if job.state is None:
+        return None
+    link = scratch / "state.safetensors"
+    os.symlink(job.state["file"], link)
+    return str(link)
+
+
+def _stage(
+    executor: Executor,
+    job: Job,
+    scratch: Path,
+    share: int,
+    predicted: int,
+    kind: str | None,
+    overrun: Callable[[int], Overrun],
+) -> JobOutcome:
+    """Run one job; a process over its share becomes `overrun(peak)` (re-plan, refit)."""
+    try:
+        return executor.run(job, scratch, share, predicted, kind)
+    except BudgetExceeded as exc:
+        raise overrun(exc.peak_rss_bytes) from None
+
+
+def check_kind(target: Target, backend: str, executor: Executor) -> None:
+    """A part that must be built for a device kind this machine is not: one clear error (a
+    cluster's executor places it on a node of that kind instead)."""
+    if target.kind is None or executor.name != "local":
+        return
+    here = local_kinds(backend)
+    if target.kind not in here:
+        raise TrtbuildError(
+            f"{target.name}: device kind {target.kind!r} is not this machine "
+            f"({', '.join(sorted(here)) or backend}; {KINDS_ENV} adds kinds): build it with "
+            "--executor ray on a cluster with a node of that kind, or from a cache that holds it"
+        )
+
+
+def local_kinds(backend: str) -> set[str]:
+    """The device kinds this machine is: its own device, and those TRTBUILD_DEVICE_KINDS names."""
+    declared = os.environ.get(KINDS_ENV, "")
+    return {machine(backend)["device"].get("device", ""), *filter(None, declared.split(","))} - {""}
+
+
+def _process(
+    kind: str, outcome: JobOutcome, load: Load, predicted: int, share: int
+) -> dict[str, Any]:
+    """One process as build.json records it; `load` is what its prediction was for."""
+    result = {k: v for k, v in outcome.result.items() if k != "parts"}
+    return {
+        "kind": kind,
+        "peak_rss_bytes": outcome.peak_rss_bytes,
+        "predicted_peak_bytes": predicted,
+        **asdict(load),  # weight_bytes, largest_bytes, ...: memory.Load.from_record
+        "memory_limit_bytes": share,
+        "private_peak_bytes": outcome.private_peak_bytes,
+        "seconds": round(outcome.seconds, 3),
+        "started": outcome.started,
+        "ended": outcome.ended,
+        "rss_samples": [list(point) for point in outcome.samples],  # for the build report
+        **(
+            {"node": outcome.node, "dispatch_seconds": outcome.dispatch_seconds}
+            if outcome.node
+            else {}
+        ),
+        **result,
+    }
+
+
+def part_json(part: Part) -> dict[str, Any]:
+    return {
+        "ops": part.ops,
+        "weights": part.weights,
+        "inputs": [t.__dict__ for t in part.inputs],
+        "outputs": [t.__dict__ for t in part.outputs],
+    }
+
+
+def observations(result: TargetResult, job: GraphResult) -> list[Observation]:
+    """The processes this build ran (cached parts ran none; a shared export counts once)."""
+    seen = []
+    for part in result.parts:
+        for p in [] if part.cached else part.record["processes"]:
+            if p["kind"] == "export" and p.get("shared_by", [part.index])[0] != part.index:
+                continue
+            base = (job.base_bytes or 0) if p["kind"] == "export" else 0
+            load = Load.from_record({"weight_bytes": part.record["weight_bytes"], **p})
+            peak = p.get("export_peak_bytes") or p["peak_rss_bytes"]  # before the check's reference
+            seen.append(Observation.of(p["kind"], result.backend, load, base, peak, job.digest))
+    return seen
+
+
+def part_fields(
+    target: Target,
+    graph: OpGraph,
+    job: GraphResult,
+    the_plan: Plan,
+    backend: str,
+    settings: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """The action-key fields of every part of a plan (see trtbuild.orchestrate.actions.KEY_FIELDS)."""
+    facts = machine(backend, target.kind)
+    ranges = {
+        i.name: [i.shape.min, i.shape.opt, i.shape.max]
+        for i in target.model.inputs
+        if isinstance(i.shape, DynamicShape)
+    }
+    return [
+        actions.part_fields(
+            graph, part, job.weight_digests, target.precision, settings, facts, ranges
+        )
+        for part in the_plan.parts
+    ]
+
+
+def old_fields(lock: Lock | None, target: Target) -> dict[int, dict[str, str]]:
+    """Per-part field digests the lock recorded for this target, for "why rebuilt" messages."""
+    locked = lock and lock.target(target.model.name, target.precision, target.kind)
+    return {p.index: p.fields for p in locked.parts} if locked else {}
+
+
+def backend_settings(recipe: Recipe, target: Target, backend: str, release: bool) -> dict[str, Any]:
+    """Every backend setting of a target; all of it goes into the action key."""
+    settings: dict[str, Any] = {"opset": target.defaults.opset}
+    if backend == "tensorrt":
+        trt = target.defaults.tensorrt
+        settings.update(
+            gpu_workspace=target.budget.gpu_workspace,
+            host_memory=target.budget.host_memory,
+            tensorrt=trt.model_dump(mode="json"),
+            release=release,
+        )
+        if trt.timing_cache:
+            path = recipe.resolve(trt.timing_cache)
+            if not path.is_file():
+                raise TrtbuildError(
+                    f"{recipe.path}: field 'defaults.tensorrt.timing_cache': expected a timing "
+                    f"cache file, but {path} does not exist"
+                )
+            settings["timing_cache_sha256"] = sha256_file(path)
+    return settings
+
+
+def build_inputs(recipe: Recipe, target: Target, part: Part) -> dict[str, Any]:
+    """What a builder needs beyond the key's settings: precision, input ranges, file paths."""
+    ranges = {i.name: i.shape for i in target.model.inputs if isinstance(i.shape, DynamicShape)}
+    inputs = []
+    for t in part.inputs:
+        entry: dict[str, Any] = {"name": t.name, "shape": t.shape}
+        if t.name in ranges:
+            entry.update(min=ranges[t.name].min, opt=ranges[t.name].opt, max=ranges[t.name].max)
+        inputs.append(entry)
+    cache = target.defaults.tensorrt.timing_cache
+    return {
+        "precision": target.precision,
+        "inputs": inputs,
+        "timing_cache_path": str(recipe.resolve(cache)) if cache else None,
+    }
+
+
+def _cached(store: Store, key: str) -> str:
+    return "cached (remote)" if key in store.fetched else "cached"

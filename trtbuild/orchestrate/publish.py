@@ -1,0 +1,339 @@
+"""Publishing a build: target folders swapped in whole, then the lock and the provenance.
+
+Nothing is written or removed outside the output root (and the lock beside the recipe); the lock
+and provenance are written last, so an interrupted build leaves the previous ones in place.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from trtbuild.cache import atomic
+from trtbuild.cache.digests import DigestMemo
+from trtbuild.cache.store import Store
+from trtbuild.errors import TrtbuildError
+from trtbuild.orchestrate.check import summary
+from trtbuild.orchestrate.graphjob import weights_files
+from trtbuild.orchestrate.results import TargetResult
+from trtbuild.recipe.schema import Recipe
+from trtbuild.release import lockfile, manifest, signing
+from trtbuild.release.inputs import Inputs, machine, relative
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+def engine_description(result: TargetResult, recipe: Recipe) -> dict[str, Any]:
+    plan_ = result.plan
+    produced = {t.name: t for p in plan_.parts for t in p.outputs}
+    model_inputs = {t.name: t for p in plan_.parts for t in p.inputs if t.from_part is None}
+    graph = result.graph_job.graph
+    declared = {t["name"]: t for t in graph["inputs"]}
+    interface = graph.get("interface", {})
+    outputs = [produced[n] for n in plan_.model_outputs]
+    return {
+        "schema": 1,
+        "recipe": recipe.name,
+        "model": result.model,
+        "precision": result.precision,
+        **({"kind": result.kind} if result.kind else {}),
+        "backend": result.backend,
+        # every declared input, read or not (trtbuild.load() takes and checks them all)
+        "inputs": [
+            {
+                **(
+                    _io(model_inputs[i.name])
+                    if i.name in model_inputs
+                    else _io_json(declared[i.name])
+                ),
+                **_range(i),
+            }
+            for i in recipe.model_spec(result.model).inputs
+            if i.name in model_inputs or i.name in declared
+        ],
+        "outputs": [_io(t) for t in outputs],
+        **({"structure": interface["structure"]} if "structure" in interface else {}),
+        "parts": [
+            {
+                "index": p.index,
+                "engine": r.engine,
+                "sha256": r.sha256,
+                "sidecars": r.sidecars,
+                "inputs": [t.name for t in p.inputs],
+                "outputs": [t.name for t in p.outputs],
+            }
+            for p, r in zip(plan_.parts, result.parts)
+        ],
+    }
+
+
+def _io(t: Any) -> dict[str, Any]:
+    return {"name": t.name, "shape": t.shape, "dtype": t.dtype}
+
+
+def _io_json(t: dict[str, Any]) -> dict[str, Any]:
+    return {"name": t["name"], "shape": t["shape"], "dtype": t["dtype"]}
+
+
+def _range(spec: Any) -> dict[str, Any]:
+    """The shapes the engine takes, from the recipe: {min, max} per axis."""
+    shape = spec.shape
+    if isinstance(shape, list):
+        return {"min": list(shape), "max": list(shape)}
+    return {"min": list(shape.min), "max": list(shape.max)}
+
+
+def publish(result: TargetResult, recipe: Recipe, store: Store) -> None:
+    """Swap the target's directory in whole: a reader never sees half of a build."""
+    final = result.dir
+    final.parent.mkdir(parents=True, exist_ok=True)
+    description = engine_description(result, recipe)
+    new = final.parent / f".{final.name}.new-{os.getpid()}"
+    shutil.rmtree(new, ignore_errors=True)
+    try:
+        new.mkdir()
+        for part in result.parts:
+            store.export_blob(part.sha256, new / part.engine)
+            for name, digest in part.sidecars.items():
+                store.export_blob(digest, new / name)
+        manifest.write_json(new / "engine.json", description)
+        manifest.write_json(
+            new / "build.json",
+            {
+                "parts": [
+                    {**p.record, "cached": p.cached, "reason": p.reason} for p in result.parts
+                ],
+                "graph_process": _graph_record(result.graph_job),
+                **(
+                    {"state_process": result.graph_job.state["process"]}
+                    if result.graph_job.state
+                    else {}
+                ),
+                "plan": _plan_record(result.plan),
+                "budget_bytes": result.budget_bytes,
+                "check": result.check,  # None: not checked (--no-check, check.enabled = false)
+            },
+        )
+        atomic.swap_dir(new, final)
+    except OSError as exc:
+        shutil.rmtree(new, ignore_errors=True)
+        raise TrtbuildError(f"{final}: cannot publish the build: {exc.strerror or exc}") from None
+
+
+def _plan_record(plan: Any) -> dict[str, Any]:
+    """How good the plan is (its boundary bytes against the proven lower bound), and its parts
+    with the tensors they pass, as the build report draws them."""
+    return {
+        "boundary_bytes": plan.boundary_bytes,
+        "lower_bound_bytes": plan.lower_bound_bytes,
+        "optimality_gap": round(plan.optimality_gap, 6),
+        "method": plan.method,
+        "bound_method": plan.bound_method,
+        "memory_source": plan.memory_source,
+        "parts": [
+            {
+                "index": p.index,
+                "ops": len(p.ops),
+                "weight_bytes": p.weight_bytes,
+                "predicted_peak_bytes": p.predicted_peak_bytes,
+                "inputs": [asdict(t) for t in p.inputs],
+                "outputs": [asdict(t) for t in p.outputs],
+            }
+            for p in plan.parts
+        ],
+    }
+
+
+def _graph_record(job: Any) -> dict[str, Any]:
+    return {
+        "peak_rss_bytes": job.peak_rss_bytes,
+        "seconds": job.seconds,
+        "rss_samples": job.rss_samples,
+        **({"node": job.node} if job.node else {}),
+    }
+
+
+def all_inputs(recipe: Recipe, results: list[TargetResult], memo: DigestMemo) -> Inputs:
+    """The recipe, the weights files and every target's discovered inputs, as the lock pins them."""
+    files = {relative(recipe.path, recipe.root): memo.sha256(recipe.path)}
+    dists: dict[str, str] = {}
+    env: dict[str, str] = {}
+    for r in results:
+        spec = recipe.model_spec(r.model)
+        for path in weights_files(recipe, spec):
+            files[relative(path, recipe.root)] = memo.sha256(path)
+        files.update(r.graph_job.inputs.files)
+        dists.update(r.graph_job.inputs.distributions)
+        env.update(r.graph_job.inputs.env)
+    return Inputs(files, dists, env)
+
+
+def write_outputs(
+    recipe: Recipe,
+    results: list[TargetResult],
+    invocation: dict[str, Any],
+    out: Path,
+    tools: dict[str, str],
+    memo: DigestMemo,
+    started: str,
+    lock_file: Path,
+    write_lock: bool,
+) -> list[str]:
+    """The lock (unless `write_lock` is off, as for verify) and the provenance statement.
+
+    Returns notes: the targets whose outputs were removed because the recipe dropped them.
+    """
+    dropped = _remove_dropped_targets(out, recipe.name, results)
+    inputs = all_inputs(recipe, results, memo)
+    lock = lockfile.Lock(
+        recipe.name,
+        invocation,
+        tools,
+        inputs,
+        [
+            _locked(r, out / recipe.name / r.model / r.slot, machine(r.backend, r.kind)["device"])
+            for r in results
+        ],
+    )
+    subjects = [
+        (f"{r.name}/{name}", sha)
+        for r in results
+        if not r.failed  # not published
+        for p in r.parts
+        for name, sha in [(p.engine, p.sha256), *p.sidecars.items()]
+    ]
+    byproducts = [
+        {
+            "name": f"{r.name}/{p.engine}",
+            "annotations": {
+                "peak_rss_bytes": p.peak_rss_bytes,
+                "cached": p.cached,
+                "action_key": p.key,
+                "processes": [
+                    {k: v for k, v in process.items() if k != "rss_samples"}
+                    for process in p.record.get("processes", [])
+                ],
+            },
+        }
+        for r in results
+        for p in r.parts
+    ] + [
+        {"name": f"{r.name}/check", "annotations": r.check} for r in results if r.check is not None
+    ]
+    params = {
+        **invocation,
+        "recipe_path": str(recipe.path),
+        "lock": str(lock_file.name),
+        "targets": [
+            {
+                "model": r.model,
+                "precision": r.precision,
+                **({"kind": r.kind} if r.kind else {}),
+                "backend": r.backend,
+                "budget_bytes": r.budget_bytes,
+                "check": summary(r.check),
+            }
+            for r in results
+        ],
+    }
+    deps = [
+        *({"path": path, "sha256": sha} for path, sha in sorted(inputs.files.items())),
+        *({"path": f"env:{name}", "sha256": sha} for name, sha in sorted(inputs.env.items())),
+    ]
+    statement = manifest.provenance(
+        recipe.name, subjects, params, tools, deps, byproducts, started, now()
+    )
+    statement_path = out.resolve() / recipe.name / "provenance.json"
+    manifest.write_json(statement_path, statement)
+    _claim(recipe, statement_path.parent)
+    # A signature of the previous statement would now read as tampering: `--sign` re-makes it.
+    signing.envelope_path(statement_path).unlink(missing_ok=True)
+    if write_lock:
+        lockfile.write_lock(lock_file, lock)
+    return [f"{name}: no longer in the recipe; its outputs were removed" for name in dropped]
+
+
+OWNER = ".recipe"  # out/<name>/.recipe: the recipe file that owns the folder, relative to it
+
+
+def check_owner(recipe: Recipe, out: Path) -> None:
+    """out/<name>/ belongs to one recipe file: another file that declares the same [recipe] name
+    is refused before it builds (it would remove the first one's outputs as dropped targets).
+
+    The owner is named relative to the folder, so a copied or moved project keeps its owner; a
+    file that no longer exists or no longer declares the name has given the folder up.
+    """
+    folder = out.resolve() / recipe.name
+    try:
+        owner = (folder / (folder / OWNER).read_text().strip()).resolve()
+    except OSError:
+        return
+    if owner == recipe.path.resolve() or not owner.is_file():
+        return
+    try:
+        claimed = tomllib.loads(owner.read_text()).get("recipe", {}).get("name")
+    except (OSError, ValueError):
+        return
+    if claimed == recipe.name:
+        raise TrtbuildError(
+            f"{recipe.path}: [recipe] name = {recipe.name!r} is also the name of {owner}, whose "
+            f"outputs are in {folder}; give one of them another name (or use --out)"
+        )
+
+
+def _claim(recipe: Recipe, folder: Path) -> None:
+    atomic.write_text(folder / OWNER, os.path.relpath(recipe.path.resolve(), folder) + "\n")
+
+
+def _remove_dropped_targets(out: Path, recipe_name: str, results: list[TargetResult]) -> list[str]:
+    """Outputs of targets the recipe no longer has go, as in a clean build (ninja's cleandead).
+
+    Only <model>/<precision> folders directly under out/<recipe> are candidates. Returns the
+    removed targets' names (<model>/<precision>).
+    """
+    removed = []
+    root = (out / recipe_name).resolve()
+    keep = {r.dir.resolve() for r in results}
+    for engine_json in root.glob("*/*/engine.json"):
+        folder = engine_json.parent
+        if folder not in keep and folder.is_relative_to(root):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(f"{folder.parent.name}/{folder.name}")
+            if not any(folder.parent.iterdir()):
+                folder.parent.rmdir()
+    return removed
+
+
+def _locked(r: TargetResult, folder: Path, device: dict[str, str]) -> lockfile.LockedTarget:
+    return lockfile.LockedTarget(
+        model=r.model,
+        precision=r.precision,
+        backend=r.backend,
+        requested_backend=r.requested_backend,
+        device=device,
+        dir=str(folder),
+        budget_bytes=r.budget_bytes,
+        boundary_bytes=r.plan.boundary_bytes,
+        graph_digest=r.graph_job.digest,
+        memory=r.memory.to_json() if r.memory else None,
+        kind=r.kind,
+        check=summary(r.check),
+        parts=[
+            lockfile.LockedPart(
+                p.index, p.key, p.engine, p.sha256, p.sidecars, p.peak_rss_bytes, p.fields
+            )
+            for p in r.parts
+        ],
+    )
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
