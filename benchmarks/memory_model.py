@@ -20,7 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from trtbuild.orchestrate.build import Options, build, plan_targets
+from trtbuild.orchestrate.build import Options, build
+from trtbuild.orchestrate.planning import plan_targets
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1 << 20

@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.greedy import greedy_parts
 from benchmarks.oracle import optimum
-from trtbuild.orchestrate.build import Options, plan_targets
+from trtbuild.orchestrate.build import Options
+from trtbuild.orchestrate.planning import plan_targets
 from trtbuild.planner import Problem, coarsen, plan, problem_of, solve
 from trtbuild.planner.bound import lower_bound
 from trtbuild.planner.memory import MemoryModel, Stage

@@ -23,8 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import trtbuild
 from trtbuild.model.frontend import eager_model
-from trtbuild.orchestrate.build import Options, build, plan_targets
-from trtbuild.recipe.schema import load_recipe
+from trtbuild.orchestrate.build import Options, build
+from trtbuild.orchestrate.planning import plan_targets
+from trtbuild.recipe.load import load_recipe
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1 << 20

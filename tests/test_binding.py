@@ -18,7 +18,7 @@ import trtbuild
 from trtbuild.cli import main
 from trtbuild.model.frontend import eager_model
 from trtbuild.orchestrate.build import Options, build
-from trtbuild.recipe.schema import load_recipe
+from trtbuild.recipe.load import load_recipe
 
 MODELS = Path(__file__).resolve().parent / "models" / "iface.py"
 V8, V4 = "[2, 8]", "[2, 4]"

@@ -12,12 +12,14 @@ import torch
 
 import trtbuild
 from trtbuild.errors import BudgetExceeded
-from trtbuild.execution.executor import MemoryGate, run_job
+from trtbuild.execution.executor import run_job
+from trtbuild.execution.gate import MemoryGate
 from trtbuild.execution.jobs import GraphJob
 from trtbuild.model.frontend import eager_model
 from trtbuild.orchestrate.build import Options, build
-from trtbuild.planner.memory import Load, MemoryModel, Stage, memory_model
-from trtbuild.recipe.schema import load_recipe
+from trtbuild.planner.memory import MemoryModel, Stage, memory_model
+from trtbuild.planner.observations import Load
+from trtbuild.recipe.load import load_recipe
 
 TINY_MODEL = MemoryModel(Stage(0, 1.0), Stage(0, 1.0), "test: weights only")
 

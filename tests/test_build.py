@@ -13,7 +13,7 @@ import trtbuild
 from trtbuild.cache.store import Store, sha256_file
 from trtbuild.model.frontend import eager_model
 from trtbuild.orchestrate.build import Options, build
-from trtbuild.recipe.schema import load_recipe
+from trtbuild.recipe.load import load_recipe
 from trtbuild.release.lockfile import lock_path, read_lock
 
 

@@ -18,7 +18,7 @@ import trtbuild
 from trtbuild.cache.store import Store, default_cache_dir
 from trtbuild.deploy import triton
 from trtbuild.orchestrate.build import Options, build
-from trtbuild.recipe.schema import load_recipe
+from trtbuild.recipe.load import load_recipe
 
 from .conftest import SPLITTING, small_seed_net
 

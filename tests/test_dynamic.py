@@ -14,7 +14,7 @@ import torch
 import trtbuild
 from trtbuild.model.frontend import eager_model
 from trtbuild.orchestrate.build import Options, build
-from trtbuild.recipe.schema import load_recipe
+from trtbuild.recipe.load import load_recipe
 
 from .conftest import SPLITTING
 
@@ -130,7 +130,7 @@ def test_plan_and_run_agree_in_a_cache_another_model_shares(tmp_path: Path) -> N
     """`plan` at a budget just above the smallest feasible one, then `run` at it, in a cache
     where another model of the same op graph was built first, with an edit between them that
     leaves the graph as it was (the graph job runs again): one base, the same parts."""
-    from trtbuild.orchestrate.build import plan_targets
+    from trtbuild.orchestrate.planning import plan_targets
 
     inputs = '[[model.inputs]]\nname = "x"\nshape = [1, 2048]\n'
     model_file = tmp_path / "models" / "mlp_models.py"
@@ -173,7 +173,7 @@ def test_dynamic_sizes_are_named_after_the_recipes_input_and_axis(tmp_path: Path
     """Plans say "x.2" (input x, axis 2) and derived sizes in those names, never torch's "s21"."""
     import re
 
-    from trtbuild.orchestrate.build import plan_targets
+    from trtbuild.orchestrate.planning import plan_targets
 
     path = recipe(tmp_path, "dynamic_convnet", CONV_INPUTS, "600MiB", "{ channels = 64 }")
     (planned,) = plan_targets(path, Options(memory_override=SPLITTING))

@@ -267,7 +267,8 @@ def test_the_smallest_budget_counts_the_graph_job_and_so_does_the_closing_table(
 
     from trtbuild.cli.run import _table
     from trtbuild.errors import TrtbuildError
-    from trtbuild.orchestrate.build import Options, build, plan_targets
+    from trtbuild.orchestrate.build import Options, build
+    from trtbuild.orchestrate.planning import plan_targets
 
     recipe = recipes / "tiny.toml"
     (planned, _) = plan_targets(recipe, Options())

@@ -18,8 +18,9 @@ import torch
 
 import trtbuild
 from tests.test_transformers import MODELS, write_recipe
-from trtbuild.execution.executor import MemoryGate, run_job, worker_env
+from trtbuild.execution.executor import run_job, worker_env
 from trtbuild.execution.forkserver import ForkServer
+from trtbuild.execution.gate import MemoryGate
 from trtbuild.execution.jobs import ProbeJob
 from trtbuild.orchestrate.build import Options, build
 from trtbuild.release.lockfile import lock_path, read_lock

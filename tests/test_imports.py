@@ -20,6 +20,8 @@ import trtbuild
 # Worker side: model import and export, weights, part export, transformers support.
 TORCH_MODULES = {
     "trtbuild.model.frontend",
+    "trtbuild.model.examples",
+    "trtbuild.model.lazyweights",
     "trtbuild.model.weights",
     "trtbuild.model.partexport",
     "trtbuild.model.partdims",

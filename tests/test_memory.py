@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from trtbuild.planner.memory import ONNXRUNTIME, Load, Observation, fit, memory_model, record
+from trtbuild.planner.memory import ONNXRUNTIME, fit, memory_model
+from trtbuild.planner.observations import Load, Observation, record
 
 MiB = 1 << 20
 

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from trtbuild.model.checkpoint import safetensors_digests
 from trtbuild.model.ownstate import own_model, write_state
-from trtbuild.recipe.schema import load_recipe
+from trtbuild.recipe.load import load_recipe
 
 MODELS = Path(__file__).resolve().parent / "models"
 

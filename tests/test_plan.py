@@ -17,11 +17,12 @@ from trtbuild.errors import TrtbuildError
 from trtbuild.model.binding import exported_graph
 from trtbuild.model.frontend import code_constants, eager_model, export_model
 from trtbuild.model.partexport import part_module, split_inputs
-from trtbuild.orchestrate.build import Options, plan_targets
+from trtbuild.orchestrate.build import Options
+from trtbuild.orchestrate.planning import plan_targets
 from trtbuild.planner import coarsen, problem_of
 from trtbuild.planner.memory import DEFAULTS, MemoryModel, Stage
 from trtbuild.planner.plan import load_of, rewrites
-from trtbuild.recipe.schema import load_recipe
+from trtbuild.recipe.load import load_recipe
 
 SEED_CUT_BYTES = 12845056  # the 1x1024x56x56 fp32 tensor; Torch-TensorRT moves 51.4 MB
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from trtbuild.errors import TrtbuildError
-from trtbuild.recipe.schema import load_recipe
+from trtbuild.recipe.load import load_recipe
 
 GOOD = """\
 [recipe]

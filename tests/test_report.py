@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from trtbuild.deploy.report import write_report
-from trtbuild.execution.executor import MAX_SAMPLES, Samples
+from trtbuild.execution.watch import MAX_SAMPLES, Samples
 from trtbuild.orchestrate.build import Options, build
 from trtbuild.recipe.sizes import format_size
 

@@ -19,7 +19,8 @@ import torch
 import trtbuild
 from tests.conftest import SPLITTING
 from trtbuild.errors import TrtbuildError
-from trtbuild.orchestrate.build import Options, build, plan_targets
+from trtbuild.orchestrate.build import Options, build
+from trtbuild.orchestrate.planning import plan_targets
 
 MODELS = Path(__file__).resolve().parent / "models"
 RECIPE = """[recipe]

@@ -14,7 +14,7 @@ import trtbuild
 from trtbuild.backends.tensorrt import TensorRTBackend
 from trtbuild.model.frontend import eager_model
 from trtbuild.orchestrate.build import Options, build
-from trtbuild.recipe.schema import load_recipe
+from trtbuild.recipe.load import load_recipe
 
 pytestmark = pytest.mark.tensorrt
 REASON = TensorRTBackend().available()

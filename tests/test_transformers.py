@@ -14,8 +14,9 @@ import torch
 
 import trtbuild
 from trtbuild.model.frontend import eager_model
-from trtbuild.orchestrate.build import Options, build, plan_targets
-from trtbuild.recipe.schema import load_recipe
+from trtbuild.orchestrate.build import Options, build
+from trtbuild.orchestrate.planning import plan_targets
+from trtbuild.recipe.load import load_recipe
 
 transformers = pytest.importorskip(
     "transformers", reason="transformers is a test dependency: pip install -e '.[dev]'"

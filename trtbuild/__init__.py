@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from trtbuild.errors import TrtbuildError
 
 if TYPE_CHECKING:
-    from trtbuild.orchestrate.build import BuildResult, Options, PlannedTarget
+    from trtbuild.orchestrate.build import BuildResult, Options
+    from trtbuild.orchestrate.planning import PlannedTarget
     from trtbuild.runtime import ChainedModel
 
 __all__ = ["Options", "TrtbuildError", "build", "load", "plan"]
@@ -38,7 +39,7 @@ def plan(
     precision: str | None = None,
 ) -> list[PlannedTarget]:
     """The partition plan of each target (optionally one model / precision); builds nothing."""
-    from trtbuild.orchestrate.build import plan_targets
+    from trtbuild.orchestrate.planning import plan_targets
 
     return plan_targets(recipe, opts, model, precision)
 

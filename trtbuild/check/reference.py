@@ -18,7 +18,8 @@ import torch.fx as fx
 
 from trtbuild.check import data as checkdata
 from trtbuild.model.frontend import PRECISION_DTYPES
-from trtbuild.model.partexport import Prepared, _weight_name, meta_part_module, torch_dtype
+from trtbuild.model.lazyweights import torch_dtype, weight_name
+from trtbuild.model.partexport import Prepared, meta_part_module
 
 
 def compute(
@@ -107,9 +108,9 @@ def _run(
                 first = next(iter(node.users), node)
                 group = [n for n in first.all_input_nodes if n.op == "get_attr" and n not in env]
                 group = group if node in group else [node]
-                weights = load([_weight_name(str(n.target)) for n in group])
+                weights = load([weight_name(str(n.target)) for n in group])
                 for n in group:
-                    env[n] = [weights[_weight_name(str(n.target))]] * len(inputs)
+                    env[n] = [weights[weight_name(str(n.target))]] * len(inputs)
                 loaded += len(group)
                 del weights
         elif node.op == "call_function":

@@ -43,8 +43,8 @@ def handle(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from trtbuild.deploy import triton
-    from trtbuild.orchestrate.build import open_store
-    from trtbuild.recipe.schema import load_recipe
+    from trtbuild.orchestrate.planning import open_store
+    from trtbuild.recipe.load import load_recipe
 
     start = time.perf_counter()
     recipe = load_recipe(args.recipe)

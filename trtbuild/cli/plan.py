@@ -42,7 +42,7 @@ def add_parser(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from trtbuild.orchestrate.build import plan_targets
+    from trtbuild.orchestrate.planning import plan_targets
 
     opts = options(args)
     if args.prove_seconds is not None:
@@ -72,8 +72,8 @@ def trtexec_lines(args: argparse.Namespace, planned: list[Any]) -> list[str]:
     """Write each part's ONNX and return the trtexec commands that build it as trtbuild would."""
     from trtbuild.backends.tensorrt import trt_version
     from trtbuild.deploy import trtexec
-    from trtbuild.orchestrate.build import open_store
-    from trtbuild.recipe.schema import load_recipe
+    from trtbuild.orchestrate.planning import open_store
+    from trtbuild.recipe.load import load_recipe
 
     recipe = load_recipe(args.recipe)
     store = open_store(options(args), recipe)

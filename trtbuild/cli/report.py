@@ -26,6 +26,6 @@ def handle(args: argparse.Namespace) -> int:
 def report_after_run(recipe: str, out: Path) -> Path:
     """`run --report`: the report of the recipe's output folder, up to date or just built."""
     from trtbuild.deploy.report import write_report
-    from trtbuild.recipe.schema import load_recipe
+    from trtbuild.recipe.load import load_recipe
 
     return write_report(out / load_recipe(recipe).name)

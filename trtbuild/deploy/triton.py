@@ -21,7 +21,8 @@ from trtbuild.backends import EngineIO, backend_class
 from trtbuild.cache import atomic
 from trtbuild.cache.store import Store
 from trtbuild.errors import TrtbuildError
-from trtbuild.recipe.schema import DynamicShape, InputSpec, Recipe
+from trtbuild.recipe.load import Recipe
+from trtbuild.recipe.schema import DynamicShape, InputSpec
 from trtbuild.release import lockfile
 from trtbuild.release.lockfile import LockedTarget
 

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 from trtbuild.cache.store import Store
 from trtbuild.execution.executor import run_job
 from trtbuild.execution.jobs import ExportJob, PartToExport
-from trtbuild.orchestrate.parts import backend_settings, build_inputs, part_json
-from trtbuild.recipe.schema import Recipe
+from trtbuild.orchestrate.partspec import backend_settings, build_inputs, part_json
+from trtbuild.recipe.load import Recipe
 
 if TYPE_CHECKING:
-    from trtbuild.orchestrate.build import PlannedTarget
+    from trtbuild.orchestrate.planning import PlannedTarget
 
 
 def folder_of(out: Path, recipe: Recipe, planned: PlannedTarget) -> Path:

@@ -21,30 +21,23 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import psutil
-
 from trtbuild.errors import BudgetExceeded, TrtbuildError, disk_full_text
 from trtbuild.execution import forkserver, jobs
 from trtbuild.execution.forkserver import ForkServer, Unavailable
+from trtbuild.execution.gate import MemoryGate
 from trtbuild.execution.jobs import Job
-from trtbuild.model.nativefiles import held_files
+from trtbuild.execution.watch import WATCHED_FILES_KINDS, Watcher
 from trtbuild.recipe.sizes import format_size
 
-POLL_SECONDS = 0.01
-PRIVATE_EVERY = 5  # read smaps_rollup (costlier than statm) every 5th sample
 _running: set[int] = set()  # job processes started by this process that have not been waited for
 _running_lock = threading.Lock()
-MAX_SAMPLES = 400  # RSS points kept per process for the build report (Samples)
 FORKED_KINDS = ("graph", "export", "probe", "state")
-# Jobs that run model code whose native reads are inputs: their held files are sampled
-# (trtbuild.model.nativefiles); every PRIVATE_EVERY-th sample, as the costlier smaps read.
-WATCHED_FILES_KINDS = ("graph", "state")
 
 
 @dataclass(frozen=True)
@@ -64,30 +57,6 @@ class JobOutcome:
     # Files the process held (mmap'd or open) in the samples: graph and state jobs only, raw
     # (absolute, unclassified: trtbuild.model.nativefiles.model_files sorts out the model's data)
     files: list[str] = field(default_factory=list)
-
-
-class Samples:
-    """RSS over a process's life in at most MAX_SAMPLES points: a point covers a time step and
-    keeps the largest RSS seen in it; when the points run out, neighbours merge and the step
-    doubles, so a long job keeps its whole curve and no peak is ever averaged away."""
-
-    def __init__(self, step: float = 0.05, clock: Callable[[], float] = time.perf_counter) -> None:
-        self.points: list[tuple[float, int]] = []
-        self.step, self.clock = step, clock
-        self.start = clock()
-
-    def add(self, rss: int) -> None:
-        now = self.clock() - self.start
-        if self.points and now - self.points[-1][0] < self.step:
-            t, high = self.points[-1]
-            self.points[-1] = (t, max(high, rss))
-            return
-        self.points.append((round(now, 3), rss))
-        if len(self.points) > MAX_SAMPLES:
-            pairs = zip(self.points[::2], self.points[1::2])
-            merged = [(a[0], max(a[1], b[1])) for a, b in pairs]
-            self.points = merged + self.points[len(merged) * 2 :]
-            self.step *= 2
 
 
 def run_job(
@@ -110,7 +79,7 @@ def run_job(
     pid, wait, forked = _start(job_path, log_path, server if job.kind in FORKED_KINDS else None)
     with _running_lock:
         _running.add(pid)
-    watcher = _Watcher(pid, limit_bytes, forked, job.kind in WATCHED_FILES_KINDS)
+    watcher = Watcher(pid, limit_bytes, forked, job.kind in WATCHED_FILES_KINDS)
     watcher.start()
     try:
         status, maxrss = wait()
@@ -225,126 +194,6 @@ class InternalJobError(RuntimeError):
     def __init__(self, message: str, traceback_text: str) -> None:
         super().__init__(message)
         self.traceback_text = traceback_text
-
-
-class _Watcher(threading.Thread):
-    """Samples the process's RSS (and, with `files`, the files it holds); kills it when it
-    crosses `limit`."""
-
-    def __init__(
-        self, pid: int, limit: int | None, private: bool = False, files: bool = False
-    ) -> None:
-        super().__init__(daemon=True)
-        self.pid, self.limit, self.private, self.watch_files = pid, limit, private, files
-        self.files: set[str] = set()
-        self.peak = 0
-        self.private_peak = 0
-        self.killed = False
-        self.samples = Samples()
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        try:
-            process = psutil.Process(self.pid)
-        except psutil.Error:
-            return
-        samples = 0
-        while not self._stop_event.wait(POLL_SECONDS):
-            try:
-                rss = process.memory_info().rss
-            except psutil.Error:
-                return
-            self.peak = max(self.peak, rss)
-            self.samples.add(rss)
-            samples += 1
-            if self.private and samples % PRIVATE_EVERY == 1:
-                self.private_peak = max(self.private_peak, private_bytes(self.pid))
-            if self.watch_files and samples % PRIVATE_EVERY == 1:
-                self.files |= held_files(self.pid)
-            if self.limit is not None and rss > self.limit:
-                self.killed = True
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(self.pid, signal.SIGKILL)
-                return
-
-    def stop(self) -> None:
-        self._stop_event.set()
-
-
-def private_bytes(pid: int) -> int:
-    """Pages only this process holds (USS: Private_Clean + Private_Dirty), 0 once it is gone."""
-    total = 0
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as rollup:
-            for line in rollup:
-                if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                    total += int(line.split()[1]) * 1024
-    except OSError:
-        return 0
-    return total
-
-
-class MemoryGate:
-    """Admit jobs while the sum of their predicted peaks fits the budget, at most `slots` at once.
-
-    One job is always admitted when nothing runs, so a job larger than the budget still gets its
-    chance (its own limit stops it). Shared by every target of a run.
-
-    With a fork server, its resident pages count once: a forked job is charged its prediction
-    less the server's size (its VmHWM, and so its prediction, already holds those shared pages),
-    a plain job its whole prediction plus the server's size while the server runs. A plain job
-    that only fits without the server stops it when no forked job needs it; the next forked job
-    starts it again.
-    """
-
-    def __init__(self, slots: int, server: ForkServer | None = None) -> None:
-        self.slots = max(1, slots)
-        self.server = server
-        self.in_use = 0
-        self.running = 0
-        self.forked_running = 0
-        self._cond = threading.Condition()
-
-    def _resident(self) -> int:
-        return self.server.rss_bytes if self.server is not None and self.server.running else 0
-
-    def _fits(self, charge: int, forked: bool, budget: int) -> bool:
-        assert self.server is not None or not forked
-        server = self.server.rss_bytes if forked and self.server is not None else self._resident()
-        return self.in_use + charge + server <= budget
-
-    def _evict(self, forked: bool, charge: int, budget: int) -> bool:
-        """A plain job fits only without the server, and no forked job runs: stop the server."""
-        idle = not forked and not self.forked_running
-        alive = self.server is not None and self.server.running
-        return idle and alive and not self._fits(charge, False, budget)
-
-    @contextmanager
-    def admit(self, predicted: int, budget: int, forked: bool = False) -> Iterator[int]:
-        """Wait for room; yields this job's share: the budget less what the others may use."""
-        forked = forked and self.server is not None
-        server_bytes = self.server.rss_bytes if forked and self.server is not None else 0
-        charge = max(predicted - server_bytes, 0)
-        with self._cond:
-            while True:
-                if self._evict(forked, charge, budget):
-                    self.server.close()  # type: ignore[union-attr]  # its pages serve this job
-                busy = self.running >= self.slots or not self._fits(charge, forked, budget)
-                if not (self.running and busy):
-                    break
-                self._cond.wait()
-            share = budget - self.in_use - (0 if forked else self._resident())
-            self.in_use += charge
-            self.running += 1
-            self.forked_running += forked
-        try:
-            yield share
-        finally:
-            with self._cond:
-                self.in_use -= charge
-                self.running -= 1
-                self.forked_running -= forked
-                self._cond.notify_all()
 
 
 class Executor(Protocol):

@@ -40,7 +40,7 @@ from trtbuild.errors import BudgetExceeded, TrtbuildError
 from trtbuild.execution import jobs
 from trtbuild.execution.executor import InternalJobError, JobOutcome, run_job
 from trtbuild.execution.jobs import BuildJob, ExportJob, GraphJob, Job, StateJob
-from trtbuild.recipe.schema import load_recipe
+from trtbuild.recipe.load import load_recipe
 
 RESOURCE = "trtbuild"  # what every building node offers 1 of: its host budget
 KIND_TOKEN = 0.001  # of a device kind's resource: places a task, never limits it

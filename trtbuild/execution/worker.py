@@ -31,7 +31,7 @@ def run(job: Job) -> dict[str, Any]:
         from trtbuild.check.compare import run_check
 
         return run_check(job)
-    from trtbuild.recipe.schema import load_recipe
+    from trtbuild.recipe.load import load_recipe
 
     recipe = load_recipe(job.recipe)
     if isinstance(job, GraphJob):

@@ -10,6 +10,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from trtbuild.model.symbols import Symbols, size_text, symbol_names
+
 if TYPE_CHECKING:
     import torch.fx
     from torch.export import ExportedProgram
@@ -144,7 +146,8 @@ def from_exported(
     from_code = {*sig.non_persistent_buffers, *sig.inputs_to_lifted_tensor_constants.values()}
     rename = rename_map(program, input_names, names)
     placeholders = [n for n in program.graph.nodes if n.op == "placeholder"]
-    symbols = symbol_names(program, input_names)
+    users = [n for n in placeholders if n.name not in held]
+    symbols = symbol_names(users, input_names)
     inputs = [
         _tensor_info(rename[n.name], n.meta["val"], symbols)
         for n in placeholders
@@ -257,34 +260,6 @@ def _tensor_info(name: str, val: Any, symbols: Symbols) -> TensorInfo:
         return TensorInfo(name, [size_text(val, symbols)], SYMINT, 0)
     shape = [int(d) if _concrete(d) else size_text(d, symbols) for d in val.shape]
     return TensorInfo(name, shape, _dtype(val), _nbytes(val))
-
-
-Symbols = dict[Any, Any]  # sympy.Symbol of the exported program -> the one named for users
-
-
-def symbol_names(program: ExportedProgram, input_names: list[str]) -> Symbols:
-    """Each symbol of a dynamic model input's size -> a symbol named after the recipe's input and
-    axis: "x.0" is the size of input x along axis 0. Two inputs that share a size (input_ids and
-    attention_mask: one sequence length) share the first one's name."""
-    import sympy
-    import torch
-
-    held = _held_tensors(program)
-    users = [n for n in program.graph.nodes if n.op == "placeholder" and n.name not in held]
-    names: Symbols = {}
-    for node, input_name in zip(users, input_names):
-        for axis, dim in enumerate(getattr(node.meta.get("val"), "shape", [])):
-            expr = dim.node.expr if isinstance(dim, torch.SymInt) else None
-            if isinstance(expr, sympy.Symbol) and expr not in names:
-                names[expr] = sympy.Symbol(f"{input_name}.{axis}", **expr.assumptions0)
-    return names
-
-
-def size_text(dim: Any, symbols: Symbols) -> str:
-    """The symbolic expression of a dynamic size ("x.0", "(x.2 - 1)//2 + 1"), not its example
-    value; `symbols` from symbol_names."""
-    node = getattr(dim, "node", None)
-    return str(node.expr.xreplace(symbols)) if node is not None else str(dim)
 
 
 def _concrete(dim: Any) -> bool:

@@ -17,7 +17,8 @@ from typing import Any
 from torch import nn
 
 from trtbuild.errors import TrtbuildError
-from trtbuild.recipe.schema import ModelSpec, Recipe
+from trtbuild.recipe.load import Recipe
+from trtbuild.recipe.schema import ModelSpec
 
 
 def build(recipe: Recipe, spec: ModelSpec) -> nn.Module:

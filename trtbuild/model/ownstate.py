@@ -25,7 +25,8 @@ from torch import nn
 
 from trtbuild.errors import TrtbuildError
 from trtbuild.model import frontend
-from trtbuild.recipe.schema import ModelSpec, Recipe
+from trtbuild.recipe.load import Recipe
+from trtbuild.recipe.schema import ModelSpec
 
 SAFETENSORS_DTYPES = {
     torch.float64: "F64",

@@ -21,14 +21,15 @@ import torch
 import torch.fx as fx
 
 from trtbuild.errors import TrtbuildError
-from trtbuild.model.graph import size_text, symbol_names
+from trtbuild.model.symbols import size_text, symbol_names
 
 
 class SymbolicSizes:
     """The whole model's symbolic sizes: expression text -> sympy expression, ranges, opt values."""
 
     def __init__(self, program: Any, input_names: list[str], opt_shapes: list[list[int]]) -> None:
-        self.symbols = symbol_names(program, input_names)
+        users = [n for n in program.graph.nodes if n.op == "placeholder"][-len(input_names) :]
+        self.symbols = symbol_names(users, input_names)
         self.exprs: dict[str, sympy.Expr] = {}  # OpGraph text ("x.0 - 1") -> program's expr
         for node in program.graph.nodes:
             val = node.meta.get("val")
@@ -39,7 +40,6 @@ class SymbolicSizes:
                         self.exprs.setdefault(size_text(dim, self.symbols), dim.node.expr)
         self.ranges = dict(program.range_constraints)
         self.opt: dict[sympy.Symbol, int] = {}  # each root symbol at the recipe's opt shapes
-        users = [n for n in program.graph.nodes if n.op == "placeholder"][-len(input_names) :]
         for node, shape in zip(users, opt_shapes):
             for dim, size in zip(node.meta["val"].shape, shape):
                 if isinstance(dim, torch.SymInt) and isinstance(dim.node.expr, sympy.Symbol):

@@ -15,18 +15,17 @@ from trtbuild.errors import TrtbuildError
 from trtbuild.model import frontend
 from trtbuild.model.binding import exported_graph
 from trtbuild.model.exporterrors import explain, node_frames
-from trtbuild.model.graph import SYMINT, OpGraph, WeightInfo
+from trtbuild.model.graph import SYMINT, OpGraph
+from trtbuild.model.lazyweights import (
+    WeightLoader,
+    attach_lazy_weights,
+    attr_name,
+    meta_tensor,
+    torch_dtype,
+)
 from trtbuild.model.partdims import SymbolicSizes, oblivious_sizes, size_node
 from trtbuild.model.weights import WeightSource
-from trtbuild.recipe.schema import Recipe
-
-
-def torch_dtype(name: str) -> torch.dtype:
-    """The torch dtype an OpGraph names ("float32", "int64", "uint8", ...)."""
-    dtype = getattr(torch, name, None)
-    if not isinstance(dtype, torch.dtype):
-        raise TrtbuildError(f"unknown tensor dtype {name!r} in the model graph")
-    return dtype
+from trtbuild.recipe.load import Recipe
 
 
 def part_module(
@@ -68,7 +67,7 @@ def part_module(
                 continue
             if key not in weights:
                 raise TrtbuildError(f"part is missing tensor {key!r} needed by op {node.name!r}")
-            attr = attrs.setdefault(key, _attr_name(key))
+            attr = attrs.setdefault(key, attr_name(key))
             root.register_buffer(attr, weights[key])
             env[key] = graph.get_attr(attr)
         copied = graph.node_copy(node, lambda a: env[rename.get(a.name, a.name)])
@@ -129,7 +128,7 @@ def meta_part_module(
         [t["name"] for t in part["inputs"]],
         [t["name"] for t in part["outputs"]],
         rename,
-        {n: _meta_tensor(graph.weights[n]) for n in part["weights"]},
+        {n: meta_tensor(graph.weights[n]) for n in part["weights"]},
         symints,
         {t["name"]: t["shape"] for t in tensors},
         device=device,
@@ -241,10 +240,10 @@ def _export_one(
         raise explain(exc, f"{where}: ONNX export of part failed", names, frames) from None
     assert onnx_program is not None
     _unique_io_names(onnx_program.model.graph)
-    loader = _WeightLoader(
+    loader = WeightLoader(
         source, {n: torch_dtype(graph.weights[n].dtype) for n in names}, constants
     )
-    attached = _attach_lazy_weights(onnx_program.model, loader)
+    attached = attach_lazy_weights(onnx_program.model, loader)
     onnx_program.save(str(onnx_path), external_data=True)
     return {
         "weights_loaded": sorted(loader.loaded),
@@ -265,68 +264,3 @@ def _unique_io_names(graph: Any) -> None:
         for value in node.outputs:
             if value.name in io and io[value.name] is not value:
                 value.name = f"{value.name}__inner_{node.name}"
-
-
-def _meta_tensor(info: WeightInfo) -> torch.Tensor:
-    return torch.empty(info.shape, dtype=torch_dtype(info.dtype), device="meta")
-
-
-class _WeightLoader:
-    """Loads one weight at a time, in the part's precision, and remembers what it loaded."""
-
-    def __init__(
-        self, source: Any, dtypes: dict[str, torch.dtype], constants: dict[str, torch.Tensor]
-    ) -> None:
-        self.source, self.dtypes, self.constants = source, dtypes, constants
-        if source.checkpoint is not None:  # parts are exported one after another: count anew
-            source.checkpoint.opened.clear()
-        self.loaded: set[str] = set()
-        self.bytes_loaded = 0
-
-    def __call__(self, name: str) -> torch.Tensor:
-        """A checkpoint tensor from its file (or seeded init); a code constant as the code made it."""
-        made = self.constants.get(name)
-        tensor = made if made is not None else self.source.load([name])[name]
-        tensor = tensor.to(self.dtypes[name]).contiguous()
-        self.loaded.add(name)
-        self.bytes_loaded += tensor.numel() * tensor.element_size()
-        return tensor
-
-    def files_opened(self) -> list[str]:
-        """The checkpoint files this part read (a sharded checkpoint: only its shards)."""
-        checkpoint = self.source.checkpoint
-        if checkpoint is None:
-            return []
-        root = checkpoint.path if checkpoint.path.is_dir() else checkpoint.path.parent
-        return sorted(str(f.relative_to(root)) for f in checkpoint.opened)
-
-
-def _attach_lazy_weights(model: Any, loader: _WeightLoader) -> int:
-    import onnx_ir as ir
-    from torch.onnx._internal.exporter._core import TorchTensor
-
-    count = 0
-    for init_name, value in model.graph.initializers.items():
-        name = _weight_name(init_name)
-        if name not in loader.dtypes:
-            tensor = getattr(value.const_value, "raw", None)
-            if isinstance(tensor, torch.Tensor) and tensor.is_meta:
-                raise TrtbuildError(f"ONNX initializer {init_name!r} has no weight source")
-            continue
-
-        def load(name: str = name, init_name: str = init_name) -> Any:
-            return TorchTensor(loader(name), name=init_name)
-
-        value.const_value = ir.LazyTensor(
-            load, dtype=value.dtype, shape=value.shape, name=init_name
-        )
-        count += 1
-    return count
-
-
-def _attr_name(weight: str) -> str:
-    return "w__" + weight.replace(".", "__")
-
-
-def _weight_name(attr: str) -> str:
-    return attr.removeprefix("w__").replace("__", ".")

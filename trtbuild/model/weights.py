@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from trtbuild.model.checkpoint import Checkpoint, name_map
-from trtbuild.recipe.schema import ModelSpec, RandomInit, Recipe
+from trtbuild.recipe.load import Recipe
+from trtbuild.recipe.schema import ModelSpec, RandomInit
 
 RANDOM_INIT_SCHEME = 1  # bump when the seeded init below changes its bytes
 

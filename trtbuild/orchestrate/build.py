@@ -9,39 +9,33 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from trtbuild.backends import get_backend, resolve_backend
 from trtbuild.cache.digests import DigestMemo
 from trtbuild.cache.layout import CacheLayout
-from trtbuild.cache.remote import RemoteCache
 from trtbuild.cache.store import Store, default_cache_dir
-from trtbuild.errors import BudgetTooSmall, TrtbuildError
+from trtbuild.errors import TrtbuildError
 from trtbuild.execution import forkserver
 from trtbuild.execution.executor import Executor, LocalExecutor, worker_env
 from trtbuild.execution.forkserver import EXPECTED_BYTES, ForkServer
 from trtbuild.model.graph import OpGraph
-from trtbuild.model.graphcheck import check_dtypes
 from trtbuild.model.interface import interface_notes
 from trtbuild.orchestrate import check
 from trtbuild.orchestrate.context import RunContext, TargetContext
-from trtbuild.orchestrate.graphjob import GraphResult, graph_job
+from trtbuild.orchestrate.graphjob import graph_job
+from trtbuild.orchestrate.kinds import local_kinds
 from trtbuild.orchestrate.options import Options, auto_jobs
-from trtbuild.orchestrate.parts import Overrun, build_parts, local_kinds, observations
+from trtbuild.orchestrate.parts import Overrun, build_parts
+from trtbuild.orchestrate.planning import open_store, plan_target, plan_targets, select
 from trtbuild.orchestrate.publish import check_owner, now, publish, write_outputs
+from trtbuild.orchestrate.records import observations
 from trtbuild.orchestrate.results import BuildResult, TargetResult
 from trtbuild.orchestrate.statejob import own_weights
-from trtbuild.planner import Plan, plan
-from trtbuild.planner.memory import (
-    MemoryModel,
-    load_observations,
-    memory_model,
-    pinned,
-    record,
-)
-from trtbuild.recipe.schema import Recipe, Target, load_recipe
+from trtbuild.planner.memory import memory_model, pinned
+from trtbuild.planner.observations import load_observations, record
+from trtbuild.recipe.load import Recipe, Target, load_recipe
 from trtbuild.recipe.sizes import format_size
 from trtbuild.release import fastpath, lockfile, signing
 from trtbuild.release.toolchain import toolchain
@@ -49,15 +43,6 @@ from trtbuild.release.toolchain import toolchain
 __all__ = ["BuildResult", "Options", "auto_jobs", "build", "plan_targets"]
 
 MAX_REPLANS = 4
-
-
-def open_store(opts: Options, recipe: Recipe | None = None) -> Store:
-    """The run's cache: the local folder, with the remote cache behind it if one is named."""
-    url = opts.remote_cache or (recipe.schema.cache.remote if recipe else None)
-    remote = RemoteCache(url) if url else None
-    if remote is not None:
-        remote.check()
-    return Store((opts.cache or default_cache_dir()).resolve(), remote)
 
 
 def make_executor(opts: Options, recipe: Recipe, targets: list[Target], store: Store) -> Executor:
@@ -169,105 +154,6 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
     _sign(recipe, opts)
     notes = [n for r in results for n in r.notes] + dropped
     return BuildResult(False, results, time.perf_counter() - start, notes)
-
-
-@dataclass
-class PlannedTarget:
-    target: Target
-    backend: str
-    graph: OpGraph
-    plan: Plan
-    job: GraphResult
-
-
-def plan_targets(
-    recipe_path: str | Path,
-    opts: Options | None = None,
-    model: str | None = None,
-    precision: str | None = None,
-) -> list[PlannedTarget]:
-    """Plans of the recipe's targets (optionally one model / precision); builds nothing.
-
-    Planning needs only the memory model, so `--backend tensorrt` plans work without TensorRT.
-    """
-    opts = opts or Options()
-    recipe = load_recipe(recipe_path)
-    recipe.check_files()
-    store = open_store(opts, recipe)
-    memo = DigestMemo(store.layout.digests)
-    targets = select(
-        recipe,
-        recipe.targets(opts.backend, opts.budget),
-        [model] if model else None,
-        [precision] if precision else None,
-    )
-    lock = lockfile.read_lock(lockfile.lock_path(recipe.path))  # plan as `run` would
-    out = []
-    for target in targets:
-        backend = resolve_backend(target.backend)
-        job = graph_job(recipe, target, store, memo, None)  # planning only: measured, not capped
-        graph = OpGraph.from_json(job.graph)
-        locked = None if opts.memory_override else pinned(lock, target, backend)
-        memory = locked or memory_model(
-            backend, store.root, job.base_bytes, opts.memory_override, job.digest
-        )
-        the_plan = plan_target(
-            target, graph, job, memory, opts.prove_seconds, opts.memory_override is not None
-        )
-        out.append(PlannedTarget(target, backend, graph, the_plan, job))
-    memo.save()
-    return out
-
-
-def plan_target(
-    target: Target,
-    graph: OpGraph,
-    job: GraphResult,
-    memory: MemoryModel,
-    prove_seconds: float,
-    override: bool,
-) -> Plan:
-    """The target's plan. Its graph job runs within the budget too, so its measured peak is a
-    floor of the smallest feasible budget (not under a memory_override: that is the whole cost).
-
-    Raises TrtbuildError naming the target and the smallest budget that works when none fits.
-    """
-    check_dtypes(graph, target.model.name)
-    floor = 0 if override else job.peak_rss_bytes
-    try:
-        return plan(graph, target.budget.host_memory, memory, prove_seconds, floor)
-    except BudgetTooSmall as exc:
-        raise TrtbuildError(
-            f"{target.name}: {exc}; the smallest budget that works is {exc.smallest} bytes "
-            f"({format_size(exc.smallest)})"
-        ) from None
-
-
-def select(
-    recipe: Recipe, targets: list[Target], models: list[str] | None, precisions: list[str] | None
-) -> list[Target]:
-    """The targets of the given models and precisions (None: all); none is one error naming
-    what the recipe has."""
-    chosen = [
-        t
-        for t in targets
-        if (models is None or t.model.name in models)
-        and (precisions is None or t.precision in precisions)
-    ]
-    if not chosen:
-        asked = " ".join(
-            [
-                *(f"--model {m}" for m in models or []),
-                *(f"--precision {p}" for p in precisions or []),
-            ]
-        )
-        have_models = ", ".join(dict.fromkeys(t.model.name for t in targets))
-        have_precisions = ", ".join(dict.fromkeys(t.precision for t in targets))
-        raise TrtbuildError(
-            f"{recipe.path}: no target matches {asked} (models: {have_models}; precisions: "
-            f"{have_precisions})"
-        )
-    return chosen
 
 
 def _sign(recipe: Recipe, opts: Options) -> None:

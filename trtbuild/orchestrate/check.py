@@ -23,6 +23,7 @@ from trtbuild.cache.digests import digest_json
 from trtbuild.cache.store import Store, sha256_file
 from trtbuild.check import data as checkdata
 from trtbuild.check.compare import BETWEEN
+from trtbuild.check.figures import message
 from trtbuild.errors import TrtbuildError
 from trtbuild.execution.executor import Executor
 from trtbuild.execution.jobs import CheckJob, ExportJob
@@ -31,7 +32,8 @@ from trtbuild.orchestrate.results import TargetResult
 from trtbuild.planner import Plan
 from trtbuild.planner.memory import MemoryModel, memory_model
 from trtbuild.recipe.checkspec import DEFAULT_REL_L2, tolerances
-from trtbuild.recipe.schema import DynamicShape, Recipe, Target
+from trtbuild.recipe.load import Recipe, Target
+from trtbuild.recipe.schema import DynamicShape
 from trtbuild.recipe.sizes import format_size
 from trtbuild.release.inputs import machine
 
@@ -115,7 +117,7 @@ def _part(part: Any) -> dict[str, Any]:
 
 
 def _part_json(part: Any) -> dict[str, Any]:
-    from trtbuild.orchestrate.parts import part_json as as_json
+    from trtbuild.orchestrate.partspec import part_json as as_json
 
     return as_json(part)
 
@@ -286,35 +288,3 @@ def _record(kind: str, outcome: Any, predicted: int, share: int) -> dict[str, An
         "started": outcome.started,
         "ended": outcome.ended,
     }
-
-
-def message(figures: dict[str, Any], name: str) -> str:
-    """One line: the first failing output, and the first part that deviates on its own."""
-    bad = next((o for o in figures["outputs"] if not o["passed"]), None)
-    if bad is None:
-        return f"{name}: check passed"
-    text = f"{name}: check failed: {_what(bad)}"
-    for part in figures["parts"]:
-        if not part["passed"]:
-            first = next(f for f in part["figures"] if not f["passed"])
-            return f"{text}; first deviating part: part {part['index']} {_what(first)}"
-    return f"{text}; no part deviates on its own (errors add up along the chain)"
-
-
-def _what(f: dict[str, Any]) -> str:
-    shape = ", ".join(f"{n}={s}" for n, s in f["shape"].items())
-    if "error" in f:
-        return f"output {f['output']!r}: {f['error']} at shape {shape}"
-    why = f"rel_l2 {f['rel_l2']:.3g}"
-    if f["nonfinite"]:
-        why = f"{f['nonfinite']} non-finite values (reference finite), {why}"
-    elif f["outside"]:
-        why = f"{f['outside']} values beyond atol/rtol, {why}"
-    return f"output {f['output']!r} {why}, max_abs {f['max_abs']:.3g} at shape {shape}"
-
-
-def summary(check: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The lock's `check` table of a target: key, passed, worst rel_l2."""
-    if check is None:
-        return None
-    return {"key": check["key"], "passed": check["passed"], "worst_rel_l2": check["worst_rel_l2"]}

@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     from trtbuild.orchestrate.options import Options
     from trtbuild.orchestrate.results import TargetResult
     from trtbuild.planner import Plan
-    from trtbuild.planner.memory import MemoryModel, Observation
-    from trtbuild.recipe.schema import Recipe, Target
+    from trtbuild.planner.memory import MemoryModel
+    from trtbuild.planner.observations import Observation
+    from trtbuild.recipe.load import Recipe, Target
     from trtbuild.release.lockfile import Lock
 
 

@@ -6,10 +6,11 @@ from pathlib import Path
 
 from trtbuild.cache.digests import DigestMemo
 from trtbuild.orchestrate import actions
-from trtbuild.orchestrate.build import Options, invocation, open_store, plan_targets
-from trtbuild.orchestrate.parts import backend_settings, part_fields
+from trtbuild.orchestrate.build import Options, invocation
+from trtbuild.orchestrate.partspec import backend_settings, part_fields
+from trtbuild.orchestrate.planning import open_store, plan_targets
 from trtbuild.orchestrate.statejob import cached_weights
-from trtbuild.recipe.schema import load_recipe
+from trtbuild.recipe.load import load_recipe
 from trtbuild.release import lockfile
 
 

@@ -21,7 +21,8 @@ from trtbuild.execution import jobs
 from trtbuild.execution.executor import Executor, run_job
 from trtbuild.model.checkpoint import checkpoint_files
 from trtbuild.model.nativefiles import model_files
-from trtbuild.recipe.schema import ModelSpec, Recipe, Target
+from trtbuild.recipe.load import Recipe, Target
+from trtbuild.recipe.schema import ModelSpec
 from trtbuild.recipe.sizes import format_size
 from trtbuild.release.inputs import Inputs, discovered, relative
 from trtbuild.release.toolchain import toolchain

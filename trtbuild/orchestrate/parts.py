@@ -16,29 +16,32 @@ import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trtbuild.cache.store import Store, sha256_file
+from trtbuild.cache.store import Store
 from trtbuild.errors import BudgetExceeded, TrtbuildError
 from trtbuild.execution.executor import Executor, JobOutcome
 from trtbuild.execution.jobs import BuildJob, ExportJob, Job, PartToExport
-from trtbuild.model.graph import OpGraph
 from trtbuild.orchestrate import actions
 from trtbuild.orchestrate.graphjob import GraphResult
-from trtbuild.orchestrate.results import PartResult, TargetResult
-from trtbuild.planner import Part, Plan
-from trtbuild.planner.memory import Load, Observation
-from trtbuild.recipe.schema import DynamicShape, Recipe, Target
-from trtbuild.release.inputs import machine
+from trtbuild.orchestrate.kinds import check_kind
+from trtbuild.orchestrate.partspec import (
+    backend_settings,
+    build_inputs,
+    old_fields,
+    part_fields,
+    part_json,
+)
+from trtbuild.orchestrate.records import process_record
+from trtbuild.orchestrate.results import PartResult
+from trtbuild.planner import Part
+from trtbuild.planner.observations import Observation
+from trtbuild.recipe.load import Target
 
 if TYPE_CHECKING:
     from trtbuild.orchestrate.check import Reference
     from trtbuild.orchestrate.context import TargetContext
-    from trtbuild.release.lockfile import Lock
-
-KINDS_ENV = "TRTBUILD_DEVICE_KINDS"  # device kinds this machine stands for besides its own
 
 
 class Overrun(Exception):
@@ -172,7 +175,7 @@ def _run(
         if ref is not None:
             ref.keep(scratch, outcome.result["reference"])
         export = {
-            **_process("export", outcome, heaviest, predicted, share),
+            **process_record("export", outcome, heaviest, predicted, share),
             "shared_by": [p.index for p in todo],
         }
         per_part = dict(zip([p.index for p in todo], outcome.result["parts"]))
@@ -203,7 +206,7 @@ def _run(
             processes = [
                 {**export, **exported},
                 {
-                    **_process("build", outcome, part.load, predicted, share),
+                    **process_record("build", outcome, part.load, predicted, share),
                     "weights_loaded": exported["weights_loaded"],
                 },
             ]
@@ -264,142 +267,6 @@ def _stage(
         return executor.run(job, scratch, share, predicted, kind)
     except BudgetExceeded as exc:
         raise overrun(exc.peak_rss_bytes) from None
-
-
-def check_kind(target: Target, backend: str, executor: Executor) -> None:
-    """A part that must be built for a device kind this machine is not: one clear error (a
-    cluster's executor places it on a node of that kind instead)."""
-    if target.kind is None or executor.name != "local":
-        return
-    here = local_kinds(backend)
-    if target.kind not in here:
-        raise TrtbuildError(
-            f"{target.name}: device kind {target.kind!r} is not this machine "
-            f"({', '.join(sorted(here)) or backend}; {KINDS_ENV} adds kinds): build it with "
-            "--executor ray on a cluster with a node of that kind, or from a cache that holds it"
-        )
-
-
-def local_kinds(backend: str) -> set[str]:
-    """The device kinds this machine is: its own device, and those TRTBUILD_DEVICE_KINDS names."""
-    declared = os.environ.get(KINDS_ENV, "")
-    return {machine(backend)["device"].get("device", ""), *filter(None, declared.split(","))} - {""}
-
-
-def _process(
-    kind: str, outcome: JobOutcome, load: Load, predicted: int, share: int
-) -> dict[str, Any]:
-    """One process as build.json records it; `load` is what its prediction was for."""
-    result = {k: v for k, v in outcome.result.items() if k != "parts"}
-    return {
-        "kind": kind,
-        "peak_rss_bytes": outcome.peak_rss_bytes,
-        "predicted_peak_bytes": predicted,
-        **asdict(load),  # weight_bytes, largest_bytes, ...: memory.Load.from_record
-        "memory_limit_bytes": share,
-        "private_peak_bytes": outcome.private_peak_bytes,
-        "seconds": round(outcome.seconds, 3),
-        "started": outcome.started,
-        "ended": outcome.ended,
-        "rss_samples": [list(point) for point in outcome.samples],  # for the build report
-        **(
-            {"node": outcome.node, "dispatch_seconds": outcome.dispatch_seconds}
-            if outcome.node
-            else {}
-        ),
-        **result,
-    }
-
-
-def part_json(part: Part) -> dict[str, Any]:
-    return {
-        "ops": part.ops,
-        "weights": part.weights,
-        "inputs": [t.__dict__ for t in part.inputs],
-        "outputs": [t.__dict__ for t in part.outputs],
-    }
-
-
-def observations(result: TargetResult, job: GraphResult) -> list[Observation]:
-    """The processes this build ran (cached parts ran none; a shared export counts once)."""
-    seen = []
-    for part in result.parts:
-        for p in [] if part.cached else part.record["processes"]:
-            if p["kind"] == "export" and p.get("shared_by", [part.index])[0] != part.index:
-                continue
-            base = (job.base_bytes or 0) if p["kind"] == "export" else 0
-            load = Load.from_record({"weight_bytes": part.record["weight_bytes"], **p})
-            peak = p.get("export_peak_bytes") or p["peak_rss_bytes"]  # before the check's reference
-            seen.append(Observation.of(p["kind"], result.backend, load, base, peak, job.digest))
-    return seen
-
-
-def part_fields(
-    target: Target,
-    graph: OpGraph,
-    job: GraphResult,
-    the_plan: Plan,
-    backend: str,
-    settings: dict[str, Any],
-) -> list[dict[str, Any]]:
-    """The action-key fields of every part of a plan (see trtbuild.orchestrate.actions.KEY_FIELDS)."""
-    facts = machine(backend, target.kind)
-    ranges = {
-        i.name: [i.shape.min, i.shape.opt, i.shape.max]
-        for i in target.model.inputs
-        if isinstance(i.shape, DynamicShape)
-    }
-    return [
-        actions.part_fields(
-            graph, part, job.weight_digests, target.precision, settings, facts, ranges
-        )
-        for part in the_plan.parts
-    ]
-
-
-def old_fields(lock: Lock | None, target: Target) -> dict[int, dict[str, str]]:
-    """Per-part field digests the lock recorded for this target, for "why rebuilt" messages."""
-    locked = lock and lock.target(target.model.name, target.precision, target.kind)
-    return {p.index: p.fields for p in locked.parts} if locked else {}
-
-
-def backend_settings(recipe: Recipe, target: Target, backend: str, release: bool) -> dict[str, Any]:
-    """Every backend setting of a target; all of it goes into the action key."""
-    settings: dict[str, Any] = {"opset": target.defaults.opset}
-    if backend == "tensorrt":
-        trt = target.defaults.tensorrt
-        settings.update(
-            gpu_workspace=target.budget.gpu_workspace,
-            host_memory=target.budget.host_memory,
-            tensorrt=trt.model_dump(mode="json"),
-            release=release,
-        )
-        if trt.timing_cache:
-            path = recipe.resolve(trt.timing_cache)
-            if not path.is_file():
-                raise TrtbuildError(
-                    f"{recipe.path}: field 'defaults.tensorrt.timing_cache': expected a timing "
-                    f"cache file, but {path} does not exist"
-                )
-            settings["timing_cache_sha256"] = sha256_file(path)
-    return settings
-
-
-def build_inputs(recipe: Recipe, target: Target, part: Part) -> dict[str, Any]:
-    """What a builder needs beyond the key's settings: precision, input ranges, file paths."""
-    ranges = {i.name: i.shape for i in target.model.inputs if isinstance(i.shape, DynamicShape)}
-    inputs = []
-    for t in part.inputs:
-        entry: dict[str, Any] = {"name": t.name, "shape": t.shape}
-        if t.name in ranges:
-            entry.update(min=ranges[t.name].min, opt=ranges[t.name].opt, max=ranges[t.name].max)
-        inputs.append(entry)
-    cache = target.defaults.tensorrt.timing_cache
-    return {
-        "precision": target.precision,
-        "inputs": inputs,
-        "timing_cache_path": str(recipe.resolve(cache)) if cache else None,
-    }
 
 
 def _cached(store: Store, key: str) -> str:

@@ -17,11 +17,11 @@ from typing import Any
 from trtbuild.cache import atomic
 from trtbuild.cache.digests import DigestMemo
 from trtbuild.cache.store import Store
+from trtbuild.check.figures import summary
 from trtbuild.errors import TrtbuildError
-from trtbuild.orchestrate.check import summary
 from trtbuild.orchestrate.graphjob import weights_files
 from trtbuild.orchestrate.results import TargetResult
-from trtbuild.recipe.schema import Recipe
+from trtbuild.recipe.load import Recipe
 from trtbuild.release import lockfile, manifest, signing
 from trtbuild.release.inputs import Inputs, machine, relative
 

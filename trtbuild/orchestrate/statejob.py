@@ -26,7 +26,7 @@ from trtbuild.errors import BudgetExceeded, TrtbuildError
 from trtbuild.execution.executor import Executor
 from trtbuild.execution.jobs import StateJob
 from trtbuild.orchestrate.graphjob import NOT_GRAPH, GraphResult
-from trtbuild.recipe.schema import Recipe, Target
+from trtbuild.recipe.load import Recipe, Target
 from trtbuild.recipe.sizes import format_size
 from trtbuild.release.toolchain import toolchain
 

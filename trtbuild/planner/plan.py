@@ -10,7 +10,8 @@ from trtbuild.errors import BudgetTooSmall, TrtbuildError
 from trtbuild.model.graph import SYMINT, OpGraph, TensorInfo
 from trtbuild.planner.bound import lower_bound
 from trtbuild.planner.coarsen import coarsen, problem_of
-from trtbuild.planner.memory import SLACK, Load, MemoryModel
+from trtbuild.planner.memory import SLACK, MemoryModel
+from trtbuild.planner.observations import Load
 from trtbuild.planner.problem import Solution, TooBig
 from trtbuild.planner.solve import solve
 from trtbuild.recipe.sizes import format_size

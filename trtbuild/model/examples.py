@@ -1,0 +1,57 @@
+"""Example inputs and dynamic shapes for torch.export, from the recipe's inputs (worker side)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from trtbuild.recipe.schema import DynamicShape, InputSpec
+
+INPUT_DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "bool": torch.bool,
+}
+
+
+def example_inputs(inputs: list[InputSpec], device: str) -> tuple[torch.Tensor, ...]:
+    return tuple(
+        torch.empty(i.opt_shape, dtype=INPUT_DTYPES[i.dtype], device=device) for i in inputs
+    )
+
+
+def dynamic_shapes(inputs: list[InputSpec]) -> tuple[tuple[dict[int, Any] | None, ...]] | None:
+    """torch.export dims for the recipe's {min, opt, max} shapes."""
+    if not any(i.dynamic for i in inputs):
+        return None
+    dims: list[dict[int, Any] | None] = []
+    for spec in inputs:
+        shape = spec.shape
+        if not spec.dynamic:
+            dims.append(None)
+            continue
+        assert not isinstance(shape, list)
+        # DYNAMIC, not a named Dim: export may find that dims are equal (input_ids and
+        # attention_mask share the sequence length) instead of failing on it.
+        dims.append(
+            {
+                axis: torch.export.Dim.DYNAMIC(min=lo, max=hi)
+                for axis, (lo, hi) in enumerate(zip(shape.min, shape.max))
+                if lo != hi
+            }
+        )
+    return (tuple(dims),)  # forward(*inputs): one entry, the tuple of inputs
+
+
+def small_sizes(inputs: list[InputSpec]) -> bool:
+    """A declared dynamic dimension reaches below 2 (partdims.oblivious_sizes)."""
+    return any(
+        lo < 2 and lo != hi
+        for i in inputs
+        if isinstance(i.shape, DynamicShape)
+        for lo, hi in zip(i.shape.min, i.shape.max)
+    )
