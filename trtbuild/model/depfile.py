@@ -32,7 +32,7 @@ from typing import Any
 from trtbuild.cache.digests import env_digest
 
 _IGNORED_ROOTS = ("/proc/", "/sys/", "/dev/")
-_TRTBUILD_DIR = str(Path(__file__).resolve().parent) + os.sep
+_TRTBUILD_DIR = str(Path(__file__).resolve().parents[1]) + os.sep  # the trtbuild package
 
 
 @dataclass

@@ -63,7 +63,7 @@ _LIBRARIES = (
     "site-packages",
     "dist-packages",
     sysconfig.get_paths()["stdlib"],
-    str(Path(__file__).resolve().parent),
+    str(Path(__file__).resolve().parents[1]),  # trtbuild itself
 )
 
 
