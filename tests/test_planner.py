@@ -156,7 +156,7 @@ def check_gap_is_honest(case: tuple[Problem, int]) -> None:
         assert plan.cost == best
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
 @given(narrow_problems())
 def test_reported_gap_is_honest(case: tuple[Problem, int]) -> None:
     check_gap_is_honest(case)

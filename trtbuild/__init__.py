@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from trtbuild.errors import TrtbuildError
 
 if TYPE_CHECKING:
-    from trtbuild.orchestrate.build import BuildResult, Options
+    from trtbuild.orchestrate.options import Options
+    from trtbuild.orchestrate.results import BuildResult
     from trtbuild.orchestrate.planning import PlannedTarget
     from trtbuild.runtime import ChainedModel
 
@@ -53,8 +54,12 @@ def load(directory: str | Path, verify: bool = True) -> ChainedModel:
 
 def __getattr__(name: str) -> Any:
     """`trtbuild.Options` and `trtbuild.BuildResult`, imported when first asked for."""
-    if name in ("Options", "BuildResult"):
-        from trtbuild.orchestrate.build import build as orchestrate
+    if name == "Options":
+        from trtbuild.orchestrate.options import Options
 
-        return getattr(orchestrate, name)
+        return Options
+    if name == "BuildResult":
+        from trtbuild.orchestrate.results import BuildResult
+
+        return BuildResult
     raise AttributeError(f"module 'trtbuild' has no attribute {name!r}")
