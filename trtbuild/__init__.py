@@ -18,8 +18,8 @@ from trtbuild.errors import TrtbuildError
 
 if TYPE_CHECKING:
     from trtbuild.orchestrate.options import Options
-    from trtbuild.orchestrate.results import BuildResult
     from trtbuild.orchestrate.planning import PlannedTarget
+    from trtbuild.orchestrate.results import BuildResult
     from trtbuild.runtime import ChainedModel
 
 __all__ = ["Options", "TrtbuildError", "build", "load", "plan"]
