@@ -10,7 +10,9 @@ import pytest
 import torch
 
 import trtbuild
-from trtbuild.cache.store import Store, sha256_file
+from trtbuild.cache import upkeep
+from trtbuild.cache.files import sha256_file
+from trtbuild.cache.store import Store
 from trtbuild.model.frontend import eager_model
 from trtbuild.orchestrate.build import Options, build
 from trtbuild.recipe.load import load_recipe
@@ -184,4 +186,4 @@ def test_build_and_cache_hold_one_copy_and_an_edited_engine_is_caught(recipes: P
     rebuilt = again.targets[0].parts[0]
     assert not rebuilt.cached and rebuilt.sha256 == part.sha256  # detected, rebuilt bit for bit
     assert sha256_file(published) == part.sha256
-    assert Store(Path("cache").resolve()).verify_all() == []
+    assert upkeep.verify_all(Store(Path("cache").resolve())) == []

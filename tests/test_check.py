@@ -11,7 +11,8 @@ import pytest
 from onnx import numpy_helper
 
 from tests.conftest import SPLITTING, small_seed_net
-from trtbuild.cache.store import Store, sha256_file
+from trtbuild.cache.files import sha256_file
+from trtbuild.cache.store import Store
 from trtbuild.cli import main
 from trtbuild.orchestrate.build import Options, build
 from trtbuild.release.lockfile import lock_path, read_lock

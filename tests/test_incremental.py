@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from trtbuild.cache.store import Store, sha256_file
+from trtbuild.cache.files import sha256_file
+from trtbuild.cache.store import Store
 from trtbuild.cli import main
 from trtbuild.errors import TrtbuildError
 from trtbuild.orchestrate.build import Options, build

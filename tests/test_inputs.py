@@ -262,7 +262,7 @@ def test_two_checkouts_share_a_cache_and_each_get_their_own_engines(tmp_path: Pa
     lock = read_lock(lock_path(second))
     assert lock is not None
     helper = lock.inputs.files["../shared/helpers.py"]
-    from trtbuild.cache.store import sha256_file
+    from trtbuild.cache.files import sha256_file
 
     assert helper == sha256_file(second.parent.parent / "shared" / "helpers.py")
     third = _checkout(tmp_path, "c")  # same code as the first: all hits, no graph job either

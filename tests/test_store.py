@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from trtbuild.cache import upkeep
 from trtbuild.cache.store import Store
 
 
@@ -49,11 +50,11 @@ def test_gc_is_lru_and_keeps_what_is_referenced(tmp_path: Path) -> None:
         stamp = time.time() - 1000 + age
         os.utime(store.blob_path(digest), (stamp, stamp))
     store.put_action("uses-0", {"blobs": {"engine": digests[0]}})
-    done = store.gc(1000, keep={digests[1]})  # kept bytes are not the cache's own to free
+    done = upkeep.gc(store, 1000, keep={digests[1]})  # kept bytes are not the cache's own to free
     assert done.evicted == [digests[0], digests[2]]
     assert (done.freed_bytes, done.own_bytes, done.held_bytes) == (2000, 1000, 1000)
     assert not store.layout.action("uses-0").exists()  # gone with its blob: verify stays clean
-    assert store.verify_all() == []
+    assert upkeep.verify_all(store) == []
     assert store.verified_blob(digests[1]) and store.verified_blob(digests[3])
 
 
@@ -62,7 +63,7 @@ def test_verify_all_removes_corrupt(tmp_path: Path) -> None:
     good, bad = store.put_bytes(b"a"), store.put_bytes(b"b")
     store.blob_path(bad).chmod(0o644)
     store.blob_path(bad).write_bytes(b"c")
-    assert store.verify_all() == [f"blob {bad}: content does not match its digest"]
+    assert upkeep.verify_all(store) == [f"blob {bad}: content does not match its digest"]
     assert store.verified_blob(good)
 
 
@@ -74,7 +75,9 @@ def test_an_action_edited_to_name_another_blob_is_a_reported_miss(
     store.put_action("k" * 64, {"blobs": {"engine": right}})
     path = tmp_path / "c" / "ac" / f"{'k' * 64}.json"
     path.write_text(path.read_text().replace(right, other))
-    assert store.verify_all() == [f"action {'k' * 64}: altered, unreadable or names a missing blob"]
+    assert upkeep.verify_all(store) == [
+        f"action {'k' * 64}: altered, unreadable or names a missing blob"
+    ]
     assert "does not match its key" in caplog.text
     assert store.get_action("k" * 64) is None
 

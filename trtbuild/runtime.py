@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from trtbuild.backends import get_backend
-from trtbuild.cache.store import sha256_file
+from trtbuild.cache.files import sha256_file
 from trtbuild.errors import TrtbuildError
 
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from trtbuild.cache.atomic import write_bytes
-from trtbuild.cache.store import sha256_file
+from trtbuild.cache.files import sha256_file
 from trtbuild.errors import TrtbuildError
 
 

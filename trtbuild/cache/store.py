@@ -16,7 +16,6 @@ this cache's HMAC); what this machine records is uploaded after it is stored loc
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import hmac
 import json
@@ -26,13 +25,13 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
 from trtbuild.cache.atomic import tmp_prefix, write_bytes, write_error
+from trtbuild.cache.files import _alive, _link_or_copy, _move_or_copy, sha256_file
 from trtbuild.cache.layout import CacheLayout, project_root
 from trtbuild.errors import TrtbuildError
 
@@ -49,25 +48,6 @@ Content-addressed store of trtbuild (https://github.com/ -- see the project READ
   with the secret in mac.key.
 Safe to delete; the next build fills it again.
 """
-
-
-@dataclass(frozen=True)
-class GcResult:
-    """What `Store.gc` did: evicted digests, bytes freed, bytes the cache still holds of its own,
-    and bytes of blobs kept because they are also published files or named by a kept lock."""
-
-    evicted: list[str]
-    freed_bytes: int
-    own_bytes: int
-    held_bytes: int
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def default_cache_dir() -> Path:
@@ -253,66 +233,6 @@ class Store:
         with FileLock(str(lock_dir / f"{key}.lock")):
             yield
 
-    # ---------------------------------------------------------------- maintenance
-
-    def stats(self) -> dict[str, int]:
-        blobs = [p for p in self.layout.cas.iterdir() if p.is_file()]
-        actions = [p for p in self.layout.ac.iterdir() if p.suffix == ".json"]
-        return {
-            "blobs": len(blobs),
-            "blob_bytes": sum(p.stat().st_size for p in blobs),
-            "actions": len(actions),
-        }
-
-    def verify_all(self) -> list[str]:
-        """Check every blob against its digest and every action against its key and blobs.
-
-        What fails is removed (a miss next time); returns one line per problem found.
-        """
-        bad = []
-        for path in sorted(self.layout.cas.iterdir()):
-            if path.is_file() and sha256_file(path) != path.name:
-                log.warning("cache: blob %s is corrupt; removed", path.name[:12])
-                path.unlink(missing_ok=True)
-                bad.append(f"blob {path.name}: content does not match its digest")
-        for path in sorted(self.layout.ac.glob("*.json")):
-            if self._local_action(path.stem) is None:
-                bad.append(f"action {path.stem}: altered, unreadable or names a missing blob")
-        return bad
-
-    def gc(self, max_size: int, keep: set[str]) -> GcResult:
-        """Evict least recently used blobs until the cache's own bytes fit `max_size`.
-
-        Never evicts a blob in `keep`, nor one that is also a published file (a hard link: its
-        bytes stay on disk whatever the cache does), and counts neither as the cache's own.
-        Action entries that name an evicted blob go with it, so `verify_all` passes afterwards.
-        """
-        blobs = sorted(
-            (p for p in self.layout.cas.iterdir() if p.is_file()),
-            key=lambda p: p.stat().st_mtime,
-        )
-        own = [p for p in blobs if p.stat().st_nlink == 1 and p.name not in keep]
-        total = sum(p.stat().st_size for p in own)
-        held = sum(p.stat().st_size for p in blobs) - total
-        evicted, freed = [], 0
-        for path in own:
-            if total <= max_size:
-                break
-            size = path.stat().st_size
-            path.unlink(missing_ok=True)
-            total, freed = total - size, freed + size
-            evicted.append(path.name)
-        gone = set(evicted)
-        for action in self.layout.ac.glob("*.json"):
-            try:
-                named = json.loads(action.read_text())["entry"].get("blobs", {}).values()
-            except (OSError, ValueError, KeyError, TypeError, AttributeError):
-                action.unlink(missing_ok=True)
-                continue
-            if gone.intersection(named):
-                action.unlink(missing_ok=True)
-        return GcResult(evicted, freed, total, held)
-
     def add_root(self, lock_file: Path) -> None:
         """Remember a lock file a build wrote: `cache gc` keeps the blobs it names."""
         path = lock_file.resolve()
@@ -354,16 +274,6 @@ class Store:
         return removed
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _seal(fill: Callable[[Path], object], tmp: Path, dest: Path, root: Path) -> None:
     """Fill `tmp`, make it read-only and rename it to `dest`; on failure nothing is left behind."""
     try:
@@ -373,29 +283,3 @@ def _seal(fill: Callable[[Path], object], tmp: Path, dest: Path, root: Path) -> 
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise write_error(root, exc) from None
-
-
-def _move_or_copy(src: Path, dest: Path) -> None:
-    try:
-        os.replace(src, dest)  # job folders are in the store: a rename, no copy
-    except OSError:
-        shutil.copyfile(src, dest)
-
-
-FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
-
-
-def _link_or_copy(src: Path, dest: Path) -> str:
-    with src.open("rb") as source, dest.open("wb") as target:
-        try:
-            fcntl.ioctl(target.fileno(), FICLONE, source.fileno())
-            return "reflink"
-        except OSError:
-            pass
-    dest.unlink()
-    try:
-        os.link(src, dest)
-        return "hardlink"
-    except OSError:
-        shutil.copyfile(src, dest)
-        return "copy"

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from trtbuild.cache import upkeep
 from trtbuild.cli.common import size_arg
 from trtbuild.errors import TrtbuildError
 from trtbuild.recipe.sizes import format_size
@@ -44,12 +45,12 @@ def handle(args: argparse.Namespace) -> int:
 
     store = Store((args.cache or default_cache_dir()).resolve())
     if args.action == "stats":
-        stats = store.stats()
+        stats = upkeep.stats(store)
         print(
             f"{stats['blobs']} blobs, {format_size(stats['blob_bytes'])}; {stats['actions']} actions in {store.root}"
         )
     elif args.action == "verify":
-        bad = store.verify_all()
+        bad = upkeep.verify_all(store)
         for line in bad:
             print(f"removed: {line}")
         if bad:
@@ -62,7 +63,7 @@ def handle(args: argparse.Namespace) -> int:
         if orphans:
             print(f"removed {len(orphans)} folder(s) and file(s) left by killed runs")
         roots = [] if args.ignore_locks else store.roots()
-        done = store.gc(max_size(args.max_size), referenced([*args.keep, *roots]))
+        done = upkeep.gc(store, max_size(args.max_size), referenced([*args.keep, *roots]))
         print(
             f"evicted {len(done.evicted)} blob(s), freed {done.freed_bytes} bytes "
             f"({format_size(done.freed_bytes)}); the cache now holds {format_size(done.own_bytes)} "

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from trtbuild.cli.common import add_build_options, budget, options, out_dir
+from trtbuild.cli.runjson import as_json, locked_json
 
 
 def add_parser(sub: Any) -> None:
@@ -217,80 +218,6 @@ def _up_to_date(args: argparse.Namespace) -> bool:
     cache = (args.cache or default_cache_dir()).resolve()
     called = invocation(args.backend, budget(args), out_dir(args), args.release, args.check)
     return stale(Path(args.recipe), called, cache) is None
-
-
-def as_json(result: Any) -> dict[str, Any]:
-    """What `run --json` prints after a build: per target its engines (paths a script can use)
-    and, per part, the processes that ran in this run (their RSS samples stay in build.json)."""
-    return {
-        "ok": True,
-        "up_to_date": result.up_to_date,
-        "notes": result.notes,
-        "targets": [
-            {
-                "model": t.model,
-                "precision": t.precision,
-                "kind": t.kind,
-                "backend": t.backend,
-                "dir": str(t.dir),
-                "engines": [str(t.dir / p.engine) for p in t.parts],
-                "budget_bytes": t.budget_bytes,
-                "boundary_bytes": t.plan.boundary_bytes,
-                "failed": t.failed,
-                "check": t.check,
-                "parts": [
-                    {
-                        "key": p.key,
-                        "cached": p.cached,
-                        "peak_rss_bytes": p.peak_rss_bytes,
-                        "seconds": p.seconds,
-                        "sha256": p.sha256,
-                        "engine": p.engine,
-                        "processes": [] if p.cached else [_brief(q) for q in p.record["processes"]],
-                    }
-                    for p in t.parts
-                ],
-            }
-            for t in result.targets
-        ],
-    }
-
-
-BRIEF = ("kind", "peak_rss_bytes", "predicted_peak_bytes", "memory_limit_bytes", "seconds", "node")
-
-
-def _brief(process: dict[str, Any]) -> dict[str, Any]:
-    return {k: process[k] for k in BRIEF if k in process}
-
-
-def locked_json(args: argparse.Namespace) -> dict[str, Any]:
-    """`run --json` on the no-op path: the targets and engines as the lock pins them."""
-    from trtbuild.release.lockfile import lock_path, read_lock
-
-    lock = read_lock(lock_path(Path(args.recipe)))
-    assert lock is not None  # the no-op path found it current
-    return {
-        "ok": True,
-        "up_to_date": True,
-        "notes": ["up to date"],
-        "targets": [
-            {
-                "model": t.model,
-                "precision": t.precision,
-                "kind": t.kind,
-                "backend": t.backend,
-                "dir": t.dir,
-                "engines": [str(Path(t.dir) / p.engine) for p in t.parts],
-                "budget_bytes": t.budget_bytes,
-                "boundary_bytes": t.boundary_bytes,
-                "parts": [
-                    {"key": p.key, "cached": True, "sha256": p.sha256, "engine": p.engine}
-                    for p in t.parts
-                ],
-            }
-            for t in lock.targets
-        ],
-    }
 
 
 def _memory_line(process: dict[str, Any]) -> str:

@@ -27,9 +27,10 @@ from trtbuild.orchestrate.context import RunContext, TargetContext
 from trtbuild.orchestrate.graphjob import graph_job
 from trtbuild.orchestrate.kinds import local_kinds
 from trtbuild.orchestrate.options import Options, auto_jobs
+from trtbuild.orchestrate.owner import check_owner
 from trtbuild.orchestrate.parts import Overrun, build_parts
 from trtbuild.orchestrate.planning import open_store, plan_target, plan_targets, select
-from trtbuild.orchestrate.publish import check_owner, now, publish, write_outputs
+from trtbuild.orchestrate.publish import now, publish, write_outputs
 from trtbuild.orchestrate.records import observations
 from trtbuild.orchestrate.results import BuildResult, TargetResult
 from trtbuild.orchestrate.statejob import own_weights

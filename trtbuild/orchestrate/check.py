@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trtbuild.cache.digests import digest_json
-from trtbuild.cache.store import Store, sha256_file
+from trtbuild.cache.files import sha256_file
+from trtbuild.cache.store import Store
 from trtbuild.check import data as checkdata
 from trtbuild.check.compare import BETWEEN
 from trtbuild.check.figures import message

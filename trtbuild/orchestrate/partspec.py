@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from trtbuild.cache.store import sha256_file
+from trtbuild.cache.files import sha256_file
 from trtbuild.errors import TrtbuildError
 from trtbuild.model.graph import OpGraph
 from trtbuild.orchestrate import actions

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,76 +18,13 @@ from trtbuild.cache.digests import DigestMemo
 from trtbuild.cache.store import Store
 from trtbuild.check.figures import summary
 from trtbuild.errors import TrtbuildError
+from trtbuild.orchestrate.enginejson import engine_description
 from trtbuild.orchestrate.graphjob import weights_files
+from trtbuild.orchestrate.owner import claim, remove_dropped_targets
 from trtbuild.orchestrate.results import TargetResult
 from trtbuild.recipe.load import Recipe
 from trtbuild.release import lockfile, manifest, signing
 from trtbuild.release.inputs import Inputs, machine, relative
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
-
-def engine_description(result: TargetResult, recipe: Recipe) -> dict[str, Any]:
-    plan_ = result.plan
-    produced = {t.name: t for p in plan_.parts for t in p.outputs}
-    model_inputs = {t.name: t for p in plan_.parts for t in p.inputs if t.from_part is None}
-    graph = result.graph_job.graph
-    declared = {t["name"]: t for t in graph["inputs"]}
-    interface = graph.get("interface", {})
-    outputs = [produced[n] for n in plan_.model_outputs]
-    return {
-        "schema": 1,
-        "recipe": recipe.name,
-        "model": result.model,
-        "precision": result.precision,
-        **({"kind": result.kind} if result.kind else {}),
-        "backend": result.backend,
-        # every declared input, read or not (trtbuild.load() takes and checks them all)
-        "inputs": [
-            {
-                **(
-                    _io(model_inputs[i.name])
-                    if i.name in model_inputs
-                    else _io_json(declared[i.name])
-                ),
-                **_range(i),
-            }
-            for i in recipe.model_spec(result.model).inputs
-            if i.name in model_inputs or i.name in declared
-        ],
-        "outputs": [_io(t) for t in outputs],
-        **({"structure": interface["structure"]} if "structure" in interface else {}),
-        "parts": [
-            {
-                "index": p.index,
-                "engine": r.engine,
-                "sha256": r.sha256,
-                "sidecars": r.sidecars,
-                "inputs": [t.name for t in p.inputs],
-                "outputs": [t.name for t in p.outputs],
-            }
-            for p, r in zip(plan_.parts, result.parts)
-        ],
-    }
-
-
-def _io(t: Any) -> dict[str, Any]:
-    return {"name": t.name, "shape": t.shape, "dtype": t.dtype}
-
-
-def _io_json(t: dict[str, Any]) -> dict[str, Any]:
-    return {"name": t["name"], "shape": t["shape"], "dtype": t["dtype"]}
-
-
-def _range(spec: Any) -> dict[str, Any]:
-    """The shapes the engine takes, from the recipe: {min, max} per axis."""
-    shape = spec.shape
-    if isinstance(shape, list):
-        return {"min": list(shape), "max": list(shape)}
-    return {"min": list(shape.min), "max": list(shape.max)}
 
 
 def publish(result: TargetResult, recipe: Recipe, store: Store) -> None:
@@ -191,7 +127,7 @@ def write_outputs(
 
     Returns notes: the targets whose outputs were removed because the recipe dropped them.
     """
-    dropped = _remove_dropped_targets(out, recipe.name, results)
+    dropped = remove_dropped_targets(out, recipe.name, results)
     inputs = all_inputs(recipe, results, memo)
     lock = lockfile.Lock(
         recipe.name,
@@ -253,63 +189,12 @@ def write_outputs(
     )
     statement_path = out.resolve() / recipe.name / "provenance.json"
     manifest.write_json(statement_path, statement)
-    _claim(recipe, statement_path.parent)
+    claim(recipe, statement_path.parent)
     # A signature of the previous statement would now read as tampering: `--sign` re-makes it.
     signing.envelope_path(statement_path).unlink(missing_ok=True)
     if write_lock:
         lockfile.write_lock(lock_file, lock)
     return [f"{name}: no longer in the recipe; its outputs were removed" for name in dropped]
-
-
-OWNER = ".recipe"  # out/<name>/.recipe: the recipe file that owns the folder, relative to it
-
-
-def check_owner(recipe: Recipe, out: Path) -> None:
-    """out/<name>/ belongs to one recipe file: another file that declares the same [recipe] name
-    is refused before it builds (it would remove the first one's outputs as dropped targets).
-
-    The owner is named relative to the folder, so a copied or moved project keeps its owner; a
-    file that no longer exists or no longer declares the name has given the folder up.
-    """
-    folder = out.resolve() / recipe.name
-    try:
-        owner = (folder / (folder / OWNER).read_text().strip()).resolve()
-    except OSError:
-        return
-    if owner == recipe.path.resolve() or not owner.is_file():
-        return
-    try:
-        claimed = tomllib.loads(owner.read_text()).get("recipe", {}).get("name")
-    except (OSError, ValueError):
-        return
-    if claimed == recipe.name:
-        raise TrtbuildError(
-            f"{recipe.path}: [recipe] name = {recipe.name!r} is also the name of {owner}, whose "
-            f"outputs are in {folder}; give one of them another name (or use --out)"
-        )
-
-
-def _claim(recipe: Recipe, folder: Path) -> None:
-    atomic.write_text(folder / OWNER, os.path.relpath(recipe.path.resolve(), folder) + "\n")
-
-
-def _remove_dropped_targets(out: Path, recipe_name: str, results: list[TargetResult]) -> list[str]:
-    """Outputs of targets the recipe no longer has go, as in a clean build (ninja's cleandead).
-
-    Only <model>/<precision> folders directly under out/<recipe> are candidates. Returns the
-    removed targets' names (<model>/<precision>).
-    """
-    removed = []
-    root = (out / recipe_name).resolve()
-    keep = {r.dir.resolve() for r in results}
-    for engine_json in root.glob("*/*/engine.json"):
-        folder = engine_json.parent
-        if folder not in keep and folder.is_relative_to(root):
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(f"{folder.parent.name}/{folder.name}")
-            if not any(folder.parent.iterdir()):
-                folder.parent.rmdir()
-    return removed
 
 
 def _locked(r: TargetResult, folder: Path, device: dict[str, str]) -> lockfile.LockedTarget:

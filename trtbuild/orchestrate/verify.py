@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from trtbuild.cache.store import sha256_file
+from trtbuild.cache.files import sha256_file
 from trtbuild.errors import TrtbuildError
 from trtbuild.orchestrate.build import Options, build
 from trtbuild.release import signing
