@@ -9,6 +9,9 @@ import signal
 # Errors that mean "no room to write": a full disk, a file-size limit, a quota.
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 DISK_FULL_TEXTS = tuple(os.strerror(e) for e in DISK_FULL_ERRNOS)
+# A worker's exit status when a write found no room, its result file perhaps among the writes
+# that failed (ENOSPC's number): the executor then names the job's folder (executor.run_job).
+WORKER_DISK_FULL = errno.ENOSPC
 
 
 class TrtbuildError(Exception):
@@ -62,3 +65,15 @@ def is_disk_full(exc: BaseException) -> bool:
 def disk_full_text(text: str) -> str | None:
     """The disk-full message in `text` (a log, a wrapped exception's message), if any."""
     return next((t for t in DISK_FULL_TEXTS if t in text), None)
+
+
+def disk_full(path: object, exc: OSError | None = None) -> TrtbuildError:
+    """The one error for a write that found no room (ENOSPC, EFBIG, EDQUOT): the path written.
+
+    Every caller removes what it half wrote first: the message says so.
+    """
+    why = exc.strerror if exc is not None and exc.errno != errno.ENOSPC else None
+    return TrtbuildError(
+        f"{path}: no space left on device{f' ({why})' if why else ''}; the run's scratch and "
+        "staging files were removed, the cache and earlier outputs are intact"
+    )

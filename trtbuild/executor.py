@@ -30,7 +30,13 @@ from typing import Any, Protocol
 import psutil
 
 from trtbuild import forkserver, jobs
-from trtbuild.errors import BudgetExceeded, TrtbuildError, disk_full_text
+from trtbuild.errors import (
+    WORKER_DISK_FULL,
+    BudgetExceeded,
+    TrtbuildError,
+    disk_full,
+    disk_full_text,
+)
 from trtbuild.forkserver import ForkServer, Unavailable
 from trtbuild.jobs import Job
 from trtbuild.nativefiles import held_files
@@ -144,11 +150,8 @@ def run_job(
         )
     if outcome is None:
         log = (scratch / f"{name}.log").read_text(errors="replace")[-2000:]
-        full = disk_full_text(log)
-        if full:
-            raise TrtbuildError(
-                f"disk full while writing build files: {full}; nothing was published"
-            )
+        if returncode == WORKER_DISK_FULL or disk_full_text(log):  # no room for its result
+            raise disk_full(job.engine if isinstance(job, jobs.BuildJob) else scratch)
         raise TrtbuildError(
             f"{job.kind} process died with exit status {returncode}: "
             f"{log.strip().splitlines()[-1] if log.strip() else 'no output'}"

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trtbuild.errors import TrtbuildError
+from trtbuild.errors import WORKER_DISK_FULL, TrtbuildError, is_disk_full
 
 # What a graph or export job imports before it runs any model code: a forked child starts where
 # a fresh worker is when its depfile recording begins. The server then also runs
@@ -286,9 +286,10 @@ def _child(request: dict[str, Any], server_pid: int) -> None:
         from trtbuild import worker
 
         code = worker.main([request["job"]])
-    except BaseException:  # a child must never return into the server's loop
+    except BaseException as exc:  # a child must never return into the server's loop
         import traceback
 
+        code = WORKER_DISK_FULL if is_disk_full(exc) else code
         traceback.print_exc()
     finally:
         with contextlib.suppress(Exception):

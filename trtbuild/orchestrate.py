@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trtbuild import check, fastpath, forkserver, lockfile, signing
+from trtbuild import check, disk, fastpath, forkserver, lockfile, signing
 from trtbuild.backends import get_backend, resolve_backend
 from trtbuild.digests import DigestMemo
 from trtbuild.errors import BudgetTooSmall, TrtbuildError
@@ -83,6 +83,8 @@ class Options:
     # describe whole-recipe builds.
     models: list[str] | None = None
     precisions: list[str] | None = None
+    disk_check: bool = True  # refuse a build whose disk estimate exceeds the free space (disk.py)
+    ledger: disk.Ledger = field(default_factory=disk.Ledger)  # the run's disk claims
 
     def __post_init__(self) -> None:
         """Paths may be given as strings, as a notebook user writes them."""
@@ -183,6 +185,7 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
         recipe, recipe.targets(opts.backend, opts.budget), opts.models, opts.precisions
     )
     executor = make_executor(opts, recipe, targets, store)
+    opts.ledger = disk.Ledger(opts.disk_check)
     # A cluster runs the targets side by side; here the memory gate admits what fits.
     workers = len(targets) if executor.name == "ray" else opts.jobs
     try:
@@ -389,6 +392,9 @@ def _build_target(
             f"{target.name}: {len(the_plan.parts)} part(s), boundary {format_size(the_plan.boundary_bytes)}"
         )
         opts.on_plan(result)
+        if _attempt == 0:  # before the target's first export or build job
+            args = (recipe, target, graph, graph_info, the_plan, backend_name, store, opts.out)
+            result.disk = disk.check(opts.ledger, *args, opts.release)
         ref = check.reference(recipe, target, graph, graph_info, the_plan, store, opts)
         try:
             result.parts = build_parts(

@@ -17,7 +17,7 @@ from typing import Any
 from trtbuild import atomic, lockfile, manifest, signing
 from trtbuild.check import summary
 from trtbuild.digests import DigestMemo
-from trtbuild.errors import TrtbuildError
+from trtbuild.errors import TrtbuildError, disk_full, is_disk_full
 from trtbuild.graphjob import weights_files
 from trtbuild.inputs import Inputs, machine, relative
 from trtbuild.recipe import Recipe
@@ -119,12 +119,19 @@ def publish(result: TargetResult, recipe: Recipe, store: Store) -> None:
                 "plan": _plan_record(result.plan),
                 "budget_bytes": result.budget_bytes,
                 "check": result.check,  # None: not checked (--no-check, check.enabled = false)
+                "disk": result.disk,  # the disk estimate (disk.DiskNeed.to_json)
             },
         )
         atomic.swap_dir(new, final)
-    except OSError as exc:
+    except BaseException as exc:  # the staging folder never outlives a failed publish
         shutil.rmtree(new, ignore_errors=True)
-        raise TrtbuildError(f"{final}: cannot publish the build: {exc.strerror or exc}") from None
+        if is_disk_full(exc):
+            raise disk_full(getattr(exc, "filename", None) or new, exc) from None  # type: ignore[arg-type]
+        if isinstance(exc, OSError):
+            raise TrtbuildError(
+                f"{final}: cannot publish the build: {exc.strerror or exc}"
+            ) from None
+        raise
 
 
 def _plan_record(plan: Any) -> dict[str, Any]:
