@@ -62,17 +62,13 @@ class DiskNeed:
         return need
 
     def __add__(self, other: DiskNeed) -> DiskNeed:
-        return DiskNeed(
-            self.cache_dir,
-            self.out_dir,
-            *(
-                a + b
-                for a, b in zip(list(asdict(self).values())[2:], list(asdict(other).values())[2:])
-            ),
-        )
+        """Two targets' needs together (the folders are this one's)."""
+        counts = ("scratch_bytes", "cache_bytes", "output_bytes", "parts_built", "parts_cached")
+        mine, theirs = asdict(self), asdict(other)
+        return DiskNeed(self.cache_dir, self.out_dir, *(mine[k] + theirs[k] for k in counts))
 
     def text(self) -> str:
-        """ "disk: about 1.20 GiB on /c (scratch ..., cache ..., outputs ...; 3 parts to build)"."""
+        """One line: `disk: about 1.20 GiB on /cache (scratch ..., cache ..., outputs ...; ...)`."""
         where = ", ".join(f"{format_size(b)} on {f}" for f, b in self.by_filesystem().items())
         return (
             f"disk: about {where} (scratch {format_size(self.scratch_bytes)}, cache "

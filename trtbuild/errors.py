@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+from typing import TypeGuard
 
 # Errors that mean "no room to write": a full disk, a file-size limit, a quota.
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
@@ -58,7 +59,7 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-def is_disk_full(exc: BaseException) -> bool:
+def is_disk_full(exc: BaseException) -> TypeGuard[OSError]:
     return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
 
 

@@ -126,7 +126,7 @@ def publish(result: TargetResult, recipe: Recipe, store: Store) -> None:
     except BaseException as exc:  # the staging folder never outlives a failed publish
         shutil.rmtree(new, ignore_errors=True)
         if is_disk_full(exc):
-            raise disk_full(getattr(exc, "filename", None) or new, exc) from None  # type: ignore[arg-type]
+            raise disk_full(exc.filename or new, exc) from None
         if isinstance(exc, OSError):
             raise TrtbuildError(
                 f"{final}: cannot publish the build: {exc.strerror or exc}"

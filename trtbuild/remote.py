@@ -112,7 +112,7 @@ class RemoteCache:
                     out.write(chunk)
         except (OSError, http.client.HTTPException) as exc:
             if is_disk_full(exc):  # this disk, not the server: the build could not go on either
-                raise disk_full(dest, exc) from None  # type: ignore[arg-type]
+                raise disk_full(dest, exc) from None
             self._give_up(f"GET /cas/{digest[:12]}: {exc}")
             return False
         if sha.hexdigest() != digest:

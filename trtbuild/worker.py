@@ -137,7 +137,7 @@ def _disk_full(exc: BaseException | None, job: Job) -> str | None:
     seen = 0
     while exc is not None and seen < 10:
         if is_disk_full(exc):
-            return str(disk_full(exc.filename or where, exc))  # type: ignore[attr-defined]
+            return str(disk_full(exc.filename or where, exc))
         if disk_full_text(str(exc)):
             return str(disk_full(where))
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
