@@ -359,6 +359,7 @@ def _build_target(
         opts.report(note)
     locked = None if opts.memory_override else pinned(opts.previous_lock, target, backend_name)
     observed = opts.observed
+    claimed: dict[str, Any] | None = None  # the disk estimate, checked before the first job
     for _attempt in range(MAX_REPLANS):
         memory = locked or memory_model(
             backend_name,
@@ -394,7 +395,8 @@ def _build_target(
         opts.on_plan(result)
         if _attempt == 0:  # before the target's first export or build job
             args = (recipe, target, graph, graph_info, the_plan, backend_name, store, opts.out)
-            result.disk = disk.check(opts.ledger, *args, opts.release)
+            claimed = disk.check(opts.ledger, *args, opts.release)
+        result.disk = claimed
         ref = check.reference(recipe, target, graph, graph_info, the_plan, store, opts)
         try:
             result.parts = build_parts(
