@@ -120,7 +120,7 @@ def target_need(
     copies = device(out_dir) != device(store.root)
     need = DiskNeed(str(store.root), str(out_dir.resolve()))
     for part, field_set in zip(the_plan.parts, fields):
-        where = store.where(actions.action_key(field_set))
+        where = _where(store, actions.action_key(field_set))
         engine = part.weight_bytes  # the engine holds the part's weights at the precision
         if where is None:
             need.scratch_bytes += part.weight_bytes  # its ONNX and weights
@@ -131,6 +131,16 @@ def target_need(
             need.parts_cached += 1
         need.output_bytes += engine if copies else 0
     return need
+
+
+def _where(store: Store, key: str) -> str | None:
+    """Where the result of `key` is, by its entry alone: an estimate hashes no blob (the build
+    verifies them; Store.where would read every cached engine once more)."""
+    if store.layout.action(key).is_file():
+        return "local"
+    if store.remote is not None and store.remote.has_action(key):
+        return "remote"
+    return None
 
 
 class Ledger:
