@@ -10,9 +10,8 @@ from typing import TypeGuard
 # Errors that mean "no room to write": a full disk, a file-size limit, a quota.
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 DISK_FULL_TEXTS = tuple(os.strerror(e) for e in DISK_FULL_ERRNOS)
-# A worker's exit status when a write found no room, its result file perhaps among the writes
-# that failed (ENOSPC's number): the executor then names the job's folder (executor.run_job).
-WORKER_DISK_FULL = errno.ENOSPC
+# A worker whose write found no room exits with that errno (its result file is perhaps among the
+# writes that failed): the executor then names the job's folder and the errno's text.
 
 
 class TrtbuildError(Exception):

@@ -14,6 +14,7 @@ stops a process that crosses its limit.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -31,7 +32,7 @@ import psutil
 
 from trtbuild import forkserver, jobs
 from trtbuild.errors import (
-    WORKER_DISK_FULL,
+    DISK_FULL_ERRNOS,
     BudgetExceeded,
     TrtbuildError,
     disk_full,
@@ -150,8 +151,10 @@ def run_job(
         )
     if outcome is None:
         log = (scratch / f"{name}.log").read_text(errors="replace")[-2000:]
-        if returncode == WORKER_DISK_FULL or disk_full_text(log):  # no room for its result
-            raise disk_full(job.engine if isinstance(job, jobs.BuildJob) else scratch)
+        if returncode in DISK_FULL_ERRNOS or disk_full_text(log):  # no room for its result
+            code = returncode if returncode in DISK_FULL_ERRNOS else errno.ENOSPC
+            where = job.engine if isinstance(job, jobs.BuildJob) else scratch
+            raise disk_full(where, OSError(code, os.strerror(code)))
         raise TrtbuildError(
             f"{job.kind} process died with exit status {returncode}: "
             f"{log.strip().splitlines()[-1] if log.strip() else 'no output'}"

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trtbuild.errors import WORKER_DISK_FULL, TrtbuildError, is_disk_full
+from trtbuild.errors import TrtbuildError, is_disk_full
 
 # What a graph or export job imports before it runs any model code: a forked child starts where
 # a fresh worker is when its depfile recording begins. The server then also runs
@@ -289,7 +289,7 @@ def _child(request: dict[str, Any], server_pid: int) -> None:
     except BaseException as exc:  # a child must never return into the server's loop
         import traceback
 
-        code = WORKER_DISK_FULL if is_disk_full(exc) else code
+        code = (exc.errno or code) if is_disk_full(exc) else code  # executor.run_job
         traceback.print_exc()
     finally:
         with contextlib.suppress(Exception):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import json
 import os
 import signal
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from trtbuild.errors import (
-    WORKER_DISK_FULL,
     TrtbuildError,
     disk_full,
     disk_full_text,
@@ -144,6 +144,15 @@ def _disk_full(exc: BaseException | None, job: Job) -> str | None:
     return None
 
 
+def _errno(exc: BaseException | None) -> int:
+    """The disk-full errno behind `exc` (ENOSPC when only its text says so): the exit status."""
+    while exc is not None:
+        if is_disk_full(exc):
+            return exc.errno or errno.ENOSPC
+        exc = exc.__cause__ or exc.__context__
+    return errno.ENOSPC
+
+
 def own_peak_rss() -> int | None:
     """Peak RSS of this process's own address space (VmHWM), or None off Linux.
 
@@ -197,7 +206,7 @@ def main(argv: list[str]) -> int:
     except Exception as exc:
         full = _disk_full(exc, job)
         if full:
-            result, code = {"ok": False, "error": full}, WORKER_DISK_FULL
+            result, code = {"ok": False, "error": full}, _errno(exc)
         else:
             result = {
                 "ok": False,
@@ -214,7 +223,7 @@ def main(argv: list[str]) -> int:
         if not is_disk_full(exc):
             raise
         tmp.unlink(missing_ok=True)
-        return WORKER_DISK_FULL  # no room for the result either: the exit status says it
+        return exc.errno or errno.ENOSPC  # no room for the result either: the status says it
     return code
 
 
