@@ -269,7 +269,7 @@ def test_full_disk_is_a_clear_error_and_loses_nothing(recipes: Path, tmp_path: P
     )
     assert proc.returncode == 1, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("trtbuild: error:")]
-    assert len(errors) == 1 and "disk full" in errors[0] and "File too large" in errors[0]
+    assert len(errors) == 1 and "no space left on device (File too large)" in errors[0]
     assert {p: p.read_bytes() for p in Path("build").rglob("*") if p.is_file()} == before
     _cache_is_sound(tmp_path / "cache")
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 import errno
 import os
 import signal
+from typing import TypeGuard
 
 # Errors that mean "no room to write": a full disk, a file-size limit, a quota.
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 DISK_FULL_TEXTS = tuple(os.strerror(e) for e in DISK_FULL_ERRNOS)
+# A worker whose write found no room exits with that errno (its result file is perhaps among the
+# writes that failed): the executor then names the job's folder and the errno's text.
 
 
 class TrtbuildError(Exception):
@@ -55,10 +58,22 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-def is_disk_full(exc: BaseException) -> bool:
+def is_disk_full(exc: BaseException) -> TypeGuard[OSError]:
     return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
 
 
 def disk_full_text(text: str) -> str | None:
     """The disk-full message in `text` (a log, a wrapped exception's message), if any."""
     return next((t for t in DISK_FULL_TEXTS if t in text), None)
+
+
+def disk_full(path: object, exc: OSError | None = None) -> TrtbuildError:
+    """The one error for a write that found no room (ENOSPC, EFBIG, EDQUOT): the path written.
+
+    Every caller removes what it half wrote first: the message says so.
+    """
+    why = exc.strerror if exc is not None and exc.errno != errno.ENOSPC else None
+    return TrtbuildError(
+        f"{path}: no space left on device{f' ({why})' if why else ''}; the run's scratch and "
+        "staging files were removed, the cache and earlier outputs are intact"
+    )

@@ -6,9 +6,12 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.metadata
+import os
 import platform
 import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -69,6 +72,8 @@ class OnnxRuntimeBackend:
         try:
             ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT reports unsupported ops and types as generic failures
+            if _no_room(str(exc), onnx_path, out):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out)) from exc
             reason = _ort_reason(str(exc), str(settings.get("precision", "")))
             raise TrtbuildError(
                 f"onnxruntime cannot build this part on the CPU: {reason}"
@@ -162,3 +167,12 @@ def _ort_reason(message: str, precision: str) -> str:
     if "bfloat16" in detail or (precision == "bf16" and "NOT_IMPLEMENTED" in message):
         detail += " (the CPU backend has no bfloat16 kernel for this op: use fp32 or fp16 here)"
     return detail
+
+
+def _no_room(message: str, onnx_path: Path, out: Path) -> bool:
+    """ORT's "Failed to write ..." carries no errno: a failed write where less room is left than
+    the part's ONNX and weights (what its engine holds) is a full disk."""
+    if "write" not in message.lower():
+        return False
+    need = sum(f.stat().st_size for f in onnx_path.parent.iterdir() if f.is_file())
+    return shutil.disk_usage(out.parent).free < need

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from trtbuild.errors import TrtbuildError
+from trtbuild.errors import TrtbuildError, disk_full, is_disk_full
 
 
 def tmp_prefix() -> str:
@@ -33,7 +33,7 @@ def write_bytes(
         os.replace(name, dest)
     except OSError as exc:
         Path(name).unlink(missing_ok=True)
-        raise write_error(where or dest.parent, exc) from None
+        raise write_error(where or dest.parent, exc, dest) from None
 
 
 def write_text(dest: Path, text: str) -> None:
@@ -52,5 +52,8 @@ def swap_dir(new: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def write_error(where: Path, exc: OSError) -> TrtbuildError:
+def write_error(where: Path, exc: OSError, path: Path | None = None) -> TrtbuildError:
+    """The error of a failed write under `where`; a full disk names `path` (the file) if given."""
+    if is_disk_full(exc):
+        return disk_full(path or where, exc)
     return TrtbuildError(f"{where}: write failed: {exc.strerror or exc}; nothing was published")

@@ -36,7 +36,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from trtbuild.errors import TrtbuildError
+from trtbuild.errors import TrtbuildError, disk_full, is_disk_full
 
 log = logging.getLogger("trtbuild")
 HEADER_ENV = "TRTBUILD_REMOTE_CACHE_HEADER"
@@ -111,6 +111,8 @@ class RemoteCache:
                     sha.update(chunk)
                     out.write(chunk)
         except (OSError, http.client.HTTPException) as exc:
+            if is_disk_full(exc):  # this disk, not the server: the build could not go on either
+                raise disk_full(dest, exc) from None
             self._give_up(f"GET /cas/{digest[:12]}: {exc}")
             return False
         if sha.hexdigest() != digest:

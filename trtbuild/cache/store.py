@@ -124,7 +124,7 @@ class Store:
             os.replace(tmp, dest)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise write_error(dest.parent, exc) from None
+            raise write_error(dest.parent, exc, dest) from None
         return how
 
     # ---------------------------------------------------------------- action results
@@ -216,11 +216,13 @@ class Store:
         except FileNotFoundError:
             pass
         tmp = self._tmp_path()
-        tmp.write_bytes(os.urandom(32))
         try:
+            tmp.write_bytes(os.urandom(32))
             os.link(tmp, path)  # atomic and exclusive: of two first runs, one secret wins
         except FileExistsError:
             pass
+        except OSError as exc:
+            raise write_error(self.root, exc, path) from None
         finally:
             tmp.unlink(missing_ok=True)
         return path.read_bytes()
@@ -282,4 +284,4 @@ def _seal(fill: Callable[[Path], object], tmp: Path, dest: Path, root: Path) -> 
         os.replace(tmp, dest)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise write_error(root, exc) from None
+        raise write_error(root, exc, dest) from None

@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from trtbuild.errors import Terminated, TrtbuildError, is_disk_full
+from trtbuild.errors import Terminated, TrtbuildError, disk_full, is_disk_full
 
 EXIT_OK, EXIT_USER, EXIT_INTERNAL, EXIT_INTERRUPT = 0, 1, 3, 130  # and 128 + N on signal N
 
@@ -100,12 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         if not is_disk_full(exc):
             return _internal()
-        print(
-            f"trtbuild: error: disk full: {exc.strerror} ({exc.filename}); the cache and earlier "
-            "outputs are intact",
-            file=sys.stderr,
-        )
-        _json_error(args, f"disk full: {exc.strerror} ({exc.filename})", EXIT_USER)
+        message = str(disk_full(exc.filename or "a file trtbuild was writing", exc))
+        print(f"trtbuild: error: {message}", file=sys.stderr)
+        _json_error(args, message, EXIT_USER)
         _closing(args, False, start)
         return EXIT_USER
     except KeyboardInterrupt as exc:

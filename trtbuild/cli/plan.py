@@ -17,6 +17,7 @@ from trtbuild.recipe.sizes import format_size
 
 if TYPE_CHECKING:
     from trtbuild.model.graph import OpGraph
+    from trtbuild.orchestrate.disk import DiskNeed
     from trtbuild.planner import Part, PartTensor, Plan
 
 
@@ -55,17 +56,59 @@ def handle(args: argparse.Namespace) -> int:
         print("\n".join(trtexec_lines(args, planned)))
         return 0
     if args.format == "json":
-        print(
-            json.dumps(
-                {"targets": [as_json(p.target, p.backend, p.plan) for p in planned]}, indent=2
-            )
-        )
+        needs = disk_needs(args, planned)
+        targets = [
+            {**as_json(p.target, p.backend, p.plan), "disk": need.to_json()}
+            for p, need in zip(planned, needs)
+        ]
+        print(json.dumps({"targets": targets}, indent=2))
     elif args.format == "text":
-        print("\n".join(as_text(p.target.name, p.backend, p.plan) for p in planned))
+        needs = disk_needs(args, planned)
+        texts = [as_text(p.target.name, p.backend, p.plan) for p in planned]
+        print("\n".join(f"{text}   {need.text()}\n" for text, need in zip(texts, needs)))
+        print(disk_total(needs))
     else:
         dot = as_dot(planned)
         print(dot if args.format == "dot" else to_svg(dot))
     return 0
+
+
+def disk_needs(args: argparse.Namespace, planned: list[Any]) -> list[DiskNeed]:
+    """Each target's disk estimate (trtbuild.orchestrate.disk), as `run` would check it."""
+    from trtbuild.orchestrate.disk import target_need
+    from trtbuild.orchestrate.planning import open_store
+    from trtbuild.recipe.load import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    opts = options(args)
+    store = open_store(opts, recipe)
+    return [
+        target_need(
+            recipe,
+            p.target,
+            p.graph,
+            p.job,
+            p.plan,
+            p.backend,
+            store,
+            opts.out,
+        )
+        for p in planned
+    ]
+
+
+def disk_total(needs: list[DiskNeed]) -> str:
+    """One line: what every target together needs on each filesystem, and what is free there."""
+    from functools import reduce
+    from pathlib import Path
+
+    from trtbuild.orchestrate.disk import free_bytes
+
+    total = reduce(lambda a, b: a + b, needs)
+    return "disk, all targets: " + "; ".join(
+        f"about {format_size(size)} on {folder} ({format_size(free_bytes(Path(folder)))} free)"
+        for folder, size in total.by_filesystem().items()
+    )
 
 
 def trtexec_lines(args: argparse.Namespace, planned: list[Any]) -> list[str]:

@@ -91,6 +91,12 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
         "--locked", action="store_true", help="fail if inputs no longer match the lock file"
     )
     parser.add_argument(
+        "--no-disk-check",
+        dest="disk_check",
+        action="store_false",
+        help="build even when the disk estimate (scratch, cache, outputs) exceeds the free space",
+    )
+    parser.add_argument(
         "--no-check",
         dest="check",
         action="store_false",
@@ -173,6 +179,7 @@ def build_with_progress(
     )
     opts.fork_server = opts.fork_server and args.fork_server
     opts.check = getattr(args, "check", True)
+    opts.disk_check = getattr(args, "disk_check", True)
     opts.executor = args.executor
     opts.ray_address = args.ray_address or opts.ray_address
     if args.verbose:

@@ -103,6 +103,8 @@ def _target(folder: Path) -> str:
     if gap is not None:
         facts.append(f"lower bound {format_size(plan.get('lower_bound_bytes', 0))} (gap {gap:.1%})")
     facts.append(f"{built} built, {len(parts) - built} from the cache")
+    if record.get("disk"):  # the disk estimate the run was checked with (trtbuild.orchestrate.disk)
+        facts.append(f"disk estimate {format_size(record['disk']['total_bytes'])}")
     if "parts" in plan:
         outputs = [o["name"] for o in description["outputs"]]
         drawing = f'<div class="scroll">{svg.partition(plan["parts"], outputs, peaks)}</div>'

@@ -14,6 +14,7 @@ stops a process that crosses its limit.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import signal
@@ -27,7 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from trtbuild.errors import BudgetExceeded, TrtbuildError, disk_full_text
+from trtbuild.errors import (
+    DISK_FULL_ERRNOS,
+    BudgetExceeded,
+    TrtbuildError,
+    disk_full,
+    disk_full_text,
+)
 from trtbuild.execution import forkserver, jobs
 from trtbuild.execution.forkserver import ForkServer, Unavailable
 from trtbuild.execution.gate import MemoryGate
@@ -113,11 +120,10 @@ def run_job(
         )
     if outcome is None:
         log = (scratch / f"{name}.log").read_text(errors="replace")[-2000:]
-        full = disk_full_text(log)
-        if full:
-            raise TrtbuildError(
-                f"disk full while writing build files: {full}; nothing was published"
-            )
+        if returncode in DISK_FULL_ERRNOS or disk_full_text(log):  # no room for its result
+            code = returncode if returncode in DISK_FULL_ERRNOS else errno.ENOSPC
+            where = job.engine if isinstance(job, jobs.BuildJob) else scratch
+            raise disk_full(where, OSError(code, os.strerror(code)))
         raise TrtbuildError(
             f"{job.kind} process died with exit status {returncode}: "
             f"{log.strip().splitlines()[-1] if log.strip() else 'no output'}"

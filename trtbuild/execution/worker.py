@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from trtbuild.errors import TrtbuildError, disk_full_text, is_disk_full
+from trtbuild.errors import TrtbuildError, disk_full, disk_full_text, is_disk_full
 from trtbuild.execution.jobs import BuildJob, CheckJob, GraphJob, Job, ProbeJob, StateJob, from_json
 
 
@@ -126,17 +127,27 @@ def _state(recipe: Any, job: StateJob) -> dict[str, Any]:
 _job_files: list[Path] = []  # this process's job, result and log files (main sets them)
 
 
-def _disk_full(exc: BaseException | None) -> str | None:
-    """The disk-full error behind `exc`, if any (libraries often wrap the OSError)."""
+def _disk_full(exc: BaseException | None, job: Job) -> str | None:
+    """The disk-full error behind `exc`, if any (libraries often wrap the OSError), naming the
+    file written, else what the job writes: its engine, or its folder (ONNX files, a state)."""
+    where = job.engine if isinstance(job, BuildJob) else str(_job_files[0].parent)
     seen = 0
     while exc is not None and seen < 10:
         if is_disk_full(exc):
-            return f"{exc.strerror} ({exc.filename or 'a build file'})"  # type: ignore[attr-defined]
-        text = disk_full_text(str(exc))
-        if text:
-            return text
+            return str(disk_full(exc.filename or where, exc))
+        if disk_full_text(str(exc)):
+            return str(disk_full(where))
         exc, seen = exc.__cause__ or exc.__context__, seen + 1
     return None
+
+
+def _errno(exc: BaseException | None) -> int:
+    """The disk-full errno behind `exc` (ENOSPC when only its text says so): the exit status."""
+    while exc is not None:
+        if is_disk_full(exc):
+            return exc.errno or errno.ENOSPC
+        exc = exc.__cause__ or exc.__context__
+    return errno.ENOSPC
 
 
 def own_peak_rss() -> int | None:
@@ -190,9 +201,9 @@ def main(argv: list[str]) -> int:
     except MemoryError:
         result, code = {"ok": False, "error": "out of memory"}, 3
     except Exception as exc:
-        full = _disk_full(exc)
+        full = _disk_full(exc, job)
         if full:
-            result, code = {"ok": False, "error": f"disk full while building: {full}"}, 1
+            result, code = {"ok": False, "error": full}, _errno(exc)
         else:
             result = {
                 "ok": False,
@@ -202,8 +213,14 @@ def main(argv: list[str]) -> int:
             code = 3
     result["vm_hwm_bytes"] = own_peak_rss()
     tmp = result_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result))
-    os.replace(tmp, result_path)
+    try:
+        tmp.write_text(json.dumps(result))
+        os.replace(tmp, result_path)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        tmp.unlink(missing_ok=True)
+        return exc.errno or errno.ENOSPC  # no room for the result either: the status says it
     return code
 
 

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from trtbuild.errors import is_disk_full
+
 # What a graph or export job imports before it runs any model code: a forked child starts where
 # a fresh worker is when its depfile recording begins. The server then also runs
 # frontend.import_exporter(), which a graph job runs inside its recording: a child records those
@@ -55,9 +57,10 @@ def _child(request: dict[str, Any], server_pid: int) -> None:
         from trtbuild.execution import worker
 
         code = worker.main([request["job"]])
-    except BaseException:  # a child must never return into the server's loop
+    except BaseException as exc:  # a child must never return into the server's loop
         import traceback
 
+        code = (exc.errno or code) if is_disk_full(exc) else code  # executor.run_job
         traceback.print_exc()
     finally:
         with contextlib.suppress(Exception):

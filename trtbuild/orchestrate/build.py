@@ -22,7 +22,7 @@ from trtbuild.execution.executor import Executor, LocalExecutor, worker_env
 from trtbuild.execution.forkserver import EXPECTED_BYTES, ForkServer
 from trtbuild.model.graph import OpGraph
 from trtbuild.model.interface import interface_notes
-from trtbuild.orchestrate import check
+from trtbuild.orchestrate import check, disk
 from trtbuild.orchestrate.context import RunContext, TargetContext
 from trtbuild.orchestrate.graphjob import graph_job
 from trtbuild.orchestrate.kinds import local_kinds
@@ -124,6 +124,7 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
         executor,
         lockfile.read_lock(lock_file),
         load_observations(store.root),
+        disk.Ledger(opts.disk_check),
     )
     # A cluster runs the targets side by side; here the memory gate admits what fits.
     workers = len(targets) if executor.name == "ray" else opts.jobs
@@ -193,6 +194,7 @@ def _build_target(run: RunContext, target: Target) -> TargetResult:
         opts.report(note)
     locked = None if opts.memory_override else pinned(run.previous_lock, target, backend_name)
     observed = run.observed
+    claimed: dict[str, Any] | None = None  # the disk estimate, checked before the first job
     for _attempt in range(MAX_REPLANS):
         memory = locked or memory_model(
             backend_name,
@@ -223,6 +225,9 @@ def _build_target(run: RunContext, target: Target) -> TargetResult:
             kind=target.kind,
         )
         ctx = TargetContext(run, target, backend, graph, graph_info, the_plan, memory, result)
+        if claimed is None:  # before the target's first export or build job
+            claimed = disk.check(ctx)
+        result.disk = claimed
         opts.report(
             f"{target.name}: {len(the_plan.parts)} part(s), boundary {format_size(the_plan.boundary_bytes)}"
         )

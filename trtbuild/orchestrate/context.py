@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from trtbuild.cache.store import Store
     from trtbuild.execution.executor import Executor
     from trtbuild.model.graph import OpGraph
+    from trtbuild.orchestrate.disk import Ledger
     from trtbuild.orchestrate.graphjob import GraphResult
     from trtbuild.orchestrate.options import Options
     from trtbuild.orchestrate.results import TargetResult
@@ -39,6 +40,7 @@ class RunContext:
     # memory.json as the run found it: every target's first plan is made with it, as `plan`
     # would make it (a target built meanwhile, of the same graph, does not move another's plan).
     observed: list[Observation] | None
+    ledger: Ledger  # the run's disk claims (trtbuild.orchestrate.disk)
 
 
 @dataclass(frozen=True)

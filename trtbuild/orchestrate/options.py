@@ -53,6 +53,7 @@ class Options:
     # describe whole-recipe builds.
     models: list[str] | None = None
     precisions: list[str] | None = None
+    disk_check: bool = True  # refuse a build whose disk estimate exceeds the free space (disk.py)
 
     def __post_init__(self) -> None:
         """Paths may be given as strings, as a notebook user writes them."""

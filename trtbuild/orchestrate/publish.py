@@ -17,7 +17,7 @@ from trtbuild.cache import atomic
 from trtbuild.cache.digests import DigestMemo
 from trtbuild.cache.store import Store
 from trtbuild.check.figures import summary
-from trtbuild.errors import TrtbuildError
+from trtbuild.errors import TrtbuildError, disk_full, is_disk_full
 from trtbuild.orchestrate.enginejson import engine_description
 from trtbuild.orchestrate.graphjob import weights_files
 from trtbuild.orchestrate.owner import claim, remove_dropped_targets
@@ -56,12 +56,19 @@ def publish(result: TargetResult, recipe: Recipe, store: Store) -> None:
                 "plan": _plan_record(result.plan),
                 "budget_bytes": result.budget_bytes,
                 "check": result.check,  # None: not checked (--no-check, check.enabled = false)
+                "disk": result.disk,  # the disk estimate (disk.DiskNeed.to_json)
             },
         )
         atomic.swap_dir(new, final)
-    except OSError as exc:
+    except BaseException as exc:  # the staging folder never outlives a failed publish
         shutil.rmtree(new, ignore_errors=True)
-        raise TrtbuildError(f"{final}: cannot publish the build: {exc.strerror or exc}") from None
+        if is_disk_full(exc):
+            raise disk_full(exc.filename or new, exc) from None
+        if isinstance(exc, OSError):
+            raise TrtbuildError(
+                f"{final}: cannot publish the build: {exc.strerror or exc}"
+            ) from None
+        raise
 
 
 def _plan_record(plan: Any) -> dict[str, Any]:

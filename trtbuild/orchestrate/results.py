@@ -42,6 +42,7 @@ class TargetResult:
     memory: MemoryModel | None = None  # the memory model the plan was made with (the lock pins it)
     kind: str | None = None  # the device kind it was built for (recipe.Target.kind)
     check: dict[str, Any] | None = None  # the accuracy check's record (check.py); None: skipped
+    disk: dict[str, Any] | None = None  # the disk estimate it was checked with (disk.DiskNeed)
 
     @property
     def failed(self) -> str | None:
