@@ -156,17 +156,17 @@ def test_a_full_disk_in_the_store_is_one_line_and_leaves_no_scratch(
 ) -> None:
     """An engine moved into the cache's blobs meets ENOSPC (injected: the copy a move across
     filesystems makes); the run's scratch goes, the cache keeps what it had, a rerun builds."""
-    import trtbuild.store
+    import trtbuild.cache.store
 
     recipe = project(tmp_path / "recipes")
     cache = Path(os.environ["TRTBUILD_CACHE"])
-    real = trtbuild.store._move_or_copy
+    real = trtbuild.cache.store._move_or_copy
 
     def full(src: Path, dest: Path) -> None:
         dest.write_bytes(b"half")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dest))
 
-    monkeypatch.setattr(trtbuild.store, "_move_or_copy", full)
+    monkeypatch.setattr(trtbuild.cache.store, "_move_or_copy", full)
     assert main(["run", str(recipe)]) == 1
     lines = errors(capsys.readouterr().err)
     assert len(lines) == 1 and "no space left on device" in lines[0], lines
@@ -177,6 +177,6 @@ def test_a_full_disk_in_the_store_is_one_line_and_leaves_no_scratch(
     )
     assert not list((tmp_path / "build").rglob("engine.json"))
 
-    monkeypatch.setattr(trtbuild.store, "_move_or_copy", real)
+    monkeypatch.setattr(trtbuild.cache.store, "_move_or_copy", real)
     assert main(["run", str(recipe)]) == 0
     assert main(["cache", "verify"]) == 0
