@@ -82,7 +82,15 @@ SITES = {
 }
 
 
-@pytest.mark.parametrize("site", list(SITES))
+# The default run meets a full disk in a worker (export), in publishing and in a remote download;
+# the engine write (build) and the lock, with --runslow (a test loop under 20 minutes).
+DEFAULT_SITES = ("export", "publish", "remote")
+
+
+@pytest.mark.parametrize(
+    "site",
+    [s if s in DEFAULT_SITES else pytest.param(s, marks=pytest.mark.slow) for s in SITES],
+)
 def test_a_full_disk_is_one_line_and_leaves_nothing_behind(
     site: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

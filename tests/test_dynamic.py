@@ -126,6 +126,7 @@ def test_a_size_the_model_fixes_is_one_error_line_not_an_internal_error(tmp_path
     assert "fixed_length" in errors[0] and "internal" not in errors[0], errors[0]
 
 
+@pytest.mark.slow  # a regression of two models sharing a cache; the default run builds each kind
 def test_plan_and_run_agree_in_a_cache_another_model_shares(tmp_path: Path) -> None:
     """`plan` at a budget just above the smallest feasible one, then `run` at it, in a cache
     where another model of the same op graph was built first, with an edit between them that

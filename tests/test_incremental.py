@@ -32,30 +32,36 @@ def keys(result: object) -> dict[str, bool]:
 
 
 def test_one_changed_weight_rebuilds_only_its_part(recipes: Path) -> None:
+    """The seed network's ops at a few KB, split by SPLITTING, from a checkpoint: one tensor
+    changed rebuilds only the part that holds it."""
+    import importlib.util
+
     from safetensors.torch import save_file
 
+    from tests.conftest import SPLITTING, small_seed_net
+
+    recipe = small_seed_net(recipes)
+    spec = importlib.util.spec_from_file_location("seed_net", recipes / "models" / "seed_net.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
     torch.manual_seed(0)
-    layers = {"up": (8192, 4096), "mid": (4096, 8192), "down": (8192, 4096), "head": (16, 8192)}
-    state = {}
-    for name, shape in layers.items():
-        state[f"{name}.weight"] = torch.randn(shape) * 0.01
-        state[f"{name}.bias"] = torch.zeros(shape[0])
-    save_file(state, str(recipes / "mlp.safetensors"))
-    recipe = recipes / "mlp.toml"
+    state = {k: v.contiguous() for k, v in module.seed_net(16, 64, 32).state_dict().items()}
+    save_file(state, str(recipes / "seed.safetensors"))
     recipe.write_text(
         recipe.read_text().replace(
-            'weights = { init = "random", seed = 0 }', 'weights = "mlp.safetensors"'
+            'weights = { init = "random", seed = 0 }', 'weights = "seed.safetensors"'
         )
     )
-    first = build(recipe)
-    (target,) = first.targets
+    opts = Options(memory_override=SPLITTING, precisions=["fp32"])
+    (target,) = build(recipe, opts).targets
     assert len(target.parts) >= 2
     holder = next(
-        p.index for p, part in zip(target.parts, target.plan.parts) if "head.weight" in part.weights
+        p.index for p, part in zip(target.parts, target.plan.parts) if "fc1.weight" in part.weights
     )
-    state["head.weight"] = state["head.weight"] + 1.0
-    save_file(state, str(recipes / "mlp.safetensors"))
-    (again,) = build(recipe).targets
+    state["fc1.weight"] = state["fc1.weight"] + 1.0
+    save_file(state, str(recipes / "seed.safetensors"))
+    (again,) = build(recipe, opts).targets
     assert [p.cached for p in again.parts] == [p.index != holder for p in again.parts]
 
 

@@ -183,6 +183,7 @@ def run_split(recipe_path: Path, opts: Options) -> int:
 FIXED = MemoryModel(Stage(420 << 20, 1.0), Stage(96 << 20, 2.7), "test: fixed")
 
 
+@pytest.mark.slow  # a split chain against eager: tests/test_budget.py's parts chain back by default
 def test_resnet_plans_split_with_fx_reproduce_eager(recipes: Path) -> None:
     for budget in (460 << 20, 440 << 20):
         opts = Options(backend="onnxruntime", budget=budget, memory_override=FIXED)
