@@ -66,13 +66,20 @@ def test_one_changed_weight_rebuilds_only_its_part(recipes: Path) -> None:
 
 
 def test_budget_change_replans_and_reuses_unchanged_parts(recipes: Path) -> None:
-    recipe = recipes / "mlp.toml"
-    split = keys(build(recipe))
+    from tests.conftest import SPLITTING, small_seed_net
+
+    recipe = small_seed_net(recipes)  # split at 1 GiB by SPLITTING, whole at 16 GiB
+
+    def at(budget: int | None = None) -> dict[str, bool]:
+        return keys(
+            build(recipe, Options(memory_override=SPLITTING, precisions=["fp32"], budget=budget))
+        )
+
+    split = at()
     assert len(split) >= 2 and not any(split.values())
-    whole = build(recipe, Options(budget=3 << 30))
-    assert len(keys(whole)) == 1 and not any(keys(whole).values())
-    back = build(recipe)
-    assert keys(back) == dict.fromkeys(split, True)
+    whole = at(16 << 30)
+    assert len(whole) == 1 and not any(whole.values())
+    assert at() == dict.fromkeys(split, True)
 
 
 def test_changing_a_precision_rebuilds_only_that_target(recipes: Path) -> None:
