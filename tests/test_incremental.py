@@ -123,8 +123,8 @@ def test_explain_and_verbose_say_why(recipes: Path, capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert "resnet_tiny/fp16 part 0: building: weights changed" in err
     # -v shows each process's measured peak against the memory model's prediction
-    assert re.search(r"export: peak \d+ MiB, predicted \d+ MiB \([+-]\d+%\)", err), err
-    assert re.search(r"build: peak \d+ MiB, predicted \d+ MiB \([+-]\d+%\)", err), err
+    assert re.search(r"export: peak \d+ MiB, predicted \d+ MiB \(peak [+-]\d+%\)", err), err
+    assert re.search(r"build: peak \d+ MiB, predicted \d+ MiB \(peak [+-]\d+%\)", err), err
 
 
 def test_locked_and_release(recipes: Path) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 
 from tests.conftest import REPO
-from trtbuild.cli import _parser
+from trtbuild.cli import _parser, main
 
 README = (REPO / "README.md").read_text()
 
@@ -35,3 +36,15 @@ def test_every_flag_the_readme_shows_exists() -> None:
 def test_every_docs_link_exists() -> None:
     for link in re.findall(r"\]\((docs/[^)]+)\)", README):
         assert (REPO / link).is_file(), link
+
+
+def test_the_minimal_recipe_and_its_model_build_as_pasted(tmp_path: Path) -> None:
+    """The README's minimal recipe and model file, pasted into a fresh folder, build and pass."""
+    blocks = re.findall(r"```(toml|python)\n(.*?)```", README, re.S)
+    recipe = next(b for kind, b in blocks if kind == "toml" and "my_mlp" in b)
+    model = next(b for kind, b in blocks if kind == "python" and "def make_mlp" in b)
+    (tmp_path / "recipes" / "models").mkdir(parents=True)
+    (tmp_path / "recipes" / "my_mlp.toml").write_text(recipe)
+    (tmp_path / "recipes" / "models" / "mlp.py").write_text(model)
+    assert main(["run", str(tmp_path / "recipes" / "my_mlp.toml")]) == 0
+    assert (Path("build") / "my_mlp" / "mlp" / "fp16" / "engine.json").is_file()

@@ -234,7 +234,7 @@ def _memory_line(process: dict[str, Any]) -> str:
         return f"{process['kind']}: peak {measured / 2**20:.0f} MiB"
     return (
         f"{process['kind']}: peak {measured / 2**20:.0f} MiB, predicted {predicted / 2**20:.0f} "
-        f"MiB ({predicted / measured - 1:+.0%})"
+        f"MiB (peak {measured / predicted - 1:+.0%})"
     )
 
 

@@ -190,6 +190,11 @@ def _sorted(value: Any) -> Any:
 UNSAID = {"check": True}  # options an invocation records only when not at their default
 
 
+def _said(name: str, value: Any) -> str:
+    """An option's value as a user would say it: budget 0 is the recipe's own."""
+    return "the recipe's" if name == "budget" and value == 0 else repr(value)
+
+
 def staleness(
     lock: Lock | None,
     invocation: dict[str, Any],
@@ -208,7 +213,7 @@ def staleness(
     reasons: list[str] = []
     was, now = {**UNSAID, **lock.invocation}, {**UNSAID, **invocation}
     reasons += [
-        f"option {name} changed ({was.get(name)!r} -> {now.get(name)!r})"
+        f"option {name} changed ({_said(name, was.get(name))} -> {_said(name, now.get(name))})"
         for name in sorted({*was, *now})
         if was.get(name) != now.get(name)
     ]
