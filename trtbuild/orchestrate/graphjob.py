@@ -158,8 +158,8 @@ def weights_digest(recipe: Recipe, spec: ModelSpec, memo: DigestMemo) -> str | N
 def _with_code(digests: dict[str, str], code_init: list[str], inputs: Inputs) -> dict[str, str]:
     """Seeded-init digests of tensors the model's code initialises (weights.WeightSource.code_init)
     depend on that code: they take the digest of the model's inputs in."""
-    code = inputs.digest()
-    return {n: digest_json([d, code]) if n in code_init else d for n, d in digests.items()}
+    code, by_code = inputs.digest(), set(code_init)
+    return {n: digest_json([d, code]) if n in by_code else d for n, d in digests.items()}
 
 
 def _input_sets(store: Store, manifest: str) -> list[dict[str, Any]]:
