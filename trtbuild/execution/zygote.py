@@ -11,7 +11,6 @@ import os
 import select
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 from trtbuild.errors import is_disk_full
@@ -29,13 +28,6 @@ BASELINE = (
     "trtbuild.model.graph",
     "trtbuild.model.partexport",
 )
-
-
-def _own_rss() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def _child(request: dict[str, Any], server_pid: int) -> None:
