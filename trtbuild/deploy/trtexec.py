@@ -41,6 +41,7 @@ def write_onnx(recipe: Recipe, planned: PlannedTarget, store: Store, folder: Pat
         planned.job.digest,
         settings["opset"],
         [PartToExport(part_json(p), str(path)) for p, path in zip(planned.plan.parts, paths)],
+        uses_torch=not planned.target.model.onnx,
     )
     scratch = store.scratch()
     try:

@@ -83,7 +83,8 @@ def run_job(
     job_path.write_text(json.dumps(jobs.to_json(job, str(result_path))))
     log_path = scratch / f"{name}.log"
     start, started = time.perf_counter(), time.time()
-    pid, wait, forked = _start(job_path, log_path, server if job.kind in FORKED_KINDS else None)
+    forkable = job.kind in FORKED_KINDS and getattr(job, "uses_torch", True)
+    pid, wait, forked = _start(job_path, log_path, server if forkable else None)
     with _running_lock:
         _running.add(pid)
     watcher = Watcher(pid, limit_bytes, forked, job.kind in WATCHED_FILES_KINDS)

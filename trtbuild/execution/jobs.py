@@ -26,6 +26,7 @@ class GraphJob(_ModelJob):
 
     kind: ClassVar[str] = "graph"
     cache: str | None = None  # trtbuild's own cache: never an input of the model
+    uses_torch: bool = True  # False for an `onnx:` source: a plain process, never the fork server
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class ExportJob(_ModelJob):
     state: str | None = None  # the model's own state (a StateJob's safetensors) when no weights
     # the check's reference file, computed after the parts (trtbuild.check.reference); parts may be []
     reference: dict[str, Any] | None = None
+    uses_torch: bool = True  # False for an `onnx:` source: a plain process, never the fork server
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from trtbuild.errors import TrtbuildError, disk_full, disk_full_text, is_disk_full
-from trtbuild.execution.jobs import BuildJob, CheckJob, GraphJob, Job, ProbeJob, StateJob, from_json
+from trtbuild.execution.jobs import (
+    BuildJob,
+    CheckJob,
+    ExportJob,
+    GraphJob,
+    Job,
+    ProbeJob,
+    StateJob,
+    from_json,
+)
 
 
 def run(job: Job) -> dict[str, Any]:
@@ -39,6 +48,8 @@ def run(job: Job) -> dict[str, Any]:
         return _graph(recipe, job)
     if isinstance(job, StateJob):
         return _state(recipe, job)
+    if recipe.model_spec(job.model).onnx:
+        return _onnx_export(recipe, job)
     from trtbuild.model.partexport import export_parts, prepare
 
     parts = [(entry.part, Path(entry.onnx)) for entry in job.parts]
@@ -51,6 +62,22 @@ def run(job: Job) -> dict[str, Any]:
 
     before = own_peak_rss()  # the export's own peak: what the memory model of exports is fitted to
     reference = compute(prepared, job.precision, job.reference, recipe.root)
+    return {"parts": exported, "reference": reference, "export_peak_bytes": before}
+
+
+def _onnx_export(recipe: Any, job: ExportJob) -> dict[str, Any]:
+    """The parts (and the check's reference) of an `onnx:` source: no torch in this process."""
+    from trtbuild.model.onnxparts import export_parts, open_source
+
+    source = open_source(recipe, job.model, job.precision, job.graph_digest)
+    parts = [(entry.part, Path(entry.onnx)) for entry in job.parts]
+    exported = export_parts(source, parts, job.precision)
+    if job.reference is None:
+        return {"parts": exported}
+    from trtbuild.check.onnxreference import compute
+
+    before = own_peak_rss()
+    reference = compute(source, job.reference, recipe.root, recipe.plugins(job.model))
     return {"parts": exported, "reference": reference, "export_peak_bytes": before}
 
 
@@ -67,6 +94,10 @@ def _probe(size: int, hold: float) -> dict[str, Any]:
 
 def _graph(recipe: Any, job: GraphJob) -> dict[str, Any]:
     """The op graph, weight digests and discovered inputs of one model at one precision."""
+    if recipe.model_spec(job.model).onnx:  # no torch in this process
+        from trtbuild.model.onnxsource import graph_result
+
+        return graph_result(recipe, job.model, own_peak_rss)
     from trtbuild.model import depfile, frontend
     from trtbuild.model.binding import exported_graph
     from trtbuild.model.checkpoint import tensor_digest

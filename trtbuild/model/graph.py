@@ -164,7 +164,7 @@ def from_exported(
     ops = [_op(node, rename, weights, symbols) for node in _compute_nodes(program.graph)]
     produced = {t.name for op in ops for t in op.outputs}
     outputs = list(dict.fromkeys(n for n in _user_outputs(program, rename) if n in produced))
-    ops = _live(ops, outputs)
+    ops = live_ops(ops, outputs)
     used = {w for op in ops for w in op.weights}
     return OpGraph(inputs, outputs, {k: v for k, v in weights.items() if k in used}, ops)
 
@@ -177,7 +177,7 @@ def _user_outputs(program: ExportedProgram, rename: dict[str, str]) -> list[str]
     return [rename.get(a.name, a.name) for a in args if hasattr(a, "name")]
 
 
-def _live(ops: list[Op], outputs: list[str]) -> list[Op]:
+def live_ops(ops: list[Op], outputs: list[str]) -> list[Op]:
     """The ops the outputs depend on. A model may compute what the recipe does not ask for
     (ViT's pooler when `outputs` picks last_hidden_state): a part of such ops has no outputs."""
     needed, keep = set(outputs), []

@@ -183,10 +183,10 @@ def _build_target(run: RunContext, target: Target) -> TargetResult:
     backend = get_backend(backend_name)
     budget = target.budget.host_memory
     before = memory_model(backend_name, None, None, opts.memory_override)  # the priors
-    with executor.admit(before.export.fixed_bytes, budget, forked=True) as share:
+    with executor.admit(before.export.fixed_bytes, budget, forked=not target.model.onnx) as share:
         graph_info = graph_job(recipe, target, store, memo, share, executor)
     graph = OpGraph.from_json(graph_info.graph)
-    if target.model.weights is None:  # the model's own state after its factory ran
+    if target.model.weights is None and not target.model.onnx:  # its factory's own state
         graph_info = own_weights(recipe, target, list(graph.weights), graph_info, store, executor)
     out_dir = output_dir(opts.out, recipe.name, target.model.name, target.slot)
     notes = interface_notes(target.name, target.model.name, graph_info.graph)
@@ -203,6 +203,7 @@ def _build_target(run: RunContext, target: Target) -> TargetResult:
             opts.memory_override,
             graph_info.digest,
             observed,
+            onnx=target.model.onnx,
         )
         the_plan = plan_target(
             target,

@@ -144,6 +144,8 @@ def _reference_bytes(target: Target, the_plan: Plan, graph: OpGraph) -> int:
     and, per sample, the tensors between parts and a part's live activations (~4x the largest
     tensor a part passes), at float32."""
     largest = max((p.load.largest_bytes for p in the_plan.parts), default=0)
+    if target.model.onnx:  # ONNX Runtime runs a whole part (check/onnxreference.py)
+        largest = max((p.weight_bytes for p in the_plan.parts), default=0)
     half = target.precision != "fp32"
     tensors = [t.bytes * (2 if half else 1) for p in the_plan.parts for t in p.outputs]
     samples = 3 if any(isinstance(i.shape, DynamicShape) for i in target.model.inputs) else 1
@@ -226,9 +228,10 @@ def _run(
                 [],
                 state=state_file(result.graph_job, scratch),
                 reference=ref.job_field(scratch),
+                uses_torch=not target.model.onnx,
             )
             predicted = memory.export.fixed_bytes + ref.extra_bytes
-            with executor.admit(predicted, budget, forked=True) as share:
+            with executor.admit(predicted, budget, forked=job.uses_torch) as share:
                 outcome = executor.run(job, scratch, share, predicted, None)
             ref.keep(scratch, outcome.result["reference"])
             processes.append(_record("reference", outcome, predicted, share))

@@ -36,7 +36,7 @@ def explain(recipe_path: str | Path, opts: Options | None = None) -> list[str]:
                 f"{target.name}: plan changed ({len(old_parts)} -> {len(planned.plan.parts)} parts)"
             )
         job = planned.job
-        if target.model.weights is None:  # the factory's own weights: known once computed
+        if target.model.weights is None and not target.model.onnx:  # known once computed
             job = cached_weights(target, planned.job, store)  # type: ignore[assignment]
             if job is None:
                 lines += [

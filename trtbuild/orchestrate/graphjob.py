@@ -191,7 +191,13 @@ def _run(
     executor: Executor | None,
 ) -> GraphResult:
     scratch = store.scratch()
-    job = jobs.GraphJob(str(recipe.path), target.model.name, target.precision, str(store.root))
+    job = jobs.GraphJob(
+        str(recipe.path),
+        target.model.name,
+        target.precision,
+        str(store.root),
+        uses_torch=not target.model.onnx,
+    )
     try:
         if executor is None:  # planning alone: a plain process here
             outcome = run_job(job, scratch, budget)

@@ -153,11 +153,12 @@ def _run(
             [PartToExport(part_json(p), str(folders[p.index] / "part.onnx")) for p in todo],
             state_file(job, scratch),
             ref.job_field(scratch) if ref else None,
+            uses_torch=not target.model.onnx,
         )
         predicted = memory.export.predict(heaviest)
         if ref is not None:  # after the export, one weight at a time: its peak or the export's
             predicted = max(predicted, memory.export.fixed_bytes + ref.extra_bytes)
-        with executor.admit(predicted, budget, forked=True) as share:
+        with executor.admit(predicted, budget, forked=export_job.uses_torch) as share:
             outcome = _stage(
                 executor,
                 export_job,

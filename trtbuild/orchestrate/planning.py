@@ -69,7 +69,12 @@ def plan_targets(
         graph = OpGraph.from_json(job.graph)
         locked = None if opts.memory_override else pinned(lock, target, backend)
         memory = locked or memory_model(
-            backend, store.root, job.base_bytes, opts.memory_override, job.digest
+            backend,
+            store.root,
+            job.base_bytes,
+            opts.memory_override,
+            job.digest,
+            onnx=target.model.onnx,
         )
         the_plan = plan_target(
             target, graph, job, memory, opts.prove_seconds, opts.memory_override is not None

@@ -159,6 +159,11 @@ TENSORRT = MemoryModel(
     "assumes) plus ~0.5 GiB resident for the CUDA context and TensorRT libraries",
 )
 DEFAULTS = {"onnxruntime": ONNXRUNTIME, "tensorrt": TENSORRT}
+# The export process of an `onnx:` source (trtbuild.model.onnxparts) copies weights a chunk at a
+# time, but holds a whole part to convert it to fp16 (its fp32 and fp16 copies) and to run it in
+# ONNX Runtime for the check's reference (the initializers ONNX Runtime loads, and the protobuf
+# it parses): 2x its weights, an upper bound the fit only raises.
+ONNX_SOURCE_EXPORT = Stage(fixed_bytes=40 * MiB, alpha=2.0)
 # A model's base before its first graph job has run (torch + a small model, measured here).
 DEFAULT_BASE = 420 * MiB
 
@@ -170,6 +175,7 @@ def memory_model(
     prior: MemoryModel | None = None,
     graph: str | None = None,
     observed: list[Observation] | None = None,
+    onnx: bool = False,
 ) -> MemoryModel:
     """The memory model of one target: its model's base plus the fitted exporter overhead for
     the export stage, the fitted builder for the build stage.
@@ -179,9 +185,12 @@ def memory_model(
     raise every other model's predictions (the seed network at 640 MiB could not be planned
     after it). None: every process seen. `prior` replaces the default priors (and then no base is
     added: it is the whole model). `observed`: the cache's observations as read earlier (a run
-    plans every target with those it started with, as `plan` would), else read now.
+    plans every target with those it started with, as `plan` would), else read now. `onnx`: the
+    model is an `onnx:` source (its export process: ONNX_SOURCE_EXPORT).
     """
     start = prior or DEFAULTS[backend]
+    if onnx and prior is None:
+        start = replace(start, export=ONNX_SOURCE_EXPORT)
     recorded = load_observations(cache_dir) if observed is None else observed
     seen = [o for o in recorded if graph is None or o.graph == graph]
     per_model = prior is None  # a given prior is the whole process cost: bases stay in the fit

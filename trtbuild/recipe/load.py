@@ -93,8 +93,14 @@ class Recipe:
         """Every file the recipe names exists: fail before any process starts."""
         for index, model in enumerate(self.schema.model):
             module_ref = model.source.rpartition(":")[0]
-            if module_ref.endswith(".py") and not self.resolve(module_ref).is_file():
+            if model.onnx and not self.resolve(model.source.partition(":")[2]).is_file():
+                where = self.resolve(model.source.partition(":")[2])
+                self._missing(("model", index, "source"), where, "an ONNX file")
+            elif module_ref.endswith(".py") and not self.resolve(module_ref).is_file():
                 self._missing(("model", index, "source"), self.resolve(module_ref), "a Python file")
+            for plugin in model.plugins:
+                if not self.resolve(plugin).is_file():
+                    self._missing(("model", index, "plugins"), self.resolve(plugin), "a shared library")
             if isinstance(model.weights, str) and not self.resolve(model.weights).exists():
                 self._missing(
                     ("model", index, "weights"),
@@ -108,6 +114,10 @@ class Recipe:
                     "a config.json file or a model folder",
                 )
             self.data_files(model)
+
+    def plugins(self, model: str) -> list[str]:
+        """The model's custom-operator libraries, as absolute paths."""
+        return [str(self.resolve(p)) for p in self.model_spec(model).plugins]
 
     def data_files(self, spec: ModelSpec) -> list[Path]:
         """The files a model's `data` globs match, sorted; a glob matching none is an error."""

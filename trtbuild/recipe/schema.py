@@ -129,11 +129,13 @@ class InputSpec(_Strict):
 
 
 TRANSFORMERS = "transformers"  # source = "transformers:<model class>", e.g. LlamaForCausalLM
+ONNX = "onnx"  # source = "onnx:<file relative to the recipe>": trtbuild.model.onnxgraph
 
 
 class ModelSpec(_Strict):
     name: Name
-    source: str = Field(pattern=r"^[^:]+:[A-Za-z_][A-Za-z0-9_]*$")
+    # "file.py:factory", "module:factory", "transformers:<class>" or "onnx:<file>"
+    source: str = Field(pattern=r"^(onnx:.+|[^:]+:[A-Za-z_][A-Za-z0-9_]*)$")
     kwargs: dict[str, Any] = Field(default_factory=dict)
     # transformers sources: an inline config, or a config.json / model folder (default: the
     # weights folder's config.json)
@@ -151,10 +153,30 @@ class ModelSpec(_Strict):
     budget: Budget | None = None
     devices: list[DeviceKind] | None = Field(None, min_length=1)
     check: CheckSpec = CheckSpec()  # [model.check]: the engines against the model (check.py)
+    # Custom-operator libraries (relative to the recipe): ONNX Runtime's
+    # register_custom_ops_library, TensorRT's plugin registry load_library
+    plugins: list[str] = Field(default_factory=list)
 
     @property
     def transformers(self) -> bool:
         return self.source.partition(":")[0] == TRANSFORMERS
+
+    @property
+    def onnx(self) -> bool:
+        return self.source.partition(":")[0] == ONNX
+
+    @model_validator(mode="after")
+    def _onnx_has_its_weights(self) -> ModelSpec:
+        if self.onnx:
+            for name in ("weights", "config"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"expected no '{name}' with an {ONNX}:<file> source (the file holds "
+                        f"its weights), got source {self.source!r}"
+                    )
+            if self.kwargs:
+                raise ValueError(f"expected no 'kwargs' with an {ONNX}:<file> source")
+        return self
 
     @model_validator(mode="after")
     def _config_for_transformers(self) -> ModelSpec:

@@ -1,0 +1,150 @@
+"""The ONNX file of each part of an `onnx:<file>` source (worker side, no torch).
+
+A part is a graph of its own nodes (trtbuild.model.onnxgraph: `interface["onnx_nodes"]`), the
+tensors it reads from earlier parts as inputs, and only the initializers its nodes read: each is
+copied from the source's external data into the part's own `part.onnx.data` a chunk at a time
+(onnxfile.CHUNK), so the process never holds a weight, let alone another part's. fp16 converts
+the part with ONNX Runtime's converter (onnxruntime.transformers.float16, inputs and outputs
+kept at their types, ops without fp16 kernels kept at fp32); it holds that part's weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from trtbuild.errors import TrtbuildError
+from trtbuild.model.graph import OpGraph
+from trtbuild.model.onnxfile import is_external, load_graph, tensor_chunks, tensor_nbytes
+from trtbuild.model.onnxgraph import model_file, onnx_graph
+from trtbuild.recipe.load import Recipe
+
+ONNX_PRECISIONS = ("fp32", "fp16")
+DATA_ALIGN = 4096  # each initializer starts on a page in part.onnx.data (mmap-able)
+
+
+@dataclass(frozen=True)
+class Source:
+    """The source model as one export process reads it: its graph without weights, its folder,
+    the OpGraph parts were planned on, and the ops' node indices."""
+
+    proto: Any
+    folder: Path
+    graph: OpGraph
+    nodes: dict[str, list[int]]
+
+
+def open_source(recipe: Recipe, model: str, precision: str, graph_digest: str) -> Source:
+    """Read the source again, as the graph job did; a changed file is an error.
+
+    Raises TrtbuildError for a precision ONNX sources do not build, or a changed model."""
+    spec = recipe.model_spec(model)
+    if precision not in ONNX_PRECISIONS:
+        raise TrtbuildError(
+            f"{recipe.model_loc(model, 'precisions')}: model '{model}': precision {precision!r} "
+            f"is not built from an ONNX source yet (expected one of {list(ONNX_PRECISIONS)})"
+        )
+    path = model_file(spec, recipe.root)
+    proto = load_graph(path)
+    graph = onnx_graph(proto, spec, f"{path}")
+    if graph.digest() != graph_digest:
+        raise TrtbuildError(
+            f"model '{model}' changed while it was being built (graph digest differs); run again"
+        )
+    return Source(proto, path.parent, graph, graph.interface["onnx_nodes"])
+
+
+def export_parts(
+    source: Source, parts: list[tuple[dict[str, Any], Path]], precision: str
+) -> list[dict[str, Any]]:
+    """Write each part's ONNX at `precision` (see module docstring); per part, what it loaded."""
+    out = []
+    for part, path in parts:
+        written = write_part(source, part, path)
+        if precision == "fp16":
+            _to_fp16(path)
+        out.append(written)
+    return out
+
+
+def write_part(source: Source, part: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The part's ONNX at fp32 as in the source, its initializers in `<path>.data`."""
+    import onnx
+    from onnx import helper
+
+    original = source.proto.graph
+    indices = sorted(i for op in part["ops"] for i in source.nodes[op])
+    by_name = {t.name: t for t in original.initializer}
+    data = path.with_name(path.name + ".data")
+    initializers, loaded = [], 0
+    with open(data, "wb") as f:
+        for name in part["weights"]:
+            tensor = by_name[name]
+            copy = onnx.TensorProto()
+            if not is_external(tensor):
+                copy.CopyFrom(tensor)
+            else:
+                copy.name, copy.data_type = tensor.name, tensor.data_type
+                copy.dims.extend(tensor.dims)
+                offset = -(-f.tell() // DATA_ALIGN) * DATA_ALIGN
+                f.seek(offset)
+                for block in tensor_chunks(tensor, source.folder):
+                    f.write(block)
+                copy.data_location = onnx.TensorProto.EXTERNAL
+                for key, value in (
+                    ("location", data.name),
+                    ("offset", str(offset)),
+                    ("length", str(tensor_nbytes(tensor))),
+                ):
+                    copy.external_data.add(key=key, value=value)
+            loaded += tensor_nbytes(tensor)
+            initializers.append(copy)
+    graph = helper.make_graph(
+        [original.node[i] for i in indices],
+        f"{original.name or 'graph'}_part",
+        [_value(t) for t in part["inputs"]],
+        [_value(t) for t in part["outputs"]],
+        initializers,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=list(source.proto.opset_import),
+        ir_version=source.proto.ir_version,
+        producer_name="trtbuild",
+    )
+    model.functions.extend(source.proto.functions)
+    onnx.save(model, str(path))
+    return {
+        "weights_loaded": sorted(part["weights"]),
+        "weight_bytes_loaded": loaded,
+        "checkpoint_files_opened": 1 if part["weights"] else 0,
+        "initializers": len(initializers),
+    }
+
+
+def _value(tensor: dict[str, Any]) -> Any:
+    """A part's input or output: its dtype, its dims (a dynamic one by its name)."""
+    import numpy as np
+    from onnx import helper
+
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(tensor["dtype"]))
+    return helper.make_tensor_value_info(tensor["name"], elem, list(tensor["shape"]))
+
+
+def _to_fp16(path: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(path))  # this part's weights, no other's
+    half = convert_float_to_float16(model, keep_io_types=True)
+    del model
+    path.with_name(path.name + ".data").unlink()
+    onnx.save(
+        half,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=path.name + ".data",
+        size_threshold=1024,
+    )
