@@ -23,7 +23,7 @@ class ChainedModel:
             path = directory / part["engine"]
             if verify and sha256_file(path) != part["sha256"]:
                 raise TrtbuildError(f"{path}: engine does not match the sha256 in engine.json")
-            self.engines.append(self.backend.load(path))
+            self.engines.append(self.backend.load(path, description.get("plugins", [])))
         self.input_names = [i["name"] for i in description["inputs"]]
         self.output_names = [o["name"] for o in description["outputs"]]
 

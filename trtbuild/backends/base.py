@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,7 +48,9 @@ class Backend(Protocol):
         """Write the engine for `onnx_path` to `out`; return facts for the build record."""
         ...
 
-    def load(self, engine_path: Path) -> Engine: ...
+    def load(self, engine_path: Path, plugins: Sequence[str] = ()) -> Engine:
+        """The engine at `engine_path`; `plugins`: custom-operator libraries it was built with."""
+        ...
 
     def describe(self, engine_path: Path) -> EngineIO:
         """The engine's inputs and outputs from its own metadata (what a server is told)."""

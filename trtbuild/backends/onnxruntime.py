@@ -12,7 +12,7 @@ import os
 import platform
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +69,14 @@ class OnnxRuntimeBackend:
         options.add_session_config_entry(
             "session.optimized_model_external_initializers_min_size_in_bytes", "1024"
         )
+        for library in settings.get("plugin_paths", []):
+            options.register_custom_ops_library(library)
         try:
             ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT reports unsupported ops and types as generic failures
             if _no_room(str(exc), onnx_path, out):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out)) from exc
-            reason = _ort_reason(str(exc), str(settings.get("precision", "")))
+            reason = ort_reason(str(exc), str(settings.get("precision", "")))
             raise TrtbuildError(
                 f"onnxruntime cannot build this part on the CPU: {reason}"
             ) from None
@@ -95,10 +97,12 @@ class OnnxRuntimeBackend:
 
         return torch.from_numpy(value.numpy())
 
-    def load(self, engine_path: Path) -> OnnxRuntimeEngine:
+    def load(self, engine_path: Path, plugins: Sequence[str] = ()) -> OnnxRuntimeEngine:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        for library in plugins:
+            options.register_custom_ops_library(library)
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         # Engines of a chain run one after another: an idle pool spinning for work would steal
@@ -159,13 +163,15 @@ def _cpu_isa() -> str:
     return "+".join(f for f in wanted if f in flags) or "baseline"
 
 
-def _ort_reason(message: str, precision: str) -> str:
+def ort_reason(message: str, precision: str = "") -> str:
     """ONNX Runtime's reason without the scratch path it names (gone once the job ends), and
     what a user can do about a type the CPU kernels lack."""
     detail = message.split(" : ")[-1].strip().splitlines()[0]
     detail = re.sub(r"Load model from \S+ failed:\s*", "", detail)
     if "bfloat16" in detail or (precision == "bf16" and "NOT_IMPLEMENTED" in message):
         detail += " (the CPU backend has no bfloat16 kernel for this op: use fp32 or fp16 here)"
+    if "is not a registered function/op" in detail:
+        detail += " (a custom operator: name its library in the model's `plugins`)"
     return detail
 
 

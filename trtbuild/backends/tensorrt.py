@@ -13,7 +13,7 @@ import importlib.util
 import json
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,22 @@ def _deserialize(path: Path) -> tuple[Any, Any, Any]:
     return logger, runtime, engine
 
 
+def load_plugins(paths: Sequence[str]) -> None:
+    """Register custom-layer plugin libraries with TensorRT's plugin registry (the parser and
+    the runtime find their creators there): IPluginRegistry.load_library, once per path."""
+    if not paths:
+        return
+    registry = _trt().get_plugin_registry()
+    for path in paths:
+        if path not in _loaded_plugins:
+            if registry.load_library(path) is None:
+                raise TrtbuildError(f"{path}: TensorRT could not load this plugin library")
+            _loaded_plugins.add(path)
+
+
+_loaded_plugins: set[str] = set()
+
+
 def _io_names(engine: Any) -> tuple[list[str], list[str]]:
     trt = _trt()
     names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -152,6 +168,7 @@ class TensorRTBackend:
         config_plan = builder_config(
             dict(settings), settings["precision"], settings["inputs"], major, settings["release"]
         )
+        load_plugins(settings.get("plugin_paths", []))
         logger = trt.Logger()
         builder = trt.Builder(logger)
         network = builder.create_network(_network_flags(trt, config_plan))
@@ -186,7 +203,8 @@ class TensorRTBackend:
         path.write_text(json.dumps(json.loads(info), indent=1, sort_keys=True))
         return path.name
 
-    def load(self, engine_path: Path) -> TensorRTEngine:
+    def load(self, engine_path: Path, plugins: Sequence[str] = ()) -> TensorRTEngine:
+        load_plugins(plugins)
         return TensorRTEngine(engine_path)
 
     def describe(self, engine_path: Path) -> EngineIO:

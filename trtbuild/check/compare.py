@@ -61,6 +61,8 @@ class CheckRequest(Protocol):
     def samples(self) -> int: ...
     @property
     def tolerances(self) -> dict[str, dict[str, Any]]: ...  # per output; "*": between parts
+    @property
+    def plugins(self) -> list[str]: ...  # custom-operator libraries
 
 
 def run_check(job: CheckRequest) -> dict[str, Any]:
@@ -79,7 +81,7 @@ def run_check(job: CheckRequest) -> dict[str, Any]:
     later = _read_later(job.parts, job.outputs)
     parts = []
     for index, part in enumerate(job.parts):
-        engine = backend.load(Path(part["engine"]))
+        engine = backend.load(Path(part["engine"]), job.plugins)
         dtypes = {t.name: t.dtype for t in backend.describe(Path(part["engine"])).inputs}
         figures = []
         for k in range(job.samples):

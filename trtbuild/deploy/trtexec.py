@@ -61,9 +61,9 @@ def commands(recipe: Recipe, planned: PlannedTarget, folder: Path, major: int) -
         extra = build_inputs(recipe, planned.target, part)
         config = builder_config(settings, planned.target.precision, extra["inputs"], major, False)
         lines.append(f"# {planned.target.name} part {part.index}")
-        lines.append(
-            trtexec_command(
-                config, f"{folder}/part{part.index}.onnx", f"{folder}/part{part.index}.engine"
-            )
+        command = trtexec_command(
+            config, f"{folder}/part{part.index}.onnx", f"{folder}/part{part.index}.engine"
         )
+        plugins = " ".join(f"--staticPlugins={p}" for p in extra["plugin_paths"])
+        lines.append(f"{command} {plugins}" if plugins else command)
     return lines

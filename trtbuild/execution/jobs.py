@@ -83,6 +83,7 @@ class CheckJob:
     outputs: list[str]  # the model's outputs, in order
     samples: int
     tolerances: dict[str, dict[str, Any]]  # per model output, and "*" for tensors between parts
+    plugins: list[str] = field(default_factory=list)  # custom-operator libraries (paths)
 
 
 @dataclass(frozen=True)

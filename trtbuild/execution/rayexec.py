@@ -169,7 +169,11 @@ def recipe_files(recipe_path: Path, model: str) -> list[Path]:
             files.add(path)
     spec = recipe.model_spec(model)
     files.update(recipe.data_files(spec))
-    for named in (spec.weights, spec.config):
+    named_files = [spec.weights, spec.config, *spec.plugins]
+    if spec.onnx:  # the graph and its external data (onnx.load's rule: files beside it)
+        source = recipe.resolve(spec.source.partition(":")[2])
+        named_files += [str(p) for p in source.parent.iterdir() if p.is_file()]
+    for named in named_files:
         if isinstance(named, str):
             where = recipe.resolve(named)
             files.update(_walk(where) if where.is_dir() else [where])

@@ -35,12 +35,7 @@ def load_graph(path: Path) -> Any:
         model = onnx.load(str(path), load_external_data=False)
     except FileNotFoundError:
         raise TrtbuildError(f"{path}: ONNX file not found") from None
-    except (
-        DecodeError,
-        RuntimeWarning,
-        ValueError,
-        onnx.onnx_cpp2py_export.ValidationError,
-    ) as exc:
+    except (DecodeError, RuntimeWarning, ValueError, OSError) as exc:
         raise TrtbuildError(
             f"{path}: not a readable ONNX model (truncated or malformed protobuf: {exc})"
         ) from None

@@ -39,8 +39,7 @@ def shape_sets(spec: ModelSpec) -> list[dict[str, list[int]]]:
     out: list[dict[str, list[int]]] = []
     for which in ("opt", "min", "max"):
         shapes = {
-            i.name: list(getattr(i.shape, which) if i.dynamic else i.shape)  # type: ignore[arg-type]
-            for i in spec.inputs
+            i.name: list(getattr(i.shape, which) if i.dynamic else i.shape) for i in spec.inputs
         }
         if shapes not in out:
             out.append(shapes)

@@ -83,15 +83,33 @@ def action_key(fields: dict[str, Any]) -> str:
     return digest(fields)
 
 
+WEIGHT = "weights/"  # per-weight entries of field_digests: explain names the weight that changed
+
+
 def field_digests(fields: dict[str, Any]) -> dict[str, str]:
-    return {name: digest(value)[:16] for name, value in fields.items()}
+    """Each key field's digest (16 hex digits), and each weight's as `weights/<name>`."""
+    out = {name: digest(value)[:16] for name, value in fields.items()}
+    out.update({WEIGHT + name: d[:16] for name, d in fields["weights"].items()})
+    return out
 
 
 def explain(old: dict[str, str] | None, new: dict[str, str]) -> str:
-    """Why a part would be rebuilt, from the per-field digests of the lock and of now."""
+    """Why a part would be rebuilt, from the per-field digests of the lock and of now: the
+    fields that changed, and for weights the names of those that changed (when the lock has them)."""
     if old is None:
         return "would build: not in the lock file"
-    changed = [
-        f"{k} changed ({old.get(k, '-')[:8]} -> {new[k][:8]})" for k in new if old.get(k) != new[k]
-    ]
+    changed = []
+    for k in new:
+        if k.startswith(WEIGHT) or old.get(k) == new[k]:
+            continue
+        names = [
+            n.removeprefix(WEIGHT)
+            for n in sorted({*old, *new})
+            if n.startswith(WEIGHT) and old.get(n) != new.get(n)
+        ]
+        if k == "weights" and names and any(n.startswith(WEIGHT) for n in old):
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            changed.append(f"weights changed ({shown})")
+        else:
+            changed.append(f"{k} changed ({old.get(k, '-')[:8]} -> {new[k][:8]})")
     return "would rebuild: " + ", ".join(changed) if changed else "up to date"

@@ -34,7 +34,7 @@ from trtbuild.orchestrate.publish import now, publish, write_outputs
 from trtbuild.orchestrate.records import observations
 from trtbuild.orchestrate.results import BuildResult, TargetResult
 from trtbuild.orchestrate.statejob import own_weights
-from trtbuild.planner.memory import memory_model, pinned
+from trtbuild.planner.memory import memory_model, pinned, source_export
 from trtbuild.planner.observations import load_observations, record
 from trtbuild.recipe.load import Recipe, Target, load_recipe
 from trtbuild.recipe.sizes import format_size
@@ -203,7 +203,7 @@ def _build_target(run: RunContext, target: Target) -> TargetResult:
             opts.memory_override,
             graph_info.digest,
             observed,
-            onnx=target.model.onnx,
+            export_prior=source_export(target),
         )
         the_plan = plan_target(
             target,

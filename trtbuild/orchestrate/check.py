@@ -98,6 +98,7 @@ def reference(ctx: TargetContext) -> Reference | None:
         "precision": target.precision,
         "samples": samples,
         "data": [sha256_file(f) for f in files],
+        "plugins": [sha256_file(Path(p)) for p in recipe.plugins(target.model.name)],
         "boundaries": [[p["inputs"], p["outputs"]] for p in parts],
         "toolchain": machine("onnxruntime")["toolchain"],
     }
@@ -261,6 +262,7 @@ def _run(
             result.plan.model_outputs,
             record["samples"],
             tols,
+            recipe.plugins(target.model.name),
         )
         with executor.admit(predicted, budget) as share:
             outcome = executor.run(check_job, scratch, share, predicted, target.kind)

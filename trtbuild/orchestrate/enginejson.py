@@ -40,6 +40,12 @@ def engine_description(result: TargetResult, recipe: Recipe) -> dict[str, Any]:
         ],
         "outputs": [_io(t) for t in outputs],
         **({"structure": interface["structure"]} if "structure" in interface else {}),
+        # custom-operator libraries the engines need loaded (the recipe's `plugins`)
+        **(
+            {"plugins": recipe.plugins(result.model)}
+            if recipe.model_spec(result.model).plugins
+            else {}
+        ),
         "parts": [
             {
                 "index": p.index,

@@ -4,6 +4,7 @@ inputs a build job needs beyond its key."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trtbuild.cache.files import sha256_file
@@ -61,6 +62,8 @@ def old_fields(lock: Lock | None, target: Target) -> dict[int, dict[str, str]]:
 def backend_settings(recipe: Recipe, target: Target, backend: str, release: bool) -> dict[str, Any]:
     """Every backend setting of a target; all of it goes into the action key."""
     settings: dict[str, Any] = {"opset": target.defaults.opset}
+    if target.model.plugins:  # by content: a rebuilt library rebuilds the engines
+        settings["plugins"] = [sha256_file(Path(p)) for p in recipe.plugins(target.model.name)]
     if backend == "tensorrt":
         trt = target.defaults.tensorrt
         settings.update(
@@ -93,5 +96,6 @@ def build_inputs(recipe: Recipe, target: Target, part: Part) -> dict[str, Any]:
     return {
         "precision": target.precision,
         "inputs": inputs,
+        "plugin_paths": recipe.plugins(target.model.name),
         "timing_cache_path": str(recipe.resolve(cache)) if cache else None,
     }

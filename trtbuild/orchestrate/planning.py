@@ -16,7 +16,7 @@ from trtbuild.model.graphcheck import check_dtypes
 from trtbuild.orchestrate.graphjob import GraphResult, graph_job
 from trtbuild.orchestrate.options import Options
 from trtbuild.planner import Plan, plan
-from trtbuild.planner.memory import MemoryModel, memory_model, pinned
+from trtbuild.planner.memory import MemoryModel, memory_model, pinned, source_export
 from trtbuild.recipe.load import Recipe, Target, load_recipe
 from trtbuild.recipe.sizes import format_size
 from trtbuild.release import lockfile
@@ -74,7 +74,7 @@ def plan_targets(
             job.base_bytes,
             opts.memory_override,
             job.digest,
-            onnx=target.model.onnx,
+            export_prior=source_export(target),
         )
         the_plan = plan_target(
             target, graph, job, memory, opts.prove_seconds, opts.memory_override is not None

@@ -160,10 +160,21 @@ TENSORRT = MemoryModel(
 )
 DEFAULTS = {"onnxruntime": ONNXRUNTIME, "tensorrt": TENSORRT}
 # The export process of an `onnx:` source (trtbuild.model.onnxparts) copies weights a chunk at a
-# time, but holds a whole part to convert it to fp16 (its fp32 and fp16 copies) and to run it in
-# ONNX Runtime for the check's reference (the initializers ONNX Runtime loads, and the protobuf
-# it parses): 2x its weights, an upper bound the fit only raises.
+# time, but holds a whole part to run it in ONNX Runtime for the check's reference (the
+# initializers ONNX Runtime loads, and the protobuf it parses): 2x its weights; and to convert it
+# to fp16 (onnxruntime.transformers.float16: the protobuf, numpy copies, the fp16 copy): 3.7x
+# measured on a 20 MB detector, so 4x. Upper bounds the fit only raises.
 ONNX_SOURCE_EXPORT = Stage(fixed_bytes=40 * MiB, alpha=2.0)
+ONNX_SOURCE_EXPORT_FP16 = Stage(fixed_bytes=40 * MiB, alpha=4.0)
+
+
+def source_export(target: Target) -> Stage | None:
+    """The export stage's prior for the target's kind of source; None: the backend's (torch)."""
+    if not target.model.onnx:
+        return None
+    return ONNX_SOURCE_EXPORT_FP16 if target.precision == "fp16" else ONNX_SOURCE_EXPORT
+
+
 # A model's base before its first graph job has run (torch + a small model, measured here).
 DEFAULT_BASE = 420 * MiB
 
@@ -175,7 +186,7 @@ def memory_model(
     prior: MemoryModel | None = None,
     graph: str | None = None,
     observed: list[Observation] | None = None,
-    onnx: bool = False,
+    export_prior: Stage | None = None,
 ) -> MemoryModel:
     """The memory model of one target: its model's base plus the fitted exporter overhead for
     the export stage, the fitted builder for the build stage.
@@ -185,12 +196,12 @@ def memory_model(
     raise every other model's predictions (the seed network at 640 MiB could not be planned
     after it). None: every process seen. `prior` replaces the default priors (and then no base is
     added: it is the whole model). `observed`: the cache's observations as read earlier (a run
-    plans every target with those it started with, as `plan` would), else read now. `onnx`: the
-    model is an `onnx:` source (its export process: ONNX_SOURCE_EXPORT).
+    plans every target with those it started with, as `plan` would), else read now.
+    `export_prior`: the export stage's prior when not the backend's (source_export).
     """
     start = prior or DEFAULTS[backend]
-    if onnx and prior is None:
-        start = replace(start, export=ONNX_SOURCE_EXPORT)
+    if export_prior is not None and prior is None:
+        start = replace(start, export=export_prior)
     recorded = load_observations(cache_dir) if observed is None else observed
     seen = [o for o in recorded if graph is None or o.graph == graph]
     per_model = prior is None  # a given prior is the whole process cost: bases stay in the fit

@@ -100,7 +100,9 @@ class Recipe:
                 self._missing(("model", index, "source"), self.resolve(module_ref), "a Python file")
             for plugin in model.plugins:
                 if not self.resolve(plugin).is_file():
-                    self._missing(("model", index, "plugins"), self.resolve(plugin), "a shared library")
+                    self._missing(
+                        ("model", index, "plugins"), self.resolve(plugin), "a shared library"
+                    )
             if isinstance(model.weights, str) and not self.resolve(model.weights).exists():
                 self._missing(
                     ("model", index, "weights"),
