@@ -213,13 +213,22 @@ def test_untrusted_files_are_refused_in_one_line(
     assert "mlp.onnx" in message or "models" in message, message
 
 
-def test_recipe_inputs_that_do_not_match_the_graph_are_one_error(tmp_path: Path) -> None:
+def test_recipe_inputs_or_outputs_that_do_not_match_the_graph_are_one_error(tmp_path: Path) -> None:
     _mlp(tmp_path / "models")
     recipe = _recipe(tmp_path, MLP.replace('name = "x"', 'name = "tokens"'))
     with pytest.raises(
         TrtbuildError,
         match=r"the recipe's inputs \['tokens'\] do not match the ONNX graph's inputs \['x'\]",
     ):
+        build(recipe, Options())
+    recipe = _recipe(tmp_path, MLP.replace("inputs = [", 'outputs = ["logits"]\ninputs = ['))
+    with pytest.raises(
+        TrtbuildError,
+        match=r"field 'outputs': 'logits' is not an output of the ONNX graph \(its outputs: \['y'\]\)",
+    ):
+        build(recipe, Options())
+    recipe = _recipe(tmp_path, MLP.replace("shape = [2, 64]", "shape = [2, 32]"))
+    with pytest.raises(TrtbuildError, match=r"input 'x' has shape \[2, 64\] in the ONNX graph"):
         build(recipe, Options())
 
 
@@ -338,8 +347,7 @@ def test_a_model_over_the_protobuf_limit_builds_at_a_1gib_budget(tmp_path: Path)
         for i in range(count):
             shape = (rows, cols) if i % 2 == 0 else (cols, rows)
             weight = np.random.default_rng(i).standard_normal(shape, dtype=np.float32) / 128
-            tensor = helper.make_tensor(f"w{i}", TensorProto.FLOAT, shape, vals=[])
-            tensor.ClearField("float_data")
+            tensor = TensorProto(name=f"w{i}", data_type=TensorProto.FLOAT, dims=shape)
             tensor.data_location = TensorProto.EXTERNAL
             for key, value in (
                 ("location", "big.onnx.data"),

@@ -78,7 +78,7 @@ def run_check(job: CheckRequest) -> dict[str, Any]:
         {n: list(ref[checkdata.key(k, n)].shape) for n in model_inputs} for k in range(job.samples)
     ]
     chain = [{n: ref[checkdata.key(k, n)] for n in model_inputs} for k in range(job.samples)]
-    later = _read_later(job.parts, job.outputs)
+    later = checkdata.read_later([p["inputs"] for p in job.parts], job.outputs)
     parts = []
     for index, part in enumerate(job.parts):
         engine = backend.load(Path(part["engine"]), job.plugins)
@@ -154,12 +154,3 @@ def _numpy(backend: Any, value: Any) -> np.ndarray:
     if backend.name == "onnxruntime":
         return np.asarray(value.numpy())
     return backend.to_torch(value).float().cpu().numpy()
-
-
-def _read_later(parts: list[dict[str, Any]], outputs: list[str]) -> list[set[str]]:
-    """Per part index: the tensors parts after it, or the model's outputs, read."""
-    out, later = [], set(outputs)
-    for part in reversed(parts):
-        out.append(set(later))
-        later |= set(part["inputs"])
-    return out[::-1]

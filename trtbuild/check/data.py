@@ -98,5 +98,15 @@ class Writer:
         self.zip.close()
 
 
+def read_later(inputs: list[list[str]], outputs: list[str]) -> list[set[str]]:
+    """Per part (`inputs`: each part's input names, in order): the tensors the parts after it,
+    or the model's `outputs`, read; what a chain may free once the part has run."""
+    out, later = [], set(outputs)
+    for names in reversed(inputs):
+        out.append(set(later))
+        later |= set(names)
+    return out[::-1]
+
+
 def key(sample: int, tensor: str) -> str:
     return f"{sample}/{tensor}"

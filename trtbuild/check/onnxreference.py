@@ -54,7 +54,9 @@ def compute(
             writer.add(checkdata.key(k, name), array)
         live.append(dict(sample))
     parts = request["parts"]
-    later = _wanted_later(parts, request["outputs"])
+    later = checkdata.read_later(
+        [[t["name"] for t in p["inputs"]] for p in parts], request["outputs"]
+    )
     loaded = 0
     scratch = Path(tempfile.mkdtemp(prefix="reference-", dir=Path(request["path"]).parent))
     try:
@@ -83,15 +85,6 @@ def compute(
         writer.close()
         shutil.rmtree(scratch, ignore_errors=True)
     return {"samples": len(samples), "weights_loaded": loaded}
-
-
-def _wanted_later(parts: list[dict[str, Any]], outputs: list[str]) -> list[set[str]]:
-    """Per part index: the tensors parts after it read, or the model's outputs."""
-    out, later = [], set(outputs)
-    for part in reversed(parts):
-        out.append(set(later))
-        later |= {t["name"] for t in part["inputs"]}
-    return out[::-1]
 
 
 def _float32(value: np.ndarray) -> np.ndarray:

@@ -34,7 +34,9 @@ def compute(
     samples = checkdata.make_samples(request["samples"], root)
     target = PRECISION_DTYPES[precision]
     parts = request["parts"]
-    wanted_later = _wanted_later(parts, request["outputs"])
+    wanted_later = checkdata.read_later(
+        [[t["name"] for t in p["inputs"]] for p in parts], request["outputs"]
+    )
     writer = checkdata.Writer(Path(request["path"]))
     dtypes = {i["name"]: i["dtype"] for i in request["samples"]["inputs"]}
     live: list[dict[str, torch.Tensor]] = []
@@ -73,15 +75,6 @@ def compute(
     finally:
         writer.close()
     return {"samples": len(samples), "weights_loaded": loaded}
-
-
-def _wanted_later(parts: list[dict[str, Any]], outputs: list[str]) -> list[set[str]]:
-    """Per part index: the tensors parts after it read."""
-    out, later = [], set(outputs)
-    for part in reversed(parts):
-        out.append(set(later))
-        later |= {t["name"] for t in part["inputs"]}
-    return out[::-1]
 
 
 def _run(
