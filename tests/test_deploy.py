@@ -15,7 +15,8 @@ import pytest
 import torch
 
 import trtbuild
-from trtbuild.cache.store import Store, default_cache_dir
+from trtbuild.cache.layout import default_cache_dir
+from trtbuild.cache.store import Store
 from trtbuild.deploy import triton
 from trtbuild.orchestrate.build import Options, build
 from trtbuild.recipe.load import load_recipe
@@ -60,8 +61,13 @@ def run_model(repo: Path, name: str, feeds: dict[str, np.ndarray]) -> dict[str, 
     assert [g.kind for g in cfg.instance_group] == [model_config_pb2.ModelInstanceGroup.KIND_CPU]
     for tensor in cfg.input:
         check(tensor, feeds[tensor.name], cfg.max_batch_size)
+    options = ort.SessionOptions()
+    for library in cfg.model_operations.op_library_filename:  # as Triton's ORT backend loads them
+        options.register_custom_ops_library(library)
     session = ort.InferenceSession(
-        str(repo / name / "1" / cfg.default_model_filename), providers=["CPUExecutionProvider"]
+        str(repo / name / "1" / cfg.default_model_filename),
+        options,
+        providers=["CPUExecutionProvider"],
     )
     outputs = dict(
         zip([o.name for o in cfg.output], session.run([o.name for o in cfg.output], feeds))

@@ -98,6 +98,7 @@ def test_module_imports_point_one_way() -> None:
 # function, or for type checking only.
 LAYERS = [
     "errors",
+    "distributions",
     "recipe",
     "cache",
     "model",
@@ -113,7 +114,7 @@ LAYERS = [
     "__init__",
     "__main__",
 ]
-TOP_LEVEL_MODULES = 6  # at most, besides the packages
+TOP_LEVEL_MODULES = 7  # at most, besides the packages
 
 
 def upward_imports(package: Path) -> list[str]:

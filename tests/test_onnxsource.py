@@ -331,6 +331,12 @@ inputs = [{{ name = "x", shape = [8, 8] }}]
     want = original.run(None, {"x": sample})[0]
     got = trtbuild.load(target.dir)(torch.from_numpy(sample)).numpy()
     assert _rel(got, want) < 1e-6
+    if importlib.util.find_spec("tritonclient") is not None:  # a Triton repository loads it too
+        from tests.test_deploy import deploy, walk
+
+        deploy(recipe, tmp_path / "repo")
+        (served,) = walk(tmp_path / "repo", "inverse_fp32", {"x": sample})
+        assert _rel(served, want) < 1e-6
     recipe.write_text(recipe.read_text().replace(f'plugins = ["{get_library_path()}"]', ""))
     with pytest.raises(TrtbuildError, match="Inverse"):
         build(recipe, Options(memory_override=split, cache=tmp_path / "other"))

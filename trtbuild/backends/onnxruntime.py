@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import errno
-import importlib.metadata
 import os
 import platform
 import re
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from trtbuild.backends.base import EngineIO, TensorIO
+from trtbuild.distributions import ABSENT, version
 from trtbuild.errors import TrtbuildError
 
 
@@ -37,16 +37,14 @@ class OnnxRuntimeBackend:
     engine_suffix = ".ort.onnx"
 
     def available(self) -> str | None:
-        try:
-            importlib.metadata.version("onnxruntime")
-        except importlib.metadata.PackageNotFoundError:
+        if version("onnxruntime") == ABSENT:
             return "onnxruntime is not installed (pip install onnxruntime)"
         return None
 
     def fingerprint(self) -> dict[str, str]:
         return {
             "backend": self.name,
-            "onnxruntime": importlib.metadata.version("onnxruntime"),
+            "onnxruntime": version("onnxruntime"),
             "device": f"cpu-{platform.machine()}-{_cpu_isa()}",
         }
 

@@ -8,7 +8,6 @@ name used here must exist in all three, or sit behind a version guard.
 
 from __future__ import annotations
 
-import importlib.metadata
 import importlib.util
 import json
 import shutil
@@ -19,6 +18,7 @@ from typing import Any
 
 from trtbuild.backends.base import EngineIO, TensorIO
 from trtbuild.backends.trt_config import BuilderConfig, builder_config
+from trtbuild.distributions import ABSENT, version
 from trtbuild.errors import TrtbuildError
 
 INSTALL_HINT = (
@@ -36,10 +36,9 @@ def _trt() -> Any:
 
 def trt_version() -> str | None:
     for name in TRT_PACKAGES:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
+        found = version(name)
+        if found != ABSENT:
+            return found
     return None
 
 

@@ -15,8 +15,15 @@ Light on purpose (no third-party import): the no-op path reads `digests` through
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
+
+
+def default_cache_dir() -> Path:
+    """$TRTBUILD_CACHE, else cache/ at the project root (project_root)."""
+    env = os.environ.get("TRTBUILD_CACHE")
+    return Path(env).resolve() if env else project_root() / "cache"
 
 
 def project_root(start: Path | None = None) -> Path:

@@ -32,7 +32,7 @@ from filelock import FileLock
 
 from trtbuild.cache.atomic import tmp_prefix, write_bytes, write_error
 from trtbuild.cache.files import _alive, _link_or_copy, _move_or_copy, sha256_file
-from trtbuild.cache.layout import CacheLayout, project_root
+from trtbuild.cache.layout import CacheLayout
 from trtbuild.errors import TrtbuildError
 
 if TYPE_CHECKING:
@@ -48,12 +48,6 @@ Content-addressed store of trtbuild (https://github.com/ -- see the project READ
   with the secret in mac.key.
 Safe to delete; the next build fills it again.
 """
-
-
-def default_cache_dir() -> Path:
-    """$TRTBUILD_CACHE, else cache/ at the project root (layout.project_root)."""
-    env = os.environ.get("TRTBUILD_CACHE")
-    return Path(env).resolve() if env else project_root() / "cache"
 
 
 class Store:

@@ -41,7 +41,8 @@ def add_parser(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from trtbuild.cache.store import Store, default_cache_dir
+    from trtbuild.cache.layout import default_cache_dir
+    from trtbuild.cache.store import Store
 
     store = Store((args.cache or default_cache_dir()).resolve())
     if args.action == "stats":

@@ -219,7 +219,7 @@ def _up_to_date(args: argparse.Namespace) -> bool:
     """The no-op fast path: lock file and file stats only, no heavy import."""
     from pathlib import Path
 
-    from trtbuild.cache.store import default_cache_dir
+    from trtbuild.cache.layout import default_cache_dir
     from trtbuild.release.fastpath import invocation, stale
 
     cache = (args.cache or default_cache_dir()).resolve()

@@ -137,8 +137,16 @@ def _header(target: LockedTarget, what: str) -> str:
 
 
 def part_model(
-    name: str, target: LockedTarget, index: int, io: EngineIO, batch: int, instances: int
+    name: str,
+    target: LockedTarget,
+    index: int,
+    io: EngineIO,
+    batch: int,
+    instances: int,
+    plugins: list[str] | None = None,
 ) -> TritonModel:
+    """One part as a Triton model; `plugins`: custom-operator libraries ONNX Runtime loads
+    (`model_operations.op_library_filename`; TensorRT plugins are the server's: LD_PRELOAD)."""
     platform = PLATFORMS[target.backend]
     part = target.parts[index]
     fields: list[tuple[str, Any]] = [
@@ -150,6 +158,8 @@ def part_model(
         ("instance_group", [Message([("count", instances), ("kind", Enum(platform.kind))])]),
         ("default_model_filename", platform.filename),
     ]
+    if plugins and target.backend == "onnxruntime":
+        fields.append(("model_operations", Message([("op_library_filename", plugins)])))
     capability = target.device.get("compute_capability")
     if capability:  # a plan runs only on the compute capability it was built for: pin it
         fields.append(
@@ -224,10 +234,12 @@ def target_models(
     ]
     batch = max_batch_size(recipe.model_spec(target.model).inputs, ios)
     base = model_name(target)
+    plugins = description.get("plugins", [])
     if len(target.parts) == 1:
-        return [part_model(base, target, 0, ios[0], batch, instances)]
+        return [part_model(base, target, 0, ios[0], batch, instances, plugins)]
     parts = [
-        part_model(f"{base}_part{i}", target, i, io, batch, instances) for i, io in enumerate(ios)
+        part_model(f"{base}_part{i}", target, i, io, batch, instances, plugins)
+        for i, io in enumerate(ios)
     ]
     return [*parts, ensemble(base, target, description, parts, ios, batch)]
 

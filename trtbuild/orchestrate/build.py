@@ -14,8 +14,8 @@ from typing import Any
 
 from trtbuild.backends import get_backend, resolve_backend
 from trtbuild.cache.digests import DigestMemo
-from trtbuild.cache.layout import CacheLayout
-from trtbuild.cache.store import Store, default_cache_dir
+from trtbuild.cache.layout import CacheLayout, default_cache_dir
+from trtbuild.cache.store import Store
 from trtbuild.errors import TrtbuildError
 from trtbuild.execution import forkserver
 from trtbuild.execution.executor import Executor, LocalExecutor, worker_env

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from trtbuild.backends import resolve_backend
 from trtbuild.cache.digests import DigestMemo
+from trtbuild.cache.layout import default_cache_dir
 from trtbuild.cache.remote import RemoteCache
-from trtbuild.cache.store import Store, default_cache_dir
+from trtbuild.cache.store import Store
 from trtbuild.errors import BudgetTooSmall, TrtbuildError
 from trtbuild.model.graph import OpGraph
 from trtbuild.model.graphcheck import check_dtypes

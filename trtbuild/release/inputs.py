@@ -15,13 +15,13 @@ Nothing in this module imports torch, onnx or pydantic: the no-op check must sta
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from trtbuild.cache.digests import DigestMemo, digest_json, env_digest
+from trtbuild.distributions import version
 from trtbuild.release.toolchain import toolchain
 
 
@@ -55,10 +55,10 @@ class Inputs:
                 found.append(f"{rel} changed")
             if limit is not None and len(found) >= limit:
                 return found
-        for name, version in self.distributions.items():
-            now = distribution_version(name)
-            if now != version:
-                found.append(f"distribution {name} changed ({version} -> {now})")
+        for name, was in self.distributions.items():
+            now = version(name)
+            if now != was:
+                found.append(f"distribution {name} changed ({was} -> {now})")
         for name, digest in self.env.items():
             if env_digest(os.environ.get(name)) != digest:
                 found.append(f"environment variable {name} changed")
@@ -74,13 +74,6 @@ def discovered(raw: dict[str, Any], root: Path, memo: DigestMemo) -> Inputs:
 def relative(path: Path, root: Path) -> str:
     """`path` relative to the recipe's folder (with ../ where it lies outside): portable."""
     return os.path.relpath(path.resolve(), root)
-
-
-def distribution_version(name: str) -> str:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return "absent"
 
 
 def machine(backend: str, kind: str | None = None) -> dict[str, dict[str, str]]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import platform
+
+from trtbuild.distributions import version
 
 TOOLCHAIN_PACKAGES = ("torch", "onnx", "onnxscript", "onnx-ir", "trtbuild")
 
@@ -11,8 +12,5 @@ TOOLCHAIN_PACKAGES = ("torch", "onnx", "onnxscript", "onnx-ir", "trtbuild")
 def toolchain() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for name in TOOLCHAIN_PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = "absent"
+        out[name] = version(name)
     return out
