@@ -8,8 +8,9 @@ lazily.
 from __future__ import annotations
 
 from trtbuild.backends.base import Backend, Engine, EngineIO, TensorIO
-from trtbuild.backends.onnxruntime import OnnxRuntimeBackend
 from trtbuild.errors import TrtbuildError
+
+NAMES = ("onnxruntime", "tensorrt")
 
 __all__ = [
     "Backend",
@@ -22,18 +23,18 @@ __all__ = [
 ]
 
 
-def _registry() -> dict[str, Backend]:
-    from trtbuild.backends.tensorrt import TensorRTBackend
-
-    return {"onnxruntime": OnnxRuntimeBackend(), "tensorrt": TensorRTBackend()}
-
-
 def backend_class(name: str) -> Backend:
-    """The backend called `name`, usable here or not (fingerprints need no working backend)."""
-    backends = _registry()
-    if name not in backends:
-        raise TrtbuildError(f"unknown backend {name!r}: expected one of {sorted(backends)}")
-    return backends[name]
+    """The backend called `name`, usable here or not (fingerprints need no working backend);
+    only its own module is imported (the no-op run asks one backend for its fingerprint)."""
+    if name == "onnxruntime":
+        from trtbuild.backends.onnxruntime import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend()
+    if name == "tensorrt":
+        from trtbuild.backends.tensorrt import TensorRTBackend
+
+        return TensorRTBackend()
+    raise TrtbuildError(f"unknown backend {name!r}: expected one of {sorted(NAMES)}")
 
 
 def get_backend(name: str) -> Backend:
@@ -48,4 +49,4 @@ def resolve_backend(name: str) -> str:
     """ "auto" -> "tensorrt" when it imports and sees a CUDA GPU, else "onnxruntime"."""
     if name != "auto":
         return name
-    return "tensorrt" if _registry()["tensorrt"].available() is None else "onnxruntime"
+    return "tensorrt" if backend_class("tensorrt").available() is None else "onnxruntime"

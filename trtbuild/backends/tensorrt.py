@@ -8,18 +8,19 @@ name used here must exist in all three, or sit behind a version guard.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trtbuild.backends.base import EngineIO, TensorIO
-from trtbuild.backends.trt_config import BuilderConfig, builder_config
 from trtbuild.distributions import ABSENT, version
 from trtbuild.errors import TrtbuildError
+
+if TYPE_CHECKING:
+    from trtbuild.backends.trt_config import BuilderConfig
 
 INSTALL_HINT = (
     "pip install 'trtbuild[tensorrt]' (or tensorrt-cu12) on a machine with an NVIDIA GPU and "
@@ -151,7 +152,7 @@ class TensorRTBackend:
     engine_suffix = ".engine"
 
     def available(self) -> str | None:
-        if importlib.util.find_spec("tensorrt") is None:
+        if trt_version() is None:  # installed distributions, no import machinery
             return f"the tensorrt Python package is not installed ({INSTALL_HINT})"
         if gpu_facts() is None:
             return f"no NVIDIA GPU or driver answered nvidia-smi ({INSTALL_HINT})"
@@ -164,6 +165,8 @@ class TensorRTBackend:
     def build(self, onnx_path: Path, settings: Mapping[str, Any], out: Path) -> dict[str, Any]:
         trt = _trt()
         major = int(trt.__version__.split(".")[0])
+        from trtbuild.backends.trt_config import builder_config
+
         config_plan = builder_config(
             dict(settings), settings["precision"], settings["inputs"], major, settings["release"]
         )

@@ -7,7 +7,6 @@ engine.json, the digest memo, memory.json) goes through here.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -49,6 +48,8 @@ def swap_dir(new: Path, final: Path) -> None:
     if final.exists():
         os.replace(final, old)
     os.replace(new, final)
+    import shutil  # not on the no-op path
+
     shutil.rmtree(old, ignore_errors=True)
 
 

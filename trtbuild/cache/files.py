@@ -7,7 +7,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import shutil
 from pathlib import Path
 
 
@@ -33,6 +32,8 @@ def _move_or_copy(src: Path, dest: Path) -> None:
     try:
         os.replace(src, dest)  # job folders are in the store: a rename, no copy
     except OSError:
+        import shutil  # imported where used: sha256_file is on the no-op path, copies are not
+
         shutil.copyfile(src, dest)
 
 
@@ -51,5 +52,7 @@ def _link_or_copy(src: Path, dest: Path) -> str:
         os.link(src, dest)
         return "hardlink"
     except OSError:
+        import shutil
+
         shutil.copyfile(src, dest)
         return "copy"

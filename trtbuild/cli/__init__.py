@@ -7,14 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
-import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,7 +88,6 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(format="trtbuild: %(message)s", level=logging.WARNING)
     start = time.perf_counter()
     parser = _parser(argv)
     args = parser.parse_args(argv)
@@ -99,6 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_OK
     previous = _on_termination()
+    if args.command != "run":  # run: once it is not a no-op (cli/run.py)
+        configure_logging()
     try:
         code: int = args.handler(args)
         return code
@@ -128,6 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def configure_logging() -> None:
+    """Library warnings as one `trtbuild: ...` line each."""
+    import logging
+
+    logging.basicConfig(format="trtbuild: %(message)s", level=logging.WARNING)
 
 
 TERMINATING = (signal.SIGTERM, signal.SIGHUP)
@@ -160,6 +165,9 @@ def _json_error(args: argparse.Namespace, message: str, code: int) -> None:
 
 def _internal() -> int:
     """Exit 3 with a log a user can attach to a bug report."""
+    import tempfile
+    import traceback
+
     fd, path = tempfile.mkstemp(prefix="trtbuild-crash-", suffix=".log")
     with os.fdopen(fd, "w") as handle:
         handle.write(f"trtbuild {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")

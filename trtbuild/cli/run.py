@@ -131,6 +131,9 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     from rich.console import Console
 
+    from trtbuild.cli import configure_logging
+
+    configure_logging()
     console = Console(stderr=True, quiet=args.json)
     result = build_with_progress(args, console, release=args.release, sign=args.sign)
     failed = [t.failed for t in result.targets if t.failed]

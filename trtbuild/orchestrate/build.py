@@ -36,6 +36,7 @@ from trtbuild.orchestrate.results import BuildResult, TargetResult
 from trtbuild.orchestrate.statejob import own_weights
 from trtbuild.planner.memory import memory_model, pinned, source_export
 from trtbuild.planner.observations import load_observations, record
+from trtbuild.planner.proofs import settle
 from trtbuild.recipe.load import Recipe, Target, load_recipe
 from trtbuild.recipe.sizes import format_size
 from trtbuild.release import fastpath, lockfile, signing
@@ -212,6 +213,8 @@ def _build_target(run: RunContext, target: Target) -> TargetResult:
             memory,
             opts.prove_seconds,
             opts.memory_override is not None,
+            store,
+            background=True,  # run reports the proof; it never waits for it to build
         )
         result = TargetResult(
             model=target.model.name,
@@ -258,8 +261,9 @@ def _build_target(run: RunContext, target: Target) -> TargetResult:
         else:
             result.check = check.check_target(ctx, ref)
             opts.report(result.check["message"])
-            if not result.check["passed"]:
-                return result  # FAILED: not published, its previous folder stays as it was
+        result.plan = settle(result.plan, store)
+        if result.check is not None and not result.check["passed"]:
+            return result  # FAILED: not published, its previous folder stays as it was
         publish(result, recipe, store)
         return result
     raise TrtbuildError(

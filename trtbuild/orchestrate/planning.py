@@ -18,6 +18,7 @@ from trtbuild.orchestrate.graphjob import GraphResult, graph_job
 from trtbuild.orchestrate.options import Options
 from trtbuild.planner import Plan, plan
 from trtbuild.planner.memory import MemoryModel, memory_model, pinned, source_export
+from trtbuild.planner.proofs import Actions
 from trtbuild.recipe.load import Recipe, Target, load_recipe
 from trtbuild.recipe.sizes import format_size
 from trtbuild.release import lockfile
@@ -78,7 +79,13 @@ def plan_targets(
             export_prior=source_export(target),
         )
         the_plan = plan_target(
-            target, graph, job, memory, opts.prove_seconds, opts.memory_override is not None
+            target,
+            graph,
+            job,
+            memory,
+            opts.prove_seconds,
+            opts.memory_override is not None,
+            store,
         )
         out.append(PlannedTarget(target, backend, graph, the_plan, job))
     memo.save()
@@ -92,16 +99,22 @@ def plan_target(
     memory: MemoryModel,
     prove_seconds: float,
     override: bool,
+    proofs: Actions | None = None,
+    background: bool = False,
 ) -> Plan:
     """The target's plan. Its graph job runs within the budget too, so its measured peak is a
     floor of the smallest feasible budget (not under a memory_override: that is the whole cost).
+    Its lower-bound proof is cached in `proofs` (the store), and runs on a thread with
+    `background` (trtbuild.planner.proofs).
 
     Raises TrtbuildError naming the target and the smallest budget that works when none fits.
     """
     check_dtypes(graph, target.model.name)
     floor = 0 if override else job.peak_rss_bytes
     try:
-        return plan(graph, target.budget.host_memory, memory, prove_seconds, floor)
+        return plan(
+            graph, target.budget.host_memory, memory, prove_seconds, floor, proofs, background
+        )
     except BudgetTooSmall as exc:
         raise TrtbuildError(
             f"{target.name}: {exc}; the smallest budget that works is {exc.smallest} bytes "

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field, replace
 
 from trtbuild.errors import BudgetTooSmall, TrtbuildError
 from trtbuild.model.graph import SYMINT, OpGraph, TensorInfo
-from trtbuild.planner.bound import lower_bound
 from trtbuild.planner.coarsen import coarsen, problem_of
 from trtbuild.planner.memory import SLACK, MemoryModel
 from trtbuild.planner.observations import Load
 from trtbuild.planner.problem import Solution, TooBig
+from trtbuild.planner.proofs import Actions, proven
 from trtbuild.planner.solve import solve
 from trtbuild.recipe.sizes import format_size
 
@@ -48,7 +48,8 @@ class Plan:
     model_inputs: list[str] = field(default_factory=list)
     model_outputs: list[str] = field(default_factory=list)
     lower_bound_bytes: int = 0  # no feasible plan moves fewer bytes (bound.py)
-    bound_method: str = "exact"  # how the bound was proven
+    bound_method: str = "exact"  # how the bound was proven; "pending" while it runs (proofs.py)
+    bound_key: str | None = None  # the pending proof's cache key
 
     @property
     def optimality_gap(self) -> float:
@@ -64,6 +65,8 @@ def plan(
     memory: MemoryModel,
     prove_seconds: float = PROVE_SECONDS,
     graph_peak: int = 0,
+    proofs: Actions | None = None,
+    background: bool = False,
 ) -> Plan:
     """Partition `graph` for `budget` bytes of host memory under `memory`.
 
@@ -74,6 +77,7 @@ def plan(
     plan never depends on that proof, or on time). `graph_peak`: the peak of the model's graph
     job, which `run` runs within the budget too (again, when its code changed): no budget below
     it and the noise between one run of a process and the next (memory.SLACK) is feasible.
+    `proofs`: where proofs are cached (the store); `background`: prove on a thread (proofs.py).
     """
     graph_peak = graph_peak + SLACK if graph_peak else 0
     groups = coarsen(graph)
@@ -113,12 +117,7 @@ def plan(
         raise TrtbuildError(f"no plan fits {format_size(budget)} after {MAX_SHRINKS} tries")
     if solution.method == "exact" or made.boundary_bytes == 0:
         return replace(made, lower_bound_bytes=made.boundary_bytes)
-    bound = lower_bound(problem, cap, prove_seconds)
-    return replace(
-        made,
-        lower_bound_bytes=min(bound.lower_bytes, made.boundary_bytes),
-        bound_method=bound.method,
-    )
+    return proven(made, problem, cap, prove_seconds, proofs, background)
 
 
 CONVOLUTIONS = ("aten.conv", "aten.convolution", "aten._convolution")

@@ -27,8 +27,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
 from trtbuild.cache.atomic import write_text
 from trtbuild.cache.digests import DigestMemo
 from trtbuild.release.inputs import Inputs, machine
@@ -172,6 +170,8 @@ def read_lock(path: Path) -> Lock | None:
 
 
 def write_lock(path: Path, lock: Lock) -> None:
+    import tomli_w  # not on the no-op path, which only reads locks
+
     write_text(
         path,
         "# Written by trtbuild: every input of the build, pinned by digest.\n"
