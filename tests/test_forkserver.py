@@ -190,3 +190,31 @@ def test_runs_with_another_cache_share_a_server_and_each_job_sees_its_environmen
     assert servers[0] is not None and servers[0] is servers[1]
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # read by torch at import: a new server
     assert not servers[0].serves(worker_env())
+
+
+def test_a_budget_under_800_mib_forks_and_counts_the_server_once(
+    tmp_path: Path, recipes: Path
+) -> None:
+    """At the seed network's 640 MiB the run forks its torch jobs; a forked job allocating known
+    bytes is measured within 10% of them, and the server plus the job stay within the budget."""
+    from trtbuild.cache.store import Store
+    from trtbuild.orchestrate.build import fork_server
+    from trtbuild.recipe.load import load_recipe
+
+    recipe = load_recipe(recipes / "seed_net_1g.toml")
+    targets = recipe.targets()
+    budget = targets[0].budget.host_memory
+    assert budget < 800 * MiB
+    server = fork_server(Options(), targets, Store(tmp_path / "cache"))
+    assert server is not None
+    try:
+        server.start()
+        gate, size = MemoryGate(slots=1, server=server), 200 * MiB
+        with gate.admit(server.rss_bytes + size, budget, forked=True) as share:
+            outcome = run_job(ProbeJob(size, 0.3), tmp_path, share, server)
+        assert outcome.private_peak_bytes is not None  # it was forked
+        assert abs(outcome.private_peak_bytes - size) <= size // 10, outcome.private_peak_bytes
+        assert server.rss_bytes + outcome.private_peak_bytes <= budget
+        assert outcome.peak_rss_bytes <= share
+    finally:
+        server.close()

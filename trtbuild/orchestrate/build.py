@@ -62,13 +62,20 @@ def make_executor(opts: Options, recipe: Recipe, targets: list[Target], store: S
     return LocalExecutor(opts.jobs, fork_server(opts, targets, store))
 
 
-def fork_server(opts: Options, targets: list[Target], store: Store) -> ForkServer | None:
-    """A fork server for this run, unless turned off or a budget is too small to share with it.
+MIN_JOB_BYTES = 64 << 20  # what a forked job needs beside the server, at the least
 
-    The server holds about EXPECTED_BYTES while it runs; where a budget is under twice that, each
-    job gets the whole budget to itself in a plain process instead.
+
+def fork_server(opts: Options, targets: list[Target], store: Store) -> ForkServer | None:
+    """A fork server for this run, unless turned off, no target imports torch (`onnx:` sources),
+    or a budget leaves no room for a job beside the server (EXPECTED_BYTES + MIN_JOB_BYTES).
+
+    At any budget above that the server pays: its pages count once against the budget (the
+    memory gate charges a forked job only what it adds, and stops the server when a plain job
+    needs its room), so a forked job costs what a plain one does, less `import torch`.
     """
-    if not opts.fork_server or any(t.budget.host_memory < 2 * EXPECTED_BYTES for t in targets):
+    torch_targets = [t for t in targets if not t.model.onnx]
+    smallest = min((t.budget.host_memory for t in torch_targets), default=0)
+    if not opts.fork_server or smallest < EXPECTED_BYTES + MIN_JOB_BYTES:
         return None
     return forkserver.for_run(store.layout.tmp / f"{os.getpid()}-forkserver.log", worker_env())
 
