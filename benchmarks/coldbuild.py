@@ -30,8 +30,9 @@ from pathlib import Path
 import onnxruntime as ort
 import torch
 sys.path.insert(0, sys.argv[1])
-from trtbuild.recipe.schema import load_recipe
-from trtbuild.model.frontend import import_factory, INPUT_DTYPES, PRECISION_DTYPES
+from trtbuild.recipe.load import load_recipe
+from trtbuild.model.examples import INPUT_DTYPES
+from trtbuild.model.frontend import import_factory, PRECISION_DTYPES
 recipe = load_recipe(sys.argv[2])
 out = Path(sys.argv[3])
 for target in recipe.targets():
