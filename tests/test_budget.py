@@ -140,6 +140,7 @@ def test_seed_net_1g_keeps_the_budget(recipes: Path) -> None:
             assert process["weights_loaded"] and set(process["weights_loaded"]) != all_weights
 
 
+@pytest.mark.slow  # 32 s; decoders under a budget: test_transformers.py's llama in the default run
 def test_gpt2_small_under_1gib_matches_eager(recipes: Path) -> None:
     """Acceptance: recipes/gpt2.toml in several parts under 1 GiB (its budget: 704 MiB), matching
     PyTorch (< 1e-4)."""

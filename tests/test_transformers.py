@@ -135,9 +135,10 @@ def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out - ref).abs().max() / ref.abs().max())
 
 
-# One representative per family in the default run (decoder: llama, encoder: bert, vision: vit);
-# gpt2 (also built by tests/test_budget.py) and convnext with --runslow.
-FAMILY_REPRESENTATIVES = ("llama", "bert", "vit")
+# One representative per family in the default run (decoder: llama, encoder: bert); vision (vit,
+# convnext) and gpt2 (also built by tests/test_budget.py, and from ONNX by
+# tests/test_onnxsource.py) with --runslow.
+FAMILY_REPRESENTATIVES = ("llama", "bert")
 
 
 @pytest.mark.parametrize(
