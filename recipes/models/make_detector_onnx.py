@@ -61,6 +61,7 @@ def write(path: Path, width: int = 64) -> Path:
     data = path.with_name(path.name + ".data")
     data.unlink(missing_ok=True)
     onnx.save(proto, str(path), save_as_external_data=True, location=data.name, size_threshold=1024)
+    data.chmod(0o644)  # onnx writes it 0600: readable by the build's other users too
     return path
 
 

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from trtbuild.check import data as checkdata
+from trtbuild.errors import TrtbuildError
 
 BETWEEN = "*"  # the tolerance key of the tensors passed between parts
 
@@ -81,7 +82,10 @@ def run_check(job: CheckRequest) -> dict[str, Any]:
     later = checkdata.read_later([p["inputs"] for p in job.parts], job.outputs)
     parts = []
     for index, part in enumerate(job.parts):
-        engine = backend.load(Path(part["engine"]), job.plugins)
+        try:
+            engine = backend.load(Path(part["engine"]), job.plugins)
+        except Exception as exc:  # an engine that does not load does not compute the model
+            raise TrtbuildError(f"part {index}: its engine does not load: {exc}") from None
         dtypes = {t.name: t.dtype for t in backend.describe(Path(part["engine"])).inputs}
         figures = []
         for k in range(job.samples):

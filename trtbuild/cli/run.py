@@ -251,15 +251,16 @@ def _table(result: Any) -> Any:
     for col in ("parts", "built", "peak\nMiB", "budget\nMiB", "s", "check"):
         table.add_column(col, justify="right")
     for t in result.targets:
-        # The largest process of the target, its graph job included: what a budget must hold.
-        peak = max([t.graph_job.peak_rss_bytes, *(p.peak_rss_bytes for p in t.parts)])
-        built = sum(not p.cached for p in t.parts)
+        # The largest process of the target this run, its graph job included: what a budget must
+        # hold. Cached parts ran in an earlier run, maybe under another budget: "cached".
+        peaks = [p.peak_rss_bytes for p in t.parts if not p.cached]
+        peak = max([t.graph_job.peak_rss_bytes, *peaks]) if peaks else None
         table.add_row(
             t.name,
             t.backend,
             str(len(t.parts)),
-            str(built),
-            f"{peak / 2**20:.0f}",
+            str(len(peaks)),
+            f"{peak / 2**20:.0f}" if peak is not None else "cached",
             f"{t.budget_bytes / 2**20:.0f}",
             f"{sum(p.seconds for p in t.parts if not p.cached):.1f}",
             _check_cell(t.check),

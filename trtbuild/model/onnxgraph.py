@@ -28,7 +28,8 @@ QUANTIZE, DEQUANTIZE = "QuantizeLinear", "DequantizeLinear"
 
 def onnx_graph(model: Any, spec: ModelSpec, where: str) -> OpGraph:
     """The OpGraph of `model` (a ModelProto without external data, onnxfile.load_graph) at the
-    recipe's shapes. `interface["onnx_nodes"]` maps each op to its node indices.
+    recipe's shapes. `interface["onnx_nodes"]` maps each op to its node indices,
+    `interface["onnx_untyped"]` lists the nodes inference could not type an output of.
 
     Raises TrtbuildError (prefixed with `where`) when the recipe's inputs or outputs do not match
     the graph's, or a tensor between ops cannot be typed."""
@@ -65,7 +66,12 @@ def onnx_graph(model: Any, spec: ModelSpec, where: str) -> OpGraph:
         for n, t in inits.items()
         if n in used
     }
-    interface = {"onnx_nodes": {op.name: members[op.name] for op in ops}}
+    # nodes inference could not type an output of (a custom op, and what follows from it)
+    untyped = [i for i, n in enumerate(nodes) if any(o and types.get(o) is None for o in n.output)]
+    interface = {
+        "onnx_nodes": {op.name: members[op.name] for op in ops},
+        "onnx_untyped": untyped,
+    }
     return OpGraph(inputs, outputs, weights, ops, interface)
 
 
@@ -92,7 +98,7 @@ def _inputs(graph: Any, inits: dict[str, Any], spec: ModelSpec, where: str) -> l
         if dims is not None:
             static = [d.dim_value if d.HasField("dim_value") else None for d in dims]
             if len(static) != len(shape) or any(
-                s is not None and s not in (lo, hi)
+                s is not None and (s != lo or s != hi)
                 for s, lo, hi in zip(static, _range(spec_input, "min"), _range(spec_input, "max"))
             ):
                 raise TrtbuildError(

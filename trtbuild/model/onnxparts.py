@@ -5,7 +5,8 @@ tensors it reads from earlier parts as inputs, and only the initializers its nod
 copied from the source's external data into the part's own `part.onnx.data` a chunk at a time
 (onnxfile.CHUNK), so the process never holds a weight, let alone another part's. fp16 converts
 the part with ONNX Runtime's converter (onnxruntime.transformers.float16, inputs and outputs
-kept at their types, ops without fp16 kernels kept at fp32); it holds that part's weights.
+kept at their types, ops without fp16 kernels and custom ops kept at fp32; a part with control
+flow stays at fp32: the converter breaks its subgraphs); it holds that part's weights.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from trtbuild.model.graph import OpGraph
 from trtbuild.model.onnxfile import is_external, load_graph, tensor_chunks, tensor_nbytes
 from trtbuild.model.onnxgraph import model_file, onnx_graph
 from trtbuild.recipe.load import Recipe
+from trtbuild.recipe.schema import ONNX_PRECISIONS
 
-ONNX_PRECISIONS = ("fp32", "fp16")
+FP16_DOMAINS = ("", "ai.onnx", "com.microsoft")  # ops ONNX Runtime may have fp16 kernels for
 DATA_ALIGN = 4096  # each initializer starts on a page in part.onnx.data (mmap-able)
 
 
@@ -33,6 +35,34 @@ class Source:
     folder: Path
     graph: OpGraph
     nodes: dict[str, list[int]]
+    names: list[str]  # each node's name in the parts (node_names)
+
+    def fp32_nodes(self, indices: list[int]) -> list[str]:
+        """Names of the nodes among `indices` an fp16 part keeps at fp32: untyped outputs (a
+        custom op and what follows) and other domains' ops."""
+        untyped = set(self.graph.interface.get("onnx_untyped", []))
+        return [
+            self.names[i]
+            for i in indices
+            if i in untyped or self.proto.graph.node[i].domain not in FP16_DOMAINS
+        ]
+
+    def has_control_flow(self, indices: list[int]) -> bool:
+        import onnx
+
+        graphs = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+        return any(a.type in graphs for i in indices for a in self.proto.graph.node[i].attribute)
+
+
+def node_names(proto: Any) -> list[str]:
+    """Each node's name in the parts: its own when unique in the graph, else type and index."""
+    counts: dict[str, int] = {}
+    for node in proto.graph.node:
+        counts[node.name] = counts.get(node.name, 0) + 1
+    return [
+        n.name if n.name and counts[n.name] == 1 else f"{n.op_type}_{i}"
+        for i, n in enumerate(proto.graph.node)
+    ]
 
 
 def open_source(recipe: Recipe, model: str, precision: str, graph_digest: str) -> Source:
@@ -52,7 +82,7 @@ def open_source(recipe: Recipe, model: str, precision: str, graph_digest: str) -
         raise TrtbuildError(
             f"model '{model}' changed while it was being built (graph digest differs); run again"
         )
-    return Source(proto, path.parent, graph, graph.interface["onnx_nodes"])
+    return Source(proto, path.parent, graph, graph.interface["onnx_nodes"], node_names(proto))
 
 
 def export_parts(
@@ -62,10 +92,19 @@ def export_parts(
     out = []
     for part, path in parts:
         written = write_part(source, part, path)
-        if precision == "fp16":
-            _to_fp16(path)
+        indices = _indices(source, part)
+        if precision == "fp16" and source.has_control_flow(indices):
+            # ONNX Runtime's converter breaks If/Loop/Scan (their subgraphs' types no longer
+            # match, whatever nodes it is told to keep): such a part stays at fp32
+            written["kept_fp32"] = "control flow (If, Loop or Scan)"
+        elif precision == "fp16":
+            _to_fp16(path, source.fp32_nodes(indices))
         out.append(written)
     return out
+
+
+def _indices(source: Source, part: dict[str, Any]) -> list[int]:
+    return sorted(i for op in part["ops"] for i in source.nodes[op])
 
 
 def write_part(source: Source, part: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -74,7 +113,7 @@ def write_part(source: Source, part: dict[str, Any], path: Path) -> dict[str, An
     from onnx import helper
 
     original = source.proto.graph
-    indices = sorted(i for op in part["ops"] for i in source.nodes[op])
+    indices = _indices(source, part)
     by_name = {t.name: t for t in original.initializer}
     data = path.with_name(path.name + ".data")
     initializers, loaded = [], 0
@@ -100,8 +139,14 @@ def write_part(source: Source, part: dict[str, Any], path: Path) -> dict[str, An
                     copy.external_data.add(key=key, value=value)
             loaded += tensor_nbytes(tensor)
             initializers.append(copy)
+    nodes = []
+    for i in indices:
+        node = onnx.NodeProto()
+        node.CopyFrom(original.node[i])
+        node.name = source.names[i]
+        nodes.append(node)
     graph = helper.make_graph(
-        [original.node[i] for i in indices],
+        nodes,
         f"{original.name or 'graph'}_part",
         [_value(t) for t in part["inputs"]],
         [_value(t) for t in part["outputs"]],
@@ -132,12 +177,13 @@ def _value(tensor: dict[str, Any]) -> Any:
     return helper.make_tensor_value_info(tensor["name"], elem, list(tensor["shape"]))
 
 
-def _to_fp16(path: Path) -> None:
+def _to_fp16(path: Path, fp32_nodes: list[str]) -> None:
+    """Convert the part at `path` to fp16 in place, `fp32_nodes` (Source.fp32_nodes) kept."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = onnx.load(str(path))  # this part's weights, no other's
-    half = convert_float_to_float16(model, keep_io_types=True)
+    half = convert_float_to_float16(model, keep_io_types=True, node_block_list=fp32_nodes)
     del model
     path.with_name(path.name + ".data").unlink()
     onnx.save(

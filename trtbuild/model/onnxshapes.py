@@ -104,6 +104,30 @@ def _input_axes(spec: ModelSpec) -> dict[tuple[int, ...], str]:
     return out
 
 
+def _dim_params(graph: Any, shapes: dict[str, list[int]]) -> dict[str, int]:
+    """The graph inputs' named dimensions (`dim_param`) at the recipe's `shapes`."""
+    out: dict[str, int] = {}
+    for value in graph.input:
+        if value.name in shapes and value.type.tensor_type.HasField("shape"):
+            for dim, size in zip(value.type.tensor_type.shape.dim, shapes[value.name]):
+                if dim.dim_param:
+                    out.setdefault(dim.dim_param, size)
+    return out
+
+
+def _at(value: Any, params: dict[str, int]) -> Any:
+    """A copy of ValueInfoProto `value` with its named dimensions that are in `params` set."""
+    import onnx
+
+    copy = onnx.ValueInfoProto()
+    copy.CopyFrom(value)
+    if copy.type.tensor_type.HasField("shape"):
+        for dim in copy.type.tensor_type.shape.dim:
+            if dim.dim_param in params:
+                dim.dim_value = params[dim.dim_param]  # clears dim_param (a oneof)
+    return copy
+
+
 def _infer_once(model: Any, shapes: dict[str, list[int]]) -> dict[str, tuple[int, list[int]]]:
     """name -> (elem_type, dims) for every tensor inference fully determined at `shapes`."""
     import onnx
@@ -125,15 +149,27 @@ def _infer_once(model: Any, shapes: dict[str, list[int]]) -> dict[str, tuple[int
             kept.append(t)
         else:
             inputs.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
-    skeleton = helper.make_graph(list(graph.node), graph.name or "g", inputs, list(graph.output))
-    skeleton.initializer.extend(kept)
-    small = helper.make_model(
-        skeleton, opset_imports=list(model.opset_import), ir_version=model.ir_version
-    )
-    small.functions.extend(model.functions)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(small, strict_mode=False, data_prop=True)
-    except Exception:  # inference gave up on the whole graph: every tensor unknown
+    # What the graph declares (value_info, outputs) with its named dimensions at `shapes`: the
+    # types of a custom op's outputs, which inference cannot find, and of what follows from them
+    params = _dim_params(graph, shapes)
+    outputs = [_at(v, params) for v in graph.output]
+    declared = [_at(v, params) for v in graph.value_info]
+    inferred = None
+    for value_info in (declared, []):  # a declaration inference disagrees with: without them
+        skeleton = helper.make_graph(
+            list(graph.node), graph.name or "g", inputs, outputs, value_info=value_info
+        )
+        skeleton.initializer.extend(kept)
+        small = helper.make_model(
+            skeleton, opset_imports=list(model.opset_import), ir_version=model.ir_version
+        )
+        small.functions.extend(model.functions)
+        try:
+            inferred = onnx.shape_inference.infer_shapes(small, strict_mode=False, data_prop=True)
+            break
+        except Exception:
+            continue
+    if inferred is None:  # inference gave up on the whole graph: every tensor unknown
         return {}
     out: dict[str, tuple[int, list[int]]] = {}
     for value in [*inferred.graph.value_info, *inferred.graph.output]:

@@ -84,6 +84,12 @@ def invocation(opts: Options) -> dict[str, Any]:
     return fastpath.invocation(opts.backend, opts.budget, opts.out, opts.release, opts.check)
 
 
+def _locked_outputs(recipe_path: str | Path) -> list[Path]:
+    """The target folders the lock of an up-to-date recipe names."""
+    lock = lockfile.read_lock(lockfile.lock_path(Path(recipe_path)))
+    return [Path(t.dir) for t in lock.targets] if lock else []
+
+
 def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
     """Build every target of the recipe; "up to date" without importing torch when nothing changed."""
     opts = opts or Options()
@@ -99,7 +105,9 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
         else fastpath.stale(Path(recipe_path), invocation(opts), cache_dir, not opts.release)
     )
     if stale is None and not opts.release:
-        return BuildResult(True, [], time.perf_counter() - start, ["up to date"])
+        return BuildResult(
+            True, [], time.perf_counter() - start, ["up to date"], _locked_outputs(recipe_path)
+        )
     recipe = load_recipe(recipe_path)
     if opts.release:
         _check_release(recipe, opts)
@@ -110,7 +118,9 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
         )
     if stale is None:
         _sign(recipe, opts)
-        return BuildResult(True, [], time.perf_counter() - start, ["up to date"])
+        return BuildResult(
+            True, [], time.perf_counter() - start, ["up to date"], _locked_outputs(recipe_path)
+        )
     recipe.check_files()
     check_owner(recipe, opts.out)
     store = open_store(opts, recipe)
@@ -146,7 +156,8 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
     if opts.subset:
         memo.save()
         note = "a subset of the targets was built: the lock and provenance are left as they were"
-        return BuildResult(False, results, time.perf_counter() - start, [note])
+        published = [r.dir for r in results if not r.failed]
+        return BuildResult(False, results, time.perf_counter() - start, [note], published)
     dropped = write_outputs(
         recipe,
         results,
@@ -163,7 +174,8 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
     memo.save()
     _sign(recipe, opts)
     notes = [n for r in results for n in r.notes] + dropped
-    return BuildResult(False, results, time.perf_counter() - start, notes)
+    published = [r.dir for r in results if not r.failed]
+    return BuildResult(False, results, time.perf_counter() - start, notes, published)
 
 
 def _sign(recipe: Recipe, opts: Options) -> None:

@@ -62,7 +62,12 @@ class TargetResult:
 
 @dataclass
 class BuildResult:
+    """What a build did. `targets`: the targets it planned (none on a no-op: nothing ran);
+    `outputs`: every published target folder of the recipe (trtbuild.load() takes one), on a
+    no-op too, from the lock."""
+
     up_to_date: bool
     targets: list[TargetResult]
     seconds: float
     notes: list[str] = field(default_factory=list)
+    outputs: list[Path] = field(default_factory=list)

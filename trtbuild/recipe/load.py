@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from trtbuild.errors import TrtbuildError
 from trtbuild.recipe.schema import (
+    ONNX_PRECISIONS,
     BackendName,
     Budget,
     Defaults,
@@ -76,6 +77,13 @@ class Recipe:
             kinds: list[str | None] = [None]
             kinds = [*(model.devices or defaults.devices or kinds)]
             for precision in model.precisions or defaults.precisions:
+                if model.onnx and precision not in ONNX_PRECISIONS:
+                    field = "precisions" if model.precisions else "defaults.precisions"
+                    raise TrtbuildError(
+                        f"{self.model_loc(model.name, 'source')}: model '{model.name}': "
+                        f"precision {precision!r} (field '{field}') is not built from an ONNX "
+                        f"source yet (expected one of {list(ONNX_PRECISIONS)})"
+                    )
                 for kind in kinds:
                     out.append(
                         Target(model, precision, chosen_backend, chosen_budget, defaults, kind)  # type: ignore[arg-type]

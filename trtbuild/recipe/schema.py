@@ -130,6 +130,7 @@ class InputSpec(_Strict):
 
 TRANSFORMERS = "transformers"  # source = "transformers:<model class>", e.g. LlamaForCausalLM
 ONNX = "onnx"  # source = "onnx:<file relative to the recipe>": trtbuild.model.onnxgraph
+ONNX_PRECISIONS = ("fp32", "fp16")  # what an ONNX source is built at (trtbuild.model.onnxparts)
 
 
 class ModelSpec(_Strict):
