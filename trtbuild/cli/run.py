@@ -252,7 +252,7 @@ def _table(result: Any) -> Any:
         table.add_column(col, justify="right")
     for t in result.targets:
         # The largest process of the target this run, its graph job included: what a budget must
-        # hold. Cached parts ran in an earlier run, maybe under another budget: "cached".
+        # hold. Cached parts ran in an earlier run, maybe under another budget: "-".
         peaks = [p.peak_rss_bytes for p in t.parts if not p.cached]
         peak = max([t.graph_job.peak_rss_bytes, *peaks]) if peaks else None
         table.add_row(
@@ -260,7 +260,7 @@ def _table(result: Any) -> Any:
             t.backend,
             str(len(t.parts)),
             str(len(peaks)),
-            f"{peak / 2**20:.0f}" if peak is not None else "cached",
+            f"{peak / 2**20:.0f}" if peak is not None else "-",
             f"{t.budget_bytes / 2**20:.0f}",
             f"{sum(p.seconds for p in t.parts if not p.cached):.1f}",
             _check_cell(t.check),
