@@ -25,7 +25,10 @@ def run(job: Job) -> dict[str, Any]:
     if isinstance(job, BuildJob):
         from trtbuild.backends import get_backend
 
-        return get_backend(job.backend).build(Path(job.onnx), job.settings, Path(job.engine))
+        from trtbuild.backends.quantize import quantized
+
+        onnx = quantized(Path(job.onnx), job.settings)  # int8/int4/fp8: its Q/DQ ONNX
+        return get_backend(job.backend).build(onnx, job.settings, Path(job.engine))
     if isinstance(job, ProbeJob):
         return _probe(job.bytes, job.hold)
     if isinstance(job, CheckJob):
@@ -41,6 +44,13 @@ def run(job: Job) -> dict[str, Any]:
         return _state(recipe, job)
     from trtbuild.model.partexport import export_parts, prepare
 
+    from trtbuild.execution.jobs import CalibrateJob
+
+    if isinstance(job, CalibrateJob):
+        from trtbuild.check.calibrate import calibrate
+
+        state = Path(job.state) if job.state else None
+        return calibrate(prepare(recipe, job.model, "fp32", job.graph_digest, state), job)
     parts = [(entry.part, Path(entry.onnx)) for entry in job.parts]
     state = Path(job.state) if job.state else None
     prepared = prepare(recipe, job.model, job.precision, job.graph_digest, state)

@@ -22,7 +22,7 @@ from trtbuild.execution.executor import Executor, LocalExecutor, worker_env
 from trtbuild.execution.forkserver import EXPECTED_BYTES, ForkServer
 from trtbuild.model.graph import OpGraph
 from trtbuild.model.interface import interface_notes
-from trtbuild.orchestrate import check, disk
+from trtbuild.orchestrate import check, disk, quantize
 from trtbuild.orchestrate.context import RunContext, TargetContext
 from trtbuild.orchestrate.graphjob import graph_job
 from trtbuild.orchestrate.kinds import local_kinds
@@ -234,6 +234,7 @@ def _build_target(run: RunContext, target: Target) -> TargetResult:
         opts.on_plan(result)
         ref = check.reference(ctx)
         try:
+            result.calibration = quantize.calibration(ctx)  # int8, fp8: cached, or computed
             result.parts = build_parts(ctx, ref)
         except Overrun as over:
             if over.observation.stage == "export" and ref is not None and not ref.cached():

@@ -15,10 +15,11 @@ from pydantic import (
 )
 
 from trtbuild.recipe.checkspec import CheckSpec
+from trtbuild.recipe.quantspec import CalibrationSpec, missing_calibration
 from trtbuild.recipe.sizes import parse_size
 
 Size = Annotated[int, BeforeValidator(parse_size)]
-Precision = Literal["fp32", "fp16", "bf16"]
+Precision = Literal["fp32", "fp16", "bf16", "int8", "int4", "fp8"]
 BackendName = Literal["auto", "onnxruntime", "tensorrt"]
 
 
@@ -151,6 +152,7 @@ class ModelSpec(_Strict):
     budget: Budget | None = None
     devices: list[DeviceKind] | None = Field(None, min_length=1)
     check: CheckSpec = CheckSpec()  # [model.check]: the engines against the model (check.py)
+    calibration: CalibrationSpec | None = None  # [model.calibration]: int8 / fp8 (quantspec.py)
 
     @property
     def transformers(self) -> bool:
@@ -218,4 +220,10 @@ class RecipeSchema(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"expected unique model names, got {dupes[0]!r} twice")
+        for m in self.model:
+            error = missing_calibration(
+                m.name, list(m.precisions or self.defaults.precisions), m.calibration is not None
+            )
+            if error:
+                raise ValueError(error)
         return self

@@ -1,0 +1,141 @@
+"""Quantized builds (issue 23): int8 from calibration data, int4 weight-only, fp8's one error.
+
+Real models, real calibration and build processes, real ONNX Runtime engines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import trtbuild
+from trtbuild.errors import TrtbuildError
+from trtbuild.orchestrate.build import Options, build
+from trtbuild.recipe.load import load_recipe
+
+DATA = Path(__file__).resolve().parent / "data"
+SHAPE = (8, 3, 16, 16)  # the recipe's input: a batch of 8 RGB 16x16 images
+CLASSES = 4
+
+
+def images(count: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Separable synthetic classes: a fixed random pattern per class (seed 0) plus noise."""
+    patterns = torch.randn(CLASSES, *SHAPE[1:], generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, CLASSES, (count,), generator=gen)
+    x = patterns[labels] + 1.5 * torch.randn(count, *SHAPE[1:], generator=gen)
+    return x, labels
+
+
+def trained_cnn(folder: Path) -> Path:
+    """A SmallCNN trained for a few seconds on `images`; its state dict as safetensors."""
+    import importlib.util
+
+    from safetensors.torch import save_file
+
+    spec = importlib.util.spec_from_file_location("cnn", DATA / "models" / "cnn.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    model = module.small_cnn()
+    x, y = images(2048, seed=1)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    for step in range(120):
+        batch = slice((step * 64) % 2048, (step * 64) % 2048 + 64)
+        loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        held, labels = images(256, seed=2)
+        assert (model(held).argmax(1) == labels).float().mean() > 0.95  # it learned the classes
+    path = folder / "cnn.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+def write_samples(folder: Path, count: int, seed: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    x, _ = images(count * SHAPE[0], seed)
+    for k in range(count):
+        np.savez(folder / f"s{k:03d}.npz", x=x[k * 8 : (k + 1) * 8].numpy())
+
+
+def cnn_recipe(folder: Path, precisions: str = '["fp32", "int8"]', extra: str = "") -> Path:
+    (folder / "models").mkdir(parents=True, exist_ok=True)
+    (folder / "models" / "cnn.py").write_text((DATA / "models" / "cnn.py").read_text())
+    path = folder / "cnn.toml"
+    path.write_text(
+        f"""[recipe]
+name = "cnn"
+[defaults]
+backend = "onnxruntime"
+precisions = {precisions}
+[[model]]
+name = "cnn"
+source = "models/cnn.py:small_cnn"
+weights = "cnn.safetensors"
+[[model.inputs]]
+name = "x"
+shape = {list(SHAPE)}
+[model.check]
+data = "check/*.npz"
+{extra}"""
+    )
+    return path
+
+
+CALIBRATION = '[model.calibration]\ndata = "calib/*.npz"\nsamples = 16\nmethod = "minmax"\n'
+
+
+def engine_bytes(folder: Path) -> int:
+    """Every file of a target's engines (the graphs and their weights), not its JSON records."""
+    return sum(f.stat().st_size for f in folder.iterdir() if f.suffix != ".json")
+
+
+def test_int8_cnn_agrees_with_fp32_at_a_third_of_the_bytes(tmp_path: Path) -> None:
+    trained_cnn(tmp_path)
+    write_samples(tmp_path / "calib", 16, seed=3)
+    write_samples(tmp_path / "check", 2, seed=4)
+    recipe = cnn_recipe(tmp_path, extra=CALIBRATION)
+    result = build(recipe)
+    assert [t.precision for t in result.targets] == ["fp32", "int8"]
+    assert all(t.check and t.check["passed"] for t in result.targets), [
+        t.check for t in result.targets
+    ]
+    int8_dir = Path("build/cnn/cnn/int8")
+    engine = onnx.load(str(int8_dir / result.targets[1].parts[0].engine), load_external_data=False)
+    ops = {n.op_type for n in engine.graph.node}
+    assert ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv"}, ops
+    table = json.loads((int8_dir / "calibration.json").read_text())
+    assert table["method"] == "minmax" and table["samples"] == 16
+    assert {"x", "relu", "output"} <= set(table["tensors"])
+
+    fp32, int8 = trtbuild.load("build/cnn/cnn/fp32"), trtbuild.load("build/cnn/cnn/int8")
+    held, _ = images(512, seed=5)
+    agree = sum(
+        int((fp32(b).argmax(1) == int8(b).argmax(1)).sum()) for b in held.split(SHAPE[0])
+    )
+    ratio = engine_bytes(int8_dir) / engine_bytes(Path("build/cnn/cnn/fp32"))
+    print(f"int8: top-1 agreement {agree / 512:.4f}, engine bytes {ratio:.3f}x fp32")
+    assert agree / 512 >= 0.99
+    assert ratio <= 0.35
+
+
+def test_int8_needs_a_calibration(tmp_path: Path) -> None:
+    recipe = cnn_recipe(tmp_path)
+    with pytest.raises(TrtbuildError, match="field 'calibration'"):
+        load_recipe(recipe)
+
+
+def test_fp8_on_onnxruntime_is_one_error(tmp_path: Path) -> None:
+    trained_cnn(tmp_path)
+    write_samples(tmp_path / "calib", 2, seed=3)
+    recipe = cnn_recipe(tmp_path, '["fp8"]', CALIBRATION)
+    with pytest.raises(TrtbuildError, match="fp8.*needs the tensorrt backend"):
+        build(recipe, Options(check=False))

@@ -1,0 +1,126 @@
+"""A quantized target's part ONNX (build process side, no torch): the part's fp32 ONNX with
+Q/DQ, made by onnxruntime.quantization before the backend builds it.
+
+- int8: static QDQ, as TensorRT's explicit quantization wants it: symmetric (zero point 0),
+  weights per channel, activations per tensor, from the calibration table's ranges
+  (trtbuild.check.calibrate; names are the ONNX value names). A node with a float activation the
+  table has no range for (a value the exporter made inside one op) stays at fp32.
+- int4: weight-only, blocked, symmetric, MatMul weights (Gemm is rewritten as MatMul + Add
+  first): MatMulNBits, which ONNX Runtime runs and TensorRT reads as blocked DequantizeLinear.
+- fp8 (TensorRT): Q/DQ in FLOAT8E4M3FN, weights and activations per tensor, from the same table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+QUANTIZED = ("int8", "int4", "fp8")
+
+
+def quantized(onnx_path: Path, settings: Mapping[str, Any]) -> Path:
+    """The ONNX the backend builds: `onnx_path` itself, or its quantized copy beside it."""
+    precision = settings.get("precision")
+    if precision not in QUANTIZED:
+        return onnx_path
+    out = onnx_path.with_name(f"{onnx_path.stem}.{precision}.onnx")
+    if precision == "int4":
+        _int4(onnx_path, out, int(settings["quantize"]["block"]))
+    else:
+        _qdq(onnx_path, out, Path(settings["calibration_table"]), precision)
+    return out
+
+
+def _qdq(onnx_path: Path, out: Path, table_path: Path, precision: str) -> None:
+    import numpy as np
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
+
+    table = json.loads(table_path.read_text())["tensors"]
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    floats = _float_values(model)
+    ranges = {n: table[n] for n in floats if n in table}
+    exclude = [
+        node.name
+        for node in model.graph.node
+        if any(v in floats and v not in ranges for v in [*node.input, *node.output])
+    ]
+    cache = out.with_name(out.stem + ".ranges.json")
+    data = {
+        n: TensorData(lowest=np.float32(r["min"]), highest=np.float32(r["max"]))
+        for n, r in ranges.items()
+    }
+    save_tensors_data(TensorsData(CalibrationMethod.MinMax, data), cache)
+    kind = QuantType.QInt8 if precision == "int8" else QuantType.QFLOAT8E4M3FN
+    quantize_static(
+        str(onnx_path),
+        str(out),
+        None,
+        quant_format=QuantFormat.QDQ,
+        per_channel=precision == "int8",
+        activation_type=kind,
+        weight_type=kind,
+        nodes_to_exclude=exclude,
+        use_external_data_format=True,
+        calibrate_method=CalibrationMethod.MinMax,
+        calibration_cache_path=str(cache),
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+    )
+
+
+def _float_values(model: Any) -> set[str]:
+    """Names of the float32 activations of a graph (not its weights), by shape inference."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    weights = {i.name for i in model.graph.initializer}
+    values = [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
+    return {
+        v.name
+        for v in values
+        if v.name not in weights and v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    }
+
+
+def _int4(onnx_path: Path, out: Path, block: int) -> None:
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    model = onnx.load(str(onnx_path))
+    _gemm_as_matmul(model)
+    quantizer = MatMulNBitsQuantizer(
+        model, block_size=block, is_symmetric=True, op_types_to_quantize=("MatMul", "Gather")
+    )
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(out), use_external_data_format=True)
+
+
+def _gemm_as_matmul(model: Any) -> None:
+    """Gemm(A, B, C) with a weight B (alpha = beta = 1, A not transposed) as MatMul + Add, so
+    the weight-only quantizer (MatMul only) takes it."""
+    import onnx
+    from onnx import numpy_helper
+
+    weights = {i.name: i for i in model.graph.initializer}
+    nodes = []
+    for node in model.graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0
+        if node.op_type != "Gemm" or node.input[1] not in weights or attrs.get("transA", 0) or not plain:
+            nodes.append(node)
+            continue
+        b = weights[node.input[1]]
+        if attrs.get("transB", 0):
+            array = numpy_helper.to_array(b).T.copy()
+            b.CopyFrom(numpy_helper.from_array(array, b.name))
+        product = node.output[0] + "__matmul" if len(node.input) > 2 else node.output[0]
+        nodes.append(onnx.helper.make_node("MatMul", node.input[:2], [product], node.name))
+        if len(node.input) > 2:
+            nodes.append(
+                onnx.helper.make_node("Add", [product, node.input[2]], node.output, node.name + "_bias")
+            )
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)

@@ -1,0 +1,156 @@
+"""Calibration as a cached action (orchestrator side): the activation ranges of an int8 / fp8
+target, computed once per model, weights, data and method.
+
+Key: the graph digest, the weight digests, the model inputs, each sample file's sha256 (or the
+seed of data = "random"), the sample count, the method and the toolchain; never the budget or
+the plan: the table (trtbuild.check.calibrate) is keyed by OpGraph tensor names, the same in
+every split, so a re-plan reuses it. On a miss, one measured worker process (a CalibrateJob)
+runs the plan's parts in order, one sample at a time, within the target's budget.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from trtbuild.cache.digests import digest_json
+from trtbuild.check import data as checkdata
+from trtbuild.errors import TrtbuildError
+from trtbuild.execution.jobs import CalibrateJob
+from trtbuild.orchestrate.records import process_record
+from trtbuild.recipe.quantspec import CALIBRATED
+from trtbuild.release.inputs import machine, relative
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from trtbuild.orchestrate.context import TargetContext
+    from trtbuild.recipe.load import Recipe
+    from trtbuild.recipe.schema import ModelSpec
+
+SCHEMA = 1
+TABLE = "calibration.json"  # its name beside the engines
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class Calibration:
+    key: str
+    sha256: str  # the table's blob
+    files: dict[str, str]  # sample file (relative to the recipe) -> sha256
+    record: dict[str, Any]  # what the store holds: method, samples, the process
+    cached: bool
+
+    def summary(self) -> dict[str, Any]:
+        """What engine builds, build.json and the lock say about it."""
+        return {
+            "key": self.key,
+            "table": TABLE,
+            "sha256": self.sha256,
+            "method": self.record["method"],
+            "samples": self.record["samples"],
+            "files": self.files,
+            "cached": self.cached,
+        }
+
+
+def sample_files(recipe: Recipe, spec: ModelSpec) -> list[Path]:
+    """The calibration files of a model, sorted, at most `samples` of them ([] for "random");
+    a glob that matches none is an error naming the field."""
+    calib = spec.calibration
+    if calib is None or calib.random:
+        return []
+    try:
+        files = checkdata.data_files(calib.data, recipe.root)
+    except TrtbuildError:
+        raise TrtbuildError(
+            f"{recipe.model_loc(spec.name, 'calibration')}: field 'calibration.data': expected "
+            f'.npz files matching {calib.data!r} (relative to {recipe.root}) or "random", found none'
+        ) from None
+    return files[: calib.samples]
+
+
+def calibrate(ctx: TargetContext) -> Calibration | None:
+    """The target's table: from the cache, else computed by a calibration process; None for a
+    precision that needs none."""
+    target, job = ctx.target, ctx.job
+    recipe, store, opts = ctx.run.recipe, ctx.run.store, ctx.run.opts
+    spec = target.model.calibration
+    if target.precision not in CALIBRATED or spec is None:
+        return None
+    files = sample_files(recipe, target.model)
+    digests = {relative(f, recipe.root): ctx.run.memo.sha256(f) for f in files}
+    count = spec.samples if spec.random else len(files)
+    inputs = [i.model_dump(mode="json") for i in target.model.inputs]
+    key = digest_json(
+        {
+            "schema": SCHEMA,
+            "graph": job.digest,
+            "weights": job.weight_digests,
+            "inputs": inputs,
+            "data": digests if files else {"random": spec.seed},
+            "samples": count,
+            "method": spec.method,
+            "toolchain": machine("onnxruntime")["toolchain"],
+        }
+    )
+    if spec.random:
+        opts.report(
+            f"warning: {target.name}: calibrating on random inputs (data = \"random\"): "
+            "the ranges will not represent real data"
+        )
+    record = store.get_action(key)
+    cached = record is not None
+    if record is None:
+        with store.locked(key):
+            record = store.get_action(key)
+            cached = record is not None
+            if record is None:
+                opts.report(f"{target.name}: calibrating on {count} sample(s) ({spec.method})")
+                request = {"inputs": inputs, "files": [str(f) for f in files], "count": count}
+                record = _run(ctx, key, {**request, "seed": spec.seed}, spec.method)
+                store.put_action(key, record)
+    return Calibration(key, record["blobs"]["table"], digests, record, cached)
+
+
+def _run(ctx: TargetContext, key: str, samples: dict[str, Any], method: str) -> dict[str, Any]:
+    """One calibration process over the plan's parts; its table into the store."""
+    target, job, plan, memory = ctx.target, ctx.job, ctx.plan, ctx.memory
+    recipe, store, executor = ctx.run.recipe, ctx.run.store, ctx.run.executor
+    from trtbuild.orchestrate.parts import state_file
+    from trtbuild.orchestrate.partspec import part_json
+
+    scratch = store.scratch()
+    try:
+        calibrate_job = CalibrateJob(
+            str(recipe.path),
+            target.model.name,
+            target.precision,
+            job.digest,
+            [part_json(p) for p in plan.parts],
+            samples,
+            method,
+            str(scratch / TABLE),
+            str(scratch / "spill"),
+            state_file(job, scratch),
+        )
+        # the process's base, the heaviest part's weights at fp32 (held for all the samples),
+        # one sample's live activations, histograms and allocator slack
+        heaviest = max(plan.parts, key=lambda p: p.weight_bytes)
+        activations = max((t.bytes for op in ctx.graph.ops for t in op.outputs), default=0)
+        predicted = memory.export.fixed_bytes + heaviest.weight_bytes + 8 * activations + 64 * MiB
+        budget = target.budget.host_memory
+        with executor.admit(predicted, budget, forked=True) as share:
+            outcome = executor.run(calibrate_job, scratch, share, predicted, None)
+        blob = store.put_file(scratch / TABLE)
+        process = process_record("calibrate", outcome, heaviest.load, predicted, share)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # the spilled tensors go with it
+    return {
+        "key": key,
+        "blobs": {"table": blob},
+        "method": method,
+        "samples": samples["count"],
+        "process": process,
+    }

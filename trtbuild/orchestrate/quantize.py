@@ -1,0 +1,58 @@
+"""What a quantized target (int8, int4, fp8) adds to its parts: the quantization scheme and the
+calibration table's digest in every part's key (a new table rebuilds the engines), and the
+table's path in each build job (trtbuild.backends.quantize applies both)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from trtbuild.errors import TrtbuildError
+from trtbuild.orchestrate.calibration import calibrate
+from trtbuild.recipe.quantspec import QUANTIZED
+
+if TYPE_CHECKING:
+    from trtbuild.cache.store import Store
+    from trtbuild.orchestrate.context import TargetContext
+    from trtbuild.recipe.load import Target
+
+SCHEME = 1  # bump when what the quantizer writes changes
+INT4_BLOCK = 128  # weights per scale of int4 (MatMulNBits' block_size)
+
+
+def check_backend(target: Target, backend: str) -> None:
+    """fp8 is TensorRT's: one clear error for any other backend, before anything is built."""
+    if target.precision == "fp8" and backend != "tensorrt":
+        raise TrtbuildError(
+            f"{target.name}: precision 'fp8' (Q/DQ in E4M3) needs the tensorrt backend; "
+            f'{backend} has no fp8 kernels: set backend = "tensorrt" or use int8'
+        )
+
+
+def calibration(ctx: TargetContext) -> dict[str, Any] | None:
+    """The target's calibration (its summary), computed or from the cache; None if it has none."""
+    check_backend(ctx.target, ctx.backend.name)
+    found = calibrate(ctx)
+    return found.summary() if found else None
+
+
+def key_settings(target: Target, table: dict[str, Any] | None) -> dict[str, Any]:
+    """Settings a quantized target's parts add to their key; {} for fp32, fp16, bf16."""
+    if target.precision not in QUANTIZED:
+        return {}
+    if target.precision == "int4":
+        scheme = {"scheme": SCHEME, "weights": "int4 blocked symmetric", "block": INT4_BLOCK}
+    else:
+        scheme = {
+            "scheme": SCHEME,
+            "format": "qdq",
+            "weights": "per-channel symmetric",
+            "activations": "per-tensor symmetric",
+        }
+    return {"quantize": scheme, **({"calibration": table["sha256"]} if table else {})}
+
+
+def job_inputs(store: Store, table: dict[str, Any] | None) -> dict[str, Any]:
+    """What a build job needs beyond its key: where the calibration table is."""
+    if table is None:
+        return {}
+    return {"calibration_table": str(store.blob_path(table["sha256"]))}

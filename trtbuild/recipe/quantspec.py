@@ -1,0 +1,47 @@
+"""Quantized precisions and `[model.calibration]`: what a recipe says about int8, int4 and fp8.
+
+    [model.calibration]
+    data = "calib/*.npz"   # files of named input arrays (one sample per file), relative to the
+                           # recipe; or "random": seeded normal inputs (ranges of no real data)
+    samples = 256          # at most this many samples (files in sorted order)
+    method = "minmax"      # "minmax" | "entropy" | "percentile"
+
+int8 (static: weights and activations) needs a calibration; int4 is weight-only (blocked
+MatMul/Gemm weights, no calibration); fp8 is TensorRT only (Q/DQ in E4M3, calibrated as int8).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+QUANTIZED = ("int8", "int4", "fp8")  # precisions built from an fp32 graph by a quantizer
+CALIBRATED = ("int8", "fp8")  # precisions whose activation ranges come from calibration data
+RANDOM = "random"
+
+
+class CalibrationSpec(BaseModel):
+    """[model.calibration]: where the activation ranges of int8 / fp8 targets come from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data: str = Field(min_length=1)  # a glob of .npz files relative to the recipe, or "random"
+    samples: int = Field(256, ge=1)
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    seed: int = 0  # of data = "random"
+
+    @property
+    def random(self) -> bool:
+        return self.data == RANDOM
+
+
+def missing_calibration(model: str, precisions: list[str], has: bool) -> str | None:
+    """The error for a model with a calibrated precision and no [model.calibration], or None."""
+    needs = [p for p in precisions if p in CALIBRATED]
+    if not needs or has:
+        return None
+    return (
+        f"model '{model}': precision {needs[0]!r} needs field 'calibration' ([model.calibration] "
+        'with data = "calib/*.npz" or "random", samples, method), got none'
+    )
