@@ -15,6 +15,8 @@ import torch
 import trtbuild
 from trtbuild.errors import TrtbuildError
 from trtbuild.orchestrate.build import Options, build
+from trtbuild.orchestrate.explain import explain
+from trtbuild.planner.memory import MemoryModel, Stage
 from trtbuild.recipe.load import load_recipe
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -66,7 +68,12 @@ def write_samples(folder: Path, count: int, seed: int) -> None:
         np.savez(folder / f"s{k:03d}.npz", x=x[k * 8 : (k + 1) * 8].numpy())
 
 
-def cnn_recipe(folder: Path, precisions: str = '["fp32", "int8"]', extra: str = "") -> Path:
+def cnn_recipe(
+    folder: Path,
+    precisions: str = '["fp32", "int8"]',
+    extra: str = "",
+    weights: str = '"cnn.safetensors"',
+) -> Path:
     (folder / "models").mkdir(parents=True, exist_ok=True)
     (folder / "models" / "cnn.py").write_text((DATA / "models" / "cnn.py").read_text())
     path = folder / "cnn.toml"
@@ -79,7 +86,7 @@ precisions = {precisions}
 [[model]]
 name = "cnn"
 source = "models/cnn.py:small_cnn"
-weights = "cnn.safetensors"
+weights = {weights}
 [[model.inputs]]
 name = "x"
 shape = {list(SHAPE)}
@@ -118,9 +125,7 @@ def test_int8_cnn_agrees_with_fp32_at_a_third_of_the_bytes(tmp_path: Path) -> No
 
     fp32, int8 = trtbuild.load("build/cnn/cnn/fp32"), trtbuild.load("build/cnn/cnn/int8")
     held, _ = images(512, seed=5)
-    agree = sum(
-        int((fp32(b).argmax(1) == int8(b).argmax(1)).sum()) for b in held.split(SHAPE[0])
-    )
+    agree = sum(int((fp32(b).argmax(1) == int8(b).argmax(1)).sum()) for b in held.split(SHAPE[0]))
     ratio = engine_bytes(int8_dir) / engine_bytes(Path("build/cnn/cnn/fp32"))
     print(f"int8: top-1 agreement {agree / 512:.4f}, engine bytes {ratio:.3f}x fp32")
     assert agree / 512 >= 0.99
@@ -134,8 +139,62 @@ def test_int8_needs_a_calibration(tmp_path: Path) -> None:
 
 
 def test_fp8_on_onnxruntime_is_one_error(tmp_path: Path) -> None:
-    trained_cnn(tmp_path)
     write_samples(tmp_path / "calib", 2, seed=3)
-    recipe = cnn_recipe(tmp_path, '["fp8"]', CALIBRATION)
-    with pytest.raises(TrtbuildError, match="fp8.*needs the tensorrt backend"):
+    recipe = cnn_recipe(tmp_path, '["fp8"]', CALIBRATION, '{ init = "random", seed = 0 }')
+    with pytest.raises(TrtbuildError, match=r"fp8.*needs the tensorrt backend"):
         build(recipe, Options(check=False))
+
+
+# Counts weights 1500x: the CNN's 0.9 MB of weights make 1.3 GB, two parts at a 1 GiB budget.
+SPLIT = MemoryModel(Stage(0, 1500.0), Stage(0, 1500.0), "test: 1500 x weights")
+RANDOM_CNN = '{ init = "random", seed = 0 }'
+
+
+def test_calibration_is_cached_by_data_not_by_budget(tmp_path: Path) -> None:
+    write_samples(tmp_path / "calib", 8, seed=3)
+    write_samples(tmp_path / "check", 1, seed=4)
+    recipe = cnn_recipe(tmp_path, '["int8"]', CALIBRATION, RANDOM_CNN)
+    first = build(recipe)
+    assert first.targets[0].calibration is not None
+    assert not first.targets[0].calibration["cached"]
+    assert build(recipe).up_to_date  # a second run: nothing runs, no calibration either
+
+    # another budget, re-planned into two parts: the table is the one of the whole graph
+    split = build(recipe, Options(budget=1 << 30, memory_override=SPLIT))
+    target = split.targets[0]
+    assert len(target.parts) == 2
+    assert target.calibration is not None and target.calibration["cached"]
+    assert target.check and target.check["passed"]
+
+    changed = tmp_path / "calib" / "s005.npz"
+    np.savez(changed, x=np.full(SHAPE, 3.0, dtype=np.float32))
+    assert "changed: calib/s005.npz changed" in explain(recipe)
+    again = build(recipe)
+    assert again.targets[0].calibration is not None
+    assert not again.targets[0].calibration["cached"]  # recalibrated
+    assert not any(p.cached for p in again.targets[0].parts)  # and rebuilt
+    locked = (tmp_path / "cnn.lock").read_text()
+    assert 'path = "calib/s005.npz"' in locked and "[target.calibration]" in locked
+
+
+def test_part_by_part_calibration_equals_the_whole_model(tmp_path: Path) -> None:
+    write_samples(tmp_path / "calib", 4, seed=3)
+    recipe = cnn_recipe(tmp_path, '["int8"]', CALIBRATION, RANDOM_CNN)
+    tables = []
+    for opts in (
+        Options(check=False, cache=tmp_path / "c1", out=Path("whole")),
+        Options(
+            check=False,
+            cache=tmp_path / "c2",
+            out=Path("split"),
+            budget=1 << 30,
+            memory_override=SPLIT,
+        ),
+    ):
+        result = build(recipe, opts)
+        assert result.targets[0].calibration and not result.targets[0].calibration["cached"]
+        tables.append(json.loads((opts.out / "cnn/cnn/int8/calibration.json").read_text()))
+        parts = len(result.targets[0].parts)
+    assert parts == 2
+    assert tables[0] == tables[1]
+    assert len(tables[0]["tensors"]) >= 8  # the input and every op's output

@@ -109,7 +109,12 @@ def _gemm_as_matmul(model: Any) -> None:
     for node in model.graph.node:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         plain = attrs.get("alpha", 1.0) == 1.0 and attrs.get("beta", 1.0) == 1.0
-        if node.op_type != "Gemm" or node.input[1] not in weights or attrs.get("transA", 0) or not plain:
+        if (
+            node.op_type != "Gemm"
+            or node.input[1] not in weights
+            or attrs.get("transA", 0)
+            or not plain
+        ):
             nodes.append(node)
             continue
         b = weights[node.input[1]]
@@ -120,7 +125,9 @@ def _gemm_as_matmul(model: Any) -> None:
         nodes.append(onnx.helper.make_node("MatMul", node.input[:2], [product], node.name))
         if len(node.input) > 2:
             nodes.append(
-                onnx.helper.make_node("Add", [product, node.input[2]], node.output, node.name + "_bias")
+                onnx.helper.make_node(
+                    "Add", [product, node.input[2]], node.output, node.name + "_bias"
+                )
             )
     del model.graph.node[:]
     model.graph.node.extend(nodes)

@@ -69,6 +69,23 @@ class Ranges:
         return {n: {"min": lo, "max": hi} for n, (lo, hi) in sorted(found.items())}
 
 
+class PartWeights:
+    """A part's weights at fp32, each loaded at its first use and kept for all the samples."""
+
+    def __init__(self, source: Any, constants: dict[str, torch.Tensor]) -> None:
+        self.source, self.constants = source, constants
+        self.held: dict[str, torch.Tensor] = {}
+
+    def load(self, wanted: list[str]) -> dict[str, torch.Tensor]:
+        missing = [n for n in wanted if n not in self.held and n not in self.constants]
+        found = {**(self.source.load(missing) if missing else {}), **self.constants}
+        for name in wanted:
+            if name not in self.held:
+                value = found[name]
+                self.held[name] = value.float() if value.is_floating_point() else value
+        return {n: self.held[n] for n in wanted}
+
+
 def sample(spec: dict[str, Any], k: int) -> dict[str, np.ndarray]:
     """Calibration sample k: the k-th file of `spec["files"]`, or seeded random inputs at the
     recipe's opt shapes (floats standard normal, integers as the check draws them)."""
@@ -101,20 +118,9 @@ def calibrate(prepared: Prepared, job: Any) -> dict[str, Any]:
     for index, part in enumerate(parts):
         module, tensors = meta_part_module(program, graph, rename, part, sizes)
         names = _value_names(module.graph, [t["name"] for t in part["outputs"]])
-        weights: dict[str, torch.Tensor] = {}
+        weights = PartWeights(source, constants)
 
-        def load(wanted: list[str]) -> dict[str, torch.Tensor]:
-            """The part's weights at fp32, each loaded once for all the samples."""
-            missing = [n for n in wanted if n not in weights and n not in constants]
-            for name, value in (source.load(missing) if missing else {}).items():
-                weights[name] = value.float() if value.is_floating_point() else value
-            for name in wanted:
-                if name in constants and name not in weights:
-                    value = constants[name]
-                    weights[name] = value.float() if value.is_floating_point() else value
-            return {n: weights[n] for n in wanted}
-
-        def observe(node: fx.Node, values: list[Any]) -> None:
+        def observe(node: fx.Node, values: list[Any], names: dict[str, str] = names) -> None:
             value = values[0]
             if isinstance(value, torch.Tensor) and value.is_floating_point():
                 ranges.add(names.get(node.name, node.name), value)
@@ -132,7 +138,7 @@ def calibrate(prepared: Prepared, job: Any) -> dict[str, Any]:
                 torch.from_numpy(np.asarray(feeds[t["name"]])).to(torch_dtype(t["dtype"]))
                 for t in tensors
             ]
-            outs, _ = run_graph(module.graph, load, torch.float32, [args], observe)
+            outs, _ = run_graph(module.graph, weights.load, torch.float32, [args], observe)
             keep = {
                 t["name"]: _numpy(v)
                 for t, v in zip(part["outputs"], outs[0])
@@ -143,7 +149,7 @@ def calibrate(prepared: Prepared, job: Any) -> dict[str, Any]:
                 np.savez(path, **keep)
                 spilled = max(spilled, path.stat().st_size)
         made_by.update({t["name"]: index for t in part["outputs"] if t["name"] in later[index]})
-        weights.clear()
+        del weights
         for j in set(made_by.values()):  # spill files no later part reads
             if not any(made_by.get(n) == j for n in later[index]):
                 for stale in spill.glob(f"{j}-*.npz"):

@@ -66,7 +66,9 @@ class CalibrateJob(_ModelJob):
     kind: ClassVar[str] = "calibrate"
     graph_digest: str
     parts: list[dict[str, Any]]  # every part of the plan, in order (partspec.part_json)
-    samples: dict[str, Any]  # {"inputs": [InputSpec dumps], "files": [paths] | None, "count", "seed"}
+    samples: dict[
+        str, Any
+    ]  # {"inputs": [InputSpec dumps], "files": [paths] | None, "count", "seed"}
     method: str  # minmax | entropy | percentile
     table: str  # where the table goes
     spill: str  # a scratch folder for the tensors between parts (removed after)
@@ -109,8 +111,7 @@ class ProbeJob:
 
 Job = GraphJob | StateJob | ExportJob | CalibrateJob | BuildJob | CheckJob | ProbeJob
 KINDS: dict[str, type[Job]] = {
-    c.kind: c
-    for c in (GraphJob, StateJob, ExportJob, CalibrateJob, BuildJob, CheckJob, ProbeJob)
+    c.kind: c for c in (GraphJob, StateJob, ExportJob, CalibrateJob, BuildJob, CheckJob, ProbeJob)
 }
 
 

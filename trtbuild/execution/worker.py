@@ -24,7 +24,6 @@ from trtbuild.execution.jobs import BuildJob, CheckJob, GraphJob, Job, ProbeJob,
 def run(job: Job) -> dict[str, Any]:
     if isinstance(job, BuildJob):
         from trtbuild.backends import get_backend
-
         from trtbuild.backends.quantize import quantized
 
         onnx = quantized(Path(job.onnx), job.settings)  # int8/int4/fp8: its Q/DQ ONNX
@@ -42,9 +41,8 @@ def run(job: Job) -> dict[str, Any]:
         return _graph(recipe, job)
     if isinstance(job, StateJob):
         return _state(recipe, job)
-    from trtbuild.model.partexport import export_parts, prepare
-
     from trtbuild.execution.jobs import CalibrateJob
+    from trtbuild.model.partexport import export_parts, prepare
 
     if isinstance(job, CalibrateJob):
         from trtbuild.check.calibrate import calibrate

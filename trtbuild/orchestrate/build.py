@@ -181,6 +181,7 @@ def _build_target(run: RunContext, target: Target) -> TargetResult:
     recipe, store, memo, opts, executor = run.recipe, run.store, run.memo, run.opts, run.executor
     backend_name = resolve_backend(target.backend)
     backend = get_backend(backend_name)
+    quantize.check_backend(target, backend_name)  # fp8 is TensorRT's: said before any job
     budget = target.budget.host_memory
     before = memory_model(backend_name, None, None, opts.memory_override)  # the priors
     with executor.admit(before.export.fixed_bytes, budget, forked=True) as share:

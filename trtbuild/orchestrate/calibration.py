@@ -97,7 +97,7 @@ def calibrate(ctx: TargetContext) -> Calibration | None:
     )
     if spec.random:
         opts.report(
-            f"warning: {target.name}: calibrating on random inputs (data = \"random\"): "
+            f'warning: {target.name}: calibrating on random inputs (data = "random"): '
             "the ranges will not represent real data"
         )
     record = store.get_action(key)
