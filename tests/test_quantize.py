@@ -158,6 +158,7 @@ def test_calibration_is_cached_by_data_not_by_budget(tmp_path: Path) -> None:
     assert first.targets[0].calibration is not None
     assert not first.targets[0].calibration["cached"]
     assert build(recipe).up_to_date  # a second run: nothing runs, no calibration either
+    assert explain(recipe) == ["cnn/int8 part 0: up to date"]
 
     # another budget, re-planned into two parts: the table is the one of the whole graph
     split = build(recipe, Options(budget=1 << 30, memory_override=SPLIT))
@@ -168,7 +169,9 @@ def test_calibration_is_cached_by_data_not_by_budget(tmp_path: Path) -> None:
 
     changed = tmp_path / "calib" / "s005.npz"
     np.savez(changed, x=np.full(SHAPE, 3.0, dtype=np.float32))
-    assert "changed: calib/s005.npz changed" in explain(recipe)
+    lines = explain(recipe)
+    assert "changed: calib/s005.npz changed" in lines
+    assert "cnn/int8 part 0: would build: its calibration is not in the cache" in lines
     again = build(recipe)
     assert again.targets[0].calibration is not None
     assert not again.targets[0].calibration["cached"]  # recalibrated

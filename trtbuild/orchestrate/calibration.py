@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from trtbuild.cache.digests import digest_json
+from trtbuild.cache.digests import DigestMemo, digest_json
 from trtbuild.check import data as checkdata
 from trtbuild.errors import TrtbuildError
 from trtbuild.execution.jobs import CalibrateJob
@@ -25,8 +25,10 @@ from trtbuild.release.inputs import machine, relative
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from trtbuild.cache.store import Store
     from trtbuild.orchestrate.context import TargetContext
-    from trtbuild.recipe.load import Recipe
+    from trtbuild.orchestrate.graphjob import GraphResult
+    from trtbuild.recipe.load import Recipe, Target
     from trtbuild.recipe.schema import ModelSpec
 
 SCHEMA = 1
@@ -71,16 +73,25 @@ def sample_files(recipe: Recipe, spec: ModelSpec) -> list[Path]:
     return files[: calib.samples]
 
 
-def calibrate(ctx: TargetContext) -> Calibration | None:
-    """The target's table: from the cache, else computed by a calibration process; None for a
-    precision that needs none."""
-    target, job = ctx.target, ctx.job
-    recipe, store, opts = ctx.run.recipe, ctx.run.store, ctx.run.opts
+@dataclass(frozen=True)
+class Request:
+    """A target's calibration as the cache knows it: its key and what the job is given."""
+
+    key: str
+    files: list[Path]
+    digests: dict[str, str]  # relative path -> sha256
+    count: int
+    inputs: list[dict[str, Any]]
+
+
+def request(recipe: Recipe, target: Target, job: GraphResult, memo: DigestMemo) -> Request | None:
+    """The calibration a target needs (None for a precision without one): its key (see the
+    module docstring) from the graph job's digests and the sample files' contents."""
     spec = target.model.calibration
     if target.precision not in CALIBRATED or spec is None:
         return None
     files = sample_files(recipe, target.model)
-    digests = {relative(f, recipe.root): ctx.run.memo.sha256(f) for f in files}
+    digests = {relative(f, recipe.root): memo.sha256(f) for f in files}
     count = spec.samples if spec.random else len(files)
     inputs = [i.model_dump(mode="json") for i in target.model.inputs]
     key = digest_json(
@@ -95,23 +106,50 @@ def calibrate(ctx: TargetContext) -> Calibration | None:
             "toolchain": machine("onnxruntime")["toolchain"],
         }
     )
+    return Request(key, files, digests, count, inputs)
+
+
+def cached(recipe: Recipe, target: Target, job: GraphResult, store: Store) -> Calibration | None:
+    """The target's calibration if the cache holds it (explain), else None."""
+    wanted = request(recipe, target, job, DigestMemo(store.layout.digests))
+    record = store.get_action(wanted.key) if wanted else None
+    if wanted is None or record is None:
+        return None
+    return Calibration(wanted.key, record["blobs"]["table"], wanted.digests, record, True)
+
+
+def calibrate(ctx: TargetContext) -> Calibration | None:
+    """The target's table: from the cache, else computed by a calibration process; None for a
+    precision that needs none."""
+    target, recipe, store, opts = ctx.target, ctx.run.recipe, ctx.run.store, ctx.run.opts
+    spec = target.model.calibration
+    wanted = request(recipe, target, ctx.job, ctx.run.memo)
+    if wanted is None or spec is None:
+        return None
+    key, files, digests, count, inputs = (
+        wanted.key,
+        wanted.files,
+        wanted.digests,
+        wanted.count,
+        wanted.inputs,
+    )
     if spec.random:
         opts.report(
             f'warning: {target.name}: calibrating on random inputs (data = "random"): '
             "the ranges will not represent real data"
         )
     record = store.get_action(key)
-    cached = record is not None
+    hit = record is not None
     if record is None:
         with store.locked(key):
             record = store.get_action(key)
-            cached = record is not None
+            hit = record is not None
             if record is None:
                 opts.report(f"{target.name}: calibrating on {count} sample(s) ({spec.method})")
-                request = {"inputs": inputs, "files": [str(f) for f in files], "count": count}
-                record = _run(ctx, key, {**request, "seed": spec.seed}, spec.method)
+                job = {"inputs": inputs, "files": [str(f) for f in files], "count": count}
+                record = _run(ctx, key, {**job, "seed": spec.seed}, spec.method)
                 store.put_action(key, record)
-    return Calibration(key, record["blobs"]["table"], digests, record, cached)
+    return Calibration(key, record["blobs"]["table"], digests, record, hit)
 
 
 def _run(ctx: TargetContext, key: str, samples: dict[str, Any], method: str) -> dict[str, Any]:
