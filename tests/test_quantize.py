@@ -127,7 +127,8 @@ def test_int8_cnn_agrees_with_fp32_at_a_third_of_the_bytes(tmp_path: Path) -> No
     held, _ = images(512, seed=5)
     agree = sum(int((fp32(b).argmax(1) == int8(b).argmax(1)).sum()) for b in held.split(SHAPE[0]))
     ratio = engine_bytes(int8_dir) / engine_bytes(Path("build/cnn/cnn/fp32"))
-    print(f"int8: top-1 agreement {agree / 512:.4f}, engine bytes {ratio:.3f}x fp32")
+    rel = result.targets[1].check["worst_rel_l2"]
+    print(f"int8: top-1 agreement {agree / 512:.4f}, bytes {ratio:.3f}x fp32, rel_l2 {rel:.4f}")
     assert agree / 512 >= 0.99
     assert ratio <= 0.35
 
@@ -201,3 +202,41 @@ def test_part_by_part_calibration_equals_the_whole_model(tmp_path: Path) -> None
     assert parts == 2
     assert tables[0] == tables[1]
     assert len(tables[0]["tensors"]) >= 8  # the input and every op's output
+
+
+def test_int4_gpt2_passes_its_check_at_a_fifth_of_the_weights(tmp_path: Path) -> None:
+    """Weight-only int4 of a random-init transformers GPT-2: MatMulNBits in the engine."""
+    pytest.importorskip("transformers")
+    config = {
+        "n_layer": 2,
+        "n_embd": 256,
+        "n_head": 4,
+        "vocab_size": 100,
+        "n_positions": 64,
+        "bos_token_id": 0,
+        "eos_token_id": 0,
+    }
+    model = {
+        "name": "gpt2",
+        "source": "transformers:GPT2LMHeadModel",
+        "outputs": ["logits"],
+        "config": config,
+        "weights": {"init": "random", "seed": 0},
+        "inputs": [{"name": "input_ids", "shape": [1, 16], "dtype": "int64", "values": [0, 100]}],
+    }
+    recipe = {
+        "recipe": {"name": "gpt"},
+        "defaults": {"backend": "onnxruntime", "precisions": ["fp32", "int4"]},
+        "model": [model],
+    }
+    import tomli_w
+
+    path = tmp_path / "gpt.toml"
+    path.write_text(tomli_w.dumps(recipe))
+    fp32, int4 = build(path).targets
+    assert int4.check and int4.check["passed"], int4.check
+    engine = onnx.load(str(int4.dir / int4.parts[0].engine), load_external_data=False)
+    assert "MatMulNBits" in {n.op_type for n in engine.graph.node}
+    ratio = engine_bytes(int4.dir) / engine_bytes(fp32.dir)
+    print(f"int4: engine bytes {ratio:.3f}x fp32, rel_l2 {int4.check['worst_rel_l2']:.4f}")
+    assert ratio <= 0.2

@@ -105,6 +105,10 @@ def _gemm_as_matmul(model: Any) -> None:
     from onnx import numpy_helper
 
     weights = {i.name: i for i in model.graph.initializer}
+    uses: dict[str, int] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
     nodes = []
     for node in model.graph.node:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -117,12 +121,16 @@ def _gemm_as_matmul(model: Any) -> None:
         ):
             nodes.append(node)
             continue
-        b = weights[node.input[1]]
-        if attrs.get("transB", 0):
+        b, inputs = weights[node.input[1]], list(node.input[:2])
+        if attrs.get("transB", 0):  # the weight as MatMul reads it: a copy if others read it too
             array = numpy_helper.to_array(b).T.copy()
-            b.CopyFrom(numpy_helper.from_array(array, b.name))
+            if uses[b.name] > 1:
+                inputs[1] = f"{b.name}__t_{node.name}"
+                model.graph.initializer.append(numpy_helper.from_array(array, inputs[1]))
+            else:
+                b.CopyFrom(numpy_helper.from_array(array, b.name))
         product = node.output[0] + "__matmul" if len(node.input) > 2 else node.output[0]
-        nodes.append(onnx.helper.make_node("MatMul", node.input[:2], [product], node.name))
+        nodes.append(onnx.helper.make_node("MatMul", inputs, [product], node.name))
         if len(node.input) > 2:
             nodes.append(
                 onnx.helper.make_node(
