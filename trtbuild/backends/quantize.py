@@ -26,8 +26,8 @@ def quantized(onnx_path: Path, settings: Mapping[str, Any]) -> Path:
     if precision not in QUANTIZED:
         return onnx_path
     out = onnx_path.with_name(f"{onnx_path.stem}.{precision}.onnx")
-    if precision == "int4":
-        _int4(onnx_path, out, int(settings["quantize"]["block"]))
+    if precision == "int4":  # TensorRT reads blocked DequantizeLinear, not MatMulNBits
+        _int4(onnx_path, out, int(settings["quantize"]["block"]), "tensorrt" in settings)
     else:
         _qdq(onnx_path, out, Path(settings["calibration_table"]), precision)
     return out
@@ -49,11 +49,16 @@ def _qdq(onnx_path: Path, out: Path, table_path: Path, precision: str) -> None:
         if any(v in floats and v not in ranges for v in [*node.input, *node.output])
     ]
     cache = out.with_name(out.stem + ".ranges.json")
+    method = CalibrationMethod.MinMax if precision == "int8" else CalibrationMethod.Distribution
     data = {
-        n: TensorData(lowest=np.float32(r["min"]), highest=np.float32(r["max"]))
+        n: TensorData(
+            lowest=np.float32(r["min"]),
+            highest=np.float32(r["max"]),
+            **(_fp8_std(max(abs(r["min"]), abs(r["max"]))) if precision == "fp8" else {}),
+        )
         for n, r in ranges.items()
     }
-    save_tensors_data(TensorsData(CalibrationMethod.MinMax, data), cache)
+    save_tensors_data(TensorsData(method, data), cache)
     kind = QuantType.QInt8 if precision == "int8" else QuantType.QFLOAT8E4M3FN
     quantize_static(
         str(onnx_path),
@@ -65,10 +70,21 @@ def _qdq(onnx_path: Path, out: Path, table_path: Path, precision: str) -> None:
         weight_type=kind,
         nodes_to_exclude=exclude,
         use_external_data_format=True,
-        calibrate_method=CalibrationMethod.MinMax,
+        calibrate_method=method,
         calibration_cache_path=str(cache),
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
     )
+
+
+def _fp8_std(amax: float) -> dict[str, Any]:
+    """onnxruntime scales fp8 activations by their std (std / the std of the E4M3 values); the
+    std that gives TensorRT's scale instead: amax / 448, the largest E4M3 value."""
+    import numpy as np
+    from onnx import TensorProto
+    from onnxruntime.quantization.quant_utils import compute_scale_zp_float8
+
+    _, per_std = compute_scale_zp_float8(TensorProto.FLOAT8E4M3FN, np.float32(1.0))
+    return {"avg": np.float32(0.0), "std": np.float32(amax / 448.0 / float(per_std))}
 
 
 def _float_values(model: Any) -> set[str]:
@@ -85,14 +101,19 @@ def _float_values(model: Any) -> set[str]:
     }
 
 
-def _int4(onnx_path: Path, out: Path, block: int) -> None:
+def _int4(onnx_path: Path, out: Path, block: int, qdq: bool) -> None:
     import onnx
+    from onnxruntime.quantization import QuantFormat
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     model = onnx.load(str(onnx_path))
     _gemm_as_matmul(model)
     quantizer = MatMulNBitsQuantizer(
-        model, block_size=block, is_symmetric=True, op_types_to_quantize=("MatMul", "Gather")
+        model,
+        block_size=block,
+        is_symmetric=True,
+        quant_format=QuantFormat.QDQ if qdq else QuantFormat.QOperator,
+        op_types_to_quantize=("MatMul",) if qdq else ("MatMul", "Gather"),
     )
     quantizer.process()
     quantizer.model.save_model_to_file(str(out), use_external_data_format=True)
