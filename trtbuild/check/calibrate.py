@@ -93,13 +93,14 @@ def sample(spec: dict[str, Any], k: int) -> dict[str, np.ndarray]:
     if spec.get("files"):
         return checkdata.read_sample(Path(spec["files"][k]), inputs)
     rng = np.random.default_rng([spec["seed"], k])
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for i in inputs:
         shape = i["shape"]["opt"] if isinstance(i["shape"], dict) else i["shape"]
         if i["dtype"] in checkdata.FLOAT_DTYPES:
-            out[i["name"]] = rng.standard_normal(shape, dtype=np.float32)
+            out[i["name"]] = np.asarray(rng.standard_normal(shape, dtype=np.float32))
         elif i.get("values"):
-            out[i["name"]] = rng.integers(*i["values"], shape).astype(np.dtype(i["dtype"]))
+            low, high = i["values"]
+            out[i["name"]] = rng.integers(low, high, shape).astype(np.dtype(i["dtype"]))
         else:
             out[i["name"]] = np.ones(shape, dtype=np.dtype(i["dtype"]))
     return out
@@ -146,7 +147,7 @@ def calibrate(prepared: Prepared, job: Any) -> dict[str, Any]:
             }
             if keep:
                 path = spill / f"{index}-{k}.npz"
-                np.savez(path, **keep)
+                np.savez(path, **keep)  # type: ignore[arg-type]
                 spilled = max(spilled, path.stat().st_size)
         made_by.update({t["name"]: index for t in part["outputs"] if t["name"] in later[index]})
         del weights
