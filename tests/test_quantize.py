@@ -135,7 +135,9 @@ def test_int8_cnn_agrees_with_fp32_at_a_third_of_the_bytes(tmp_path: Path) -> No
 
 def test_int8_needs_a_calibration(tmp_path: Path) -> None:
     recipe = cnn_recipe(tmp_path)
-    with pytest.raises(TrtbuildError, match="field 'calibration'"):
+    with pytest.raises(
+        TrtbuildError, match=r"cnn\.toml:\d+: model 'cnn': .*needs field 'calibration'"
+    ):
         load_recipe(recipe)
 
 

@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from trtbuild.recipe.checkspec import CheckSpec
-from trtbuild.recipe.quantspec import CalibrationSpec, missing_calibration
+from trtbuild.recipe.quantspec import CalibrationSpec
 from trtbuild.recipe.sizes import parse_size
 
 Size = Annotated[int, BeforeValidator(parse_size)]
@@ -220,10 +220,4 @@ class RecipeSchema(_Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"expected unique model names, got {dupes[0]!r} twice")
-        for m in self.model:
-            error = missing_calibration(
-                m.name, list(m.precisions or self.defaults.precisions), m.calibration is not None
-            )
-            if error:
-                raise ValueError(error)
         return self
