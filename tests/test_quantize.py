@@ -242,3 +242,24 @@ def test_int4_gpt2_passes_its_check_at_a_fifth_of_the_weights(tmp_path: Path) ->
     ratio = engine_bytes(int4.dir) / engine_bytes(fp32.dir)
     print(f"int4: engine bytes {ratio:.3f}x fp32, rel_l2 {int4.check['worst_rel_l2']:.4f}")
     assert ratio <= 0.2
+
+
+def test_plan_counts_quantized_engines_at_their_bytes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The disk estimate holds an int8 engine at a quarter of its fp32 weights, and a built
+    int8 part is known as cached (its key carries the cached calibration table)."""
+    from trtbuild.cli import main
+
+    write_samples(tmp_path / "calib", 2, seed=3)
+    recipe = str(cnn_recipe(tmp_path, '["int8"]', CALIBRATION, RANDOM_CNN))
+    weights = 894_992  # SmallCNN(4, 64) at fp32
+    assert main(["plan", recipe, "--format", "json"]) == 0
+    need = json.loads(capsys.readouterr().out)["targets"][0]["disk"]
+    assert need["cache_bytes"] == weights // 4
+    assert need["scratch_bytes"] == weights + weights // 4
+    assert main(["run", recipe, "--no-check"]) == 0
+    capsys.readouterr()
+    assert main(["plan", recipe, "--format", "json"]) == 0
+    need = json.loads(capsys.readouterr().out)["targets"][0]["disk"]
+    assert need["parts_cached"] == 1 and need["total_bytes"] == 0

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from trtbuild.cache.digests import DigestMemo
 from trtbuild.errors import TrtbuildError
-from trtbuild.orchestrate.calibration import calibrate
+from trtbuild.orchestrate.calibration import cached, calibrate, request
 from trtbuild.recipe.quantspec import QUANTIZED
 
 if TYPE_CHECKING:
     from trtbuild.cache.store import Store
     from trtbuild.orchestrate.context import TargetContext
-    from trtbuild.recipe.load import Target
+    from trtbuild.orchestrate.graphjob import GraphResult
+    from trtbuild.recipe.load import Recipe, Target
 
 SCHEME = 1  # bump when what the quantizer writes changes
 INT4_BLOCK = 128  # weights per scale of int4 (MatMulNBits' block_size)
@@ -48,6 +50,17 @@ def key_settings(target: Target, table: dict[str, Any] | None) -> dict[str, Any]
             "activations": "per-tensor symmetric",
         }
     return {"quantize": scheme, **({"calibration": table["sha256"]} if table else {})}
+
+
+def cached_key_settings(
+    recipe: Recipe, target: Target, job: GraphResult, store: Store
+) -> dict[str, Any] | None:
+    """key_settings with the calibration the cache holds (plan, explain: nothing runs); None
+    when the target needs a calibration the cache does not have."""
+    table = cached(recipe, target, job, store)
+    if table is None and request(recipe, target, job, DigestMemo(store.layout.digests)):
+        return None
+    return key_settings(target, table.summary() if table else None)
 
 
 def job_inputs(store: Store, table: dict[str, Any] | None) -> dict[str, Any]:
