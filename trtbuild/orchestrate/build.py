@@ -236,6 +236,9 @@ def _build_target(run: RunContext, target: Target) -> TargetResult:
         ref = check.reference(ctx)
         try:
             result.calibration = quantize.calibration(ctx)  # int8, fp8: cached, or computed
+            warning = quantize.warning(target, result.calibration)
+            if warning and warning not in notes:
+                notes.append(warning)
             result.parts = build_parts(ctx, ref)
         except Overrun as over:
             if over.observation.stage == "export" and ref is not None and not ref.cached():

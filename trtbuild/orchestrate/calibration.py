@@ -53,6 +53,7 @@ class Calibration:
             "method": self.record["method"],
             "samples": self.record["samples"],
             "files": self.files,
+            "random": not self.files,  # data = "random"
             "cached": self.cached,
         }
 
@@ -133,11 +134,6 @@ def calibrate(ctx: TargetContext) -> Calibration | None:
         wanted.count,
         wanted.inputs,
     )
-    if spec.random:
-        opts.report(
-            f'warning: {target.name}: calibrating on random inputs (data = "random"): '
-            "the ranges will not represent real data"
-        )
     record = store.get_action(key)
     hit = record is not None
     if record is None:

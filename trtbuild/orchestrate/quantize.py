@@ -36,6 +36,16 @@ def calibration(ctx: TargetContext) -> dict[str, Any] | None:
     return found.summary() if found else None
 
 
+def warning(target: Target, table: dict[str, Any] | None) -> str | None:
+    """The note a target calibrated on data = "random" gets (printed with the run's notes)."""
+    if table is None or not table["random"]:
+        return None
+    return (
+        f'warning: {target.name}: calibrated on random inputs (data = "random"): its ranges '
+        'will not represent real data (set calibration.data to sample files, e.g. "calib/*.npz")'
+    )
+
+
 def key_settings(target: Target, table: dict[str, Any] | None) -> dict[str, Any]:
     """Settings a quantized target's parts add to their key; {} for fp32, fp16, bf16."""
     if target.precision not in QUANTIZED:
