@@ -198,7 +198,9 @@ def test_part_by_part_calibration_equals_the_whole_model(tmp_path: Path) -> None
         ),
     ):
         result = build(recipe, opts)
-        assert result.targets[0].calibration and not result.targets[0].calibration["cached"]
+        calibration = result.targets[0].calibration
+        assert calibration and not calibration["cached"]
+        assert calibration["process"]["peak_rss_bytes"] <= result.targets[0].budget_bytes
         tables.append(json.loads((opts.out / "cnn/cnn/int8/calibration.json").read_text()))
         parts = len(result.targets[0].parts)
     assert parts == 2

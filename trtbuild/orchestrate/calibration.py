@@ -55,6 +55,8 @@ class Calibration:
             "files": self.files,
             "random": not self.files,  # data = "random"
             "cached": self.cached,
+            # the process that computed it (peak, prediction, share), wherever it ran
+            "process": {k: v for k, v in self.record["process"].items() if k != "rss_samples"},
         }
 
 
