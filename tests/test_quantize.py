@@ -265,3 +265,14 @@ def test_plan_counts_quantized_engines_at_their_bytes(
     assert main(["plan", recipe, "--format", "json"]) == 0
     need = json.loads(capsys.readouterr().out)["targets"][0]["disk"]
     assert need["parts_cached"] == 1 and need["total_bytes"] == 0
+
+
+def test_a_calibration_over_the_budget_is_one_error_before_it_runs(recipes: Path) -> None:
+    """seed_net_1g at 640 MiB: conv1's output alone (1x4096x224x224 float32) is 784 MiB, which
+    no split makes smaller; calibration says so before any export, build or calibration job."""
+    recipe = recipes / "seed_net_1g.toml"
+    text = recipe.read_text().replace('precisions = ["fp32"]', 'precisions = ["int8"]')
+    recipe.write_text(text + '[model.calibration]\ndata = "random"\nsamples = 1\n')
+    with pytest.raises(TrtbuildError, match=r"calibration .* largest activation alone is 784.00 MiB"):
+        build(recipe)
+    assert not list(Path("build").rglob("*.onnx"))

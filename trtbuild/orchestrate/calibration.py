@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from trtbuild.cache.digests import DigestMemo, digest_json
 from trtbuild.check import data as checkdata
-from trtbuild.errors import TrtbuildError
+from trtbuild.errors import BudgetExceeded, TrtbuildError
 from trtbuild.execution.jobs import CalibrateJob
 from trtbuild.orchestrate.records import process_record
 from trtbuild.recipe.quantspec import CALIBRATED
+from trtbuild.recipe.sizes import format_size
 from trtbuild.release.inputs import machine, relative
 
 if TYPE_CHECKING:
@@ -172,13 +173,20 @@ def _run(ctx: TargetContext, key: str, samples: dict[str, Any], method: str) -> 
             state_file(job, scratch),
         )
         # the process's base, the heaviest part's weights at fp32 (held for all the samples),
-        # one sample's live activations, histograms and allocator slack
+        # one sample's live activations (an op's inputs and output, the statistics' copy),
+        # and allocator slack
         heaviest = max(plan.parts, key=lambda p: p.weight_bytes)
-        activations = max((t.bytes for op in ctx.graph.ops for t in op.outputs), default=0)
-        predicted = memory.export.fixed_bytes + heaviest.weight_bytes + 8 * activations + 64 * MiB
+        largest = max((t.bytes for op in ctx.graph.ops for t in op.outputs), default=0)
+        predicted = memory.export.fixed_bytes + heaviest.weight_bytes + 4 * largest + 64 * MiB
         budget = target.budget.host_memory
-        with executor.admit(predicted, budget, forked=True) as share:
-            outcome = executor.run(calibrate_job, scratch, share, predicted, None)
+        if predicted > budget:
+            raise _too_big(target.name, budget, f"needs about {format_size(predicted)}", largest)
+        try:
+            with executor.admit(predicted, budget, forked=True) as share:
+                outcome = executor.run(calibrate_job, scratch, share, predicted, None)
+        except BudgetExceeded as exc:
+            peak = f"crossed it (peak {format_size(exc.peak_rss_bytes)})"
+            raise _too_big(target.name, budget, peak, largest) from None
         blob = store.put_file(scratch / TABLE)
         process = process_record("calibrate", outcome, heaviest.load, predicted, share)
     finally:
@@ -190,3 +198,13 @@ def _run(ctx: TargetContext, key: str, samples: dict[str, Any], method: str) -> 
         "samples": samples["count"],
         "process": process,
     }
+
+
+def _too_big(name: str, budget: int, what: str, largest: int) -> TrtbuildError:
+    """A calibration that cannot keep the budget: it runs the model at fp32 on one sample, and
+    no split makes an activation smaller."""
+    return TrtbuildError(
+        f"{name}: calibration (the model at fp32, one sample at a time) {what} against the "
+        f"budget {format_size(budget)}; its largest activation alone is {format_size(largest)}: "
+        "raise the budget or calibrate with smaller inputs"
+    )
