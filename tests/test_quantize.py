@@ -273,6 +273,8 @@ def test_a_calibration_over_the_budget_is_one_error_before_it_runs(recipes: Path
     recipe = recipes / "seed_net_1g.toml"
     text = recipe.read_text().replace('precisions = ["fp32"]', 'precisions = ["int8"]')
     recipe.write_text(text + '[model.calibration]\ndata = "random"\nsamples = 1\n')
-    with pytest.raises(TrtbuildError, match=r"calibration .* largest activation alone is 784.00 MiB"):
+    with pytest.raises(
+        TrtbuildError, match=r"calibration .* largest activation alone is 784.00 MiB"
+    ):
         build(recipe)
     assert not list(Path("build").rglob("*.onnx"))
