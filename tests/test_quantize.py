@@ -141,6 +141,17 @@ def test_int8_needs_a_calibration(tmp_path: Path) -> None:
         load_recipe(recipe)
 
 
+def test_keep_with_a_half_precision_is_one_error(tmp_path: Path) -> None:
+    recipe = cnn_recipe(tmp_path, '["fp16", "int8"]', CALIBRATION, RANDOM_CNN)
+    recipe.write_text(
+        recipe.read_text().replace(
+            "[[model.inputs]]", 'keep = { fp32 = ["head"] }\n[[model.inputs]]'
+        )
+    )
+    with pytest.raises(TrtbuildError, match=r"field 'keep' applies to int8.*'fp16'"):
+        load_recipe(recipe)
+
+
 def test_fp8_on_onnxruntime_is_one_error(tmp_path: Path) -> None:
     write_samples(tmp_path / "calib", 2, seed=3)
     recipe = cnn_recipe(tmp_path, '["fp8"]', CALIBRATION, '{ init = "random", seed = 0 }')
@@ -246,15 +257,18 @@ def test_int4_gpt2_passes_its_check_at_a_fifth_of_the_weights(tmp_path: Path) ->
     assert ratio <= 0.2
 
 
-def test_plan_counts_quantized_engines_at_their_bytes(
+def test_plan_counts_quantized_engines_at_their_bytes_and_keep_leaves_a_layer(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The disk estimate holds an int8 engine at a quarter of its fp32 weights, and a built
-    int8 part is known as cached (its key carries the cached calibration table)."""
+    int8 part is known as cached (its key carries the cached calibration table); `keep`
+    leaves the head at fp32."""
     from trtbuild.cli import main
 
     random = CALIBRATION.replace('"calib/*.npz"', '"random"')
-    recipe = str(cnn_recipe(tmp_path, '["int8"]', random, RANDOM_CNN))
+    recipe = str(
+        cnn_recipe(tmp_path, '["int8"]', random, RANDOM_CNN + '\nkeep = { fp32 = ["head"] }')
+    )
     weights = 894_992  # SmallCNN(4, 64) at fp32
     assert main(["plan", recipe, "--format", "json"]) == 0
     need = json.loads(capsys.readouterr().out)["targets"][0]["disk"]
@@ -265,6 +279,10 @@ def test_plan_counts_quantized_engines_at_their_bytes(
     assert main(["plan", recipe, "--format", "json"]) == 0
     need = json.loads(capsys.readouterr().out)["targets"][0]["disk"]
     assert need["parts_cached"] == 1 and need["total_bytes"] == 0
+    # keep = { fp32 = ["head"] }: its Gemm is left at fp32, the convolutions are quantized
+    (engine,) = Path("build/cnn/cnn/int8").glob("*.ort.onnx")
+    ops = [n.op_type for n in onnx.load(str(engine), load_external_data=False).graph.node]
+    assert ops.count("QLinearConv") == 3 and "Gemm" in ops and "QGemm" not in ops, ops
 
 
 def test_a_calibration_over_the_budget_is_one_error_before_it_runs(recipes: Path) -> None:

@@ -12,6 +12,7 @@ Q/DQ, made by onnxruntime.quantization before the backend builds it.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,14 +27,15 @@ def quantized(onnx_path: Path, settings: Mapping[str, Any]) -> Path:
     if precision not in QUANTIZED:
         return onnx_path
     out = onnx_path.with_name(f"{onnx_path.stem}.{precision}.onnx")
+    keep = list(settings.get("quantize", {}).get("keep", []))
     if precision == "int4":  # TensorRT reads blocked DequantizeLinear, not MatMulNBits
-        _int4(onnx_path, out, int(settings["quantize"]["block"]), "tensorrt" in settings)
+        _int4(onnx_path, out, int(settings["quantize"]["block"]), "tensorrt" in settings, keep)
     else:
-        _qdq(onnx_path, out, Path(settings["calibration_table"]), precision)
+        _qdq(onnx_path, out, Path(settings["calibration_table"]), precision, keep)
     return out
 
 
-def _qdq(onnx_path: Path, out: Path, table_path: Path, precision: str) -> None:
+def _qdq(onnx_path: Path, out: Path, table_path: Path, precision: str, keep: list[str]) -> None:
     import numpy as np
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -47,7 +49,7 @@ def _qdq(onnx_path: Path, out: Path, table_path: Path, precision: str) -> None:
         node.name
         for node in model.graph.node
         if any(v in floats and v not in ranges for v in [*node.input, *node.output])
-    ]
+    ] + kept_nodes(model, keep)
     cache = out.with_name(out.stem + ".ranges.json")
     method = CalibrationMethod.MinMax if precision == "int8" else CalibrationMethod.Distribution
     data = {
@@ -76,6 +78,25 @@ def _qdq(onnx_path: Path, out: Path, table_path: Path, precision: str) -> None:
     )
 
 
+def kept_nodes(model: Any, globs: list[str]) -> list[str]:
+    """Nodes that read a weight of a module the recipe keeps at fp32 (`keep`: globs matched
+    against the module's name, "blocks.0.norm", or the weight's, "blocks.0.norm.weight")."""
+    if not globs:
+        return []
+    weights = {i.name for i in model.graph.initializer}
+    found = []
+    for node in model.graph.node:
+        for name in node.input:
+            if name not in weights or not name.startswith("w__"):
+                continue
+            weight = name.removeprefix("w__").replace("__", ".")  # lazyweights.attr_name, undone
+            module = weight.rpartition(".")[0]
+            if any(fnmatch.fnmatchcase(n, g) for g in globs for n in (module, weight)):
+                found.append(node.name)
+                break
+    return found
+
+
 def _fp8_std(amax: float) -> dict[str, Any]:
     """onnxruntime scales fp8 activations by their std (std / the std of the E4M3 values); the
     std that gives TensorRT's scale instead: amax / 448, the largest E4M3 value."""
@@ -101,17 +122,19 @@ def _float_values(model: Any) -> set[str]:
     }
 
 
-def _int4(onnx_path: Path, out: Path, block: int, qdq: bool) -> None:
+def _int4(onnx_path: Path, out: Path, block: int, qdq: bool, keep: list[str]) -> None:
     import onnx
     from onnxruntime.quantization import QuantFormat
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     model = onnx.load(str(onnx_path))
+    kept = kept_nodes(model, keep)  # before the rewrite (it keeps node names, not weight names)
     _gemm_as_matmul(model)
     quantizer = MatMulNBitsQuantizer(
         model,
         block_size=block,
         is_symmetric=True,
+        nodes_to_exclude=kept,
         quant_format=QuantFormat.QDQ if qdq else QuantFormat.QOperator,
         op_types_to_quantize=("MatMul",) if qdq else ("MatMul", "Gather"),
     )

@@ -59,6 +59,8 @@ def key_settings(target: Target, table: dict[str, Any] | None) -> dict[str, Any]
             "weights": "per-channel symmetric",
             "activations": "per-tensor symmetric",
         }
+    kept = target.model.keep.get("fp32", [])
+    scheme = {**scheme, "keep": kept} if kept else scheme
     return {"quantize": scheme, **({"calibration": table["sha256"]} if table else {})}
 
 

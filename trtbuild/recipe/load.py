@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from trtbuild.errors import TrtbuildError
-from trtbuild.recipe.quantspec import missing_calibration
+from trtbuild.recipe.quantspec import missing_calibration, unsupported_keep
 from trtbuild.recipe.schema import (
     BackendName,
     Budget,
@@ -164,8 +164,10 @@ def load_recipe(path: str | Path) -> Recipe:
         raise TrtbuildError(describe(path, text, exc)) from None
     recipe = Recipe(path.resolve(), text, schema)
     for index, model in enumerate(schema.model):
-        precisions = list(model.precisions or schema.defaults.precisions)
-        error = missing_calibration(model.name, precisions, model.calibration is not None)
+        precisions: list[str] = list(model.precisions or schema.defaults.precisions)
+        error = missing_calibration(
+            model.name, precisions, model.calibration is not None
+        ) or unsupported_keep(model.name, precisions, model.keep)
         if error:
             raise TrtbuildError(f"{where(path, text, ('model', index))}: {error}")
     return recipe

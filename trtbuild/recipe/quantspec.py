@@ -40,6 +40,22 @@ class CalibrationSpec(BaseModel):
         return self.data == RANDOM
 
 
+# keep = { fp32 = ["*.norm*", "lm_head"] }: modules (globs over the names of the modules that
+# hold an op's weights) whose ops a quantized target leaves at fp32.
+Keep = dict[Literal["fp32"], list[str]]
+
+
+def unsupported_keep(model: str, precisions: list[str], keep: Keep) -> str | None:
+    """The error for `keep` with a precision it does not apply to yet (fp16, bf16), or None."""
+    cast = [p for p in precisions if p in ("fp16", "bf16")]
+    if not keep.get("fp32") or not cast:
+        return None
+    return (
+        f"model '{model}': field 'keep' applies to int8, int4 and fp8 targets (left out of "
+        f"quantization); precision {cast[0]!r} cannot keep layers at fp32 yet"
+    )
+
+
 def missing_calibration(model: str, precisions: list[str], has: bool) -> str | None:
     """The error for a model with a calibrated precision and no [model.calibration], or None."""
     needs = [p for p in precisions if p in CALIBRATED]

@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from trtbuild.recipe.checkspec import CheckSpec
-from trtbuild.recipe.quantspec import CalibrationSpec
+from trtbuild.recipe.quantspec import CalibrationSpec, Keep
 from trtbuild.recipe.sizes import parse_size
 
 Size = Annotated[int, BeforeValidator(parse_size)]
@@ -153,6 +153,7 @@ class ModelSpec(_Strict):
     devices: list[DeviceKind] | None = Field(None, min_length=1)
     check: CheckSpec = CheckSpec()  # [model.check]: the engines against the model (check.py)
     calibration: CalibrationSpec | None = None  # [model.calibration]: int8 / fp8 (quantspec.py)
+    keep: Keep = Field(default_factory=dict)  # {fp32 = [module globs]}: left unquantized
 
     @property
     def transformers(self) -> bool:
