@@ -194,6 +194,7 @@ def test_calibration_is_cached_by_data_not_by_budget(tmp_path: Path) -> None:
     assert 'path = "calib/s005.npz"' in locked and "[target.calibration]" in locked
 
 
+@pytest.mark.slow  # 11 s: the default run keeps the split run's reuse of the table (above)
 def test_part_by_part_calibration_equals_the_whole_model(tmp_path: Path) -> None:
     write_samples(tmp_path / "calib", 4, seed=3)
     recipe = cnn_recipe(tmp_path, '["int8"]', CALIBRATION, RANDOM_CNN)
