@@ -297,3 +297,24 @@ def test_a_calibration_over_the_budget_is_one_error_before_it_runs(recipes: Path
     ):
         build(recipe)
     assert not list(Path("build").rglob("*.onnx"))
+
+
+@pytest.mark.slow  # one build and check per module, then the greedy ones: ~30 s
+def test_precision_search_keeps_the_modules_the_check_needs(tmp_path: Path) -> None:
+    recipe = cnn_recipe(tmp_path, '["int8"]', CALIBRATION.replace('"calib/*.npz"', '"random"'))
+    text = (
+        recipe.read_text().replace("small_cnn", "outlier_cnn").replace('data = "check/*.npz"\n', "")
+    )
+    recipe.write_text(text.replace('weights = "cnn.safetensors"\n', ""))  # its own state
+    (failed,) = build(recipe).targets
+    assert failed.check and not failed.check["passed"]  # int8 alone fails
+    recipe.write_text(
+        recipe.read_text().replace("[[model.inputs]]", "precision_search = true\n[[model.inputs]]")
+    )
+    result = build(recipe)
+    (target,) = result.targets
+    assert target.check and target.check["passed"]
+    (note,) = [n for n in result.notes if "precision_search" in n]
+    kept = json.loads(note.split("keep = { fp32 = ")[1].split(" }")[0])
+    assert {"conv1", "conv2"} <= set(kept) and "head" not in kept, note
+    assert (target.dir / "engine.json").is_file()  # published

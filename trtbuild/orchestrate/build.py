@@ -33,6 +33,7 @@ from trtbuild.orchestrate.planning import open_store, plan_target, plan_targets,
 from trtbuild.orchestrate.publish import now, publish, write_outputs
 from trtbuild.orchestrate.records import observations
 from trtbuild.orchestrate.results import BuildResult, TargetResult
+from trtbuild.orchestrate.search import search
 from trtbuild.orchestrate.statejob import own_weights
 from trtbuild.planner.memory import memory_model, pinned
 from trtbuild.planner.observations import load_observations, record
@@ -263,6 +264,9 @@ def _build_target(run: RunContext, target: Target) -> TargetResult:
             result.check = check.check_target(ctx, ref)
             opts.report(result.check["message"])
             if not result.check["passed"]:
+                # precision_search: the fewest modules at fp32 that pass, if asked and found
+                result = search(ctx, ref) or result
+            if result.failed:
                 return result  # FAILED: not published, its previous folder stays as it was
         publish(result, recipe, store)
         return result

@@ -31,7 +31,10 @@ from trtbuild.release.toolchain import toolchain
 GRAPH_SCHEMA = 7  # 4: output names, interface; 5: native reads, state_bytes; 6: code_init; 7: x.0
 # [[model]] fields that say how and where to build, not what the graph is: changing a model's
 # budget must not export its graph again (nor re-measure the base its plan is made with).
-NOT_GRAPH = {"budget", "backend", "precisions", "devices", "check", "calibration", "keep"}
+NOT_GRAPH = {
+    *("budget", "backend", "precisions", "devices", "check"),
+    *("calibration", "keep", "precision_search"),  # quantized targets: after the graph
+}
 MAX_INPUT_SETS = 16  # input sets remembered per manifest, newest first
 
 

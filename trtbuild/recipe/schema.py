@@ -154,6 +154,7 @@ class ModelSpec(_Strict):
     check: CheckSpec = CheckSpec()  # [model.check]: the engines against the model (check.py)
     calibration: CalibrationSpec | None = None  # [model.calibration]: int8 / fp8 (quantspec.py)
     keep: Keep = Field(default_factory=dict)  # {fp32 = [module globs]}: left unquantized
+    precision_search: bool = False  # a failed check: keep the fewest modules that pass (search.py)
 
     @property
     def transformers(self) -> bool:

@@ -23,3 +23,26 @@ class SmallCNN(nn.Module):
 
 def small_cnn(classes: int = 4, width: int = 64) -> SmallCNN:
     return SmallCNN(classes, width)
+
+
+class OutlierCNN(nn.Module):
+    """conv1 makes one channel ~500 (which conv2 ignores): a per-tensor int8 range for conv1's
+    output (and conv2's input) rounds every other channel to 0, so the int8 check fails unless
+    conv1 and conv2 stay at fp32 (tests/test_quantize.py: precision_search)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.head = nn.Linear(16, 4)
+        with torch.no_grad():
+            self.conv1.bias[0] = 500.0
+            self.conv2.weight[:, 0] = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv2(self.conv1(x)))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def outlier_cnn() -> OutlierCNN:
+    return OutlierCNN()
