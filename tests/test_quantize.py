@@ -122,6 +122,11 @@ def test_int8_cnn_agrees_with_fp32_at_a_third_of_the_bytes(tmp_path: Path) -> No
     table = json.loads((int8_dir / "calibration.json").read_text())
     assert table["method"] == "minmax" and table["samples"] == 16
     assert {"x", "relu", "output"} <= set(table["tensors"])
+    statement = json.loads(Path("build/cnn/provenance.json").read_text())
+    subjects = {s["name"]: s["digest"]["sha256"] for s in statement["subject"]}
+    assert subjects["cnn/int8/calibration.json"] == result.targets[1].calibration["sha256"]
+    deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
+    assert "file:calib/s000.npz" in {d["uri"] for d in deps}  # each sample file, pinned
 
     fp32, int8 = trtbuild.load("build/cnn/cnn/fp32"), trtbuild.load("build/cnn/cnn/int8")
     held, _ = images(512, seed=5)

@@ -156,6 +156,10 @@ def write_outputs(
         if not r.failed  # not published
         for p in r.parts
         for name, sha in [(p.engine, p.sha256), *p.sidecars.items()]
+    ] + [  # the calibration table published beside the engines
+        (f"{r.name}/{r.calibration['table']}", r.calibration["sha256"])
+        for r in results
+        if not r.failed and r.calibration
     ]
     byproducts = [
         {
