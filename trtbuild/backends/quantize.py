@@ -28,6 +28,7 @@ def quantized(onnx_path: Path, settings: Mapping[str, Any]) -> Path:
         return onnx_path
     out = onnx_path.with_name(f"{onnx_path.stem}.{precision}.onnx")
     keep = list(settings.get("quantize", {}).get("keep", []))
+    onnx_path = _fold_weight_transposes(onnx_path, out.with_name(f"{onnx_path.stem}.folded.onnx"))
     if precision == "int4":  # TensorRT reads blocked DequantizeLinear, not MatMulNBits
         _int4(onnx_path, out, int(settings["quantize"]["block"]), "tensorrt" in settings, keep)
     else:
@@ -44,7 +45,7 @@ def _qdq(onnx_path: Path, out: Path, table_path: Path, precision: str, keep: lis
     table = json.loads(table_path.read_text())["tensors"]
     model = onnx.load(str(onnx_path), load_external_data=False)
     floats = _float_values(model)
-    ranges = {n: table[n] for n in floats if n in table}
+    ranges = _with_bias_sums({n: table[n] for n in floats if n in table}, model, onnx_path)
     exclude = [
         node.name
         for node in model.graph.node
@@ -78,6 +79,53 @@ def _qdq(onnx_path: Path, out: Path, table_path: Path, precision: str, keep: lis
     )
 
 
+def _fold_weight_transposes(onnx_path: Path, folded: Path) -> Path:
+    """`onnx_path`, or a copy at `folded` where every Transpose of a weight is the transposed
+    weight: a Linear on a 3-D input is exported as MatMul(x, Transpose(W)), and the quantizers
+    take only a weight that feeds MatMul directly. A weight nothing else reads keeps its name."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    weights = {i.name for i in model.graph.initializer}
+    if not any(n.op_type == "Transpose" and n.input[0] in weights for n in model.graph.node):
+        return onnx_path
+    model = onnx.load(str(onnx_path))
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    uses: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            uses[name] = uses.get(name, 0) + 1
+    rename: dict[str, str] = {}
+    nodes = []
+    for node in graph.node:
+        source = inits.get(node.input[0]) if node.op_type == "Transpose" else None
+        if source is None:
+            nodes.append(node)
+            continue
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+        array = numpy_helper.to_array(source).transpose(perm).copy()
+        name = source.name if uses[source.name] == 1 else f"{source.name}__T"
+        if name == source.name:
+            graph.initializer.remove(source)
+        graph.initializer.append(numpy_helper.from_array(array, name))
+        rename[node.output[0]] = name
+    for node in nodes:
+        for i, name in enumerate(node.input):
+            node.input[i] = rename.get(name, name)
+    for output in graph.output:
+        output.name = rename.get(output.name, output.name)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    stale = {*rename, *rename.values()}  # shapes recorded for the old layout: inferred again
+    for values in (graph.value_info, graph.input):
+        for value in [v for v in values if v.name in stale]:
+            values.remove(value)
+    onnx.save(model, str(folded), save_as_external_data=True, location=folded.name + ".data")
+    return folded
+
+
 def kept_nodes(model: Any, globs: list[str]) -> list[str]:
     """Nodes that read a weight of a module the recipe keeps at fp32 (`keep`: globs matched
     against the module's name, "blocks.0.norm", or the weight's, "blocks.0.norm.weight")."""
@@ -89,7 +137,8 @@ def kept_nodes(model: Any, globs: list[str]) -> list[str]:
         for name in node.input:
             if name not in weights or not name.startswith("w__"):
                 continue
-            weight = name.removeprefix("w__").replace("__", ".")  # lazyweights.attr_name, undone
+            # lazyweights.attr_name undone (and a folded transpose's mark)
+            weight = name.removesuffix("__T").removeprefix("w__").replace("__", ".")
             module = weight.rpartition(".")[0]
             if any(fnmatch.fnmatchcase(n, g) for g in globs for n in (module, weight)):
                 found.append(node.name)
@@ -106,6 +155,33 @@ def _fp8_std(amax: float) -> dict[str, Any]:
 
     _, per_std = compute_scale_zp_float8(TensorProto.FLOAT8E4M3FN, np.float32(1.0))
     return {"avg": np.float32(0.0), "std": np.float32(amax / 448.0 / float(per_std))}
+
+
+def _with_bias_sums(
+    ranges: dict[str, dict[str, float]], model: Any, onnx_path: Path
+) -> dict[str, dict[str, float]]:
+    """`ranges` and those of values the exporter made inside one op, as a Linear on a 3-D input
+    (MatMul, then Add of its bias): y = u + b with y in the table bounds u to
+    [min y - max b, max y - min b]."""
+    from onnx import numpy_helper
+    from onnx.external_data_helper import load_external_data_for_tensor
+
+    weights = {i.name: i for i in model.graph.initializer}
+    out = dict(ranges)
+    for node in model.graph.node:
+        if node.op_type != "Add" or node.output[0] not in ranges or len(node.input) != 2:
+            continue
+        unranged = [v for v in node.input if v not in weights and v not in out]
+        bias = [v for v in node.input if v in weights]
+        if len(unranged) != 1 or len(bias) != 1:
+            continue
+        tensor = weights[bias[0]]
+        if tensor.data_location == tensor.EXTERNAL:
+            load_external_data_for_tensor(tensor, str(onnx_path.parent))
+        b = numpy_helper.to_array(tensor)
+        y = ranges[node.output[0]]
+        out[unranged[0]] = {"min": y["min"] - float(b.max()), "max": y["max"] - float(b.min())}
+    return out
 
 
 def _float_values(model: Any) -> set[str]:

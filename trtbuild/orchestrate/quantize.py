@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from trtbuild.orchestrate.graphjob import GraphResult
     from trtbuild.recipe.load import Recipe, Target
 
-SCHEME = 1  # bump when what the quantizer writes changes
+SCHEME = (
+    3  # bump when what the quantizer writes changes (2: weight transposes folded, 3: bias sums)
+)
 INT4_BLOCK = 128  # weights per scale of int4 (MatMulNBits' block_size)
 
 
