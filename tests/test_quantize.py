@@ -323,3 +323,26 @@ def test_precision_search_keeps_the_modules_the_check_needs(tmp_path: Path) -> N
     kept = json.loads(note.split("keep = { fp32 = ")[1].split(" }")[0])
     assert {"conv1", "conv2"} <= set(kept) and "head" not in kept, note
     assert (target.dir / "engine.json").is_file()  # published
+
+
+@pytest.mark.slow  # a 96 MiB MLP at fp32 and int8: ~25 s
+def test_a_quantized_build_is_predicted_with_its_quantizer(recipes: Path) -> None:
+    """A quantized part's build process also holds the quantizer's copies of the weights: the
+    plan predicts it (its peak was 1.9x the prediction for fp32 builds), and the engine holds
+    the int8 weights of a Linear on a 3-D input (MatMul of a transposed weight)."""
+    recipe = recipes / "mlp.toml"
+    text = recipe.read_text().replace('["fp32"]', '["fp32", "int8"]').replace('"600MiB"', '"2GiB"')
+    text = text.replace(
+        'source = "models/mlp.py:wide_mlp"',
+        'source = "models/mlp.py:wide_mlp"\nkwargs = { width = 2048, hidden = 4096 }',
+    )
+    recipe.write_text(
+        text.replace("shape = [2, 1, 4096]", "shape = [2, 1, 2048]")
+        + '[model.calibration]\ndata = "random"\nsamples = 2\n'
+    )
+    fp32, int8 = build(recipe).targets
+    assert int8.check and int8.check["passed"]
+    (part,) = int8.parts
+    (process,) = [p for p in part.record["processes"] if p["kind"] == "build"]
+    assert process["peak_rss_bytes"] <= process["predicted_peak_bytes"]
+    assert engine_bytes(int8.dir) <= 0.26 * engine_bytes(fp32.dir)

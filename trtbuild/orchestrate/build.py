@@ -198,13 +198,16 @@ def _build_target(run: RunContext, target: Target) -> TargetResult:
     observed = run.observed
     claimed: dict[str, Any] | None = None  # the disk estimate, checked before the first job
     for _attempt in range(MAX_REPLANS):
-        memory = locked or memory_model(
-            backend_name,
-            store.root,
-            graph_info.base_bytes,
-            opts.memory_override,
-            graph_info.digest,
-            observed,
+        memory = locked or quantize.memory_for(
+            target,
+            memory_model(
+                backend_name,
+                store.root,
+                graph_info.base_bytes,
+                opts.memory_override,
+                graph_info.digest,
+                observed,
+            ),
         )
         the_plan = plan_target(
             target,
@@ -255,7 +258,7 @@ def _build_target(run: RunContext, target: Target) -> TargetResult:
             opts.report(note)
             notes.append(note)
             continue
-        record(store.root, observations(result, graph_info))
+        record(store.root, quantize.fitted(target, observations(result, graph_info)))
         result.notes = notes
         if ref is None:
             why = "--no-check" if not opts.check else "check.enabled = false in the recipe"
