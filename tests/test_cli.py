@@ -92,7 +92,8 @@ BAD = [
         "unknown precision",
         'precisions = ["fp32"]',
         'precisions = ["int3"]',
-        r"tiny\.toml:7: field 'defaults\.precisions\[0\]': Input should be 'fp32', 'fp16' or 'bf16'",
+        r"tiny\.toml:7: field 'defaults\.precisions\[0\]': Input should be 'fp32', 'fp16', 'bf16', "
+        r"'int8', 'int4' or 'fp8'",
     ),
     (
         "weights missing",

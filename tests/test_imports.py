@@ -29,6 +29,7 @@ TORCH_MODULES = {
     "trtbuild.model.binding",
     "trtbuild.model.ownstate",
     "trtbuild.check.reference",
+    "trtbuild.check.calibrate",
 }
 HEAVY = ("torch", "onnx", "onnxscript", "transformers")
 

@@ -215,3 +215,34 @@ def test_a_kind_no_node_offers_is_one_error(cluster: Any, recipes: Path, tmp_pat
     recipe.write_text(text[: text.index('[[model]]\nname = "narrow"')])
     with pytest.raises(TrtbuildError, match=r"no node offers device kind 'kind-c'"):
         build(recipe, Options(out=tmp_path / "o", executor="ray", ray_address=cluster.address))
+
+
+@pytest.mark.slow  # a Ray cluster and an int8 build: ~30 s
+def test_int8_calibrates_and_builds_on_the_cluster(
+    cluster: Any, recipes: Path, tmp_path: Path
+) -> None:
+    """The calibration job gets its sample files on the node, and each build job its table."""
+    import numpy as np
+
+    (recipes / "calib").mkdir()
+    for k in range(2):
+        x = np.random.default_rng(k).standard_normal((2, 3, 16, 16)).astype(np.float32)
+        np.savez(recipes / "calib" / f"s{k}.npz", x=x)
+    recipe = recipes / "cnn8.toml"
+    recipe.write_text(
+        '[recipe]\nname = "cnn8"\n[defaults]\nbackend = "onnxruntime"\nprecisions = ["int8"]\n'
+        '[[model]]\nname = "cnn"\nsource = "models/cnn.py:small_cnn"\n'
+        'kwargs = { width = 8 }\nweights = { init = "random", seed = 0 }\n'
+        '[[model.inputs]]\nname = "x"\nshape = [2, 3, 16, 16]\n'
+        '[model.calibration]\ndata = "calib/*.npz"\n'
+    )
+    opts = Options(
+        out=tmp_path / "out", cache=tmp_path / "c", executor="ray", ray_address=cluster.address
+    )
+    (target,) = build(recipe, opts).targets
+    assert target.check and target.check["passed"]
+    assert target.calibration and target.calibration["process"]["node"] in node_kinds(
+        cluster.address
+    )
+    assert target.calibration["samples"] == 2
+    assert (target.dir / "calibration.json").is_file()

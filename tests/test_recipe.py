@@ -63,8 +63,9 @@ def test_defaults(tmp_path: Path) -> None:
         ),
         (
             'precisions = ["fp32"]',
-            'precisions = ["fp8"]',
-            r"r\.toml:5: field 'defaults\.precisions\[0\]': Input should be 'fp32', 'fp16' or 'bf16', got 'fp8'",
+            'precisions = ["int2"]',
+            r"r\.toml:5: field 'defaults\.precisions\[0\]': Input should be 'fp32', 'fp16', "
+            r"'bf16', 'int8', 'int4' or 'fp8', got 'int2'",
         ),
         (
             "shape = [1, 3, 32, 32]",

@@ -124,7 +124,7 @@ def config_names() -> dict[str, set[int]]:
     for major, typing, precision, level, release, on in product(
         (10, 11),
         ("strong", "weak"),
-        ("fp32", "fp16", "bf16"),
+        ("fp32", "fp16", "bf16", *trt_config.QUANTIZED),
         trt_config.HARDWARE_LEVELS,
         (False, True),
         (False, True),
@@ -209,3 +209,38 @@ def test_run_without_tensorrt_is_one_line_error(
     errors = [e for e in capsys.readouterr().err.splitlines() if e.startswith("trtbuild: error:")]
     assert len(errors) == 1
     assert "backend 'tensorrt' is not available" in errors[0] and "pip install" in errors[0]
+
+
+@pytest.mark.parametrize("release", sorted(RELEASES))
+def test_quantized_configs_exist_in_every_release(release: str) -> None:
+    """int8/int4/fp8 targets use only names each release has, and never BuilderFlag.INT8 (gone
+    in 11.1, and the implicit calibration it meant with it)."""
+    base = {"gpu_workspace": 1, "host_memory": 1}
+    trt = {
+        "optimization_level": 3,
+        "typing": "strong",
+        "hardware_compatibility": "none",
+        "max_aux_streams": None,
+        "timing_cache": None,
+        "tactic_dram": True,
+        **dict.fromkeys(
+            [
+                "version_compatible",
+                "exclude_lean_runtime",
+                "refit",
+                "strip_plan",
+                "weight_streaming",
+            ],
+            False,
+        ),
+    }
+    assert "BuilderFlag.INT8" not in surface("11.1")  # what the test guards against
+    for precision in trt_config.QUANTIZED:
+        cfg = trt_config.builder_config(
+            {**base, "tensorrt": trt}, precision, [], RELEASES[release], False
+        )
+        names = [f"NetworkDefinitionCreationFlag.{f}" for f in cfg.network_flags]
+        names += [f"BuilderFlag.{f}" for f in cfg.builder_flags]
+        assert "NetworkDefinitionCreationFlag.STRONGLY_TYPED" in names
+        assert not {"BuilderFlag.INT8", "BuilderFlag.INT4", "BuilderFlag.FP8"} & set(names)
+        assert set(names) <= surface(release), release

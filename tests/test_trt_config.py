@@ -138,3 +138,18 @@ def test_plan_prints_trtexec_lines(recipes: Path, capsys: pytest.CaptureFixture[
     assert onnx.endswith("build/seed_net/trtexec/seed_net/fp32/part1.onnx")
     assert Path(onnx).is_file()  # the file the command names exists
     assert "--stronglyTyped" in commands[0] and "--memPoolSize=workspace:1024M" in commands[0]
+
+
+@pytest.mark.parametrize("major", [10, 11])
+@pytest.mark.parametrize("precision", ["int8", "int4", "fp8"])
+def test_quantized_targets_are_strongly_typed_without_precision_flags(
+    major: int, precision: str
+) -> None:
+    """Explicit quantization: the Q/DQ ONNX sets each layer's type; no INT8/INT4/FP8 flag (and
+    no calibrator) on any version."""
+    cfg = builder_config(settings(), precision, [], major, release=False)
+    assert cfg.network_flags == ["STRONGLY_TYPED"]
+    assert not {"INT8", "INT4", "FP8", "FP16", "BF16"} & set(cfg.builder_flags)
+    assert "--stronglyTyped" in trtexec_command(cfg, "p.onnx", "p.engine")
+    with pytest.raises(TrtbuildError, match=r"cannot build precision .* quantized"):
+        builder_config(settings(typing="weak"), precision, [], major, release=False)

@@ -16,6 +16,9 @@ WEAK_TYPING_FLAGS = {
     "fp16": "FP16",
     "bf16": "BF16",
 }  # 10.x only: gone in 11 (always strongly typed)
+# Explicit quantization: Q/DQ (int8, fp8) or blocked DequantizeLinear (int4) in the ONNX, which
+# a strongly typed network follows; never the implicit INT8/FP8/INT4 builder flags (gone in 11).
+QUANTIZED = ("int8", "int4", "fp8")
 HARDWARE_LEVELS = {
     "none": "NONE",
     "ampere_plus": "AMPERE_PLUS",
@@ -62,6 +65,11 @@ def builder_config(
     network_flags = ["STRONGLY_TYPED"]
     builder_flags = []
     if trt["typing"] == "weak":
+        if precision in QUANTIZED:
+            raise TrtbuildError(
+                f'tensorrt.typing = "weak" cannot build precision {precision!r}: quantized '
+                "targets are strongly typed networks that follow the Q/DQ of their ONNX"
+            )
         if trt_major >= 11:
             raise TrtbuildError(
                 'tensorrt.typing = "weak" needs TensorRT 10.x: TensorRT 11 networks are always '

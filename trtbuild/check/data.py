@@ -68,6 +68,12 @@ def data_files(pattern: str, root: Path) -> list[Path]:
     return files
 
 
+def read_sample(path: Path, inputs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """One sample file: an .npz holding an array per model input (`inputs`: InputSpec dumps),
+    floats as float32; a missing input or an unreadable file is a TrtbuildError naming it."""
+    return _user_sample(path, inputs)
+
+
 def _user_sample(path: Path, inputs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:

@@ -9,6 +9,7 @@ bf16) becomes float32, so an fp16 overflow of the engine is not in the reference
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ def compute(
                     n: found[n].float() if found[n].is_floating_point() else found[n] for n in names
                 }
 
-            outs, count = _run(
+            outs, count = run_graph(
                 module.graph, load, target, [[env[t["name"]] for t in tensors] for env in live]
             )
             loaded += count
@@ -77,11 +78,16 @@ def compute(
     return {"samples": len(samples), "weights_loaded": loaded}
 
 
-def _run(
-    graph: fx.Graph, load: Any, target: torch.dtype, inputs: list[list[torch.Tensor]]
+def run_graph(
+    graph: fx.Graph,
+    load: Any,
+    target: torch.dtype,
+    inputs: list[list[torch.Tensor]],
+    observe: Callable[[fx.Node, list[Any]], None] | None = None,
 ) -> tuple[list[list[torch.Tensor]], int]:
     """Run `graph` on every sample at once (per sample: its input tensors); each weight loaded
-    once, at its first use, and every value dropped after its last use."""
+    once, at its first use, and every value dropped after its last use. `observe(node, values)`
+    sees every op's value in each sample (calibration statistics) before it can be dropped."""
     last: dict[fx.Node, fx.Node] = {}
     for node in graph.nodes:
         for arg in node.all_input_nodes:
@@ -112,6 +118,8 @@ def _run(
             env[node] = [
                 call(*_values(args, env, k), **_values(kwargs, env, k)) for k in range(len(inputs))
             ]
+            if observe is not None:
+                observe(node, env[node])
         elif node.op == "output":
             results = [list(_values(node.args[0], env, k)) for k in range(len(inputs))]
         else:

@@ -61,6 +61,23 @@ class ExportJob(_ModelJob):
 
 
 @dataclass(frozen=True)
+class CalibrateJob(_ModelJob):
+    """Run the model at fp32 on calibration samples, part after part, one sample at a time, and
+    write its table of activation ranges (trtbuild.model.calibrate) as JSON at `table`."""
+
+    kind: ClassVar[str] = "calibrate"
+    graph_digest: str
+    parts: list[dict[str, Any]]  # every part of the plan, in order (partspec.part_json)
+    samples: dict[
+        str, Any
+    ]  # {"inputs": [InputSpec dumps], "files": [paths] | None, "count", "seed"}
+    method: str  # minmax | entropy | percentile
+    table: str  # where the table goes
+    spill: str  # a scratch folder for the tensors between parts (removed after)
+    state: str | None = None  # the model's own state (a StateJob's safetensors) when no weights
+
+
+@dataclass(frozen=True)
 class BuildJob:
     """Build one part's engine with a backend; no torch in this process."""
 
@@ -95,9 +112,9 @@ class ProbeJob:
     hold: float = 0.0
 
 
-Job = GraphJob | StateJob | ExportJob | BuildJob | CheckJob | ProbeJob
+Job = GraphJob | StateJob | ExportJob | CalibrateJob | BuildJob | CheckJob | ProbeJob
 KINDS: dict[str, type[Job]] = {
-    c.kind: c for c in (GraphJob, StateJob, ExportJob, BuildJob, CheckJob, ProbeJob)
+    c.kind: c for c in (GraphJob, StateJob, ExportJob, CalibrateJob, BuildJob, CheckJob, ProbeJob)
 }
 
 

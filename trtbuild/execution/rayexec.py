@@ -39,13 +39,13 @@ from typing import Any
 from trtbuild.errors import BudgetExceeded, TrtbuildError
 from trtbuild.execution import jobs
 from trtbuild.execution.executor import InternalJobError, JobOutcome, run_job
-from trtbuild.execution.jobs import BuildJob, ExportJob, GraphJob, Job, StateJob
+from trtbuild.execution.jobs import BuildJob, CalibrateJob, ExportJob, GraphJob, Job, StateJob
 from trtbuild.recipe.load import load_recipe
 
 RESOURCE = "trtbuild"  # what every building node offers 1 of: its host budget
 KIND_TOKEN = 0.001  # of a device kind's resource: places a task, never limits it
 MAX_RETRIES = 3  # a lost worker (node down, process killed) is retried this often
-PATH_FIELDS = ("recipe", "onnx", "engine", "out", "state")  # job fields naming files
+PATH_FIELDS = ("recipe", "onnx", "engine", "out", "state", "table", "spill")  # naming files
 SKIP_DIRS = {"__pycache__", "build", "cache", "node_modules", "site-packages"}
 MAX_SOURCE_FILES = 2000
 ENV_PREFIXES = ("TRTBUILD_", "PYTHONHASHSEED")  # what a job's process gets from the driver
@@ -149,9 +149,13 @@ def inputs_of(job: Job) -> list[Path]:
     """The files a job reads: a recipe's code, configs and weights; a part's ONNX files."""
     if isinstance(job, BuildJob):
         folder = Path(job.onnx).parent
-        cache = job.settings.get("timing_cache_path")
-        timing = [Path(cache)] if cache and Path(cache).is_file() else []
-        return sorted([*(p for p in folder.iterdir() if p.is_file()), *timing])
+        named = [job.settings.get(k) for k in ("timing_cache_path", "calibration_table")]
+        extra = [Path(f) for f in named if f and Path(f).is_file()]
+        return sorted([*(p for p in folder.iterdir() if p.is_file()), *extra])
+    if isinstance(job, CalibrateJob):  # and its sample files, and the model's own state
+        state = [Path(job.state)] if job.state else []
+        samples = [Path(f) for f in job.samples.get("files") or []]
+        return sorted({*recipe_files(Path(job.recipe), job.model), *samples, *state})
     if isinstance(job, ExportJob) and job.state:  # the model's own state (statejob.py)
         return sorted([*recipe_files(Path(job.recipe), job.model), Path(job.state)])
     if isinstance(job, GraphJob | ExportJob | StateJob):
@@ -223,6 +227,10 @@ def _run_on_node(
                 Path(part["onnx"]).parent.mkdir(parents=True, exist_ok=True)
         if job_json["kind"] == "graph":
             job_json["cache"] = None
+        if job_json["kind"] == "calibrate":
+            samples = job_json["samples"]
+            moved = [str(_under(here, f)) for f in samples.get("files") or []]
+            job_json["samples"] = {**samples, "files": moved}
         out = _under(here, scratch)
         out.mkdir(parents=True, exist_ok=True)
         job, _ = jobs.from_json({**job_json, "result": ""})
@@ -262,11 +270,11 @@ def _moved(job_json: dict[str, Any], here: Path) -> dict[str, Any]:
         if isinstance(job_json.get(key), str) and job_json[key]:
             moved[key] = str(_under(here, job_json[key]))
     settings = job_json.get("settings")
-    if isinstance(settings, dict) and settings.get("timing_cache_path"):
-        moved["settings"] = {
-            **settings,
-            "timing_cache_path": str(_under(here, settings["timing_cache_path"])),
-        }
+    if isinstance(settings, dict):
+        named = ("timing_cache_path", "calibration_table")
+        paths = {k: str(_under(here, settings[k])) for k in named if settings.get(k)}
+        if paths:
+            moved["settings"] = {**settings, **paths}
     return moved
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from trtbuild.errors import TrtbuildError, disk_full, disk_full_text, is_disk_full
 from trtbuild.execution.jobs import (
     BuildJob,
+    CalibrateJob,
     CheckJob,
     ExportJob,
     GraphJob,
@@ -33,8 +34,10 @@ from trtbuild.execution.jobs import (
 def run(job: Job) -> dict[str, Any]:
     if isinstance(job, BuildJob):
         from trtbuild.backends import get_backend
+        from trtbuild.backends.quantize import quantized
 
-        return get_backend(job.backend).build(Path(job.onnx), job.settings, Path(job.engine))
+        onnx = quantized(Path(job.onnx), job.settings)  # int8/int4/fp8: its Q/DQ ONNX
+        return get_backend(job.backend).build(onnx, job.settings, Path(job.engine))
     if isinstance(job, ProbeJob):
         return _probe(job.bytes, job.hold)
     if isinstance(job, CheckJob):
@@ -48,6 +51,12 @@ def run(job: Job) -> dict[str, Any]:
         return _graph(recipe, job)
     if isinstance(job, StateJob):
         return _state(recipe, job)
+    if isinstance(job, CalibrateJob):
+        from trtbuild.check.calibrate import calibrate
+        from trtbuild.model.partexport import prepare
+
+        state = Path(job.state) if job.state else None
+        return calibrate(prepare(recipe, job.model, "fp32", job.graph_digest, state), job)
     if recipe.model_spec(job.model).onnx:
         return _onnx_export(recipe, job)
     from trtbuild.model.partexport import export_parts, prepare

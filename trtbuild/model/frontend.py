@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from torch.export import ExportedProgram
 
 PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Quantized targets are exported at fp32; each part's ONNX is quantized before its build
+# (trtbuild.backends.quantize).
+PRECISION_DTYPES.update(dict.fromkeys(("int8", "int4", "fp8"), torch.float32))
 
 
 def import_factory(recipe: Recipe, source: str) -> Callable[..., nn.Module]:

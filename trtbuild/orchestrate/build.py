@@ -22,7 +22,7 @@ from trtbuild.execution.executor import Executor, LocalExecutor, worker_env
 from trtbuild.execution.forkserver import EXPECTED_BYTES, ForkServer
 from trtbuild.model.graph import OpGraph
 from trtbuild.model.interface import interface_notes
-from trtbuild.orchestrate import check, disk
+from trtbuild.orchestrate import check, disk, quantize
 from trtbuild.orchestrate.context import RunContext, TargetContext
 from trtbuild.orchestrate.graphjob import graph_job
 from trtbuild.orchestrate.kinds import local_kinds
@@ -33,6 +33,7 @@ from trtbuild.orchestrate.planning import open_store, plan_target, plan_targets,
 from trtbuild.orchestrate.publish import now, publish, write_outputs
 from trtbuild.orchestrate.records import observations
 from trtbuild.orchestrate.results import BuildResult, TargetResult
+from trtbuild.orchestrate.search import search
 from trtbuild.orchestrate.statejob import own_weights
 from trtbuild.planner.memory import memory_model, pinned, source_export
 from trtbuild.planner.observations import load_observations, record
@@ -201,6 +202,7 @@ def _build_target(run: RunContext, target: Target) -> TargetResult:
     recipe, store, memo, opts, executor = run.recipe, run.store, run.memo, run.opts, run.executor
     backend_name = resolve_backend(target.backend)
     backend = get_backend(backend_name)
+    quantize.check_backend(target, backend_name)  # fp8 is TensorRT's: said before any job
     budget = target.budget.host_memory
     before = memory_model(backend_name, None, None, opts.memory_override)  # the priors
     with executor.admit(before.export.fixed_bytes, budget, forked=not target.model.onnx) as share:
@@ -216,14 +218,17 @@ def _build_target(run: RunContext, target: Target) -> TargetResult:
     observed = run.observed
     claimed: dict[str, Any] | None = None  # the disk estimate, checked before the first job
     for _attempt in range(MAX_REPLANS):
-        memory = locked or memory_model(
-            backend_name,
-            store.root,
-            graph_info.base_bytes,
-            opts.memory_override,
-            graph_info.digest,
-            observed,
-            export_prior=source_export(target),
+        memory = locked or quantize.memory_for(
+            target,
+            memory_model(
+                backend_name,
+                store.root,
+                graph_info.base_bytes,
+                opts.memory_override,
+                graph_info.digest,
+                observed,
+                export_prior=source_export(target),
+            ),
         )
         the_plan = plan_target(
             target,
@@ -257,6 +262,10 @@ def _build_target(run: RunContext, target: Target) -> TargetResult:
         opts.on_plan(result)
         ref = check.reference(ctx)
         try:
+            result.calibration = quantize.calibration(ctx)  # int8, fp8: cached, or computed
+            warning = quantize.warning(target, result.calibration)
+            if warning and warning not in notes:
+                notes.append(warning)
             result.parts = build_parts(ctx, ref)
         except Overrun as over:
             if over.observation.stage == "export" and ref is not None and not ref.cached():
@@ -272,7 +281,7 @@ def _build_target(run: RunContext, target: Target) -> TargetResult:
             opts.report(note)
             notes.append(note)
             continue
-        record(store.root, observations(result, graph_info))
+        record(store.root, quantize.fitted(target, observations(result, graph_info)))
         result.notes = notes
         if ref is None:
             why = "--no-check" if not opts.check else "check.enabled = false in the recipe"
@@ -280,8 +289,11 @@ def _build_target(run: RunContext, target: Target) -> TargetResult:
         else:
             result.check = check.check_target(ctx, ref)
             opts.report(result.check["message"])
+            if not result.check["passed"]:
+                # precision_search: the fewest modules at fp32 that pass, if asked and found
+                result = search(ctx, ref) or result
         result.plan = settle(result.plan, store)
-        if result.check is not None and not result.check["passed"]:
+        if result.failed:
             return result  # FAILED: not published, its previous folder stays as it was
         publish(result, recipe, store)
         return result

@@ -27,11 +27,12 @@ from typing import TYPE_CHECKING, Any
 from trtbuild.cache.store import Store
 from trtbuild.errors import TrtbuildError
 from trtbuild.model.graph import OpGraph
-from trtbuild.orchestrate import actions
+from trtbuild.orchestrate import actions, quantize
 from trtbuild.orchestrate.graphjob import GraphResult
 from trtbuild.orchestrate.partspec import backend_settings, part_fields
 from trtbuild.planner import Plan
 from trtbuild.recipe.load import Recipe, Target
+from trtbuild.recipe.quantspec import ENGINE_SHARE
 from trtbuild.recipe.sizes import format_size
 
 if TYPE_CHECKING:
@@ -119,14 +120,18 @@ def target_need(
     """What building `the_plan` writes, given what the cache (local, then remote) holds;
     `out_dir`: the output root (--out)."""
     settings = backend_settings(recipe, target, backend, release)
+    quantized = quantize.cached_key_settings(recipe, target, job, store)
+    settings.update(quantized or {})  # no calibration yet: no part of it can be cached
     fields = part_fields(target, graph, job, the_plan, backend, settings)
     copies = device(out_dir) != device(store.root)
     need = DiskNeed(str(store.root), str(out_dir.resolve()))
+    share = ENGINE_SHARE.get(target.precision, 1.0)  # quantized: fp32 ONNX, smaller engine
     for part, field_set in zip(the_plan.parts, fields):
-        where = _where(store, actions.action_key(field_set))
-        engine = part.weight_bytes  # the engine holds the part's weights at the precision
+        where = None if quantized is None else _where(store, actions.action_key(field_set))
+        engine = int(part.weight_bytes * share)  # the part's weights at the engine's precision
         if where is None:
-            need.scratch_bytes += part.weight_bytes  # its ONNX and weights
+            # its ONNX and weights (and its Q/DQ copy, as large as the engine)
+            need.scratch_bytes += part.weight_bytes + (engine if share < 1 else 0)
             need.cache_bytes += engine
             need.parts_built += 1
         else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from trtbuild.cache.digests import DigestMemo
-from trtbuild.orchestrate import actions
+from trtbuild.orchestrate import actions, quantize
 from trtbuild.orchestrate.build import Options, invocation
 from trtbuild.orchestrate.partspec import backend_settings, part_fields
 from trtbuild.orchestrate.planning import open_store, plan_targets
@@ -46,6 +46,14 @@ def explain(recipe_path: str | Path, opts: Options | None = None) -> list[str]:
                 ]
                 continue
         settings = backend_settings(recipe, target, planned.backend, opts.release)
+        quantized = quantize.cached_key_settings(recipe, target, job, store)
+        if quantized is None:
+            lines += [
+                f"{target.name} part {p.index}: would build: its calibration is not in the cache"
+                for p in planned.plan.parts
+            ]
+            continue
+        settings.update(quantized)
         fields_list = part_fields(
             target, planned.graph, job, planned.plan, planned.backend, settings
         )

@@ -22,6 +22,7 @@ from trtbuild.execution.executor import Executor, run_job
 from trtbuild.model.checkpoint import checkpoint_files
 from trtbuild.model.nativefiles import model_files
 from trtbuild.recipe.load import Recipe, Target
+from trtbuild.recipe.quantspec import QUANTIZED
 from trtbuild.recipe.schema import ModelSpec
 from trtbuild.recipe.sizes import format_size
 from trtbuild.release.inputs import Inputs, discovered, relative
@@ -30,7 +31,10 @@ from trtbuild.release.toolchain import toolchain
 GRAPH_SCHEMA = 7  # 4: output names, interface; 5: native reads, state_bytes; 6: code_init; 7: x.0
 # [[model]] fields that say how and where to build, not what the graph is: changing a model's
 # budget must not export its graph again (nor re-measure the base its plan is made with).
-NOT_GRAPH = {"budget", "backend", "precisions", "devices", "check"}
+NOT_GRAPH = {
+    *("budget", "backend", "precisions", "devices", "check"),
+    *("calibration", "keep", "precision_search"),  # quantized targets: after the graph
+}
 MAX_INPUT_SETS = 16  # input sets remembered per manifest, newest first
 
 
@@ -99,7 +103,7 @@ def graph_job(
             spec.model_dump(mode="json", exclude=NOT_GRAPH),
             weights,
             [relative(f, recipe.root) for f in recipe.data_files(spec)],  # a new match: run again
-            target.precision,
+            "fp32" if target.precision in QUANTIZED else target.precision,  # quantized after
             toolchain(),
         ]
     )

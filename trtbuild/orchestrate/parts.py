@@ -23,7 +23,7 @@ from trtbuild.cache.store import Store
 from trtbuild.errors import BudgetExceeded, TrtbuildError
 from trtbuild.execution.executor import Executor, JobOutcome
 from trtbuild.execution.jobs import BuildJob, ExportJob, Job, PartToExport
-from trtbuild.orchestrate import actions
+from trtbuild.orchestrate import actions, quantize
 from trtbuild.orchestrate.graphjob import GraphResult
 from trtbuild.orchestrate.kinds import check_kind
 from trtbuild.orchestrate.partspec import (
@@ -56,6 +56,7 @@ def build_parts(ctx: TargetContext, ref: Reference | None = None) -> list[PartRe
     target, backend, result = ctx.target, ctx.backend, ctx.result
     store, opts = ctx.run.store, ctx.run.opts
     settings = backend_settings(ctx.run.recipe, target, backend.name, opts.release)
+    settings.update(quantize.key_settings(target, result.calibration))
     fields = part_fields(target, ctx.graph, ctx.job, ctx.plan, backend.name, settings)
     keys = [actions.action_key(f) for f in fields]
     done: dict[int, PartResult] = {}
@@ -188,7 +189,11 @@ def _run(
                 backend.name,
                 str(folder / "part.onnx"),
                 str(engine),
-                {**settings, **build_inputs(recipe, target, part)},
+                {
+                    **settings,
+                    **build_inputs(recipe, target, part),
+                    **quantize.job_inputs(store, ctx.result.calibration),
+                },
             )
             predicted = memory.build.predict(part.load)
             with executor.admit(predicted, budget) as share, _named(target, part):

@@ -14,6 +14,7 @@ from trtbuild.cache.store import Store
 from trtbuild.errors import BudgetTooSmall, TrtbuildError
 from trtbuild.model.graph import OpGraph
 from trtbuild.model.graphcheck import check_dtypes
+from trtbuild.orchestrate import quantize
 from trtbuild.orchestrate.graphjob import GraphResult, graph_job
 from trtbuild.orchestrate.options import Options
 from trtbuild.planner import Plan, plan
@@ -70,13 +71,16 @@ def plan_targets(
         job = graph_job(recipe, target, store, memo, None)  # planning only: measured, not capped
         graph = OpGraph.from_json(job.graph)
         locked = None if opts.memory_override else pinned(lock, target, backend)
-        memory = locked or memory_model(
-            backend,
-            store.root,
-            job.base_bytes,
-            opts.memory_override,
-            job.digest,
-            export_prior=source_export(target),
+        memory = locked or quantize.memory_for(  # a quantized build holds the quantizer too
+            target,
+            memory_model(
+                backend,
+                store.root,
+                job.base_bytes,
+                opts.memory_override,
+                job.digest,
+                export_prior=source_export(target),
+            ),
         )
         the_plan = plan_target(
             target,

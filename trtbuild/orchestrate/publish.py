@@ -40,6 +40,8 @@ def publish(result: TargetResult, recipe: Recipe, store: Store) -> None:
             store.export_blob(part.sha256, new / part.engine)
             for name, digest in part.sidecars.items():
                 store.export_blob(digest, new / name)
+        if result.calibration:  # the table the engines were quantized with, beside them
+            store.export_blob(result.calibration["sha256"], new / result.calibration["table"])
         manifest.write_json(new / "engine.json", description)
         manifest.write_json(
             new / "build.json",
@@ -57,6 +59,7 @@ def publish(result: TargetResult, recipe: Recipe, store: Store) -> None:
                 "budget_bytes": result.budget_bytes,
                 "check": result.check,  # None: not checked (--no-check, check.enabled = false)
                 "disk": result.disk,  # the disk estimate (disk.DiskNeed.to_json)
+                **({"calibration": result.calibration} if result.calibration else {}),
             },
         )
         atomic.swap_dir(new, final)
@@ -114,6 +117,7 @@ def all_inputs(recipe: Recipe, results: list[TargetResult], memo: DigestMemo) ->
         for path in weights_files(recipe, spec):
             files[relative(path, recipe.root)] = memo.sha256(path)
         files.update(r.graph_job.inputs.files)
+        files.update(r.calibration["files"] if r.calibration else {})  # its sample files
         dists.update(r.graph_job.inputs.distributions)
         env.update(r.graph_job.inputs.env)
     return Inputs(files, dists, env)
@@ -152,6 +156,10 @@ def write_outputs(
         if not r.failed  # not published
         for p in r.parts
         for name, sha in [(p.engine, p.sha256), *p.sidecars.items()]
+    ] + [  # the calibration table published beside the engines
+        (f"{r.name}/{r.calibration['table']}", r.calibration["sha256"])
+        for r in results
+        if not r.failed and r.calibration
     ]
     byproducts = [
         {
@@ -218,6 +226,7 @@ def _locked(r: TargetResult, folder: Path, device: dict[str, str]) -> lockfile.L
         memory=r.memory.to_json() if r.memory else None,
         kind=r.kind,
         check=summary(r.check),
+        calibration=_calibration(r.calibration),
         parts=[
             lockfile.LockedPart(
                 p.index, p.key, p.engine, p.sha256, p.sidecars, p.peak_rss_bytes, p.fields
@@ -225,6 +234,13 @@ def _locked(r: TargetResult, folder: Path, device: dict[str, str]) -> lockfile.L
             for p in r.parts
         ],
     )
+
+
+def _calibration(table: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the lock pins of a target's calibration (its files are [[file]] inputs)."""
+    if table is None:
+        return None
+    return {k: table[k] for k in ("key", "sha256", "method", "samples")}
 
 
 def now() -> str:

@@ -43,6 +43,7 @@ class TargetResult:
     kind: str | None = None  # the device kind it was built for (recipe.Target.kind)
     check: dict[str, Any] | None = None  # the accuracy check's record (check.py); None: skipped
     disk: dict[str, Any] | None = None  # the disk estimate it was checked with (disk.DiskNeed)
+    calibration: dict[str, Any] | None = None  # int8/fp8: its table (calibration.Calibration)
 
     @property
     def failed(self) -> str | None:

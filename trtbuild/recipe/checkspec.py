@@ -15,7 +15,19 @@ from trtbuild.errors import TrtbuildError
 
 # rel_l2 by precision, measured on recipes/ and tests/data (see tests/test_check.py): fp32 engines
 # of ONNX Runtime stay under 1e-5 (fusions reorder sums); half precisions round every activation.
-DEFAULT_REL_L2 = {"fp32": 1e-4, "fp16": 1e-2, "bf16": 5e-2}
+# Quantized targets round every weight and (int8, fp8) every activation the calibration covers.
+# Measured (tests/test_quantize.py): int8 0.009-0.011 on small CNNs and the seed network (minmax,
+# entropy, percentile alike), 0.028 on a random 4-layer MLP of 2048/4096 and a random GPT-2;
+# int4 0.073 on that GPT-2's logits, 0.155 on the MLP; fp8 (TensorRT only) is not measured
+# here: E4M3 keeps 3 mantissa bits, so twice int8's allowance.
+DEFAULT_REL_L2 = {
+    "fp32": 1e-4,
+    "fp16": 1e-2,
+    "bf16": 5e-2,
+    "int8": 5e-2,
+    "int4": 0.2,
+    "fp8": 0.1,
+}
 
 
 class Tolerance(BaseModel):

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from trtbuild.errors import TrtbuildError
+from trtbuild.recipe.quantspec import missing_calibration, unsupported_keep
 from trtbuild.recipe.schema import (
     ONNX_PRECISIONS,
     BackendName,
@@ -181,4 +182,12 @@ def load_recipe(path: str | Path) -> Recipe:
         schema = RecipeSchema.model_validate(data)
     except ValidationError as exc:
         raise TrtbuildError(describe(path, text, exc)) from None
-    return Recipe(path.resolve(), text, schema)
+    recipe = Recipe(path.resolve(), text, schema)
+    for index, model in enumerate(schema.model):
+        precisions: list[str] = list(model.precisions or schema.defaults.precisions)
+        error = missing_calibration(
+            model.name, precisions, model.calibration is not None
+        ) or unsupported_keep(model.name, precisions, model.keep)
+        if error:
+            raise TrtbuildError(f"{where(path, text, ('model', index))}: {error}")
+    return recipe

@@ -15,10 +15,11 @@ from pydantic import (
 )
 
 from trtbuild.recipe.checkspec import CheckSpec
+from trtbuild.recipe.quantspec import CalibrationSpec, Keep
 from trtbuild.recipe.sizes import parse_size
 
 Size = Annotated[int, BeforeValidator(parse_size)]
-Precision = Literal["fp32", "fp16", "bf16"]
+Precision = Literal["fp32", "fp16", "bf16", "int8", "int4", "fp8"]
 BackendName = Literal["auto", "onnxruntime", "tensorrt"]
 
 
@@ -157,6 +158,9 @@ class ModelSpec(_Strict):
     # Custom-operator libraries (relative to the recipe): ONNX Runtime's
     # register_custom_ops_library, TensorRT's plugin registry load_library
     plugins: list[str] = Field(default_factory=list)
+    calibration: CalibrationSpec | None = None  # [model.calibration]: int8 / fp8 (quantspec.py)
+    keep: Keep = Field(default_factory=dict)  # {fp32 = [module globs]}: left unquantized
+    precision_search: bool = False  # a failed check: keep the fewest modules that pass (search.py)
 
     @property
     def transformers(self) -> bool:

@@ -14,6 +14,8 @@ Format (TOML, keys sorted, version 2), written next to the recipe as `<recipe>.l
                     [[target.part]] index, key, engine, sha256, sidecars, peak_rss_bytes, fields
                     [target.check] key, passed, worst_rel_l2 (the accuracy check; a failed one is
                     stale: the next run reports it again)
+                    [target.calibration] key, sha256, method, samples (int8/fp8: the table its
+                    engines were quantized with; its sample files are [[file]] entries)
 
 `staleness()` is the one answer to "is the last build still what a clean build would give?":
 `run`'s no-op path, `run --locked` and `explain` all call it. It reads the lock, file stats,
@@ -74,6 +76,7 @@ class LockedTarget:
     parts: list[LockedPart]
     kind: str | None = None  # the device kind it was built for; absent: the building machine's
     check: dict[str, Any] | None = None  # key, passed, worst_rel_l2 (check.py); absent: unchecked
+    calibration: dict[str, Any] | None = None  # int8/fp8: key, sha256, method, samples of its table
 
     @property
     def slot(self) -> str:
@@ -130,6 +133,7 @@ class Lock:
                 parts=[LockedPart(**p) for p in t.get("part", [])],
                 kind=t.get("kind"),
                 check=t.get("check"),
+                calibration=t.get("calibration"),
             )
             for t in data["target"]
         ]
@@ -157,6 +161,8 @@ def _target_toml(target: LockedTarget) -> dict[str, Any]:
         entry["memory"] = target.memory
     if target.check is not None:
         entry["check"] = target.check
+    if target.calibration is not None:
+        entry["calibration"] = target.calibration
     entry["part"] = [asdict(p) for p in target.parts]
     return entry
 
