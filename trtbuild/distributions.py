@@ -5,8 +5,9 @@ projects": lowercase, runs of `-_.` as `_`), so one listing of each `sys.path` f
 version, where importlib.metadata would import email's parsers and scan every folder again per
 name (the no-op run calls this for its toolchain, its backends and its distributions). A listing
 is reused while its folder's mtime stays: installing, removing or upgrading a distribution
-changes the folder. Names the listing does not find (an egg-info, an odd layout) are asked of
-importlib.metadata.
+changes the folder. A legacy `<name>.egg-info` (no version in its name) is read for its
+`Version:` line. A name no folder lists is absent: asking importlib.metadata instead would import
+it (17 ms) for every backend that is not installed (tensorrt, on most machines).
 """
 
 from __future__ import annotations
@@ -26,16 +27,24 @@ def version(name: str) -> str:
         found = _listing(folder or ".").get(wanted)
         if found is not None:
             return found
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return ABSENT
+    return ABSENT
 
 
 def _escaped(name: str) -> str:
     return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def _pkg_info(path: str) -> str | None:
+    """The `Version:` of an egg-info (a folder holding PKG-INFO, or the file itself)."""
+    file = os.path.join(path, "PKG-INFO") if os.path.isdir(path) else path
+    try:
+        with open(file, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("Version:"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
 
 
 def _listing(folder: str) -> dict[str, str]:
@@ -52,9 +61,11 @@ def _listing(folder: str) -> dict[str, str]:
     except OSError:
         names = []
     for entry in names:
-        if entry.endswith(".dist-info"):
-            name, _, rest = entry[: -len(".dist-info")].partition("-")
-            if rest:
-                found.setdefault(_escaped(name), rest)
+        for suffix in (".dist-info", ".egg-info"):
+            if entry.endswith(suffix):
+                name, _, rest = entry[: -len(suffix)].partition("-")
+                version = rest.split("-py")[0] if rest else _pkg_info(os.path.join(folder, entry))
+                if version:
+                    found.setdefault(_escaped(name), version)
     _listings[folder] = (mtime, found)
     return found

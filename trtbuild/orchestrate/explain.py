@@ -7,7 +7,7 @@ from pathlib import Path
 from trtbuild.cache.digests import DigestMemo
 from trtbuild.orchestrate import actions, quantize
 from trtbuild.orchestrate.build import Options, invocation
-from trtbuild.orchestrate.partspec import backend_settings, part_fields
+from trtbuild.orchestrate.partspec import backend_settings, old_fields, part_fields
 from trtbuild.orchestrate.planning import open_store, plan_targets
 from trtbuild.orchestrate.statejob import cached_weights
 from trtbuild.recipe.load import load_recipe
@@ -65,7 +65,8 @@ def explain(recipe_path: str | Path, opts: Options | None = None) -> list[str]:
                     where, "up to date (remote)"
                 )
             else:
-                previous = old_parts[part.index].fields if part.index in old_parts else None
-                reason = actions.explain(previous, actions.field_digests(fields))
+                previous = old_fields(lock, target, store).get(part.index)
+                now = {**actions.field_digests(fields), **actions.weight_digests(fields)}
+                reason = actions.explain(previous, now)
             lines.append(f"{target.name} part {part.index}: {reason}")
     return lines

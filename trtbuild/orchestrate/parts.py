@@ -97,11 +97,9 @@ def build_parts(ctx: TargetContext, ref: Reference | None = None) -> list[PartRe
                     todo.append(part)
                 else:
                     finish(part, cached, built=False)
-            old = old_fields(ctx.run.previous_lock, target)
+            old = old_fields(ctx.run.previous_lock, target, store)
             for part in todo:
-                why = actions.explain(
-                    old.get(part.index), actions.field_digests(fields[part.index])
-                )
+                why = actions.explain(old.get(part.index), _digests(fields[part.index]))
                 reasons[part.index] = (
                     why.split(": ", 1)[1]  # "not in the lock file", "weights changed (...)"
                     if why != "up to date"
@@ -117,6 +115,7 @@ def build_parts(ctx: TargetContext, ref: Reference | None = None) -> list[PartRe
                     settings,
                     finish,
                     ref if ref is not None and not ref.cached() else None,
+                    {p.index: actions.weight_digests(fields[p.index]) for p in todo},
                 )
     return [done[part.index] for part in ctx.plan.parts]
 
@@ -128,8 +127,10 @@ def _run(
     settings: dict[str, Any],
     finish: Callable[[Part, dict[str, Any], bool], None],
     ref: Reference | None = None,
+    weights: dict[int, dict[str, str]] | None = None,
 ) -> None:
-    """Export the ONNX of every part in `todo` in one process, then build each engine."""
+    """Export the ONNX of every part in `todo` in one process, then build each engine;
+    `weights`: each part's weight digests, kept in its record (explain names changed ones)."""
     recipe, target, job, memory, backend = (
         ctx.run.recipe,
         ctx.target,
@@ -221,6 +222,7 @@ def _run(
                 blobs[name] = store.put_file(folder / name)
             record = {
                 "key": keys[part.index],
+                "weight_digests": (weights or {}).get(part.index, {}),
                 "blobs": blobs,
                 "peak_rss_bytes": max(p["peak_rss_bytes"] for p in processes),
                 # the export process is shared: each part counts its share of the time
@@ -273,6 +275,11 @@ def _stage(
         return executor.run(job, scratch, share, predicted, kind)
     except BudgetExceeded as exc:
         raise overrun(exc.peak_rss_bytes) from None
+
+
+def _digests(fields: dict[str, Any]) -> dict[str, str]:
+    """A part's field digests and each weight's (actions.explain names the weights changed)."""
+    return {**actions.field_digests(fields), **actions.weight_digests(fields)}
 
 
 def _cached(store: Store, key: str) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trtbuild.cache.files import sha256_file
+from trtbuild.cache.store import Store
 from trtbuild.errors import TrtbuildError
 from trtbuild.model.graph import OpGraph
 from trtbuild.orchestrate import actions
@@ -53,10 +54,17 @@ def part_fields(
     ]
 
 
-def old_fields(lock: Lock | None, target: Target) -> dict[int, dict[str, str]]:
-    """Per-part field digests the lock recorded for this target, for "why rebuilt" messages."""
+def old_fields(lock: Lock | None, target: Target, store: Store) -> dict[int, dict[str, str]]:
+    """Per-part field digests the lock recorded for this target, with each weight's digest from
+    the part's cache record where the cache still has it: for "why rebuilt" messages."""
     locked = lock and lock.target(target.model.name, target.precision, target.kind)
-    return {p.index: p.fields for p in locked.parts} if locked else {}
+    if not locked:
+        return {}
+    out = {}
+    for p in locked.parts:
+        record = store.get_action(p.key)
+        out[p.index] = {**p.fields, **(record.get("weight_digests", {}) if record else {})}
+    return out
 
 
 def backend_settings(recipe: Recipe, target: Target, backend: str, release: bool) -> dict[str, Any]:
