@@ -229,6 +229,22 @@ class Store:
         with FileLock(str(lock_dir / f"{key}.lock")):
             yield
 
+    def get_or_run(
+        self, key: str, run: Callable[[], dict[str, Any]]
+    ) -> tuple[dict[str, Any], bool]:
+        """(the action's record, whether it was cached): looked up, else looked up again under
+        the action's lock (another run may have made it meanwhile), else `run()` and recorded."""
+        record = self.get_action(key)
+        if record is not None:
+            return record, True
+        with self.locked(key):
+            record = self.get_action(key)
+            if record is not None:
+                return record, True
+            record = run()
+            self.put_action(key, record)
+        return record, False
+
     def add_root(self, lock_file: Path) -> None:
         """Remember a lock file a build wrote: `cache gc` keeps the blobs it names."""
         path = lock_file.resolve()

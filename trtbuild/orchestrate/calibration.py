@@ -137,17 +137,13 @@ def calibrate(ctx: TargetContext) -> Calibration | None:
         wanted.count,
         wanted.inputs,
     )
-    record = store.get_action(key)
-    hit = record is not None
-    if record is None:
-        with store.locked(key):
-            record = store.get_action(key)
-            hit = record is not None
-            if record is None:
-                opts.report(f"{target.name}: calibrating on {count} sample(s) ({spec.method})")
-                job = {"inputs": inputs, "files": [str(f) for f in files], "count": count}
-                record = _run(ctx, key, {**job, "seed": spec.seed}, spec.method)
-                store.put_action(key, record)
+
+    def calibration_job() -> dict[str, Any]:
+        opts.report(f"{target.name}: calibrating on {count} sample(s) ({spec.method})")
+        job = {"inputs": inputs, "files": [str(f) for f in files], "count": count}
+        return _run(ctx, key, {**job, "seed": spec.seed}, spec.method)
+
+    record, hit = store.get_or_run(key, calibration_job)
     return Calibration(key, record["blobs"]["table"], digests, record, hit)
 
 

@@ -75,15 +75,7 @@ def own_weights(
     """
     spec = target.model
     key = state_key(target, job)
-    entry = store.get_action(key)
-    cached = entry is not None
-    if entry is None:
-        with store.locked(key):
-            entry = store.get_action(key)
-            cached = entry is not None
-            if entry is None:
-                entry = _run(recipe, target, job, store, executor)
-                store.put_action(key, entry)
+    entry, cached = store.get_or_run(key, lambda: _run(recipe, target, job, store, executor))
     state: dict[str, str] = entry["digests"]
     digests = {}
     for name in weights:
