@@ -198,7 +198,7 @@ def test_a_budget_under_800_mib_forks_and_counts_the_server_once(
     """At the seed network's 640 MiB the run forks its torch jobs; a forked job allocating known
     bytes is measured within 10% of them, and the server plus the job stay within the budget."""
     from trtbuild.cache.store import Store
-    from trtbuild.orchestrate.build import fork_server
+    from trtbuild.orchestrate.executors import fork_server
     from trtbuild.recipe.load import load_recipe
 
     recipe = load_recipe(recipes / "seed_net_1g.toml")

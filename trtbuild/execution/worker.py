@@ -78,7 +78,7 @@ def _onnx_export(recipe: Any, job: ExportJob) -> dict[str, Any]:
     """The parts (and the check's reference) of an `onnx:` source: no torch in this process."""
     from trtbuild.model.onnxparts import export_parts, open_source
 
-    source = open_source(recipe, job.model, job.precision, job.graph_digest)
+    source = open_source(recipe, job.model, job.graph_digest)
     parts = [(entry.part, Path(entry.onnx)) for entry in job.parts]
     exported = export_parts(source, parts, job.precision)
     if job.reference is None:

@@ -20,7 +20,6 @@ from trtbuild.model.graph import OpGraph
 from trtbuild.model.onnxfile import is_external, load_graph, tensor_chunks, tensor_nbytes
 from trtbuild.model.onnxgraph import model_file, onnx_graph
 from trtbuild.recipe.load import Recipe
-from trtbuild.recipe.schema import ONNX_PRECISIONS
 
 FP16_DOMAINS = ("", "ai.onnx", "com.microsoft")  # ops ONNX Runtime may have fp16 kernels for
 DATA_ALIGN = 4096  # each initializer starts on a page in part.onnx.data (mmap-able)
@@ -65,16 +64,12 @@ def node_names(proto: Any) -> list[str]:
     ]
 
 
-def open_source(recipe: Recipe, model: str, precision: str, graph_digest: str) -> Source:
-    """Read the source again, as the graph job did; a changed file is an error.
+def open_source(recipe: Recipe, model: str, graph_digest: str) -> Source:
+    """Read the source again, as the graph job did (its precisions were checked with the
+    recipe's targets: trtbuild.recipe.load).
 
-    Raises TrtbuildError for a precision ONNX sources do not build, or a changed model."""
+    Raises TrtbuildError for a changed model."""
     spec = recipe.model_spec(model)
-    if precision not in ONNX_PRECISIONS:
-        raise TrtbuildError(
-            f"{recipe.model_loc(model, 'precisions')}: model '{model}': precision {precision!r} "
-            f"is not built from an ONNX source yet (expected one of {list(ONNX_PRECISIONS)})"
-        )
     path = model_file(spec, recipe.root)
     proto = load_graph(path)
     graph = onnx_graph(proto, spec, f"{path}")
