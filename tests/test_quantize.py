@@ -146,15 +146,64 @@ def test_int8_needs_a_calibration(tmp_path: Path) -> None:
         load_recipe(recipe)
 
 
-def test_keep_with_a_half_precision_is_one_error(tmp_path: Path) -> None:
-    recipe = cnn_recipe(tmp_path, '["fp16", "int8"]', CALIBRATION, RANDOM_CNN)
-    recipe.write_text(
-        recipe.read_text().replace(
-            "[[model.inputs]]", 'keep = { fp32 = ["head"] }\n[[model.inputs]]'
-        )
+def sensor_recipe(folder: Path, extra: str = "") -> Path:
+    """The sensor model (tests/data/models/sensor.py) at fp16: its norm's shift (101325) is past
+    fp16's largest number."""
+    (folder / "models").mkdir(parents=True, exist_ok=True)
+    (folder / "models" / "sensor.py").write_text((DATA / "models" / "sensor.py").read_text())
+    path = folder / "sensor.toml"
+    path.write_text(
+        f"""[recipe]
+name = "sensor"
+[defaults]
+backend = "onnxruntime"
+precisions = ["fp16"]
+[[model]]
+name = "sensor"
+source = "models/sensor.py:sensor_mlp"
+{extra}
+[[model.inputs]]
+name = "x"
+shape = [4, 16]
+"""
     )
-    with pytest.raises(TrtbuildError, match=r"field 'keep' applies to int8.*'fp16'"):
+    return path
+
+
+def test_keep_holds_a_module_that_overflows_in_fp16_at_fp32(tmp_path: Path) -> None:
+    (failed,) = build(sensor_recipe(tmp_path)).targets
+    assert failed.check and not failed.check["passed"]  # fp16 cannot hold the norm's shift
+    assert not (failed.dir / "engine.json").exists()
+
+    (kept,) = build(sensor_recipe(tmp_path, 'keep = { fp32 = ["norm"] }')).targets
+    assert kept.check and kept.check["passed"], kept.check
+    assert kept.check["worst_rel_l2"] < 1e-2
+    engine = onnx.load(str(next(kept.dir.glob("part0*.onnx"))), load_external_data=False)
+    dtypes = {i.name: i.data_type for i in engine.graph.initializer}
+    assert dtypes["w__norm__shift"] == onnx.TensorProto.FLOAT  # the norm at fp32
+    assert dtypes["w__up__weight"] == onnx.TensorProto.FLOAT16  # the rest at fp16
+
+
+def test_keep_where_it_cannot_apply_is_one_error(tmp_path: Path) -> None:
+    recipe = sensor_recipe(tmp_path, 'keep = { fp32 = ["norm"] }')
+    recipe.write_text(recipe.read_text().replace('["fp16"]', '["fp16", "bf16"]'))
+    with pytest.raises(TrtbuildError, match=r"sensor\.toml:\d+: .*'keep' applies to .*'bf16'"):
         load_recipe(recipe)
+    (tmp_path / "m.onnx").write_bytes(b"")
+    text = recipe.read_text().replace('["fp16", "bf16"]', '["fp16"]')
+    recipe.write_text(text.replace("models/sensor.py:sensor_mlp", "onnx:m.onnx"))
+    with pytest.raises(TrtbuildError, match=r"'keep' needs a model from Python"):
+        load_recipe(recipe)
+
+
+@pytest.mark.slow  # one build and check per module (3), then the kept one: 7 s
+def test_precision_search_finds_the_module_that_overflows_in_fp16(tmp_path: Path) -> None:
+    result = build(sensor_recipe(tmp_path, "precision_search = true"))
+    (target,) = result.targets
+    assert target.check and target.check["passed"]
+    (note,) = [n for n in result.notes if "precision_search" in n]
+    assert 'keep = { fp32 = ["norm"] }' in note, note
+    assert (target.dir / "engine.json").is_file()  # published
 
 
 def test_fp8_on_onnxruntime_is_one_error(tmp_path: Path) -> None:

@@ -39,6 +39,15 @@ def test_weak_typing_on_10x_uses_builder_flags(precision: str, flag: list[str]) 
     assert cfg.builder_flags == flag
 
 
+def test_weak_typing_cannot_keep_modules_at_fp32() -> None:
+    mixed = {**settings(typing="weak"), "mixed": {"scheme": 1, "keep": ["norm"]}}
+    with pytest.raises(TrtbuildError, match=r"weak.*cannot keep modules at fp32"):
+        builder_config(mixed, "fp16", [], 10, release=False)
+    assert builder_config({**mixed, **settings()}, "fp16", [], 11, release=False).network_flags == [
+        "STRONGLY_TYPED"
+    ]
+
+
 def test_weak_typing_on_11x_is_an_error() -> None:
     with pytest.raises(TrtbuildError, match="TensorRT 11 networks are always strongly typed"):
         builder_config(settings(typing="weak"), "fp16", [], 11, release=False)

@@ -8,6 +8,9 @@ Q/DQ, made by onnxruntime.quantization before the backend builds it.
 - int4: weight-only, blocked, symmetric, MatMul weights (Gemm is rewritten as MatMul + Add
   first): MatMulNBits, which ONNX Runtime runs and TensorRT reads as blocked DequantizeLinear.
 - fp8 (TensorRT): Q/DQ in FLOAT8E4M3FN, weights and activations per tensor, from the same table.
+- fp16 with modules kept at fp32 (a "mixed" target): ONNX Runtime's float16 converter
+  (onnxruntime.transformers.float16), the part's inputs and outputs kept at their types and the
+  kept modules' nodes at fp32, Casts between; a strongly typed TensorRT network follows them.
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ QUANTIZED = ("int8", "int4", "fp8")
 def quantized(onnx_path: Path, settings: Mapping[str, Any]) -> Path:
     """The ONNX the backend builds: `onnx_path` itself, or its quantized copy beside it."""
     precision = settings.get("precision")
+    if precision == "fp16" and "mixed" in settings:
+        out = onnx_path.with_name(f"{onnx_path.stem}.fp16.onnx")
+        _fp16(onnx_path, out, list(settings["mixed"]["keep"]))
+        return out
     if precision not in QUANTIZED:
         return onnx_path
     out = onnx_path.with_name(f"{onnx_path.stem}.{precision}.onnx")
@@ -77,6 +84,16 @@ def _qdq(onnx_path: Path, out: Path, table_path: Path, precision: str, keep: lis
         calibration_cache_path=str(cache),
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
     )
+
+
+def _fp16(onnx_path: Path, out: Path, keep: list[str]) -> None:
+    """The part at fp16, the nodes of the modules `keep` names at fp32 (see the module docstring)."""
+    import onnx
+
+    from trtbuild.model.onnxparts import save_fp16
+
+    model = onnx.load(str(onnx_path))
+    save_fp16(model, out, kept_nodes(model, keep))
 
 
 def _fold_weight_transposes(onnx_path: Path, folded: Path) -> Path:

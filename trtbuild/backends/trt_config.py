@@ -70,6 +70,12 @@ def builder_config(
                 f'tensorrt.typing = "weak" cannot build precision {precision!r}: quantized '
                 "targets are strongly typed networks that follow the Q/DQ of their ONNX"
             )
+        if "mixed" in settings:
+            raise TrtbuildError(
+                'tensorrt.typing = "weak" cannot keep modules at fp32 (keep, precision_search): '
+                "the FP16 flag lets TensorRT run them at fp16; a strongly typed network follows "
+                "the Casts of their ONNX"
+            )
         if trt_major >= 11:
             raise TrtbuildError(
                 'tensorrt.typing = "weak" needs TensorRT 10.x: TensorRT 11 networks are always '

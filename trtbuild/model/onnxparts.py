@@ -175,17 +175,70 @@ def _value(tensor: dict[str, Any]) -> Any:
 def _to_fp16(path: Path, fp32_nodes: list[str]) -> None:
     """Convert the part at `path` to fp16 in place, `fp32_nodes` (Source.fp32_nodes) kept."""
     import onnx
+
+    save_fp16(onnx.load(str(path)), path, fp32_nodes)  # this part's weights, no other's
+
+
+def save_fp16(model: Any, out: Path, fp32_nodes: list[str]) -> None:
+    """Write `model` (an onnx.ModelProto, converted in place) at fp16 to `out`, its weights in
+    `out`.data: ONNX Runtime's converter (onnxruntime.transformers.float16), the graph's inputs
+    and outputs kept at their types, `fp32_nodes` kept at fp32, Casts between (none between two
+    fp32 nodes: the converter's fp16 round trip there would overflow what they keep at fp32)."""
+    import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    model = onnx.load(str(path))  # this part's weights, no other's
     half = convert_float_to_float16(model, keep_io_types=True, node_block_list=fp32_nodes)
-    del model
-    path.with_name(path.name + ".data").unlink()
+    _drop_round_trips(half.graph)
+    out.with_name(out.name + ".data").unlink(missing_ok=True)  # onnx.save appends to it
     onnx.save(
         half,
-        str(path),
+        str(out),
         save_as_external_data=True,
         all_tensors_to_one_file=True,
-        location=path.name + ".data",
+        location=out.name + ".data",
         size_threshold=1024,
     )
+
+
+def _drop_round_trips(graph: Any) -> None:
+    """Remove every Cast to float32 of a Cast to float16 of a float32 value (the converter puts
+    one between two nodes it keeps at fp32, and between a kept input and a kept node): its
+    readers read the float32 value itself. A float16 Cast nothing reads any more goes too.
+    A graph with subgraphs (If, Loop, Scan: they may read a value by name) is left as it is."""
+    from onnx import AttributeProto, TensorProto
+
+    if any(
+        a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS)
+        for n in graph.node
+        for a in n.attribute
+    ):
+        return
+
+    def cast_to(node: Any) -> int | None:
+        if node.op_type != "Cast":
+            return None
+        return next((a.i for a in node.attribute if a.name == "to"), None)
+
+    floats = {
+        v.name
+        for v in [*graph.input, *graph.value_info]
+        if v.type.tensor_type.elem_type == TensorProto.FLOAT
+    }
+    halves = {
+        n.output[0]: n.input[0]
+        for n in graph.node
+        if cast_to(n) == TensorProto.FLOAT16 and n.input[0] in floats
+    }
+    rename = {
+        n.output[0]: halves[n.input[0]]
+        for n in graph.node
+        if cast_to(n) == TensorProto.FLOAT and n.input[0] in halves
+    }
+    outputs = {o.name for o in graph.output}
+    kept = [n for n in graph.node if not (n.output and n.output[0] in rename.keys() - outputs)]
+    for node in kept:
+        node.input[:] = [rename.get(name, name) for name in node.input]
+    read = {name for node in kept for name in node.input} | outputs
+    kept = [n for n in kept if not (n.output[0] in halves and n.output[0] not in read)]
+    del graph.node[:]
+    graph.node.extend(kept)

@@ -22,7 +22,6 @@ from trtbuild.execution.executor import Executor, run_job
 from trtbuild.model.checkpoint import checkpoint_files
 from trtbuild.model.nativefiles import model_files
 from trtbuild.recipe.load import Recipe, Target
-from trtbuild.recipe.quantspec import QUANTIZED
 from trtbuild.recipe.schema import ModelSpec
 from trtbuild.recipe.sizes import format_size
 from trtbuild.release.inputs import Inputs, discovered, relative
@@ -103,7 +102,7 @@ def graph_job(
             spec.model_dump(mode="json", exclude=NOT_GRAPH),
             weights,
             [relative(f, recipe.root) for f in recipe.data_files(spec)],  # a new match: run again
-            "fp32" if target.precision in QUANTIZED else target.precision,  # quantized after
+            target.graph_precision,  # quantized (or converted to fp16) after
             toolchain(),
         ]
     )
@@ -198,7 +197,7 @@ def _run(
     job = jobs.GraphJob(
         str(recipe.path),
         target.model.name,
-        target.precision,
+        target.graph_precision,
         str(store.root),
         uses_torch=not target.model.onnx,
     )

@@ -149,7 +149,7 @@ def _run(
         export_job = ExportJob(
             str(recipe.path),
             target.model.name,
-            target.precision,
+            target.graph_precision,
             job.digest,
             settings["opset"],
             [PartToExport(part_json(p), str(folders[p.index] / "part.onnx")) for p in todo],

@@ -1,6 +1,7 @@
 """What a quantized target (int8, int4, fp8) adds to its parts: the quantization scheme and the
 calibration table's digest in every part's key (a new table rebuilds the engines), and the
-table's path in each build job (trtbuild.backends.quantize applies both)."""
+table's path in each build job (trtbuild.backends.quantize applies both). A mixed fp16 target
+(modules kept at fp32, recipe.quantspec.mixed) adds its conversion the same way."""
 
 from __future__ import annotations
 
@@ -26,24 +27,32 @@ SCHEME = (
 INT4_BLOCK = 128  # weights per scale of int4 (MatMulNBits' block_size)
 # A quantized part's build process also runs the quantizer, which holds the fp32 model, its
 # folded copy and the quantized one: measured +2.1x the weights over the fp32 build's peak (an
-# MLP of 96 MiB: 390 MiB against 188 MiB, int8 and int4 alike).
+# MLP of 96 MiB: 390 MiB against 188 MiB, int8 and int4 alike). A mixed fp16 part's converter
+# holds the fp32 model and its fp16 copy: counted the same, not measured apart.
 QUANTIZER_ALPHA = 2.2
+MIXED_SCHEME = 1  # bump when what the fp16 conversion of a mixed target writes changes
+
+
+def _converted(target: Target) -> bool:
+    """Whether its build processes convert the part first (quantizer or fp16 converter)."""
+    return target.precision in QUANTIZED or target.mixed
 
 
 def memory_for(target: Target, memory: MemoryModel) -> MemoryModel:
     """The memory model a quantized target is planned with: its build processes count the
     quantizer's copies too (the planner splits it sooner); others' unchanged."""
-    if target.precision not in QUANTIZED:
+    if not _converted(target):
         return memory
     build = dataclasses.replace(memory.build, alpha=memory.build.alpha + QUANTIZER_ALPHA)
-    source = f"{memory.source}; {target.precision}: + {QUANTIZER_ALPHA} x weights (quantizer)"
+    what = "fp16 converter" if target.mixed else "quantizer"
+    source = f"{memory.source}; {target.precision}: + {QUANTIZER_ALPHA} x weights ({what})"
     return dataclasses.replace(memory, build=build, source=source)
 
 
 def fitted(target: Target, observed: list[Observation]) -> list[Observation]:
     """What the shared memory fit learns from a target's processes: not a quantized target's
     builds (memory_for adds their quantizer on top of the fit)."""
-    if target.precision not in QUANTIZED:
+    if not _converted(target):
         return observed
     return [o for o in observed if o.stage != "build"]
 
@@ -74,7 +83,10 @@ def warning(target: Target, table: dict[str, Any] | None) -> str | None:
 
 
 def key_settings(target: Target, table: dict[str, Any] | None) -> dict[str, Any]:
-    """Settings a quantized target's parts add to their key; {} for fp32, fp16, bf16."""
+    """Settings a quantized or mixed target's parts add to their key; {} for the others."""
+    kept = target.model.keep.get("fp32", [])
+    if target.mixed:
+        return {"mixed": {"scheme": MIXED_SCHEME, "fp16": "keep_io_types", "keep": kept}}
     if target.precision not in QUANTIZED:
         return {}
     if target.precision == "int4":
@@ -86,7 +98,6 @@ def key_settings(target: Target, table: dict[str, Any] | None) -> dict[str, Any]
             "weights": "per-channel symmetric",
             "activations": "per-tensor symmetric",
         }
-    kept = target.model.keep.get("fp32", [])
     scheme = {**scheme, "keep": kept} if kept else scheme
     return {"quantize": scheme, **({"calibration": table["sha256"]} if table else {})}
 

@@ -1,5 +1,5 @@
-"""`precision_search = true`: a quantized target that fails its check keeps the fewest modules
-at fp32 that make it pass (orchestrator side).
+"""`precision_search = true`: a quantized or fp16 target that fails its check keeps the fewest
+modules at fp32 that make it pass (orchestrator side).
 
 Each module that holds weights is ranked by its sensitivity: the check's worst rel_l2 with that
 module alone kept at fp32 (one build and one check each, every one a cached action). Modules are
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from trtbuild.model.graph import OpGraph
 from trtbuild.orchestrate import check
 from trtbuild.orchestrate.results import TargetResult
-from trtbuild.recipe.quantspec import QUANTIZED
+from trtbuild.recipe.quantspec import KEEPS
 
 if TYPE_CHECKING:
     from trtbuild.orchestrate.check import Reference
@@ -37,7 +37,7 @@ def search(ctx: TargetContext, ref: Reference) -> TargetResult | None:
     """The passing build with the fewest modules kept (see the module docstring), or None when
     the target does not ask for a search or no set of kept modules passes."""
     target = ctx.target
-    if not target.model.precision_search or target.precision not in QUANTIZED:
+    if not target.model.precision_search or target.precision not in KEEPS:
         return None
     already = list(target.model.keep.get("fp32", []))
     report = ctx.run.opts.report

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from trtbuild.errors import TrtbuildError
-from trtbuild.recipe.quantspec import missing_calibration, unsupported_keep
+from trtbuild.recipe.quantspec import QUANTIZED, missing_calibration, mixed, unsupported_keep
 from trtbuild.recipe.schema import (
     ONNX_PRECISIONS,
     BackendName,
@@ -51,6 +51,17 @@ class Target:
     @property
     def name(self) -> str:
         return f"{self.model.name}/{self.slot}"
+
+    @property
+    def mixed(self) -> bool:
+        """An fp16 target converted part by part with modules kept at fp32 (quantspec.mixed)."""
+        return mixed(self.precision, self.model.keep, self.model.precision_search)
+
+    @property
+    def graph_precision(self) -> str:
+        """The precision its graph is traced and its parts exported at: fp32 for a quantized or
+        mixed target (the quantizer or the fp16 converter runs on each part after), else its own."""
+        return "fp32" if self.precision in QUANTIZED or self.mixed else self.precision
 
 
 @dataclass(frozen=True)
@@ -187,7 +198,9 @@ def load_recipe(path: str | Path) -> Recipe:
         precisions: list[str] = list(model.precisions or schema.defaults.precisions)
         error = missing_calibration(
             model.name, precisions, model.calibration is not None
-        ) or unsupported_keep(model.name, precisions, model.keep)
+        ) or unsupported_keep(
+            model.name, precisions, model.keep, model.precision_search, model.onnx
+        )
         if error:
             raise TrtbuildError(f"{where(path, text, ('model', index))}: {error}")
     return recipe

@@ -41,19 +41,36 @@ class CalibrationSpec(BaseModel):
 
 
 # keep = { fp32 = ["*.norm*", "lm_head"] }: modules (globs over the names of the modules that
-# hold an op's weights) whose ops a quantized target leaves at fp32.
+# hold an op's weights) whose ops a quantized or fp16 target leaves at fp32.
 Keep = dict[Literal["fp32"], list[str]]
+KEEPS = (*QUANTIZED, "fp16")  # precisions `keep` and `precision_search` apply to
 
 
-def unsupported_keep(model: str, precisions: list[str], keep: Keep) -> str | None:
-    """The error for `keep` with a precision it does not apply to yet (fp16, bf16), or None."""
-    cast = [p for p in precisions if p in ("fp16", "bf16")]
-    if not keep.get("fp32") or not cast:
+def mixed(precision: str, keep: Keep, search: bool) -> bool:
+    """Whether an fp16 target is exported at fp32 and converted part by part, its kept modules
+    left at fp32 (trtbuild.backends.quantize): when it keeps modules or may search for them."""
+    return precision == "fp16" and (bool(keep.get("fp32")) or search)
+
+
+def unsupported_keep(
+    model: str, precisions: list[str], keep: Keep, search: bool, onnx: bool
+) -> str | None:
+    """The error for `keep` or `precision_search` where they do not apply, or None: bf16 (ONNX
+    Runtime's converter writes fp16 only) and models from ONNX files (no module names)."""
+    field = "keep" if keep.get("fp32") else "precision_search" if search else None
+    if field is None:
         return None
-    return (
-        f"model '{model}': field 'keep' applies to int8, int4 and fp8 targets (left out of "
-        f"quantization); precision {cast[0]!r} cannot keep layers at fp32 yet"
-    )
+    if onnx:
+        return (
+            f"model '{model}': field {field!r} needs a model from Python (its module names); "
+            "an ONNX source has none"
+        )
+    if "bf16" in precisions:
+        return (
+            f"model '{model}': field {field!r} applies to {', '.join(KEEPS)} targets; "
+            "precision 'bf16' cannot keep layers at fp32 yet"
+        )
+    return None
 
 
 def missing_calibration(model: str, precisions: list[str], has: bool) -> str | None:
