@@ -248,6 +248,60 @@ def test_calibration_is_cached_by_data_not_by_budget(tmp_path: Path) -> None:
     assert 'path = "calib/s005.npz"' in locked and "[target.calibration]" in locked
 
 
+GENERATOR = """import numpy as np
+
+OFFSET = 0.0
+
+
+def samples():
+    \"\"\"Calibration samples as a data pipeline makes them, one at a time, without end.\"\"\"
+    k = 0
+    while True:
+        rng = np.random.default_rng(100 + k)
+        yield {"x": rng.standard_normal(SHAPE).astype("float32") + OFFSET}
+        k += 1
+"""
+
+
+def test_int8_calibrates_on_the_samples_a_python_function_yields(tmp_path: Path) -> None:
+    """data = "calib.py:samples": the first `samples` dicts it yields are the calibration data,
+    the same table as those samples written as .npz files; the file (and what it reads) is the
+    calibration's input, pinned in the lock and named by explain when it changes."""
+    source = GENERATOR.replace("SHAPE", repr(SHAPE))
+    (tmp_path / "calib.py").write_text(source)
+    generated = CALIBRATION.replace('"calib/*.npz"', '"calib.py:samples"').replace("16", "4")
+    recipe = cnn_recipe(tmp_path, '["int8"]', generated, RANDOM_CNN)
+    recipe.write_text(recipe.read_text().replace('data = "check/*.npz"\n', ""))  # N(0, 1) too
+    first = build(recipe)
+    (target,) = first.targets
+    assert target.calibration and not target.calibration["cached"]
+    assert target.calibration["samples"] == 4 and "calib.py" in target.calibration["files"]
+    assert target.check and target.check["passed"]
+    assert build(recipe).up_to_date  # nothing runs again, the generator neither
+
+    folder = tmp_path / "npz"  # the same samples as files: the same table
+    folder.mkdir()
+    for k in range(4):
+        x = np.random.default_rng(100 + k).standard_normal(SHAPE).astype("float32")
+        np.savez(folder / f"s{k}.npz", x=x)
+    files = cnn_recipe(
+        tmp_path / "files", '["int8"]', CALIBRATION.replace("calib/", "../npz/"), RANDOM_CNN
+    )
+    build(files, Options(check=False, out=Path("files")))
+    assert (target.dir / "calibration.json").read_text() == (
+        Path("files/cnn/cnn/int8/calibration.json").read_text()
+    )
+
+    (tmp_path / "calib.py").write_text(source.replace("OFFSET = 0.0", "OFFSET = 0.5"))
+    lines = explain(recipe)
+    assert "changed: calib.py changed" in lines
+    assert "cnn/int8 part 0: would build: its calibration is not in the cache" in lines
+
+    (tmp_path / "calib.py").write_text(source.replace('{"x":', '{"image":'))
+    with pytest.raises(TrtbuildError, match=r"calib\.py:samples: sample 0 has no tensor 'x'"):
+        build(recipe)
+
+
 @pytest.mark.slow  # 11 s: the default run keeps the split run's reuse of the table (above)
 def test_part_by_part_calibration_equals_the_whole_model(tmp_path: Path) -> None:
     write_samples(tmp_path / "calib", 4, seed=3)

@@ -106,11 +106,47 @@ def sample(spec: dict[str, Any], k: int) -> dict[str, np.ndarray]:
     return out
 
 
-def calibrate(prepared: Prepared, job: Any) -> dict[str, Any]:
-    """Write the table of `job` (trtbuild.execution.jobs.CalibrateJob) and return facts about it."""
+def generate(spec: dict[str, Any], spill: Path, recipe: Any) -> dict[str, Any]:
+    """Run the function of data = "file.py:function" (spec["generator"], the file absolute) and
+    write the first spec["count"] samples it yields to `spill`, one at a time; `spec` then names
+    those files. Returns what the function's process read (trtbuild.model.depfile): its inputs.
+
+    Raises TrtbuildError naming the function when it fails, yields no sample or a sample that
+    is not a dict holding every model input."""
+    from trtbuild.errors import TrtbuildError
+    from trtbuild.model import depfile
+    from trtbuild.model.frontend import import_factory
+
+    where = spec["generator"]
+    files: list[str] = []
+    with depfile.recording() as touched:
+        function: Any = import_factory(recipe, where, "model.calibration.data")
+        try:
+            for k, item in enumerate(function()):
+                arrays = checkdata.as_sample(item, spec["inputs"], f"{where}: sample {k}")
+                path = spill / f"sample-{k}.npz"
+                np.savez(path, **arrays)  # type: ignore[arg-type]
+                files.append(str(path))
+                if len(files) == spec["count"]:
+                    break
+        except TrtbuildError:
+            raise
+        except Exception as exc:
+            raise TrtbuildError(f"{where}: {type(exc).__name__}: {exc}") from exc
+    if not files:
+        raise TrtbuildError(f"{where}: yielded no sample (field 'calibration.data')")
+    spec.update(files=files, count=len(files))
+    found = depfile.classify(touched, [spill.parent])
+    return {"files": found.files, "distributions": found.distributions, "env": found.env}
+
+
+def calibrate(prepared: Prepared, job: Any, recipe: Any) -> dict[str, Any]:
+    """Write the table of `job` (trtbuild.execution.jobs.CalibrateJob) and return facts about it
+    (with the inputs the samples' function read, for data = "file.py:function")."""
     program, graph, rename, source, constants, sizes = prepared
-    spec, parts, spill = job.samples, job.parts, Path(job.spill)
+    spec, parts, spill = dict(job.samples), job.parts, Path(job.spill)
     spill.mkdir(parents=True, exist_ok=True)
+    inputs = generate(spec, spill, recipe) if spec.get("generator") else None
     ranges = Ranges(job.method)
     model_inputs = {i["name"]: i["dtype"] for i in spec["inputs"]}
     later = _read_later(parts)
@@ -162,7 +198,8 @@ def calibrate(prepared: Prepared, job: Any) -> dict[str, Any]:
         "tensors": ranges.table(),
     }
     Path(job.table).write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
-    return {"tensors": len(table["tensors"]), "samples": spec["count"], "spill_bytes": spilled}
+    facts = {"tensors": len(table["tensors"]), "samples": spec["count"], "spill_bytes": spilled}
+    return {**facts, "inputs": inputs} if inputs else facts
 
 
 def _value_names(graph: fx.Graph, outputs: list[str]) -> dict[str, str]:

@@ -80,11 +80,24 @@ def _user_sample(path: Path, inputs: list[dict[str, Any]]) -> dict[str, np.ndarr
             arrays = {k: data[k] for k in data.files}
     except (OSError, ValueError) as exc:
         raise TrtbuildError(f"{path}: expected an .npz file of named arrays: {exc}") from None
+    return as_sample(arrays, inputs, str(path), "no array named")
+
+
+def as_sample(
+    arrays: Any, inputs: list[dict[str, Any]], where: str, missing: str = "has no tensor"
+) -> dict[str, np.ndarray]:
+    """One sample from a mapping of input name -> numpy array or CPU torch tensor (`inputs`:
+    InputSpec dumps), floats as float32; anything else is a TrtbuildError naming `where`."""
+    if not hasattr(arrays, "keys"):
+        raise TrtbuildError(
+            f"{where}: expected a dict of model input name -> array, got {type(arrays).__name__}"
+        )
     sample = {}
     for spec in inputs:
         if spec["name"] not in arrays:
-            raise TrtbuildError(f"{path}: no array named {spec['name']!r} (a model input)")
+            raise TrtbuildError(f"{where} {missing} {spec['name']!r} (a model input)")
         value = arrays[spec["name"]]
+        value = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
         dtype = "float32" if spec["dtype"] in FLOAT_DTYPES else spec["dtype"]
         sample[spec["name"]] = value.astype(dtype)
     return sample

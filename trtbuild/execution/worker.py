@@ -56,7 +56,7 @@ def run(job: Job) -> dict[str, Any]:
         from trtbuild.model.partexport import prepare
 
         state = Path(job.state) if job.state else None
-        return calibrate(prepare(recipe, job.model, "fp32", job.graph_digest, state), job)
+        return calibrate(prepare(recipe, job.model, "fp32", job.graph_digest, state), job, recipe)
     if recipe.model_spec(job.model).onnx:
         return _onnx_export(recipe, job)
     from trtbuild.model.partexport import export_parts, prepare

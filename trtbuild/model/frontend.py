@@ -35,13 +35,16 @@ PRECISION_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.
 PRECISION_DTYPES.update(dict.fromkeys(("int8", "int4", "fp8"), torch.float32))
 
 
-def import_factory(recipe: Recipe, source: str) -> Callable[..., nn.Module]:
-    """ "file.py:factory" (relative to the recipe) or "package.module:factory"."""
+def import_factory(
+    recipe: Recipe, source: str, field: str = "model.source"
+) -> Callable[..., nn.Module]:
+    """ "file.py:factory" (relative to the recipe) or "package.module:factory" (of recipe field
+    `field`, which errors name)."""
     module_ref, _, attr = source.rpartition(":")
     if module_ref.endswith(".py"):
         path = recipe.resolve(module_ref)
         if not path.is_file():
-            raise TrtbuildError(f"{recipe.path}: field 'model.source': file {path} not found")
+            raise TrtbuildError(f"{recipe.path}: field {field!r}: file {path} not found")
         name = "trtbuild_models_" + hashlib.sha256(str(path).encode()).hexdigest()[:12]
         module = sys.modules.get(name)
         if module is None:
@@ -62,11 +65,11 @@ def import_factory(recipe: Recipe, source: str) -> Callable[..., nn.Module]:
             module = importlib.import_module(module_ref)
         except ImportError as exc:
             raise TrtbuildError(
-                f"{recipe.path}: field 'model.source': cannot import {module_ref}: {exc}"
+                f"{recipe.path}: field {field!r}: cannot import {module_ref}: {exc}"
             ) from None
     factory = getattr(module, attr, None)
     if not callable(factory):
-        raise TrtbuildError(f"{recipe.path}: field 'model.source': {source} has no callable {attr}")
+        raise TrtbuildError(f"{recipe.path}: field {field!r}: {source} has no callable {attr}")
     return factory
 
 

@@ -3,8 +3,11 @@ target, computed once per model, weights, data and method.
 
 Key: the graph digest, the weight digests, the model inputs, each sample file's sha256 (or the
 seed of data = "random"), the sample count, the method and the toolchain; never the budget or
-the plan: the table (trtbuild.check.calibrate) is keyed by OpGraph tensor names, the same in
-every split, so a re-plan reuses it. On a miss, one measured worker process (a CalibrateJob)
+the plan. Samples a Python function yields (data = "calib.py:samples") are known once it has run:
+that key is a manifest, and the files its process read (the function's own file, the data it
+loaded: trtbuild.model.depfile) are discovered inputs (trtbuild.orchestrate.discovery). The
+table (trtbuild.check.calibrate) is keyed by OpGraph tensor names, the same in every split, so
+a re-plan reuses it. On a miss, one measured worker process (a CalibrateJob)
 runs the plan's parts in order, one sample at a time, within the target's budget.
 """
 
@@ -18,10 +21,11 @@ from trtbuild.cache.digests import DigestMemo, digest_json
 from trtbuild.check import data as checkdata
 from trtbuild.errors import BudgetExceeded, TrtbuildError
 from trtbuild.execution.jobs import CalibrateJob
+from trtbuild.orchestrate import discovery
 from trtbuild.orchestrate.records import process_record
 from trtbuild.recipe.quantspec import CALIBRATED
 from trtbuild.recipe.sizes import format_size
-from trtbuild.release.inputs import machine, relative
+from trtbuild.release.inputs import Inputs, discovered, machine, relative
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -33,6 +37,7 @@ if TYPE_CHECKING:
     from trtbuild.recipe.schema import ModelSpec
 
 SCHEMA = 1
+GENERATED = "calibration-"  # results of a manifest (data = "file.py:function")
 TABLE = "calibration.json"  # its name beside the engines
 MiB = 1 << 20
 
@@ -65,7 +70,7 @@ def sample_files(recipe: Recipe, spec: ModelSpec) -> list[Path]:
     """The calibration files of a model, sorted, at most `samples` of them ([] for "random");
     a glob that matches none is an error naming the field."""
     calib = spec.calibration
-    if calib is None or calib.random:
+    if calib is None or calib.random or calib.generator:
         return []
     try:
         files = checkdata.data_files(calib.data, recipe.root)
@@ -86,6 +91,7 @@ class Request:
     digests: dict[str, str]  # relative path -> sha256
     count: int
     inputs: list[dict[str, Any]]
+    generator: str | None  # "<absolute file>.py:function" of data = "file.py:function"
 
 
 def request(recipe: Recipe, target: Target, job: GraphResult, memo: DigestMemo) -> Request | None:
@@ -96,30 +102,48 @@ def request(recipe: Recipe, target: Target, job: GraphResult, memo: DigestMemo) 
         return None
     files = sample_files(recipe, target.model)
     digests = {relative(f, recipe.root): memo.sha256(f) for f in files}
-    count = spec.samples if spec.random else len(files)
+    count = len(files) if files else spec.samples
     inputs = [i.model_dump(mode="json") for i in target.model.inputs]
-    key = digest_json(
+    generator = None
+    if spec.generator:
+        file, _, function = spec.data.rpartition(":")
+        generator = f"{recipe.resolve(file)}:{function}"
+    key = ("calibration-manifest-" if generator else "") + digest_json(
         {
             "schema": SCHEMA,
             "graph": job.digest,
             "weights": job.weight_digests,
             "inputs": inputs,
-            "data": digests if files else {"random": spec.seed},
+            "data": digests
+            if files
+            else {"generator": spec.data}
+            if generator
+            else {"random": spec.seed},
             "samples": count,
             "method": spec.method,
             "toolchain": machine("onnxruntime")["toolchain"],
         }
     )
-    return Request(key, files, digests, count, inputs)
+    return Request(key, files, digests, count, inputs, generator)
 
 
 def cached(recipe: Recipe, target: Target, job: GraphResult, store: Store) -> Calibration | None:
     """The target's calibration if the cache holds it (explain), else None."""
-    wanted = request(recipe, target, job, DigestMemo(store.layout.digests))
-    record = store.get_action(wanted.key) if wanted else None
-    if wanted is None or record is None:
+    memo = DigestMemo(store.layout.digests)
+    wanted = request(recipe, target, job, memo)
+    if wanted is None:
         return None
-    return Calibration(wanted.key, record["blobs"]["table"], wanted.digests, record, True)
+    if wanted.generator:
+        hit = discovery.lookup(store, wanted.key, GENERATED, recipe.root, memo)
+        if hit is None:
+            return None
+        record, inputs = hit
+        key = discovery.result_key(GENERATED, wanted.key, inputs)
+        return Calibration(key, record["blobs"]["table"], inputs.files, record, True)
+    stored = store.get_action(wanted.key)
+    if stored is None:
+        return None
+    return Calibration(wanted.key, stored["blobs"]["table"], wanted.digests, stored, True)
 
 
 def calibrate(ctx: TargetContext) -> Calibration | None:
@@ -130,21 +154,27 @@ def calibrate(ctx: TargetContext) -> Calibration | None:
     wanted = request(recipe, target, ctx.job, ctx.run.memo)
     if wanted is None or spec is None:
         return None
-    key, files, digests, count, inputs = (
-        wanted.key,
-        wanted.files,
-        wanted.digests,
-        wanted.count,
-        wanted.inputs,
-    )
+    key, files, count = wanted.key, wanted.files, wanted.count
 
     def calibration_job() -> dict[str, Any]:
         opts.report(f"{target.name}: calibrating on {count} sample(s) ({spec.method})")
-        job = {"inputs": inputs, "files": [str(f) for f in files], "count": count}
-        return _run(ctx, key, {**job, "seed": spec.seed}, spec.method)
+        job = {"inputs": wanted.inputs, "files": [str(f) for f in files], "count": count}
+        job.update(seed=spec.seed, generator=wanted.generator)
+        return _run(ctx, key, job, spec.method)
 
-    record, hit = store.get_or_run(key, calibration_job)
-    return Calibration(key, record["blobs"]["table"], digests, record, hit)
+    if wanted.generator is None:
+        record, hit = store.get_or_run(key, calibration_job)
+        return Calibration(key, record["blobs"]["table"], wanted.digests, record, hit)
+
+    def generated() -> tuple[dict[str, Any], Inputs]:
+        record = calibration_job()
+        inputs = discovered(record.pop("inputs"), recipe.root, ctx.run.memo)
+        return {**record, "key": discovery.result_key(GENERATED, key, inputs)}, inputs
+
+    memo = ctx.run.memo
+    record, inputs, hit = discovery.get_or_run(store, key, GENERATED, recipe.root, memo, generated)
+    result_key = discovery.result_key(GENERATED, key, inputs)
+    return Calibration(result_key, record["blobs"]["table"], inputs.files, record, hit)
 
 
 def _run(ctx: TargetContext, key: str, samples: dict[str, Any], method: str) -> dict[str, Any]:
@@ -187,13 +217,14 @@ def _run(ctx: TargetContext, key: str, samples: dict[str, Any], method: str) -> 
         process = process_record("calibrate", outcome, heaviest.load, predicted, share)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)  # the spilled tensors go with it
-    return {
+    record = {
         "key": key,
         "blobs": {"table": blob},
         "method": method,
-        "samples": samples["count"],
+        "samples": outcome.result["samples"],  # a generator may yield fewer than asked
         "process": process,
     }
+    return {**record, "inputs": outcome.result["inputs"]} if "inputs" in outcome.result else record
 
 
 def _too_big(name: str, budget: int, what: str, largest: int) -> TrtbuildError:

@@ -21,6 +21,7 @@ from trtbuild.execution import jobs
 from trtbuild.execution.executor import Executor, run_job
 from trtbuild.model.checkpoint import checkpoint_files
 from trtbuild.model.nativefiles import model_files
+from trtbuild.orchestrate import discovery
 from trtbuild.recipe.load import Recipe, Target
 from trtbuild.recipe.schema import ModelSpec
 from trtbuild.recipe.sizes import format_size
@@ -34,7 +35,6 @@ NOT_GRAPH = {
     *("budget", "backend", "precisions", "devices", "check"),
     *("calibration", "keep", "precision_search"),  # quantized targets: after the graph
 }
-MAX_INPUT_SETS = 16  # input sets remembered per manifest, newest first
 
 
 @dataclass(frozen=True)
@@ -106,18 +106,13 @@ def graph_job(
             toolchain(),
         ]
     )
-    hit = _lookup(store, manifest, recipe.root, memo)
-    if hit is not None:
-        return fixed_base(store, hit)
-    with store.locked(manifest):
-        hit = _lookup(store, manifest, recipe.root, memo)
-        if hit is not None:
-            return fixed_base(store, hit)
+
+    def run() -> tuple[dict[str, Any], Inputs]:
         job = _run(recipe, target, store, memo, budget, executor)
-        store.put_action(_result_key(manifest, job.inputs), job.to_json())
-        sets = [job.inputs.to_json(), *_input_sets(store, manifest)][:MAX_INPUT_SETS]
-        store.put_action(manifest, {"input_sets": sets, "blobs": {}}, replace=True)
-    return fixed_base(store, job)
+        return job.to_json(), job.inputs
+
+    record, _, _ = discovery.get_or_run(store, manifest, "graph-", recipe.root, memo, run)
+    return fixed_base(store, GraphResult.from_json(record))
 
 
 def fixed_base(store: Store, job: GraphResult) -> GraphResult:
@@ -163,26 +158,6 @@ def _with_code(digests: dict[str, str], code_init: list[str], inputs: Inputs) ->
     depend on that code: they take the digest of the model's inputs in."""
     code, by_code = inputs.digest(), set(code_init)
     return {n: digest_json([d, code]) if n in by_code else d for n, d in digests.items()}
-
-
-def _input_sets(store: Store, manifest: str) -> list[dict[str, Any]]:
-    entry = store.get_action(manifest)
-    return list(entry["input_sets"]) if entry else []
-
-
-def _lookup(store: Store, manifest: str, root: Path, memo: DigestMemo) -> GraphResult | None:
-    for raw in _input_sets(store, manifest):
-        inputs = Inputs.from_json(raw)
-        if inputs.changes(root, memo, limit=1):
-            continue
-        entry = store.get_action(_result_key(manifest, inputs))
-        if entry is not None:
-            return GraphResult.from_json(entry)
-    return None
-
-
-def _result_key(manifest: str, inputs: Inputs) -> str:
-    return "graph-" + digest_json([manifest, inputs.digest()])
 
 
 def _run(

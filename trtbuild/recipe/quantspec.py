@@ -2,7 +2,9 @@
 
     [model.calibration]
     data = "calib/*.npz"   # files of named input arrays (one sample per file), relative to the
-                           # recipe; or "random": seeded normal inputs (ranges of no real data)
+                           # recipe; or "calib.py:samples": a function (file relative to the
+                           # recipe) whose iterator yields dicts of input name -> array or tensor;
+                           # or "random": seeded normal inputs (ranges of no real data)
     samples = 256          # at most this many samples (files in sorted order)
     method = "minmax"      # "minmax" | "entropy" | "percentile"
 
@@ -12,6 +14,7 @@ MatMul/Gemm weights, no calibration); fp8 is TensorRT only (Q/DQ in E4M3, calibr
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,7 +33,7 @@ class CalibrationSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    data: str = Field(min_length=1)  # a glob of .npz files relative to the recipe, or "random"
+    data: str = Field(min_length=1)  # a glob of .npz files, "file.py:function" or "random"
     samples: int = Field(256, ge=1)
     method: Literal["minmax", "entropy", "percentile"] = "minmax"
     seed: int = 0  # of data = "random"
@@ -38,6 +41,14 @@ class CalibrationSpec(BaseModel):
     @property
     def random(self) -> bool:
         return self.data == RANDOM
+
+    @property
+    def generator(self) -> bool:
+        """Whether `data` names a Python function yielding the samples ("calib.py:samples")."""
+        return GENERATOR.match(self.data) is not None
+
+
+GENERATOR = re.compile(r"^[^*?\[:]+\.py:[A-Za-z_][A-Za-z0-9_]*$")
 
 
 # keep = { fp32 = ["*.norm*", "lm_head"] }: modules (globs over the names of the modules that
