@@ -9,9 +9,10 @@ or leak stays in the child, which exits after its one job), watched and measured
 Protocol: JSON lines. The orchestrator writes `{"id", "job", "log", "cwd"}` to the server's stdin;
 the server answers `{"id", "pid"}` once the child runs and `{"pid", "status"}` when it exits
 (a pidfd per child: the server is single-threaded, which is what makes forking it safe), and
-`{"rss_bytes"}` once ready. The server's state never changes after that (it runs no export of
-its own: a warm-up export was tried and changed the names a later graph job's nodes got), so
-every child, in this run or a later one that reuses the server, starts from the same state. The
+`{"rss_bytes"}` once ready, and again once idle it has built the ONNX exporter's registry (which
+traces nothing: zygote.py). It runs no export of its own (a warm-up export was tried and changed
+the names a later graph job's nodes got), so every child, in this run or a later one that reuses
+the server, traces from the same state. The
 kernel kills the server when trtbuild dies (PR_SET_PDEATHSIG, set before its slow imports) and a
 child when its server dies; a stopped server (stdin closed) kills its children and exits.
 
@@ -166,7 +167,9 @@ class ForkServer:
         for line in session.proc.stdout:
             message = json.loads(line)
             with self._lock:
-                if "id" in message:
+                if "rss_bytes" in message:  # grown: the exporter's registry (zygote.py)
+                    self.rss_bytes = message["rss_bytes"]
+                elif "id" in message:
                     session.started.pop(message["id"]).set_result(message["pid"])
                 else:
                     waiting = session.exited.setdefault(message["pid"], Future())

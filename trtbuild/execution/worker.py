@@ -118,7 +118,7 @@ def _graph(recipe: Any, job: GraphJob) -> dict[str, Any]:
     # in the recipe) still reads it here, transiently (measured); its values come from the state
     # job (trtbuild.orchestrate.statejob), and the file is an input of this graph like any file it reads.
     with depfile.recording() as touched:
-        frontend.import_exporter()
+        frontend.import_exporter(registry=False)  # torch.onnx.export's: not needed here
         _, program = frontend.export_model(recipe, spec, job.precision)
         graph, _ = exported_graph(program, spec)
         base = own_peak_rss()  # the model's own process cost, before any weight is read

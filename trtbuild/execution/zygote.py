@@ -16,9 +16,12 @@ from typing import Any
 from trtbuild.errors import is_disk_full
 
 # What a graph or export job imports before it runs any model code: a forked child starts where
-# a fresh worker is when its depfile recording begins. The server then also runs
-# frontend.import_exporter(), which a graph job runs inside its recording: a child records those
-# modules as imported (depfile.set_baseline), so the lock is the same with or without the server.
+# a fresh worker is when its depfile recording begins. The server then also imports the exporter's
+# modules (frontend.import_exporter(registry=False)), which a graph job imports inside its
+# recording: a child records those modules as imported (depfile.set_baseline), so the lock is the
+# same with or without the server. The registry's first build (0.6 s) waits until the server is
+# idle: after it forked the run's first jobs, on the core they leave free.
+IDLE_SECONDS = 0.2
 BASELINE = (
     "trtbuild.execution.worker",
     "trtbuild.recipe.schema",
@@ -83,13 +86,20 @@ def serve() -> None:
     depfile.set_baseline(sys.modules)
     from trtbuild.model import frontend
 
-    frontend.import_exporter()
+    frontend.import_exporter(registry=False)
     server_pid = os.getpid()
     _reply(replies, {"rss_bytes": status_bytes("VmRSS")})
     children: dict[int, int] = {}  # pidfd -> pid
     pending = b""
+    # seconds without a request before the registry is built (the run's first jobs come at once)
+    idle: float | None = IDLE_SECONDS
     while True:
-        readable, _, _ = select.select([requests, *children], [], [])
+        readable, _, _ = select.select([requests, *children], [], [], idle)
+        if not readable and idle is not None:
+            frontend.import_exporter()  # every export job's: before it is asked for
+            _reply(replies, {"rss_bytes": status_bytes("VmRSS")})  # its pages, counted once
+            idle = None
+            continue
         for fd in readable:
             if fd != requests:
                 pid = children.pop(fd)
