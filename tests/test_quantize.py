@@ -184,6 +184,46 @@ def test_keep_holds_a_module_that_overflows_in_fp16_at_fp32(tmp_path: Path) -> N
     assert dtypes["w__up__weight"] == onnx.TensorProto.FLOAT16  # the rest at fp16
 
 
+def test_keep_takes_every_op_of_a_module_not_only_those_reading_its_weights(
+    tmp_path: Path,
+) -> None:
+    """An RMS norm squares and averages before it reads its weight: kept at fp32, its Pow and
+    ReduceMean are kept too (their ONNX name scopes say which module made them), else the
+    square still overflows in fp16 on TensorRT."""
+    from trtbuild.backends.quantize import kept_nodes
+
+    class RMSNorm(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(16))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.weight
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm, self.head = RMSNorm(), torch.nn.Linear(16, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.norm(x))
+
+    class Wrapper(torch.nn.Module):  # as trtbuild exports it: the user's model is `model`
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = Net()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.model(x)
+
+    path = tmp_path / "net.onnx"
+    torch.onnx.export(Wrapper().eval(), (torch.randn(2, 16),), str(path), dynamo=True)
+    model = onnx.load(str(path))
+    kept = {n.name: n.op_type for n in model.graph.node if n.name in kept_nodes(model, ["norm"])}
+    assert {"Pow", "ReduceMean", "Mul"} <= set(kept.values()), kept
+    assert "Gemm" not in kept.values()  # the head is not the norm
+
+
 def test_keep_where_it_cannot_apply_is_one_error(tmp_path: Path) -> None:
     recipe = sensor_recipe(tmp_path, 'keep = { fp32 = ["norm"] }')
     recipe.write_text(recipe.read_text().replace('["fp16"]', '["fp16", "bf16"]'))
