@@ -68,16 +68,24 @@ def write_samples(folder: Path, count: int, seed: int) -> None:
         np.savez(folder / f"s{k:03d}.npz", x=x[k * 8 : (k + 1) * 8].numpy())
 
 
+def project(folder: Path, model: str, recipe: str) -> Path:
+    """`folder` holding tests/data/models/<model>.py under models/ and `recipe` as <model>.toml."""
+    (folder / "models").mkdir(parents=True, exist_ok=True)
+    (folder / "models" / f"{model}.py").write_text((DATA / "models" / f"{model}.py").read_text())
+    path = folder / f"{model}.toml"
+    path.write_text(recipe)
+    return path
+
+
 def cnn_recipe(
     folder: Path,
     precisions: str = '["fp32", "int8"]',
     extra: str = "",
     weights: str = '"cnn.safetensors"',
 ) -> Path:
-    (folder / "models").mkdir(parents=True, exist_ok=True)
-    (folder / "models" / "cnn.py").write_text((DATA / "models" / "cnn.py").read_text())
-    path = folder / "cnn.toml"
-    path.write_text(
+    return project(
+        folder,
+        "cnn",
         f"""[recipe]
 name = "cnn"
 [defaults]
@@ -92,9 +100,8 @@ name = "x"
 shape = {list(SHAPE)}
 [model.check]
 data = "check/*.npz"
-{extra}"""
+{extra}""",
     )
-    return path
 
 
 CALIBRATION = '[model.calibration]\ndata = "calib/*.npz"\nsamples = 16\nmethod = "minmax"\n'
@@ -149,10 +156,9 @@ def test_int8_needs_a_calibration(tmp_path: Path) -> None:
 def sensor_recipe(folder: Path, extra: str = "") -> Path:
     """The sensor model (tests/data/models/sensor.py) at fp16: its norm's shift (101325) is past
     fp16's largest number."""
-    (folder / "models").mkdir(parents=True, exist_ok=True)
-    (folder / "models" / "sensor.py").write_text((DATA / "models" / "sensor.py").read_text())
-    path = folder / "sensor.toml"
-    path.write_text(
+    return project(
+        folder,
+        "sensor",
         f"""[recipe]
 name = "sensor"
 [defaults]
@@ -165,9 +171,8 @@ source = "models/sensor.py:sensor_mlp"
 [[model.inputs]]
 name = "x"
 shape = [4, 16]
-"""
+""",
     )
-    return path
 
 
 def test_keep_holds_a_module_that_overflows_in_fp16_at_fp32(tmp_path: Path) -> None:

@@ -104,21 +104,17 @@ def request(recipe: Recipe, target: Target, job: GraphResult, memo: DigestMemo) 
     digests = {relative(f, recipe.root): memo.sha256(f) for f in files}
     count = len(files) if files else spec.samples
     inputs = [i.model_dump(mode="json") for i in target.model.inputs]
-    generator = None
+    generator, data = None, digests if files else {"random": spec.seed}
     if spec.generator:
         file, _, function = spec.data.rpartition(":")
-        generator = f"{recipe.resolve(file)}:{function}"
+        generator, data = f"{recipe.resolve(file)}:{function}", {"generator": spec.data}
     key = ("calibration-manifest-" if generator else "") + digest_json(
         {
             "schema": SCHEMA,
             "graph": job.digest,
             "weights": job.weight_digests,
             "inputs": inputs,
-            "data": digests
-            if files
-            else {"generator": spec.data}
-            if generator
-            else {"random": spec.seed},
+            "data": data,
             "samples": count,
             "method": spec.method,
             "toolchain": machine("onnxruntime")["toolchain"],
