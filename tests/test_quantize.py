@@ -342,6 +342,10 @@ def test_int8_calibrates_on_the_samples_a_python_function_yields(tmp_path: Path)
     assert "changed: calib.py changed" in lines
     assert "cnn/int8 part 0: would build: its calibration is not in the cache" in lines
 
+    recipe.write_text(recipe.read_text().replace("calib.py:samples", "calibration.py:samples"))
+    with pytest.raises(TrtbuildError, match=r"cnn\.toml:\d+: field 'calibration.data': "):
+        load_recipe(recipe)  # no such file: said before anything runs
+    recipe.write_text(recipe.read_text().replace("calibration.py:samples", "calib.py:samples"))
     (tmp_path / "calib.py").write_text(source.replace('{"x":', '{"image":'))
     with pytest.raises(TrtbuildError, match=r"calib\.py:samples: sample 0 has no tensor 'x'"):
         build(recipe)

@@ -203,4 +203,13 @@ def load_recipe(path: str | Path) -> Recipe:
         )
         if error:
             raise TrtbuildError(f"{where(path, text, ('model', index))}: {error}")
+        calib = model.calibration
+        if calib is not None and calib.generator:
+            file = recipe.resolve(calib.data.rpartition(":")[0])
+            if not file.is_file():
+                raise TrtbuildError(
+                    f"{recipe.model_loc(model.name, 'calibration')}: field 'calibration.data': "
+                    f"{calib.data!r} names {file}, which is not a file (expected a .py file "
+                    "relative to the recipe, with the function after the colon)"
+                )
     return recipe
