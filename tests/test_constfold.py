@@ -25,6 +25,7 @@ def exported(folder: Path) -> Path:
         model, (torch.randn(1, 3, 16, 16),), dynamo=True, optimize=False, verbose=False
     )
     path = folder / "part.onnx"
+    assert program is not None
     program.save(str(path), external_data=True)
     return path
 
@@ -44,8 +45,8 @@ def test_a_convolutions_zero_bias_becomes_a_weight(tmp_path: Path) -> None:
         assert not onnx.numpy_helper.to_array(bias).any()
     assert weights[model.graph.node[0].input[1]].data_location == onnx.TensorProto.EXTERNAL
     x = np.random.default_rng(0).standard_normal((1, 3, 16, 16), dtype=np.float32)
-    outputs = [ort.InferenceSession(str(p)).run(None, {"input": x})[0] for p in (path, folded)]
-    np.testing.assert_allclose(*outputs, rtol=1e-5, atol=1e-6)  # fused differently by ORT
+    want, got = (ort.InferenceSession(str(p)).run(None, {"input": x})[0] for p in (path, folded))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)  # fused differently by ORT
 
 
 def test_a_graph_without_computed_constants_is_left_as_it_is(tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ def fold_constants(onnx_path: Path, folded: Path) -> Path:
     wanted = sorted(n for n in reads & computed if types.get(n) in FLOATS)  # quantizer's reads
     if not wanted:
         return onnx_path
-    needed, sub_nodes = set(wanted), []  # only what the wanted values are computed from
+    needed, sub_nodes = set(wanted), list[Any]()  # what the wanted values are made of
     for k in sorted(found, reverse=True):
         if needed & set(nodes[k].output):
             sub_nodes.insert(0, found[k])
