@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from trtbuild.backends.constfold import fold_constants
+
 QUANTIZED = ("int8", "int4", "fp8")
 
 
@@ -35,6 +37,7 @@ def quantized(onnx_path: Path, settings: Mapping[str, Any]) -> Path:
         return onnx_path
     out = onnx_path.with_name(f"{onnx_path.stem}.{precision}.onnx")
     keep = list(settings.get("quantize", {}).get("keep", []))
+    onnx_path = fold_constants(onnx_path, out.with_name(f"{onnx_path.stem}.constants.onnx"))
     onnx_path = _fold_weight_transposes(onnx_path, out.with_name(f"{onnx_path.stem}.folded.onnx"))
     if precision == "int4":  # TensorRT reads blocked DequantizeLinear, not MatMulNBits
         _int4(onnx_path, out, int(settings["quantize"]["block"]), "tensorrt" in settings, keep)

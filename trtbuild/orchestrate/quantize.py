@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     from trtbuild.planner.observations import Observation
     from trtbuild.recipe.load import Recipe, Target
 
-SCHEME = (
-    3  # bump when what the quantizer writes changes (2: weight transposes folded, 3: bias sums)
-)
+# bump when what the quantizer writes changes (2: weight transposes folded, 3: bias sums,
+# 4: values computed from constants folded, as a convolution's zero bias)
+SCHEME = 4
 INT4_BLOCK = 128  # weights per scale of int4 (MatMulNBits' block_size)
 # A quantized part's build process also runs the quantizer, which holds the fp32 model, its
 # folded copy and the quantized one: measured +2.1x the weights over the fp32 build's peak (an
