@@ -5,6 +5,7 @@ Real models, real calibration and build processes, real ONNX Runtime engines."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import trtbuild
 from trtbuild.errors import TrtbuildError
 from trtbuild.orchestrate.build import Options, build
 from trtbuild.orchestrate.explain import explain
+from trtbuild.orchestrate.planning import plan_targets
 from trtbuild.planner.memory import MemoryModel, Stage
 from trtbuild.recipe.load import load_recipe
 
@@ -473,6 +475,23 @@ def test_a_calibration_over_the_budget_is_one_error_before_it_runs(recipes: Path
     ):
         build(recipe)
     assert not list(Path("build").rglob("*.onnx"))
+
+
+def test_the_smallest_budget_a_refusal_names_is_one_that_plans(recipes: Path) -> None:
+    """gpt2 at int8 and 704 MiB: the refusal named the heaviest group by weight (the 147 MiB
+    embedding, 548 MiB predicted, which fits) and "the smallest budget that works is 548 MiB",
+    under the very budget refused. The group that needs the most is the lm_head (a Linear on a
+    3-D input, of the same 147 MiB, transposed by the builder and copied by the quantizer): the
+    refusal names it, and the budget it names plans, every part within it."""
+    recipe = recipes / "gpt2.toml"
+    text = recipe.read_text().replace('precisions = ["fp32"]', 'precisions = ["int8"]')
+    recipe.write_text(text + '[model.calibration]\ndata = "random"\nsamples = 1\n')
+    with pytest.raises(TrtbuildError, match=r"704.00 MiB is too small: op group 'linear_") as err:
+        plan_targets(recipe, Options(backend="onnxruntime"))
+    smallest = int(re.search(r"smallest budget that works is (\d+) bytes", str(err.value))[1])
+    assert smallest > 704 << 20, err.value
+    (planned,) = plan_targets(recipe, Options(backend="onnxruntime", budget=smallest))
+    assert all(p.predicted_peak_bytes <= smallest for p in planned.plan.parts)
 
 
 @pytest.mark.slow  # one build and check per module, then the greedy ones: ~30 s

@@ -84,9 +84,17 @@ def plan(
     problem = problem_of(graph, groups)
     kinds = rewrites(graph)
     cap = memory.max_weight_bytes(budget, load_of(graph, graph.weights, kinds))
-    heaviest = max(range(problem.n), key=lambda v: problem.weight_of([v]), default=None)
-    heaviest_load = load_of(graph, _group_weights(graph, groups, heaviest), kinds)
-    min_budget = max(memory.predict(heaviest_load), graph_peak)
+    # The group whose own part is predicted highest (not always the heaviest: a transposed
+    # Linear costs more than an embedding of its size) sets the smallest budget that works.
+    loads = [load_of(graph, _group_weights(graph, groups, v), kinds) for v in range(problem.n)]
+    hungriest = max(range(problem.n), key=lambda v: memory.predict(loads[v]), default=None)
+    hungriest_load = loads[hungriest] if hungriest is not None else load_of(graph, [], kinds)
+    min_budget = max(memory.predict(hungriest_load), graph_peak)
+    if problem.n and min_budget <= budget:
+        # The cap comes from the model's average shape: a group that fits alone by its own
+        # load (an embedding: no transposes) must not be refused by it; each part's own
+        # predicted peak is checked below.
+        cap = max(cap, max(problem.weight_of([v]) for v in range(problem.n)))
     if budget < graph_peak:
         raise BudgetTooSmall(
             f"budget {format_size(budget)} is too small: exporting the model's graph on the meta "
@@ -96,12 +104,13 @@ def plan(
     for attempt in range(MAX_SHRINKS):
         try:
             solution = solve(problem, cap)
-        except TooBig:  # name the heaviest group, not the first one found over the cap
-            assert heaviest is not None
+        except TooBig:  # name the group that needs the most, not the first one over the cap
+            assert hungriest is not None
             raise BudgetTooSmall(
-                f"budget {format_size(budget)} is too small: op group '{problem.labels[heaviest]}' "
-                f"alone holds {format_size(heaviest_load.weight_bytes)} of weights and needs a "
-                f"predicted {format_size(min_budget)}",
+                f"budget {format_size(budget)} is too small: op group "
+                f"'{problem.labels[hungriest]}' alone holds "
+                f"{format_size(hungriest_load.weight_bytes)} of weights and needs a predicted "
+                f"{format_size(min_budget)}",
                 min_budget,
             ) from None
         made = _make_plan(graph, groups, solution, budget, min_budget, memory, kinds)
