@@ -104,6 +104,21 @@ def test_factory_state_is_what_gets_built(tmp_path: Path) -> None:
         assert rel_error(fresh, _module(recipe.parent / "inputs_loaded.py").loaded()(x)) < 1e-5
 
 
+def test_plan_of_a_model_without_weights_prints_in_every_format(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`plan` holds no weights: a model whose factory makes its own (no `weights`) has no weight
+    digests before its state job has run; plan's disk estimate crashed on them (exit 3)."""
+    from trtbuild.cli import main
+
+    recipe = _project(tmp_path / "proj")
+    _save_checkpoint(recipe.parent, seed=1)
+    for fmt in ("text", "json"):
+        assert main(["plan", str(recipe), "--format", fmt]) == 0
+    out = capsys.readouterr().out
+    assert "loaded/fp32" in out and '"disk"' in out
+
+
 def test_budget_that_cannot_hold_the_state_is_one_line(tmp_path: Path) -> None:
     text = RECIPE[: RECIPE.index('[[model]]\nname = "initialised"')]
     text = text.replace('source = "inputs_loaded.py:loaded"', 'source = "inputs_loaded.py:wide"')

@@ -30,6 +30,7 @@ from trtbuild.model.graph import OpGraph
 from trtbuild.orchestrate import actions, quantize
 from trtbuild.orchestrate.graphjob import GraphResult
 from trtbuild.orchestrate.partspec import backend_settings, part_fields
+from trtbuild.orchestrate.statejob import cached_weights
 from trtbuild.planner import Plan
 from trtbuild.recipe.load import Recipe, Target
 from trtbuild.recipe.quantspec import ENGINE_SHARE
@@ -122,12 +123,16 @@ def target_need(
     settings = backend_settings(recipe, target, backend, release)
     quantized = quantize.cached_key_settings(recipe, target, job, store)
     settings.update(quantized or {})  # no calibration yet: no part of it can be cached
-    fields = part_fields(target, graph, job, the_plan, backend, settings)
+    if any(w not in job.weight_digests for w in graph.weights):
+        # the model's own weights (no `weights`): known once its state job ran (plan runs none)
+        job = cached_weights(target, job, store) or job
+    keyed = quantized is not None and all(w in job.weight_digests for w in graph.weights)
+    fields = part_fields(target, graph, job, the_plan, backend, settings) if keyed else []
     copies = device(out_dir) != device(store.root)
     need = DiskNeed(str(store.root), str(out_dir.resolve()))
     share = ENGINE_SHARE.get(target.precision, 1.0)  # quantized: fp32 ONNX, smaller engine
-    for part, field_set in zip(the_plan.parts, fields):
-        where = None if quantized is None else _where(store, actions.action_key(field_set))
+    for index, part in enumerate(the_plan.parts):
+        where = _where(store, actions.action_key(fields[index])) if keyed else None
         engine = int(part.weight_bytes * share)  # the part's weights at the engine's precision
         if where is None:
             # its ONNX and weights (and its Q/DQ copy, as large as the engine)
