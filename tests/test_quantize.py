@@ -253,6 +253,9 @@ def test_keep_where_it_cannot_apply_is_one_error(tmp_path: Path) -> None:
     recipe.write_text(recipe.read_text().replace('["fp16"]', '["fp16", "bf16"]'))
     with pytest.raises(TrtbuildError, match=r"sensor\.toml:\d+: .*'keep' applies to .*'bf16'"):
         load_recipe(recipe)
+    misspelt = sensor_recipe(tmp_path / "misspelt", 'keep = { fp32 = ["nrom"] }')
+    with pytest.raises(TrtbuildError, match=r"'keep': 'nrom' matches no module .*: norm, up"):
+        plan_targets(misspelt)  # it would keep nothing, and say nothing
     (tmp_path / "m.onnx").write_bytes(b"")
     text = recipe.read_text().replace('["fp16", "bf16"]', '["fp16"]')
     recipe.write_text(text.replace("models/sensor.py:sensor_mlp", "onnx:m.onnx"))

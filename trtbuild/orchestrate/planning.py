@@ -17,6 +17,7 @@ from trtbuild.model.graphcheck import check_dtypes
 from trtbuild.orchestrate import quantize
 from trtbuild.orchestrate.graphjob import GraphResult, graph_job
 from trtbuild.orchestrate.options import Options
+from trtbuild.orchestrate.search import check_keep
 from trtbuild.planner import Plan, plan
 from trtbuild.planner.memory import MemoryModel, memory_model, pinned, source_export
 from trtbuild.planner.proofs import Actions
@@ -114,6 +115,7 @@ def plan_target(
     Raises TrtbuildError naming the target and the smallest budget that works when none fits.
     """
     check_dtypes(graph, target.model.name)
+    check_keep(target, graph)
     floor = 0 if override else job.peak_rss_bytes
     try:
         return plan(

@@ -11,9 +11,11 @@ match). Greedy: the fewest in that order, not proven the fewest of all sets.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import json
 from typing import TYPE_CHECKING, Any
 
+from trtbuild.errors import TrtbuildError
 from trtbuild.model.graph import OpGraph
 from trtbuild.orchestrate import check
 from trtbuild.orchestrate.results import TargetResult
@@ -22,6 +24,7 @@ from trtbuild.recipe.quantspec import KEEPS
 if TYPE_CHECKING:
     from trtbuild.orchestrate.check import Reference
     from trtbuild.orchestrate.context import TargetContext
+    from trtbuild.recipe.load import Target
 
 
 def modules(graph: OpGraph) -> list[str]:
@@ -31,6 +34,20 @@ def modules(graph: OpGraph) -> list[str]:
         for weight in op.weights:
             found.setdefault(weight.rpartition(".")[0] or weight, None)
     return list(found)
+
+
+def check_keep(target: Target, graph: OpGraph) -> None:
+    """Every glob of the model's `keep` names a module (or weight) of its graph: a misspelt one
+    would keep nothing and say nothing. Raises TrtbuildError naming the glob and the modules."""
+    names = modules(graph)
+    everything = [*names, *graph.weights]
+    for glob in target.model.keep.get("fp32", []):
+        if not any(fnmatch.fnmatchcase(n, glob) for n in everything):
+            shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+            raise TrtbuildError(
+                f"model '{target.model.name}': field 'keep': {glob!r} matches no module of the "
+                f"model (modules holding weights: {shown})"
+            )
 
 
 def search(ctx: TargetContext, ref: Reference) -> TargetResult | None:
