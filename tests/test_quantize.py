@@ -197,6 +197,10 @@ shape = [4, 16]
 def test_keep_holds_a_module_that_overflows_in_fp16_at_fp32(tmp_path: Path) -> None:
     (failed,) = build(sensor_recipe(tmp_path)).targets
     assert failed.check and not failed.check["passed"]  # fp16 cannot hold the norm's shift
+    # the figures cover the finite values only: never "rel_l2 0" alone next to an overflow
+    assert (
+        "non-finite values (reference finite); the finite ones: rel_l2" in (failed.check["message"])
+    )
     assert not (failed.dir / "engine.json").exists()
 
     (kept,) = build(sensor_recipe(tmp_path, 'keep = { fp32 = ["norm"] }')).targets

@@ -23,12 +23,12 @@ def _what(f: dict[str, Any]) -> str:
     shape = ", ".join(f"{n}={s}" for n, s in f["shape"].items())
     if "error" in f:
         return f"output {f['output']!r}: {f['error']} at shape {shape}"
-    why = f"rel_l2 {f['rel_l2']:.3g}"
-    if f["nonfinite"]:
-        why = f"{f['nonfinite']} non-finite values (reference finite), {why}"
+    why = f"rel_l2 {f['rel_l2']:.3g}, max_abs {f['max_abs']:.3g}"
+    if f["nonfinite"]:  # the figures cover only the finite values: say so, or 0 reads as a match
+        why = f"{f['nonfinite']} non-finite values (reference finite); the finite ones: {why}"
     elif f["outside"]:
         why = f"{f['outside']} values beyond atol/rtol, {why}"
-    return f"output {f['output']!r} {why}, max_abs {f['max_abs']:.3g} at shape {shape}"
+    return f"output {f['output']!r} {why} at shape {shape}"
 
 
 def summary(check: dict[str, Any] | None) -> dict[str, Any] | None:
