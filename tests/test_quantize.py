@@ -318,6 +318,14 @@ def test_calibration_is_cached_by_data_not_by_budget(tmp_path: Path) -> None:
     locked = (tmp_path / "cnn.lock").read_text()
     assert 'path = "calib/s005.npz"' in locked and "[target.calibration]" in locked
 
+    # a new file the glob matches: `run` said "up to date" (the lock pinned only the old ones)
+    np.savez(tmp_path / "calib" / "s008.npz", x=np.full(SHAPE, -3.0, dtype=np.float32))
+    assert "changed: files matching 'calib/*.npz' changed (new: calib/s008.npz)" in explain(recipe)
+    newer = build(recipe)
+    assert not newer.up_to_date
+    assert newer.targets[0].calibration and not newer.targets[0].calibration["cached"]
+    assert build(recipe).up_to_date
+
 
 GENERATOR = """import numpy as np
 

@@ -123,6 +123,18 @@ def all_inputs(recipe: Recipe, results: list[TargetResult], memo: DigestMemo) ->
     return Inputs(files, dists, env)
 
 
+def recipe_globs(recipe: Recipe, results: list[TargetResult]) -> list[str]:
+    """The glob patterns the built models' fields name: `data`, calibration and check samples."""
+    patterns: list[str] = []
+    for r in results:
+        spec = recipe.model_spec(r.model)
+        calib = spec.calibration
+        patterns += spec.data
+        patterns += [calib.data] if calib and not (calib.random or calib.generator) else []
+        patterns += [spec.check.data] if spec.check.data else []
+    return sorted(set(patterns))
+
+
 def write_outputs(
     recipe: Recipe,
     results: list[TargetResult],
@@ -149,6 +161,7 @@ def write_outputs(
             _locked(r, out / recipe.name / r.model / r.slot, machine(r.backend, r.kind)["device"])
             for r in results
         ],
+        {p: lockfile.glob_matches(p, recipe.root) for p in recipe_globs(recipe, results)},
     )
     subjects = [
         (f"{r.name}/{name}", sha)

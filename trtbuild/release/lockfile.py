@@ -9,6 +9,8 @@ Format (TOML, keys sorted, version 2), written next to the recipe as `<recipe>.l
                     file model code read (source, helpers, data), wherever it lives
     [[distribution]] name, version: installed packages model code imported
     [[env]]         name, sha256 of the value ("unset" if it was not set): variables model code read
+    [[glob]]        pattern, matches: each glob of the recipe (a model's data, its calibration and
+                    check samples) and the files it matched, so a new match is a change
     [[target]]      model, precision, backend, requested_backend, device (fingerprint), dir,
                     budget_bytes, boundary_bytes, graph_digest,
                     [[target.part]] index, key, engine, sha256, sidecars, peak_rss_bytes, fields
@@ -24,8 +26,9 @@ the environment and package metadata: no torch, no onnx.
 
 from __future__ import annotations
 
+import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +99,7 @@ class Lock:
     toolchain: dict[str, str]
     inputs: Inputs
     targets: list[LockedTarget]
+    globs: dict[str, list[str]] = field(default_factory=dict)  # pattern -> its matches
 
     def target(self, model: str, precision: str, kind: str | None = None) -> LockedTarget | None:
         wanted = (model, precision, kind)
@@ -113,6 +117,7 @@ class Lock:
             ],
             "env": [{"name": n, "sha256": d} for n, d in sorted(self.inputs.env.items())],
             "target": [_target_toml(t) for t in self.targets],
+            "glob": [{"pattern": p, "matches": m} for p, m in sorted(self.globs.items())],
         }
 
     @classmethod
@@ -137,7 +142,9 @@ class Lock:
             )
             for t in data["target"]
         ]
-        return cls(data["lock"]["recipe"], data["invocation"], data["toolchain"], inputs, targets)
+        globs = {e["pattern"]: list(e["matches"]) for e in data.get("glob", [])}
+        recipe, invocation, tools = data["lock"]["recipe"], data["invocation"], data["toolchain"]
+        return cls(recipe, invocation, tools, inputs, targets, globs)
 
 
 _TARGET_SCALARS = (
@@ -227,6 +234,7 @@ def staleness(
     if limit is not None and len(reasons) >= limit:
         return reasons[:limit]
     reasons += lock.inputs.changes(root, memo, limit)
+    reasons += _glob_changes(lock.globs, root)
     if limit is not None and len(reasons) >= limit:
         return reasons[:limit]
     reasons += [
@@ -234,6 +242,29 @@ def staleness(
     ]
     reasons += _missing_outputs(lock, memo)
     return reasons if limit is None else reasons[:limit]
+
+
+def glob_matches(pattern: str, root: Path) -> list[str]:
+    """The files `pattern` (relative to the recipe's folder `root`, `**` recursive) matches,
+    relative to `root`, sorted: what a [[glob]] entry records."""
+    import glob  # not on the no-op path of a recipe without globs
+
+    found = glob.glob(str(root / pattern), recursive=True)
+    return sorted(os.path.relpath(f, root) for f in found if os.path.isfile(f))
+
+
+def _glob_changes(globs: dict[str, list[str]], root: Path) -> list[str]:
+    reasons = []
+    for pattern, was in globs.items():
+        now = glob_matches(pattern, root)
+        if now != was:
+            new, gone = sorted(set(now) - set(was)), sorted(set(was) - set(now))
+            said = [
+                *(["new: " + ", ".join(new)] if new else []),
+                *(["gone: " + ", ".join(gone)] if gone else []),
+            ]
+            reasons.append(f"files matching {pattern!r} changed ({'; '.join(said)})")
+    return reasons
 
 
 def _machine_changes(lock: Lock) -> list[str]:
