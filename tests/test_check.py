@@ -15,6 +15,7 @@ from trtbuild.cache.files import sha256_file
 from trtbuild.cache.store import Store
 from trtbuild.cli import main
 from trtbuild.orchestrate.build import Options, build
+from trtbuild.orchestrate.explain import explain
 from trtbuild.release.lockfile import lock_path, read_lock
 
 MODELS = Path(__file__).resolve().parent / "models"
@@ -98,6 +99,18 @@ def test_fp16_overflow_fails_naming_the_output_and_keeps_what_was_published(
     assert f"scaled/fp16: check failed: output '{output['name']}'" in err
     assert "non-finite" in err and "FAILED" in err
     assert contents(fp16) == before  # not published: the previous folder stays as it was
+    # the lock and the provenance still describe what is published, not the failed engines
+    locked = read_lock(lock_path(recipe))
+    assert locked is not None
+    (failed,) = [t for t in locked.targets if t.precision == "fp16"]
+    assert failed.check and not failed.check["passed"]
+    published = json.loads((fp16 / "engine.json").read_text())
+    assert [p.sha256 for p in failed.parts] == [p["sha256"] for p in published["parts"]]
+    subjects = json.loads(Path("build/over/provenance.json").read_text())["subject"]
+    assert any(s["name"].startswith("scaled/fp16/") for s in subjects)
+    assert explain(recipe) == ["changed: scaled/fp16: check failed"] + [
+        line for line in explain(recipe) if not line.startswith("changed:")
+    ]
     fp32 = json.loads(Path("build/over/scaled/fp32/build.json").read_text())["check"]
     assert fp32["passed"]  # the other target of the recipe still publishes
     assert sorted(o["shape"]["x"][0] for o in fp32["outputs"]) == [1, 2, 4]  # min, opt, max

@@ -6,6 +6,7 @@ and provenance are written last, so an interrupted build leaves the previous one
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from dataclasses import asdict
@@ -152,22 +153,20 @@ def write_outputs(
     """
     dropped = remove_dropped_targets(out, recipe.name, results)
     inputs = all_inputs(recipe, results, memo)
-    lock = lockfile.Lock(
-        recipe.name,
-        invocation,
-        tools,
-        inputs,
-        [
-            _locked(r, out / recipe.name / r.model / r.slot, machine(r.backend, r.kind)["device"])
-            for r in results
-        ],
-        {p: lockfile.glob_matches(p, recipe.root) for p in recipe_globs(recipe, results)},
-    )
+    previous = lockfile.read_lock(lock_file)
+    targets = [
+        _locked(r, out / recipe.name / r.model / r.slot, machine(r.backend, r.kind)["device"])
+        for r in results
+    ]
+    # A failed check published nothing: the lock keeps the parts that are published (the last
+    # build that passed, if any) beside the failed check, which makes the next run try again.
+    targets = [_still_published(t, previous) if r.failed else t for r, t in zip(results, targets)]
+    globs = {p: lockfile.glob_matches(p, recipe.root) for p in recipe_globs(recipe, results)}
+    lock = lockfile.Lock(recipe.name, invocation, tools, inputs, targets, globs)
     subjects = [
         (f"{r.name}/{name}", sha)
-        for r in results
-        if not r.failed  # not published
-        for p in r.parts
+        for r, t in zip(results, targets)
+        for p in t.parts
         for name, sha in [(p.engine, p.sha256), *p.sidecars.items()]
     ] + [  # the calibration table published beside the engines
         (f"{r.name}/{r.calibration['table']}", r.calibration["sha256"])
@@ -247,6 +246,18 @@ def _locked(r: TargetResult, folder: Path, device: dict[str, str]) -> lockfile.L
             for p in r.parts
         ],
     )
+
+
+def _still_published(
+    failed: lockfile.LockedTarget, previous: lockfile.Lock | None
+) -> lockfile.LockedTarget:
+    """A failed target as the lock pins it: its failed check, and the parts of the build its
+    folder still holds: the previous lock's (a failed target's there are, by the same rule,
+    still those published), none if nothing was ever published."""
+    before = previous and previous.target(failed.model, failed.precision, failed.kind)
+    if not before:
+        return dataclasses.replace(failed, parts=[])
+    return dataclasses.replace(before, check=failed.check)
 
 
 def _calibration(table: dict[str, Any] | None) -> dict[str, Any] | None:
