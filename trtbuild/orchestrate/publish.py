@@ -25,7 +25,7 @@ from trtbuild.orchestrate.owner import claim, remove_dropped_targets
 from trtbuild.orchestrate.results import TargetResult
 from trtbuild.recipe.load import Recipe
 from trtbuild.release import lockfile, manifest, signing
-from trtbuild.release.inputs import Inputs, machine, relative
+from trtbuild.release.inputs import Inputs, glob_matches, machine, relative
 
 
 def publish(result: TargetResult, recipe: Recipe, store: Store) -> None:
@@ -161,7 +161,7 @@ def write_outputs(
     # A failed check published nothing: the lock keeps the parts that are published (the last
     # build that passed, if any) beside the failed check, which makes the next run try again.
     targets = [_still_published(t, previous) if r.failed else t for r, t in zip(results, targets)]
-    globs = {p: lockfile.glob_matches(p, recipe.root) for p in recipe_globs(recipe, results)}
+    globs = {p: glob_matches(p, recipe.root) for p in recipe_globs(recipe, results)}
     lock = lockfile.Lock(recipe.name, invocation, tools, inputs, targets, globs)
     subjects = [
         (f"{r.name}/{name}", sha)

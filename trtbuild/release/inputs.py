@@ -71,6 +71,30 @@ def discovered(raw: dict[str, Any], root: Path, memo: DigestMemo) -> Inputs:
     return Inputs(dict(sorted(files.items())), dict(raw["distributions"]), dict(raw["env"]))
 
 
+def glob_matches(pattern: str, root: Path) -> list[str]:
+    """The files `pattern` (relative to the recipe's folder `root`, `**` recursive) matches,
+    relative to `root`, sorted: what a [[glob]] entry records."""
+    import glob  # not on the no-op path of a recipe without globs
+
+    found = glob.glob(str(root / pattern), recursive=True)
+    return sorted(os.path.relpath(f, root) for f in found if os.path.isfile(f))
+
+
+def glob_changes(globs: dict[str, list[str]], root: Path) -> list[str]:
+    """Why recorded glob matches (pattern -> files, glob_matches) are not those of now."""
+    reasons = []
+    for pattern, was in globs.items():
+        now = glob_matches(pattern, root)
+        if now != was:
+            new, gone = sorted(set(now) - set(was)), sorted(set(was) - set(now))
+            said = [
+                *(["new: " + ", ".join(new)] if new else []),
+                *(["gone: " + ", ".join(gone)] if gone else []),
+            ]
+            reasons.append(f"files matching {pattern!r} changed ({'; '.join(said)})")
+    return reasons
+
+
 def relative(path: Path, root: Path) -> str:
     """`path` relative to the recipe's folder (with ../ where it lies outside): portable."""
     return os.path.relpath(path.resolve(), root)

@@ -26,7 +26,6 @@ the environment and package metadata: no torch, no onnx.
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any
 
 from trtbuild.cache.atomic import write_text
 from trtbuild.cache.digests import DigestMemo
-from trtbuild.release.inputs import Inputs, machine
+from trtbuild.release.inputs import Inputs, glob_changes, machine
 from trtbuild.release.toolchain import toolchain
 
 if sys.version_info >= (3, 11):
@@ -234,7 +233,7 @@ def staleness(
     if limit is not None and len(reasons) >= limit:
         return reasons[:limit]
     reasons += lock.inputs.changes(root, memo, limit)
-    reasons += _glob_changes(lock.globs, root)
+    reasons += glob_changes(lock.globs, root)
     if limit is not None and len(reasons) >= limit:
         return reasons[:limit]
     reasons += [
@@ -242,29 +241,6 @@ def staleness(
     ]
     reasons += _missing_outputs(lock, memo)
     return reasons if limit is None else reasons[:limit]
-
-
-def glob_matches(pattern: str, root: Path) -> list[str]:
-    """The files `pattern` (relative to the recipe's folder `root`, `**` recursive) matches,
-    relative to `root`, sorted: what a [[glob]] entry records."""
-    import glob  # not on the no-op path of a recipe without globs
-
-    found = glob.glob(str(root / pattern), recursive=True)
-    return sorted(os.path.relpath(f, root) for f in found if os.path.isfile(f))
-
-
-def _glob_changes(globs: dict[str, list[str]], root: Path) -> list[str]:
-    reasons = []
-    for pattern, was in globs.items():
-        now = glob_matches(pattern, root)
-        if now != was:
-            new, gone = sorted(set(now) - set(was)), sorted(set(was) - set(now))
-            said = [
-                *(["new: " + ", ".join(new)] if new else []),
-                *(["gone: " + ", ".join(gone)] if gone else []),
-            ]
-            reasons.append(f"files matching {pattern!r} changed ({'; '.join(said)})")
-    return reasons
 
 
 def _machine_changes(lock: Lock) -> list[str]:
