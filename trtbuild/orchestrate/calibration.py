@@ -31,8 +31,11 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from trtbuild.cache.store import Store
+    from trtbuild.model.graph import OpGraph
     from trtbuild.orchestrate.context import TargetContext
     from trtbuild.orchestrate.graphjob import GraphResult
+    from trtbuild.planner import Plan
+    from trtbuild.planner.memory import MemoryModel
     from trtbuild.recipe.load import Recipe, Target
     from trtbuild.recipe.schema import ModelSpec
 
@@ -194,12 +197,9 @@ def _run(ctx: TargetContext, key: str, samples: dict[str, Any], method: str) -> 
             str(scratch / "spill"),
             state_file(job, scratch),
         )
-        # the process's base, the heaviest part's weights at fp32 (held for all the samples),
-        # one sample's live activations (an op's inputs and output, the statistics' copy),
-        # and allocator slack
         heaviest = max(plan.parts, key=lambda p: p.weight_bytes)
         largest = max((t.bytes for op in ctx.graph.ops for t in op.outputs), default=0)
-        predicted = memory.export.fixed_bytes + heaviest.weight_bytes + 4 * largest + 64 * MiB
+        predicted = need(memory, plan, ctx.graph)
         budget = target.budget.host_memory
         if predicted > budget:
             raise _too_big(target.name, budget, f"needs about {format_size(predicted)}", largest)
@@ -223,11 +223,36 @@ def _run(ctx: TargetContext, key: str, samples: dict[str, Any], method: str) -> 
     return {**record, "inputs": outcome.result["inputs"]} if "inputs" in outcome.result else record
 
 
+def need(memory: MemoryModel, plan: Plan, graph: OpGraph) -> int:
+    """Predicted peak bytes of a calibration process: the process's base, the heaviest part's
+    weights at fp32 (held for all the samples), one sample's live activations (an op's inputs
+    and output, the statistics' copy: 4 x the largest), and allocator slack."""
+    heaviest = max((p.weight_bytes for p in plan.parts), default=0)
+    largest = max((t.bytes for op in graph.ops for t in op.outputs), default=0)
+    return memory.export.fixed_bytes + heaviest + 4 * largest + 64 * MiB
+
+
+def check_need(target: Target, memory: MemoryModel, plan: Plan, graph: OpGraph) -> None:
+    """For `plan`: the calibration a target needs fits its budget, else the error run gives."""
+    if target.precision not in CALIBRATED or target.model.calibration is None:
+        return
+    predicted, budget = need(memory, plan, graph), target.budget.host_memory
+    if predicted > budget:
+        largest = max((t.bytes for op in graph.ops for t in op.outputs), default=0)
+        raise _too_big(target.name, budget, f"needs about {format_size(predicted)}", largest)
+
+
 def _too_big(name: str, budget: int, what: str, largest: int) -> TrtbuildError:
     """A calibration that cannot keep the budget: it runs the model at fp32 on one sample, and
     no split makes an activation smaller."""
+    cause = (
+        f"its largest activation alone is {format_size(largest)}: raise the budget or calibrate "
+        "with smaller inputs"
+        if 4 * largest > budget // 2
+        else "most of it is the process (the model's code, the heaviest part's weights at "
+        "fp32): raise the budget"
+    )
     return TrtbuildError(
         f"{name}: calibration (the model at fp32, one sample at a time) {what} against the "
-        f"budget {format_size(budget)}; its largest activation alone is {format_size(largest)}: "
-        "raise the budget or calibrate with smaller inputs"
+        f"budget {format_size(budget)}; {cause}"
     )

@@ -14,7 +14,7 @@ from trtbuild.cache.store import Store
 from trtbuild.errors import BudgetTooSmall, TrtbuildError
 from trtbuild.model.graph import OpGraph
 from trtbuild.model.graphcheck import check_dtypes
-from trtbuild.orchestrate import quantize
+from trtbuild.orchestrate import calibration, quantize
 from trtbuild.orchestrate.graphjob import GraphResult, graph_job
 from trtbuild.orchestrate.options import Options
 from trtbuild.orchestrate.search import check_keep
@@ -92,6 +92,8 @@ def plan_targets(
             opts.memory_override is not None,
             store,
         )
+        if calibration.cached(recipe, target, job, store) is None:  # run would calibrate
+            calibration.check_need(target, memory, the_plan, graph)
         out.append(PlannedTarget(target, backend, graph, the_plan, job))
     memo.save()
     return out
