@@ -342,6 +342,29 @@ def samples():
 """
 
 
+def test_a_sample_of_the_wrong_shape_or_names_is_one_error_naming_both() -> None:
+    """A calibration (or check) sample whose array is outside the recipe's shape was accepted
+    silently; one without an input named what it lacked, not what it had."""
+    from trtbuild.check.data import as_sample
+
+    inputs = [
+        {"name": "x", "shape": [4, 16], "dtype": "float32"},
+        {"name": "ids", "shape": {"min": [1, 1], "opt": [1, 8], "max": [2, 32]}, "dtype": "int64"},
+    ]
+    ok = {"x": torch.zeros(4, 16), "ids": np.ones((2, 32), dtype=np.int64)}
+    assert as_sample(ok, inputs, "s")["x"].dtype == np.float32
+    with pytest.raises(
+        TrtbuildError, match=r"s: input 'x' has shape \[2, 16\], expected \[4, 16\]"
+    ):
+        as_sample({**ok, "x": np.zeros((2, 16))}, inputs, "s")
+    with pytest.raises(TrtbuildError, match=r"input 'ids' has shape \[3, 8\], expected \{'min'"):
+        as_sample({**ok, "ids": np.ones((3, 8), dtype=np.int64)}, inputs, "s")
+    with pytest.raises(
+        TrtbuildError, match=r"has no tensor 'x' \(a model input; it has 'z', 'ids'\)"
+    ):
+        as_sample({"z": ok["x"], "ids": ok["ids"]}, inputs, "s")
+
+
 def test_int8_calibrates_on_the_samples_a_python_function_yields(tmp_path: Path) -> None:
     """data = "calib.py:samples": the first `samples` dicts it yields are the calibration data,
     the same table as those samples written as .npz files; the file (and what it reads) is the

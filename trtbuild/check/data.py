@@ -95,12 +95,28 @@ def as_sample(
     sample = {}
     for spec in inputs:
         if spec["name"] not in arrays:
-            raise TrtbuildError(f"{where} {missing} {spec['name']!r} (a model input)")
+            has = ", ".join(repr(k) for k in arrays)
+            raise TrtbuildError(
+                f"{where} {missing} {spec['name']!r} (a model input; it has {has or 'none'})"
+            )
         value = arrays[spec["name"]]
         value = value.detach().cpu().numpy() if hasattr(value, "detach") else np.asarray(value)
+        if not _fits(list(value.shape), spec["shape"]):
+            raise TrtbuildError(
+                f"{where}: input {spec['name']!r} has shape {list(value.shape)}, expected "
+                f"{spec['shape']} (the recipe's shape of it)"
+            )
         dtype = "float32" if spec["dtype"] in FLOAT_DTYPES else spec["dtype"]
         sample[spec["name"]] = value.astype(dtype)
     return sample
+
+
+def _fits(shape: list[int], declared: Any) -> bool:
+    """Whether `shape` is the recipe's static shape, or within its min and max."""
+    if not isinstance(declared, dict):
+        return shape == list(declared)
+    low, high = declared["min"], declared["max"]
+    return len(shape) == len(low) and all(a <= s <= b for s, a, b in zip(shape, low, high))
 
 
 class Writer:
