@@ -19,9 +19,23 @@ INPUT_DTYPES = {
 
 
 def example_inputs(inputs: list[InputSpec], device: str) -> tuple[torch.Tensor, ...]:
+    """The tensors the model is traced with: the recipe's opt shapes, except that a dynamic size
+    whose opt is 0 or 1 is traced at 2 when its range holds 2. Code that branches on a size
+    being 1 (transformers' packed-sequence detection at batch 1) traced at 1 gives a graph that
+    is wrong for every larger size; traced at 2, it takes the branch that holds for all."""
     return tuple(
-        torch.empty(i.opt_shape, dtype=INPUT_DTYPES[i.dtype], device=device) for i in inputs
+        torch.empty(_traced(i), dtype=INPUT_DTYPES[i.dtype], device=device) for i in inputs
     )
+
+
+def _traced(spec: InputSpec) -> list[int]:
+    shape = spec.shape
+    if not isinstance(shape, DynamicShape):
+        return list(spec.opt_shape)
+    return [
+        2 if opt < 2 and lo != hi and lo <= 2 <= hi else opt
+        for lo, opt, hi in zip(shape.min, shape.opt, shape.max)
+    ]
 
 
 def dynamic_shapes(inputs: list[InputSpec]) -> tuple[tuple[dict[int, Any] | None, ...]] | None:
