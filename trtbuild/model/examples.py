@@ -24,11 +24,12 @@ def example_inputs(inputs: list[InputSpec], device: str) -> tuple[torch.Tensor, 
     being 1 (transformers' packed-sequence detection at batch 1) traced at 1 gives a graph that
     is wrong for every larger size; traced at 2, it takes the branch that holds for all."""
     return tuple(
-        torch.empty(_traced(i), dtype=INPUT_DTYPES[i.dtype], device=device) for i in inputs
+        torch.empty(traced_shape(i), dtype=INPUT_DTYPES[i.dtype], device=device) for i in inputs
     )
 
 
-def _traced(spec: InputSpec) -> list[int]:
+def traced_shape(spec: InputSpec) -> list[int]:
+    """The shape an input is traced at (example_inputs); its parts are exported at it too."""
     shape = spec.shape
     if not isinstance(shape, DynamicShape):
         return list(spec.opt_shape)

@@ -39,7 +39,9 @@ class SymbolicSizes:
                     if isinstance(dim, torch.SymInt):
                         self.exprs.setdefault(size_text(dim, self.symbols), dim.node.expr)
         self.ranges = dict(program.range_constraints)
-        self.opt: dict[sympy.Symbol, int] = {}  # each root symbol at the recipe's opt shapes
+        self.opt: dict[
+            sympy.Symbol, int
+        ] = {}  # each root symbol at the shapes traced (examples.py)
         for node, shape in zip(users, opt_shapes):
             for dim, size in zip(node.meta["val"].shape, shape):
                 if isinstance(dim, torch.SymInt) and isinstance(dim.node.expr, sympy.Symbol):

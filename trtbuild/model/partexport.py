@@ -14,6 +14,7 @@ from torch import nn
 from trtbuild.errors import TrtbuildError
 from trtbuild.model import frontend
 from trtbuild.model.binding import exported_graph
+from trtbuild.model.examples import traced_shape
 from trtbuild.model.exporterrors import explain, node_frames
 from trtbuild.model.graph import SYMINT, OpGraph
 from trtbuild.model.lazyweights import (
@@ -170,8 +171,8 @@ def prepare(
     # The factory runs again here (and in the graph job) on the meta device: one that loads a
     # checkpoint itself reads it again, transiently (measured); its weights come from `state`.
     source = WeightSource(recipe, spec, frontend.build_model(recipe, spec, "fp32").model, state)
-    names, opt = [i.name for i in spec.inputs], [i.opt_shape for i in spec.inputs]
-    sizes = SymbolicSizes(program, names, opt)
+    names, traced = [i.name for i in spec.inputs], [traced_shape(i) for i in spec.inputs]
+    sizes = SymbolicSizes(program, names, traced)  # each part exported at the model's trace
     return program, graph, rename, source, frontend.code_constants(program), sizes
 
 
