@@ -218,7 +218,7 @@ def test_keep_takes_every_op_of_a_module_not_only_those_reading_its_weights(
     """An RMS norm squares and averages before it reads its weight: kept at fp32, its Pow and
     ReduceMean are kept too (their ONNX name scopes say which module made them), else the
     square still overflows in fp16 on TensorRT."""
-    from trtbuild.backends.quantize import kept_nodes
+    from trtbuild.backends.keep import kept_nodes
 
     class RMSNorm(torch.nn.Module):
         def __init__(self) -> None:
