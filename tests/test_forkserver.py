@@ -1,5 +1,6 @@
-"""The fork server: forked jobs measured honestly, engines and locks the same as with plain
-processes, no process outliving a killed run, the memory gate counting the server once."""
+"""The fork server: forked jobs measured honestly, no process outliving a killed run, the memory
+gate counting the server once (engines and locks the same as with plain processes:
+tests/test_onetrace.py)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ import pytest
 import torch
 
 import trtbuild
-from tests.test_transformers import MODELS, write_recipe
-from trtbuild.execution.executor import run_job, worker_env
+from trtbuild.execution.executor import run_job
 from trtbuild.execution.forkserver import ForkServer
 from trtbuild.execution.gate import MemoryGate
 from trtbuild.execution.jobs import ProbeJob
+from trtbuild.execution.process import worker_env
 from trtbuild.orchestrate.build import Options, build
-from trtbuild.release.lockfile import lock_path, read_lock
+from trtbuild.release.lockfile import read_lock
 
 MiB = 1 << 20
 
@@ -63,29 +64,6 @@ def test_a_forked_job_counts_its_own_bytes_once_and_the_shared_ones_once(
     assert 240 * MiB < plain_full - plain_empty < 256 * MiB + 48 * MiB
 
 
-def test_engines_and_lock_are_the_same_with_and_without_the_fork_server(
-    recipes: Path, tmp_path: Path
-) -> None:
-    # A transformers model: the distributions it imports must be discovered the same either way.
-    hf = {"bert": {**MODELS["bert"], "config": {**MODELS["bert"]["config"], "hidden_size": 128}}}
-    recipe = write_recipe(recipes / "hf_bert.toml", hf, {"bert": 1 << 30})
-    outputs = {}
-    for forked in (True, False):
-        out = tmp_path / f"out-{forked}"
-        result = build(
-            recipe, Options(out=out, cache=tmp_path / f"cache-{forked}", fork_server=forked)
-        )
-        for target in result.targets:
-            for part in target.parts:
-                export = part.record["processes"][0]
-                assert (export["private_peak_bytes"] is not None) == forked, export
-        outputs[forked] = (pinned(lock_path(recipe)), engines(out))
-    assert outputs[True][0] == outputs[False][0]  # same inputs, keys, distributions
-    assert outputs[True][1] == outputs[False][1]  # byte-identical engines
-    assert outputs[True][1]
-    assert "transformers" in outputs[True][0]["inputs"].distributions
-
-
 def pinned(lock_file: Path) -> dict[str, Any]:
     """What a lock pins as inputs and outputs (not the measured memory, which differs by mode)."""
     lock = read_lock(lock_file)
@@ -106,7 +84,8 @@ def test_a_killed_run_leaves_neither_server_nor_jobs(tmp_path: Path) -> None:
     script = textwrap.dedent(f"""
         import sys, threading
         from pathlib import Path
-        from trtbuild.execution.executor import run_job, worker_env
+        from trtbuild.execution.executor import run_job
+        from trtbuild.execution.process import worker_env
         from trtbuild.execution.forkserver import ForkServer
         from trtbuild.execution.jobs import ProbeJob
         server = ForkServer(Path({str(tmp_path)!r}) / "fs.log", worker_env())

@@ -101,10 +101,10 @@ def write_recipe(
     return path
 
 
-def splitting_budget(path: Path) -> int:
+def splitting_budget(path: Path, cache: Path | None = None, check: bool = True) -> int:
     """Halfway between the model's smallest feasible budget and its one-engine peak, as the
     memory model predicts them now (it learns from every build, so ask right before each)."""
-    (planned,) = plan_targets(path, Options(budget=64 << 30))
+    (planned,) = plan_targets(path, Options(budget=64 << 30, cache=cache, check=check))
     (whole,) = planned.plan.parts
     low = planned.plan.min_feasible_budget_bytes
     assert low < whole.predicted_peak_bytes, planned.target.name

@@ -137,7 +137,7 @@ def generate(spec: dict[str, Any], spill: Path, recipe: Any) -> dict[str, Any]:
         raise TrtbuildError(f"{where}: yielded no sample (field 'calibration.data')")
     spec.update(files=files, count=len(files))
     found = depfile.classify(touched, [spill.parent])
-    return {"files": found.files, "distributions": found.distributions, "env": found.env}
+    return found.to_json()
 
 
 def calibrate(prepared: Prepared, job: Any, recipe: Any) -> dict[str, Any]:

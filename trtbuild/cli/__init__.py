@@ -149,9 +149,9 @@ def _on_termination() -> dict[int, Any]:
         return {}
 
     def terminate(signum: int, frame: Any) -> None:
-        executor = sys.modules.get("trtbuild.execution.executor")
-        if executor is not None:
-            executor.stop_running()
+        processes = sys.modules.get("trtbuild.execution.process")
+        if processes is not None:
+            processes.stop_running()
         raise Terminated(signum)
 
     return {signum: signal.signal(signum, terminate) for signum in TERMINATING}

@@ -4,8 +4,10 @@ Executors share one interface (`Executor`): `LocalExecutor` (here: this machine'
 admitted by the memory gate below) and `rayexec.RayExecutor` (a Ray cluster's nodes, each
 running the same `run_job` on its own).
 
-Every job is a new interpreter (`python -m trtbuild.execution.worker`), the equivalent of a pool with
-max_tasks_per_child=1: nothing leaks from one build into the next. Peak RSS is the kernel's
+Every job is a new process (`python -m trtbuild.execution.worker`, or a child of the fork server),
+the equivalent of a pool with max_tasks_per_child=1: nothing leaks from one build into the next.
+One exception: a target's export may run in its own graph job's process, from that job's trace
+(`hold`, `resume`: trtbuild.execution.follow). Peak RSS is the kernel's
 high-water mark of the worker's own address space (VmHWM, reported by the worker; ru_maxrss from
 os.wait4 only where that is missing, since it also counts the parent at fork); a watcher thread
 stops a process that crosses its limit.
@@ -13,16 +15,11 @@ stops a process that crosses its limit.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import errno
 import json
 import os
-import signal
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,14 +33,14 @@ from trtbuild.errors import (
     disk_full_text,
 )
 from trtbuild.execution import forkserver, jobs
-from trtbuild.execution.forkserver import ForkServer, Unavailable
+from trtbuild.execution.follow import Held
+from trtbuild.execution.forkserver import ForkServer
 from trtbuild.execution.gate import MemoryGate
 from trtbuild.execution.jobs import Job
+from trtbuild.execution.process import read_result, reaped, start_process, wait_for
 from trtbuild.execution.watch import WATCHED_FILES_KINDS, Watcher
 from trtbuild.recipe.sizes import format_size
 
-_running: set[int] = set()  # job processes started by this process that have not been waited for
-_running_lock = threading.Lock()
 FORKED_KINDS = ("graph", "export", "probe", "state")
 
 
@@ -64,6 +61,8 @@ class JobOutcome:
     # Files the process held (mmap'd or open) in the samples: graph and state jobs only, raw
     # (absolute, unclassified: trtbuild.model.nativefiles.model_files sorts out the model's data)
     files: list[str] = field(default_factory=list)
+    held: Held | None = None  # run_job(hold=True): the process, waiting for resume()
+    resumed: bool = False  # run in a held process (resume): no trace of its own
 
 
 def run_job(
@@ -71,40 +70,98 @@ def run_job(
     scratch: Path,
     limit_bytes: int | None = None,
     server: ForkServer | None = None,
+    hold: bool = False,
 ) -> JobOutcome:
     """Run one job in its own process; raise TrtbuildError or BudgetExceeded on failure.
 
     Graph and export jobs are forked from `server` when there is one; build jobs (which never
-    import torch) always start a plain interpreter.
+    import torch) always start a plain interpreter. `hold`: a torch graph job's process stays
+    once its result is written, for `resume` to run the target's export in it (the outcome's
+    `held`; trtbuild.execution.follow).
     """
     name = f"{job.kind}-{time.time_ns()}"
-    result_path = scratch / f"{name}.result.json"
-    job_path = scratch / f"{name}.job.json"
-    job_path.write_text(json.dumps(jobs.to_json(job, str(result_path))))
-    log_path = scratch / f"{name}.log"
+    fifo, fd = scratch / f"{name}.follow", -1
+    if hold and isinstance(job, jobs.GraphJob) and job.uses_torch:
+        os.mkfifo(fifo)
+        fd = os.open(fifo, os.O_RDWR)  # never blocks; the worker's open never blocks either
+        job = dataclasses.replace(job, follow=str(fifo))
+    result_path = _write_job(job, scratch, name)
     start, started = time.perf_counter(), time.time()
     forkable = job.kind in FORKED_KINDS and getattr(job, "uses_torch", True)
-    pid, wait, forked = _start(job_path, log_path, server if forkable else None)
-    with _running_lock:
-        _running.add(pid)
+    try:
+        pid, wait, forked = start_process(
+            scratch / f"{name}.job.json", scratch / f"{name}.log", server if forkable else None
+        )
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        raise
+    exited = reaped(pid, wait)
     watcher = Watcher(pid, limit_bytes, forked, job.kind in WATCHED_FILES_KINDS)
     watcher.start()
+    ended = wait_for(pid, exited, watcher, result_path if fd >= 0 else None)
+    held = None
+    if ended is None:  # its result is written and it waits on its FIFO
+        held = Held(pid, fifo, fd, exited, forked, 0, scratch / f"{name}.log")
+    elif fd >= 0:
+        os.close(fd)
     try:
-        status, maxrss = wait()
+        outcome = _outcome(job, scratch, name, watcher, ended, limit_bytes, forked, start, started)
     except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(Unavailable):
-            wait()
+        if held is not None:
+            held.release("its job failed")
         raise
+    if held is not None:
+        held.bytes = outcome.private_peak_bytes or outcome.peak_rss_bytes
+    return dataclasses.replace(outcome, held=held)
+
+
+def resume(
+    held: Held, job: Job, scratch: Path, limit_bytes: int | None = None
+) -> JobOutcome | None:
+    """Run `job` in the held process (one trace per target); None when it is no longer there
+    (released to make room, or died): run the job as a process of its own then."""
+    name = f"{job.kind}-{time.time_ns()}"
+    _write_job(job, scratch, name)
+    start, started = time.perf_counter(), time.time()
+    watcher = Watcher(held.pid, limit_bytes, held.forked, job.kind in WATCHED_FILES_KINDS)
+    if not held.send(scratch / f"{name}.job.json"):
+        return None
+    watcher.start()
+    (scratch / f"{name}.log").symlink_to(held.log)  # the process's stderr, for its errors
+    ended = wait_for(held.pid, held.exited, watcher, None)
+    try:
+        outcome = _outcome(
+            job, scratch, name, watcher, ended, limit_bytes, held.forked, start, started
+        )
+        return dataclasses.replace(outcome, resumed=True)
     finally:
-        with _running_lock:
-            _running.discard(pid)
-        watcher.stop()
-        watcher.join()
+        held.release("")  # gone already: its scratch with it
+
+
+def _write_job(job: Job, scratch: Path, name: str) -> Path:
+    result_path = scratch / f"{name}.result.json"
+    (scratch / f"{name}.job.json").write_text(json.dumps(jobs.to_json(job, str(result_path))))
+    return result_path
+
+
+def _outcome(
+    job: Job,
+    scratch: Path,
+    name: str,
+    watcher: Watcher,
+    ended: tuple[int, int] | None,
+    limit_bytes: int | None,
+    forked: bool,
+    start: float,
+    started: float,
+) -> JobOutcome:
+    """The job's outcome from its result file and what the watcher saw; `ended`: (status,
+    ru_maxrss) of its exit, None while it is held."""
+    status, maxrss = ended or (0, 0)
     returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - start
-    outcome = _read_result(result_path)
+    outcome = read_result(scratch / f"{name}.result.json")
     own = outcome.get("vm_hwm_bytes") if outcome else None
     # VmHWM as the worker saw it; ru_maxrss also counts our own RSS at the fork (see worker.py).
     if own:
@@ -149,54 +206,6 @@ def run_job(
     )
 
 
-def _start(
-    job_path: Path, log_path: Path, server: ForkServer | None
-) -> tuple[int, Callable[[], tuple[int, int]], bool]:
-    """Start the job's process: (pid, a wait returning (status, ru_maxrss), forked or not)."""
-    if server is not None:
-        try:
-            pid = server.spawn(job_path, log_path, worker_env())
-            return pid, lambda: (server.wait(pid), 0), True
-        except Unavailable:  # a job never fails for want of the server: run it plainly
-            pass
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "trtbuild.execution.worker", str(job_path)],
-            stdout=subprocess.DEVNULL,
-            stderr=log_file,
-            env=worker_env(),
-        )
-    return proc.pid, lambda: _wait4(proc.pid), False
-
-
-def stop_running() -> None:
-    """SIGKILL every job process this process started and still waits for (on SIGTERM: the
-    threads that wait for them then raise, and each job's scratch folder is removed)."""
-    with _running_lock:
-        pids = list(_running)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def worker_env() -> dict[str, str]:
-    """The environment of every worker process (and of the fork server)."""
-    return {**os.environ, "PYTHONWARNINGS": "ignore", "TRTBUILD_PARENT_PID": str(os.getpid())}
-
-
-def _wait4(pid: int) -> tuple[int, int]:
-    _, status, usage = os.wait4(pid, 0)
-    return status, usage.ru_maxrss * 1024
-
-
-def _read_result(path: Path) -> dict[str, Any] | None:
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data
-
-
 class InternalJobError(RuntimeError):
     def __init__(self, message: str, traceback_text: str) -> None:
         super().__init__(message)
@@ -210,12 +219,25 @@ class Executor(Protocol):
     name: str
 
     def admit(
-        self, predicted: int, budget: int, forked: bool = False
+        self, predicted: int, budget: int, forked: bool = False, replacing: Held | None = None
     ) -> AbstractContextManager[int]: ...
 
     def run(
-        self, job: Job, scratch: Path, limit: int | None, predicted: int, kind: str | None
-    ) -> JobOutcome: ...
+        self,
+        job: Job,
+        scratch: Path,
+        limit: int | None,
+        predicted: int,
+        kind: str | None,
+        hold: bool = False,
+        held: Held | None = None,
+    ) -> JobOutcome:
+        """`hold`: keep a graph job's process for its target's export (the outcome's `held`,
+        where the executor can); `held`: run the job in that process if it is still there."""
+        ...
+
+    def release(self, held: Held, why: str) -> None:
+        """A held process no longer wanted."""
 
     def close(self, failed: bool) -> None:
         """The run is over; `failed`: stop whatever still runs."""
@@ -227,11 +249,27 @@ class LocalExecutor(MemoryGate):
     name = "local"
 
     def run(
-        self, job: Job, scratch: Path, limit: int | None, predicted: int, kind: str | None
+        self,
+        job: Job,
+        scratch: Path,
+        limit: int | None,
+        predicted: int,
+        kind: str | None,
+        hold: bool = False,
+        held: Held | None = None,
     ) -> JobOutcome:
-        return run_job(job, scratch, limit, self.server)
+        if held is not None:
+            resumed = resume(held, job, scratch, limit)
+            if resumed is not None:
+                return resumed
+        outcome = run_job(job, scratch, limit, self.server, hold)
+        if outcome.held is not None:
+            self.hold(outcome.held)
+        return outcome
 
     def close(self, failed: bool) -> None:
+        for held in list(self.held):
+            self.release(held, "the run is over")
         if self.server is None:
             return
         if failed:

@@ -27,6 +27,9 @@ class GraphJob(_ModelJob):
     kind: ClassVar[str] = "graph"
     cache: str | None = None  # trtbuild's own cache: never an input of the model
     uses_torch: bool = True  # False for an `onnx:` source: a plain process, never the fork server
+    # A FIFO: the process stays after its result and runs the export job whose path comes
+    # through it, from its own trace (trtbuild.execution.follow); "": it exits
+    follow: str = ""
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from typing import Any
 from trtbuild.errors import BudgetExceeded, TrtbuildError
 from trtbuild.execution import jobs
 from trtbuild.execution.executor import InternalJobError, JobOutcome, run_job
+from trtbuild.execution.follow import Held
 from trtbuild.execution.jobs import BuildJob, CalibrateJob, ExportJob, GraphJob, Job, StateJob
 from trtbuild.recipe.load import load_recipe
 
@@ -90,13 +91,22 @@ class RayExecutor:
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
-    def admit(self, predicted: int, budget: int, forked: bool = False) -> Iterator[int]:
+    def admit(
+        self, predicted: int, budget: int, forked: bool = False, replacing: Held | None = None
+    ) -> Iterator[int]:
         """Ray places and bounds each task by its budget share; here only the number in flight."""
         with self.slots:
             yield budget
 
     def run(
-        self, job: Job, scratch: Path, limit: int | None, predicted: int, kind: str | None
+        self,
+        job: Job,
+        scratch: Path,
+        limit: int | None,
+        predicted: int,
+        kind: str | None,
+        hold: bool = False,  # a task's process ends with its task: two traces per target
+        held: Held | None = None,
     ) -> JobOutcome:
         import ray
 
@@ -127,6 +137,9 @@ class RayExecutor:
         outcome["samples"] = [tuple(point) for point in outcome["samples"]]
         wall = time.perf_counter() - start
         return JobOutcome(**{**outcome, "dispatch_seconds": round(wall - outcome["seconds"], 3)})
+
+    def release(self, held: Held, why: str) -> None:
+        held.release(why)  # never made here
 
     def close(self, failed: bool) -> None:
         import ray

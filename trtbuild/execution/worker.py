@@ -31,7 +31,9 @@ from trtbuild.execution.jobs import (
 )
 
 
-def run(job: Job) -> dict[str, Any]:
+def run(job: Job, trace: list[Any] | None = None) -> dict[str, Any]:
+    """Run `job`; `trace`: a graph job's trace (program, OpGraph, rename map), kept by the graph
+    job when it has a `follow` (trtbuild.execution.follow) and used by the export that follows."""
     if isinstance(job, BuildJob):
         from trtbuild.backends import get_backend
         from trtbuild.backends.quantize import quantized
@@ -48,7 +50,7 @@ def run(job: Job) -> dict[str, Any]:
 
     recipe = load_recipe(job.recipe)
     if isinstance(job, GraphJob):
-        return _graph(recipe, job)
+        return _graph(recipe, job, trace if trace is not None else [])
     if isinstance(job, StateJob):
         return _state(recipe, job)
     if isinstance(job, CalibrateJob):
@@ -63,7 +65,8 @@ def run(job: Job) -> dict[str, Any]:
 
     parts = [(entry.part, Path(entry.onnx)) for entry in job.parts]
     state = Path(job.state) if job.state else None
-    prepared = prepare(recipe, job.model, job.precision, job.graph_digest, state)
+    kept = trace[0] if trace else None
+    prepared = prepare(recipe, job.model, job.precision, job.graph_digest, state, kept)
     exported = export_parts(recipe, job.model, parts, job.opset, prepared)
     if job.reference is None:
         return {"parts": exported}
@@ -101,13 +104,14 @@ def _probe(size: int, hold: float) -> dict[str, Any]:
     return {"bytes": len(ballast)}
 
 
-def _graph(recipe: Any, job: GraphJob) -> dict[str, Any]:
-    """The op graph, weight digests and discovered inputs of one model at one precision."""
+def _graph(recipe: Any, job: GraphJob, trace: list[Any]) -> dict[str, Any]:
+    """The op graph, weight digests and discovered inputs of one model at one precision; with
+    `job.follow`, its trace is appended to `trace` for the export that follows."""
     if recipe.model_spec(job.model).onnx:  # no torch in this process
         from trtbuild.model.onnxsource import graph_result
 
         return graph_result(recipe, job.model, own_peak_rss)
-    from trtbuild.model import depfile, frontend
+    from trtbuild.model import depfile, exporter, frontend
     from trtbuild.model.binding import exported_graph
     from trtbuild.model.checkpoint import tensor_digest
     from trtbuild.model.nativefiles import held_files, model_files
@@ -118,9 +122,9 @@ def _graph(recipe: Any, job: GraphJob) -> dict[str, Any]:
     # in the recipe) still reads it here, transiently (measured); its values come from the state
     # job (trtbuild.orchestrate.statejob), and the file is an input of this graph like any file it reads.
     with depfile.recording() as touched:
-        frontend.import_exporter(registry=False)  # torch.onnx.export's: not needed here
+        exporter.import_exporter(registry=False)  # torch.onnx.export's: not needed here
         _, program = frontend.export_model(recipe, spec, job.precision)
-        graph, _ = exported_graph(program, spec)
+        graph, rename = exported_graph(program, spec)
         base = own_peak_rss()  # the model's own process cost, before any weight is read
         model = frontend.build_model(recipe, spec, "fp32").model
         source = WeightSource(recipe, spec, model)
@@ -128,6 +132,8 @@ def _graph(recipe: Any, job: GraphJob) -> dict[str, Any]:
         constants = frontend.code_constants(program)
         held = held_files()  # native reads still held (mmap'd tables): trtbuild.model.nativefiles
     digests.update({name: tensor_digest(value) for name, value in constants.items()})
+    if job.follow:
+        trace.append((program, graph, rename))
     missing = sorted(set(graph.weights) - set(digests))
     if (
         missing and spec.weights is not None
@@ -146,7 +152,7 @@ def _graph(recipe: Any, job: GraphJob) -> dict[str, Any]:
         "weight_digests": {k: digests[k] for k in sorted(graph.weights) if k in digests},
         "code_init": sorted(set(code_init) & set(graph.weights)),
         "base_bytes": base,
-        "inputs": {"files": files, "distributions": inputs.distributions, "env": inputs.env},
+        "inputs": inputs.to_json(files),
         "state_bytes": _state_bytes(model),
     }
 
@@ -232,9 +238,25 @@ def main(argv: list[str]) -> int:
     job, result_file = from_json(json.loads(job_path.read_text()))
     stem = job_path.name.removesuffix(".job.json")  # executor.run_job's names
     _job_files[:] = [job_path, Path(result_file), job_path.with_name(f"{stem}.log")]
-    result_path = Path(result_file)
+    # Opened before the result exists: the orchestrator may answer as soon as it sees it.
+    follow = open(job.follow, "rb") if isinstance(job, GraphJob) and job.follow else None  # noqa: SIM115  # closed by next_job
+    trace: list[Any] = []
+    code = _answer(job, Path(result_file), trace)
+    if code or follow is None or not trace:
+        return code
+    from trtbuild.execution.follow import next_job
+
+    follows = next_job(follow)  # the target's export, once it is planned
+    if follows is None:
+        return 0
+    return _answer(follows[0], Path(follows[1]), trace)
+
+
+def _answer(job: Job, result_path: Path, trace: list[Any]) -> int:
+    """Run `job` and write its result (atomically: its existence says it is whole); the exit
+    status: 0, 1 (a user error), 3 (internal) or a disk-full errno."""
     try:
-        result: dict[str, Any] = {"ok": True, "result": run(job)}
+        result: dict[str, Any] = {"ok": True, "result": run(job, trace)}
         code = 0
     except TrtbuildError as exc:
         result, code = {"ok": False, "error": str(exc)}, 1
@@ -265,4 +287,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    status = main(sys.argv[1:])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)  # no interpreter teardown (0.4 s with torch loaded): the result is written

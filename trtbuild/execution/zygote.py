@@ -17,7 +17,7 @@ from trtbuild.errors import is_disk_full
 
 # What a graph or export job imports before it runs any model code: a forked child starts where
 # a fresh worker is when its depfile recording begins. The server then also imports the exporter's
-# modules (frontend.import_exporter(registry=False)), which a graph job imports inside its
+# modules (exporter.import_exporter(registry=False)), which a graph job imports inside its
 # recording: a child records those modules as imported (depfile.set_baseline), so the lock is the
 # same with or without the server. The registry's first build (0.6 s) waits until the server is
 # idle: after it forked the run's first jobs, on the core they leave free.
@@ -27,6 +27,7 @@ BASELINE = (
     "trtbuild.recipe.schema",
     "trtbuild.model.depfile",
     "trtbuild.model.frontend",
+    "trtbuild.model.exporter",
     "trtbuild.model.checkpoint",
     "trtbuild.model.graph",
     "trtbuild.model.partexport",
@@ -84,9 +85,9 @@ def serve() -> None:
     from trtbuild.model import depfile
 
     depfile.set_baseline(sys.modules)
-    from trtbuild.model import frontend
+    from trtbuild.model import exporter
 
-    frontend.import_exporter(registry=False)
+    exporter.import_exporter(registry=False)
     server_pid = os.getpid()
     _reply(replies, {"rss_bytes": status_bytes("VmRSS")})
     children: dict[int, int] = {}  # pidfd -> pid
@@ -96,7 +97,7 @@ def serve() -> None:
     while True:
         readable, _, _ = select.select([requests, *children], [], [], idle)
         if not readable and idle is not None:
-            frontend.import_exporter()  # every export job's: before it is asked for
+            exporter.import_exporter()  # every export job's: before it is asked for
             _reply(replies, {"rss_bytes": status_bytes("VmRSS")})  # its pages, counted once
             idle = None
             continue
@@ -112,7 +113,10 @@ def serve() -> None:
                 for pid in children.values():
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-                return
+                # At once: an interpreter that imported torch takes 1.1 s to tear down (measured),
+                # and a run that stops its server to make room for a job waits for that.
+                sys.stderr.flush()
+                os._exit(0)
             pending += chunk
             while b"\n" in pending:
                 line, pending = pending.split(b"\n", 1)

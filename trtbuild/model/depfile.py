@@ -182,6 +182,11 @@ class Discovered:
     distributions: dict[str, str]  # name -> version
     env: dict[str, str]  # name -> env_digest(value)
 
+    def to_json(self, files: list[str] | None = None) -> dict[str, Any]:
+        """As a job's result carries them ("inputs"); `files`: these instead of self.files."""
+        chosen = self.files if files is None else files
+        return {"files": chosen, "distributions": self.distributions, "env": self.env}
+
 
 PACKAGING_TOOLS = frozenset({"pip", "setuptools", "wheel"})  # install code, never model code
 

@@ -181,32 +181,6 @@ def parameters_on_meta() -> Iterator[None]:
         nn.Module.register_parameter = register  # type: ignore[method-assign]
 
 
-_exporter_imported = {"modules": False, "registry": False}
-
-
-def import_exporter(registry: bool = True) -> None:
-    """Import the machinery graph and export jobs use: torch.export's tracer (dynamo), the ONNX
-    exporter's modules and, with `registry`, the first build of its torchlib registry (0.6 s
-    here, which imports the torchlib ops; every torch.onnx.export call builds it again, faster).
-
-    A graph job calls this without the registry, inside its depfile recording, so the lock pins
-    what it imports (onnx, onnxscript, ml_dtypes, protobuf, ...) whether the job runs in a fresh
-    interpreter or forked from the fork server (zygote.py); the registry's build adds no
-    distribution to those (measured: onnxscript and torch, already there). The fork server
-    imports the modules before its first job and builds the registry once it is idle.
-    """
-    if not _exporter_imported["modules"]:
-        import torch._dynamo  # noqa: F401
-        from torch.onnx._internal.exporter import _registration
-
-        _exporter_imported["modules"] = True
-    if registry and not _exporter_imported["registry"]:
-        from torch.onnx._internal.exporter import _registration
-
-        _registration.ONNXRegistry.from_torchlib()
-        _exporter_imported["registry"] = True
-
-
 def export_model(
     recipe: Recipe, spec: ModelSpec, precision: str
 ) -> tuple[PrecisionWrapper, ExportedProgram]:

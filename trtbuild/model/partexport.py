@@ -15,6 +15,7 @@ from trtbuild.errors import TrtbuildError
 from trtbuild.model import frontend
 from trtbuild.model.binding import exported_graph
 from trtbuild.model.examples import traced_shape
+from trtbuild.model.exporter import import_exporter
 from trtbuild.model.exporterrors import explain, node_frames
 from trtbuild.model.graph import SYMINT, OpGraph
 from trtbuild.model.lazyweights import (
@@ -154,16 +155,22 @@ def prepare(
     precision: str,
     graph_digest: str,
     state: Path | None = None,
+    trace: tuple[Any, OpGraph, dict[str, str]] | None = None,
 ) -> Prepared:
     """One export of the model on fake weights, and where its real weights come from: the
     program, its OpGraph, the rename map, the WeightSource, the code constants and the sizes
     of its dynamic dimensions.
 
     `state`: the model's own state (a StateJob's safetensors) when the recipe names no weights.
+    `trace`: the graph job's program, OpGraph and rename map, when this process ran it (one
+    trace per target: trtbuild.execution.follow); else the model is exported here again.
     """
     spec = recipe.model_spec(model_name)
-    _, program = frontend.export_model(recipe, spec, precision)
-    graph, rename = exported_graph(program, spec)
+    if trace is None:
+        _, program = frontend.export_model(recipe, spec, precision)
+        graph, rename = exported_graph(program, spec)
+    else:
+        program, graph, rename = trace
     if graph.digest() != graph_digest:
         raise TrtbuildError(
             f"model '{model_name}' changed while it was being built (graph digest differs); run again"
@@ -192,6 +199,7 @@ def export_parts(
     """
     program, graph, rename, source, constants, sizes = prepared
     where = f"{recipe.path}: model '{model_name}'"
+    import_exporter()  # one operator registry for all the parts (trtbuild.model.exporter)
     out = []
     for part, onnx_path in parts:
         with oblivious_sizes(sizes.small_sizes()):

@@ -20,7 +20,7 @@ from trtbuild.model.interface import interface_notes
 from trtbuild.orchestrate import check, disk, quantize
 from trtbuild.orchestrate.context import RunContext, TargetContext
 from trtbuild.orchestrate.executors import make_executor
-from trtbuild.orchestrate.graphjob import graph_job
+from trtbuild.orchestrate.graphjob import GraphResult, graph_job
 from trtbuild.orchestrate.options import Options, auto_jobs
 from trtbuild.orchestrate.owner import check_owner
 from trtbuild.orchestrate.parts import Overrun, build_parts
@@ -131,6 +131,7 @@ def build(recipe_path: str | Path, opts: Options | None = None) -> BuildResult:
         started,
         lock_file,
         opts.write_lock,
+        run.previous_lock,
     )
     if opts.write_lock:
         store.add_root(lock_file)
@@ -163,12 +164,24 @@ def _build_target(run: RunContext, target: Target) -> TargetResult:
     publishes nothing). A process over its share re-plans with a refitted memory model."""
     recipe, store, memo, opts, executor = run.recipe, run.store, run.memo, run.opts, run.executor
     backend_name = resolve_backend(target.backend)
-    backend = get_backend(backend_name)
     quantize.check_backend(target, backend_name)  # fp8 is TensorRT's: said before any job
     budget = target.budget.host_memory
     before = memory_model(backend_name, None, None, opts.memory_override)  # the priors
     with executor.admit(before.export.fixed_bytes, budget, forked=not target.model.onnx) as share:
-        graph_info = graph_job(recipe, target, store, memo, share, executor)
+        graph_info = graph_job(recipe, target, store, memo, share, executor, opts.one_trace)
+    try:
+        return _build_planned(run, target, graph_info)
+    finally:
+        if graph_info.held is not None:  # no export followed (all cached, or a failure)
+            executor.release(graph_info.held, "no export needed")
+
+
+def _build_planned(run: RunContext, target: Target, graph_info: GraphResult) -> TargetResult:
+    """The target once its graph is known: its plan, parts, check and published folder."""
+    recipe, store, opts, executor = run.recipe, run.store, run.opts, run.executor
+    backend_name = resolve_backend(target.backend)
+    backend = get_backend(backend_name)
+    budget = target.budget.host_memory
     graph = OpGraph.from_json(graph_info.graph)
     if target.model.weights is None and not target.model.onnx:  # its factory's own state
         graph_info = own_weights(recipe, target, list(graph.weights), graph_info, store, executor)

@@ -137,8 +137,7 @@ def cached(recipe: Recipe, target: Target, job: GraphResult, store: Store) -> Ca
         if hit is None:
             return None
         record, inputs = hit
-        key = discovery.result_key(GENERATED, wanted.key, inputs)
-        return Calibration(key, record["blobs"]["table"], inputs.files, record, True)
+        return Calibration(record["key"], record["blobs"]["table"], inputs.files, record, True)
     stored = store.get_action(wanted.key)
     if stored is None:
         return None
@@ -172,8 +171,8 @@ def calibrate(ctx: TargetContext) -> Calibration | None:
 
     memo = ctx.run.memo
     record, inputs, hit = discovery.get_or_run(store, key, GENERATED, recipe.root, memo, generated)
-    result_key = discovery.result_key(GENERATED, key, inputs)
-    return Calibration(result_key, record["blobs"]["table"], inputs.files, record, hit)
+    # its result key: discovery.result_key of the inputs the function was seen to read
+    return Calibration(record["key"], record["blobs"]["table"], inputs.files, record, hit)
 
 
 def _run(ctx: TargetContext, key: str, samples: dict[str, Any], method: str) -> dict[str, Any]:
@@ -198,7 +197,7 @@ def _run(ctx: TargetContext, key: str, samples: dict[str, Any], method: str) -> 
             state_file(job, scratch),
         )
         heaviest = max(plan.parts, key=lambda p: p.weight_bytes)
-        largest = max((t.bytes for op in ctx.graph.ops for t in op.outputs), default=0)
+        largest = largest_activation(ctx.graph)
         predicted = need(memory, plan, ctx.graph)
         budget = target.budget.host_memory
         if predicted > budget:
@@ -228,8 +227,12 @@ def need(memory: MemoryModel, plan: Plan, graph: OpGraph) -> int:
     weights at fp32 (held for all the samples), one sample's live activations (an op's inputs
     and output, the statistics' copy: 4 x the largest), and allocator slack."""
     heaviest = max((p.weight_bytes for p in plan.parts), default=0)
-    largest = max((t.bytes for op in graph.ops for t in op.outputs), default=0)
-    return memory.export.fixed_bytes + heaviest + 4 * largest + 64 * MiB
+    return memory.export.fixed_bytes + heaviest + 4 * largest_activation(graph) + 64 * MiB
+
+
+def largest_activation(graph: OpGraph) -> int:
+    """Bytes of the graph's largest op output (what one sample holds at most, besides inputs)."""
+    return max((t.bytes for op in graph.ops for t in op.outputs), default=0)
 
 
 def check_need(target: Target, memory: MemoryModel, plan: Plan, graph: OpGraph) -> None:
@@ -238,8 +241,8 @@ def check_need(target: Target, memory: MemoryModel, plan: Plan, graph: OpGraph) 
         return
     predicted, budget = need(memory, plan, graph), target.budget.host_memory
     if predicted > budget:
-        largest = max((t.bytes for op in graph.ops for t in op.outputs), default=0)
-        raise _too_big(target.name, budget, f"needs about {format_size(predicted)}", largest)
+        what = f"needs about {format_size(predicted)}"
+        raise _too_big(target.name, budget, what, largest_activation(graph))
 
 
 def _too_big(name: str, budget: int, what: str, largest: int) -> TrtbuildError:

@@ -7,8 +7,9 @@ import os
 from trtbuild.backends import resolve_backend
 from trtbuild.cache.store import Store
 from trtbuild.execution import forkserver
-from trtbuild.execution.executor import Executor, LocalExecutor, worker_env
+from trtbuild.execution.executor import Executor, LocalExecutor
 from trtbuild.execution.forkserver import EXPECTED_BYTES, ForkServer
+from trtbuild.execution.process import worker_env
 from trtbuild.orchestrate.kinds import local_kinds
 from trtbuild.orchestrate.options import Options
 from trtbuild.recipe.load import Recipe, Target

@@ -19,6 +19,7 @@ from trtbuild.cache.store import Store
 from trtbuild.errors import BudgetExceeded, TrtbuildError
 from trtbuild.execution import jobs
 from trtbuild.execution.executor import Executor, run_job
+from trtbuild.execution.follow import Held
 from trtbuild.model.checkpoint import checkpoint_files
 from trtbuild.model.nativefiles import model_files
 from trtbuild.orchestrate import discovery
@@ -54,6 +55,10 @@ class GraphResult:
     # The state job's process and file when the recipe names no weights (trtbuild.orchestrate.statejob);
     # set per build, never cached with the graph
     state: dict[str, Any] | None = None
+    # The job's process, kept to export the parts from its trace (trtbuild.execution.follow);
+    # else why the export traces the model again (for -v). Per build, never cached.
+    held: Held | None = None
+    held_why: str = "its graph came from the cache"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -92,8 +97,10 @@ def graph_job(
     memo: DigestMemo,
     budget: int | None,
     executor: Executor | None = None,
+    hold: bool = False,
 ) -> GraphResult:
-    """The target's graph: from the cache when its recorded inputs are unchanged, else run."""
+    """The target's graph: from the cache when its recorded inputs are unchanged, else run;
+    `hold`: keep the job's process for the target's export (GraphResult.held)."""
     spec = target.model
     weights = weights_digest(recipe, spec, memo)
     manifest = "graph-manifest-" + digest_json(
@@ -107,12 +114,20 @@ def graph_job(
         ]
     )
 
+    ran: list[GraphResult] = []
+
     def run() -> tuple[dict[str, Any], Inputs]:
-        job = _run(recipe, target, store, memo, budget, executor)
-        return job.to_json(), job.inputs
+        ran.append(_run(recipe, target, store, memo, budget, executor, hold))
+        return ran[0].to_json(), ran[0].inputs
 
     record, _, _ = discovery.get_or_run(store, manifest, "graph-", recipe.root, memo, run)
-    return fixed_base(store, GraphResult.from_json(record))
+    result = fixed_base(store, GraphResult.from_json(record))
+    if not ran:
+        return result
+    why = "" if ran[0].held else "one trace per target is off (Options.one_trace)"
+    if hold and not ran[0].held:
+        why = "its executor runs every job as a process of its own"
+    return replace(result, held=ran[0].held, held_why=why)
 
 
 def fixed_base(store: Store, job: GraphResult) -> GraphResult:
@@ -167,6 +182,7 @@ def _run(
     memo: DigestMemo,
     budget: int | None,
     executor: Executor | None,
+    hold: bool,
 ) -> GraphResult:
     scratch = store.scratch()
     job = jobs.GraphJob(
@@ -176,11 +192,12 @@ def _run(
         str(store.root),
         uses_torch=not target.model.onnx,
     )
+    outcome = None
     try:
         if executor is None:  # planning alone: a plain process here
             outcome = run_job(job, scratch, budget)
         else:
-            outcome = executor.run(job, scratch, budget, budget or 0, None)
+            outcome = executor.run(job, scratch, budget, budget or 0, None, hold=hold)
     except BudgetExceeded as exc:
         raise TrtbuildError(
             f"budget {format_size(budget or 0)} is too small for {target.name}: exporting its graph on "
@@ -189,7 +206,8 @@ def _run(
             "and prints the smallest budget that works"
         ) from None
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if outcome is None or outcome.held is None:  # else its process's, removed with it
+            shutil.rmtree(scratch, ignore_errors=True)
     result = outcome.result
     raw = dict(result["inputs"])
     # Files native code held while the job ran (the watcher's samples) and the declared data:
@@ -212,4 +230,5 @@ def _run(
         [list(point) for point in outcome.samples],
         outcome.node,
         result.get("state_bytes"),
+        held=outcome.held,
     )

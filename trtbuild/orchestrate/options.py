@@ -43,6 +43,9 @@ class Options:
     write_lock: bool = True  # False for `trtbuild verify`: rebuild without touching the lock
     # Fork torch jobs from one server process (see forkserver.py); TRTBUILD_FORK_SERVER=0: never.
     fork_server: bool = field(default_factory=lambda: os.environ.get("TRTBUILD_FORK_SERVER") != "0")
+    # One trace per target: the graph job's process exports the parts from its own trace
+    # (trtbuild.execution.follow); False (or TRTBUILD_ONE_TRACE=0): a new process traces again.
+    one_trace: bool = field(default_factory=lambda: os.environ.get("TRTBUILD_ONE_TRACE") != "0")
     # Bazel HTTP cache behind the local one (remote.py); else the recipe's [cache] remote.
     remote_cache: str | None = field(default_factory=lambda: os.environ.get(REMOTE_ENV) or None)
     executor: str | None = None  # "local" or "ray"; None: the recipe's [executor] kind

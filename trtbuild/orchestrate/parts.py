@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from trtbuild.cache.store import Store
 from trtbuild.errors import BudgetExceeded, TrtbuildError
 from trtbuild.execution.executor import Executor, JobOutcome
+from trtbuild.execution.follow import Held
 from trtbuild.execution.jobs import BuildJob, ExportJob, Job, PartToExport
 from trtbuild.orchestrate import actions, quantize
 from trtbuild.orchestrate.graphjob import GraphResult
@@ -160,7 +161,9 @@ def _run(
         predicted = memory.export.predict(heaviest)
         if ref is not None:  # after the export, one weight at a time: its peak or the export's
             predicted = max(predicted, memory.export.fixed_bytes + ref.extra_bytes)
-        with executor.admit(predicted, budget, forked=export_job.uses_torch) as share:
+        held = job.held  # the graph job's process: the parts come from its trace
+        forked = export_job.uses_torch
+        with executor.admit(predicted, budget, forked=forked, replacing=held) as share:
             outcome = _stage(
                 executor,
                 export_job,
@@ -174,12 +177,17 @@ def _run(
                         "export", backend.name, heaviest, job.base_bytes or 0, peak, job.digest
                     ),
                 ),
+                held,
             )
+        if forked and not outcome.resumed:
+            why = held.why_not if held is not None and held.why_not else job.held_why
+            opts.report(f"{target.name}: the export traces the model again: {why}")
         if ref is not None:
             ref.keep(scratch, outcome.result["reference"])
         export = {
             **process_record("export", outcome, heaviest, predicted, share),
             "shared_by": [p.index for p in todo],
+            "graph_trace": outcome.resumed,  # exported from the graph job's trace, in its process
         }
         per_part = dict(zip([p.index for p in todo], outcome.result["parts"]))
 
@@ -269,10 +277,12 @@ def _stage(
     predicted: int,
     kind: str | None,
     overrun: Callable[[int], Overrun],
+    held: Held | None = None,
 ) -> JobOutcome:
-    """Run one job; a process over its share becomes `overrun(peak)` (re-plan, refit)."""
+    """Run one job (in `held`, if still there); a process over its share becomes
+    `overrun(peak)` (re-plan, refit)."""
     try:
-        return executor.run(job, scratch, share, predicted, kind)
+        return executor.run(job, scratch, share, predicted, kind, held=held)
     except BudgetExceeded as exc:
         raise overrun(exc.peak_rss_bytes) from None
 

@@ -146,14 +146,15 @@ def write_outputs(
     started: str,
     lock_file: Path,
     write_lock: bool,
+    previous: lockfile.Lock | None,
 ) -> list[str]:
-    """The lock (unless `write_lock` is off, as for verify) and the provenance statement.
+    """The lock (unless `write_lock` is off, as for verify) and the provenance statement;
+    `previous`: the lock as the run found it.
 
     Returns notes: the targets whose outputs were removed because the recipe dropped them.
     """
     dropped = remove_dropped_targets(out, recipe.name, results)
     inputs = all_inputs(recipe, results, memo)
-    previous = lockfile.read_lock(lock_file)
     targets = [
         _locked(r, out / recipe.name / r.model / r.slot, machine(r.backend, r.kind)["device"])
         for r in results
