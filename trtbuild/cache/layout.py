@@ -19,6 +19,16 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+README = """\
+# trtbuild cache
+
+Content-addressed store of trtbuild (https://github.com/ -- see the project README).
+- cas/<sha256>: immutable blobs, verified against their digest on read.
+- ac/<action key>.json: action results pointing at blobs, each bound to its key by an HMAC
+  with the secret in mac.key.
+Safe to delete; the next build fills it again.
+"""
+
 
 def default_cache_dir() -> Path:
     """$TRTBUILD_CACHE, else cache/ at the project root (project_root)."""

@@ -56,9 +56,10 @@ class GraphResult:
     # set per build, never cached with the graph
     state: dict[str, Any] | None = None
     # The job's process, kept to export the parts from its trace (trtbuild.execution.follow);
-    # else why the export traces the model again (for -v). Per build, never cached.
-    held: Held | None = None
-    held_why: str = "its graph came from the cache"
+    # else why the export traces the model again (for -v). Per build, never cached, and not
+    # what the graph is: equal graph results may differ in them.
+    held: Held | None = field(default=None, compare=False)
+    held_why: str = field(default="its graph came from the cache", compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
