@@ -79,6 +79,7 @@ class Held:
                 return False
             os.write(self.fd, f"{job_path}\n".encode())
             self._close()
+            self.why_not = "the graph job's process ran this target's export already (re-planned)"
             return True
 
     def release(self, why: str) -> None:
