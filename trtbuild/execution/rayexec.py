@@ -15,8 +15,8 @@ dies, and a job's own process dies with the task's (worker.die_with_parent): a k
 nothing running.
 
 No shared filesystem: a task gets the files its job reads (the recipe's code and configs, the
-weights, a part's ONNX files) through Ray's object store, rebuilt under a private folder on the
-node at the same absolute paths below it, and sends back the files the job wrote. A worker node
+weights, a part's ONNX files: shipped.py) through Ray's object store, rebuilt under a private
+folder on the node at the same absolute paths below it, and sends back the files the job wrote. A worker node
 needs only trtbuild and its dependencies, at the versions of the driver (the action keys assume
 it: README "Building on a cluster").
 """
@@ -40,15 +40,13 @@ from trtbuild.errors import BudgetExceeded, TrtbuildError
 from trtbuild.execution import jobs
 from trtbuild.execution.executor import InternalJobError, JobOutcome, run_job
 from trtbuild.execution.follow import Held
-from trtbuild.execution.jobs import BuildJob, CalibrateJob, ExportJob, GraphJob, Job, StateJob
-from trtbuild.recipe.load import load_recipe
+from trtbuild.execution.jobs import Job
+from trtbuild.execution.shipped import inputs_of
 
 RESOURCE = "trtbuild"  # what every building node offers 1 of: its host budget
 KIND_TOKEN = 0.001  # of a device kind's resource: places a task, never limits it
 MAX_RETRIES = 3  # a lost worker (node down, process killed) is retried this often
 PATH_FIELDS = ("recipe", "onnx", "engine", "out", "state", "table", "spill")  # naming files
-SKIP_DIRS = {"__pycache__", "build", "cache", "node_modules", "site-packages"}
-MAX_SOURCE_FILES = 2000
 ENV_PREFIXES = ("TRTBUILD_", "PYTHONHASHSEED")  # what a job's process gets from the driver
 
 
@@ -156,60 +154,6 @@ class RayExecutor:
             if key not in self._refs:
                 self._refs[key] = ray.put(path.read_bytes())
             return self._refs[key]
-
-
-def inputs_of(job: Job) -> list[Path]:
-    """The files a job reads: a recipe's code, configs and weights; a part's ONNX files."""
-    if isinstance(job, BuildJob):
-        folder = Path(job.onnx).parent
-        named = [job.settings.get(k) for k in ("timing_cache_path", "calibration_table")]
-        extra = [Path(f) for f in named if f and Path(f).is_file()]
-        return sorted([*(p for p in folder.iterdir() if p.is_file()), *extra])
-    if isinstance(job, CalibrateJob):  # and its sample files, and the model's own state
-        state = [Path(job.state)] if job.state else []
-        samples = [Path(f) for f in job.samples.get("files") or []]
-        return sorted({*recipe_files(Path(job.recipe), job.model), *samples, *state})
-    if isinstance(job, ExportJob) and job.state:  # the model's own state (statejob.py)
-        return sorted([*recipe_files(Path(job.recipe), job.model), Path(job.state)])
-    if isinstance(job, GraphJob | ExportJob | StateJob):
-        return recipe_files(Path(job.recipe), job.model)
-    return []
-
-
-def recipe_files(recipe_path: Path, model: str) -> list[Path]:
-    """The recipe, the Python files under its folder (a model file imports its helpers), and the
-    model's weights and config files."""
-    recipe = load_recipe(recipe_path)
-    files = {recipe.path}
-    for path in _walk(recipe.root):
-        if path.suffix == ".py":
-            files.add(path)
-    spec = recipe.model_spec(model)
-    files.update(recipe.data_files(spec))
-    named_files = [spec.weights, spec.config, *spec.plugins]
-    if spec.onnx:  # the graph and its external data (onnx.load's rule: files beside it)
-        source = recipe.resolve(spec.source.partition(":")[2])
-        named_files += [str(p) for p in source.parent.iterdir() if p.is_file()]
-    for named in named_files:
-        if isinstance(named, str):
-            where = recipe.resolve(named)
-            files.update(_walk(where) if where.is_dir() else [where])
-    if len(files) > MAX_SOURCE_FILES:
-        raise TrtbuildError(
-            f"{recipe.path}: over {MAX_SOURCE_FILES} files to send to the cluster under "
-            f"{recipe.root}; keep recipes in a folder of their own"
-        )
-    return sorted(files)
-
-
-def _walk(root: Path) -> Iterator[Path]:
-    for folder, dirs, names in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in SKIP_DIRS]
-        if "pyvenv.cfg" in names:  # a virtual environment
-            dirs[:] = []
-            continue
-        for name in names:
-            yield Path(folder) / name
 
 
 # ------------------------------------------------------------------ on the node
