@@ -79,7 +79,7 @@ class Held:
                 return False
             os.write(self.fd, f"{job_path}\n".encode())
             self._close()
-            self.why_not = "the graph job's process ran this target's export already (re-planned)"
+            self.why_not = "the graph job's process ran an export of this target already"
             return True
 
     def release(self, why: str) -> None:
