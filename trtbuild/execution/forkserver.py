@@ -9,8 +9,7 @@ or leak stays in the child, which exits after its one job), watched and measured
 Protocol: JSON lines. The orchestrator writes `{"id", "job", "log", "cwd"}` to the server's stdin;
 the server answers `{"id", "pid"}` once the child runs and `{"pid", "status"}` when it exits
 (a pidfd per child: the server is single-threaded, which is what makes forking it safe), and
-`{"rss_bytes"}` once ready, and again once idle it has built the ONNX exporter's registry (which
-traces nothing: zygote.py). It runs no export of its own (a warm-up export was tried and changed
+`{"rss_bytes"}` once ready, its ONNX exporter's registry built (which traces nothing: zygote.py). It runs no export of its own (a warm-up export was tried and changed
 the names a later graph job's nodes got), so every child, in this run or a later one that reuses
 the server, traces from the same state. The
 kernel kills the server when trtbuild dies (PR_SET_PDEATHSIG, set before its slow imports) and a
@@ -167,9 +166,7 @@ class ForkServer:
         for line in session.proc.stdout:
             message = json.loads(line)
             with self._lock:
-                if "rss_bytes" in message:  # grown: the exporter's registry (zygote.py)
-                    self.rss_bytes = message["rss_bytes"]
-                elif "id" in message:
+                if "id" in message:
                     session.started.pop(message["id"]).set_result(message["pid"])
                 else:
                     waiting = session.exited.setdefault(message["pid"], Future())
