@@ -135,15 +135,16 @@ def configure_logging() -> None:
     logging.basicConfig(format="trtbuild: %(message)s", level=logging.WARNING)
 
 
-TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+TERMINATING = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 
 def _on_termination() -> dict[int, Any]:
-    """SIGTERM and SIGHUP stop the build as Ctrl-C does; returns the handlers they had.
+    """SIGTERM, SIGHUP and SIGINT stop the build; returns the handlers they had.
 
-    Ctrl-C reaches the whole process group, so the job processes die with it; SIGTERM reaches
-    this process alone (`timeout`, a CI runner), so it stops them first: their threads' waits
-    return, the threads raise, and every scratch folder is removed on the way out.
+    Ctrl-C reaches the whole process group, so the job processes die with it; a signal sent to
+    this process alone (`timeout`, a CI runner, a supervisor's SIGINT) does not, so the handler
+    stops them first: their threads' waits return, the threads raise, and every scratch folder is
+    removed on the way out. SIGINT is then a KeyboardInterrupt, as Python makes it.
     """
     if threading.current_thread() is not threading.main_thread():
         return {}
@@ -152,6 +153,8 @@ def _on_termination() -> dict[int, Any]:
         processes = sys.modules.get("trtbuild.execution.process")
         if processes is not None:
             processes.stop_running()
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise Terminated(signum)
 
     return {signum: signal.signal(signum, terminate) for signum in TERMINATING}
