@@ -5,6 +5,8 @@ needs its room."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +118,18 @@ def test_a_held_process_is_released_for_a_job_that_needs_its_room(
     assert not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
     assert resume(held, job, tmp_path) is None  # the export will trace again
     assert not scratch.exists()  # its scratch went with it
+
+
+def test_a_held_process_that_dies_while_it_waits_says_how(recipes: Path, tmp_path: Path) -> None:
+    """-v said 'the export traces the model again: ' with no reason when the waiting process
+    was killed (a new-user trial); the reason now names the signal."""
+    recipe = write_recipe(recipes / "factory.toml", {"factory": FACTORY})
+    job = GraphJob(str(recipe), "factory", "fp32", str(tmp_path / "cache"))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    held = run_job(job, scratch, None, None, hold=True).held
+    assert held is not None
+    os.kill(held.pid, signal.SIGKILL)
+    held.exited.result(timeout=30)
+    assert resume(held, job, tmp_path) is None
+    assert held.why_not == "the graph job's process ended while it waited (killed by SIGKILL)"

@@ -125,11 +125,17 @@ def resume(
     _write_job(job, scratch, name)
     start, started = time.perf_counter(), time.time()
     watcher = Watcher(held.pid, limit_bytes, held.forked, job.kind in WATCHED_FILES_KINDS)
+    try:  # what the process writes from here on is this job's
+        offset = held.log.stat().st_size
+    except FileNotFoundError:  # released: its scratch is gone, and so is the process
+        return None
     if not held.send(scratch / f"{name}.job.json"):
         return None
     watcher.start()
-    (scratch / f"{name}.log").symlink_to(held.log)  # the process's stderr, for its errors
     ended = wait_for(held.pid, held.exited, watcher, None)
+    with open(held.log, "rb") as log:  # this job's stderr, for its errors (not the graph's)
+        log.seek(offset)
+        (scratch / f"{name}.log").write_bytes(log.read())
     try:
         outcome = _outcome(
             job, scratch, name, watcher, ended, limit_bytes, held.forked, start, started

@@ -75,7 +75,10 @@ class Held:
     def send(self, job_path: Path) -> bool:
         """Hand over the next job; False when the process is gone (released, or it died)."""
         with self._lock:
-            if self.fd < 0 or self.exited.done():
+            if self.fd >= 0 and self.exited.done():  # it died while it waited
+                self.why_not = f"the graph job's process ended while it waited ({_end(self)})"
+                self._close()
+            if self.fd < 0:
                 return False
             os.write(self.fd, f"{job_path}\n".encode())
             self._close()
@@ -99,3 +102,12 @@ class Held:
         os.close(self.fd)
         self.fd = -1
         self.fifo.unlink(missing_ok=True)
+
+
+def _end(held: Held) -> str:
+    """How the held process ended: "killed by SIGKILL", "exit status 1"."""
+    try:
+        code = os.waitstatus_to_exitcode(held.exited.result()[0])
+    except Exception as exc:  # the fork server went away with it
+        return str(exc)
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"

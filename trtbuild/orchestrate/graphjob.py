@@ -125,9 +125,13 @@ def graph_job(
     result = fixed_base(store, GraphResult.from_json(record))
     if not ran:
         return result
-    why = "" if ran[0].held else "one trace per target is off (Options.one_trace)"
+    why = "" if ran[0].held else "one trace per target is off (TRTBUILD_ONE_TRACE=0)"
     if hold and not ran[0].held:
-        why = "its executor runs every job as a process of its own"
+        why = (
+            "Ray runs every job as a process of its own"
+            if executor is not None and executor.name == "ray"
+            else "the graph job's process ended with its result (stopped or crashed)"
+        )
     return replace(result, held=ran[0].held, held_why=why)
 
 
