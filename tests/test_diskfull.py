@@ -82,9 +82,10 @@ SITES = {
 }
 
 
-# The default run meets a full disk in a worker (export), in publishing and in a remote download;
-# the engine write (build) and the lock, with --runslow (a test loop under 20 minutes).
-DEFAULT_SITES = ("publish", "remote")  # export (20 s) with --runslow: the cache side of publish
+# The default run meets a full disk in a worker (export: the graph job's process, which exports
+# from its trace), in publishing and in a remote download; the engine write (build) and the
+# lock, with --runslow (a test loop under 20 minutes).
+DEFAULT_SITES = ("export", "publish", "remote")
 
 
 @pytest.mark.parametrize(

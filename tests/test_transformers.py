@@ -138,10 +138,10 @@ def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     return float((out - ref).abs().max() / ref.abs().max())
 
 
-# One representative in the default run (llama: a decoder, sharded too below); the encoder
-# (bert, 15 s), vision (vit, convnext) and gpt2 (also built by tests/test_budget.py, from ONNX by
-# tests/test_onnxsource.py and at int4 by tests/test_quantize.py) with --runslow.
-FAMILY_REPRESENTATIVES = ("llama",)
+# In the default run a decoder (llama, sharded too below) and an encoder (bert); vision (vit,
+# convnext) and gpt2 (also built by tests/test_budget.py, from ONNX by tests/test_onnxsource.py
+# and at int4 by tests/test_quantize.py) with --runslow.
+FAMILY_REPRESENTATIVES = ("llama", "bert")
 
 
 @pytest.mark.parametrize(
