@@ -121,14 +121,14 @@ def resume(
 ) -> JobOutcome | None:
     """Run `job` in the held process (one trace per target); None when it is no longer there
     (released to make room, or died): run the job as a process of its own then."""
-    name = f"{job.kind}-{time.time_ns()}"
-    _write_job(job, scratch, name)
-    start, started = time.perf_counter(), time.time()
-    watcher = Watcher(held.pid, limit_bytes, held.forked, job.kind in WATCHED_FILES_KINDS)
     try:  # what the process writes from here on is this job's
         offset = held.log.stat().st_size
     except FileNotFoundError:  # released: its scratch is gone, and so is the process
         return None
+    name = f"{job.kind}-{time.time_ns()}"
+    _write_job(job, scratch, name)
+    start, started = time.perf_counter(), time.time()
+    watcher = Watcher(held.pid, limit_bytes, held.forked, job.kind in WATCHED_FILES_KINDS)
     if not held.send(scratch / f"{name}.job.json"):
         return None
     watcher.start()
