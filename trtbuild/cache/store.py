@@ -1,7 +1,8 @@
 """The content-addressed store: cas/<sha256> blobs and ac/<action key>.json results.
 
 Writes go to a temp file and are renamed into place; every blob is verified against its digest
-when read (once per process: what it hashed, it trusts while the file's inode and mtime are the same); a corrupt entry is reported, removed and treated as a miss. No pickle anywhere.
+when read (once per process: what it hashed, it trusts while the file's inode and mtime are the
+same); a corrupt entry is reported, removed and treated as a miss. No pickle anywhere.
 
 An action entry is bound to its key and its contents by an HMAC-SHA256 with a secret of this
 cache (`mac.key`, made once, mode 0600): an entry edited to name another blob, or copied under

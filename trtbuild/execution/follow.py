@@ -40,7 +40,7 @@ def next_job(fifo: BinaryIO) -> tuple[Job, str] | None:
     result, so a line sent at once is never lost."""
     from trtbuild.model import exporter
 
-    exporter.import_exporter()  # a plain process's registry, while the run plans (forked: the server's)
+    exporter.import_exporter()  # a plain process's registry while the run plans; forked: inherited
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):  # freed pages back to the system
         ctypes.CDLL("libc.so.6").malloc_trim(0)

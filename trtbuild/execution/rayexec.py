@@ -16,8 +16,8 @@ nothing running.
 
 No shared filesystem: a task gets the files its job reads (the recipe's code and configs, the
 weights, a part's ONNX files: shipped.py) through Ray's object store, rebuilt under a private
-folder on the node at the same absolute paths below it, and sends back the files the job wrote. A worker node
-needs only trtbuild and its dependencies, at the versions of the driver (the action keys assume
+folder on the node at the same absolute paths below it, and sends back the files the job wrote.
+A worker node needs only trtbuild and its dependencies, at the versions of the driver (the action keys assume
 it: README "Building on a cluster").
 """
 

@@ -238,8 +238,10 @@ def main(argv: list[str]) -> int:
     job, result_file = from_json(json.loads(job_path.read_text()))
     stem = job_path.name.removesuffix(".job.json")  # executor.run_job's names
     _job_files[:] = [job_path, Path(result_file), job_path.with_name(f"{stem}.log")]
-    # Opened before the result exists: the orchestrator may answer as soon as it sees it.
-    follow = open(job.follow, "rb") if isinstance(job, GraphJob) and job.follow else None  # noqa: SIM115  # closed by next_job
+    # Opened before the result exists: the orchestrator may answer as soon as it sees it (closed
+    # by follow.next_job).
+    fifo = job.follow if isinstance(job, GraphJob) else ""
+    follow = open(fifo, "rb") if fifo else None  # noqa: SIM115
     trace: list[Any] = []
     code = _answer(job, Path(result_file), trace)
     if code or follow is None or not trace:

@@ -6,8 +6,8 @@ torch.onnx.export builds the registry of ONNX functions for ATen ops anew on eve
 time here, so an export process writing two parts paid 1.1 s for two equal registries. Exporting
 only reads it (torch/onnx/_internal/exporter/_core.py, _decomp.py), and trtbuild passes no
 `custom_translation_table` (which would add to it), so this process builds one per opset version
-and every export call takes that one. The fork server builds it once it is idle; its children
-inherit it.
+and every export call takes that one. The fork server builds it before its first fork; its
+children inherit it.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def import_exporter(registry: bool = True) -> None:
     what it imports (onnx, onnxscript, ml_dtypes, protobuf, ...) whether the job runs in a fresh
     interpreter or forked from the fork server (zygote.py); the registry's build adds no
     distribution to those (measured: onnxscript and torch, already there). The fork server
-    imports the modules before its first job and builds the registry once it is idle.
+    imports the modules and builds the registry before its first job.
     """
     if not _exporter_imported["modules"]:
         import torch._dynamo  # noqa: F401
