@@ -4,7 +4,6 @@ the file, the line and the field."""
 
 from __future__ import annotations
 
-import glob
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from trtbuild.errors import TrtbuildError
+from trtbuild.recipe.globs import matching_files
 from trtbuild.recipe.quantspec import QUANTIZED, missing_calibration, mixed, unsupported_keep
 from trtbuild.recipe.schema import (
     ONNX_PRECISIONS,
@@ -145,8 +145,7 @@ class Recipe:
         """The files a model's `data` globs match, sorted; a glob matching none is an error."""
         found: set[Path] = set()
         for pattern in spec.data:
-            matched = [Path(p) for p in glob.glob(str(self.root / pattern), recursive=True)]
-            matched = [p for p in matched if p.is_file()]
+            matched = matching_files(pattern, self.root)
             if not matched:
                 raise TrtbuildError(
                     f"{self.model_loc(spec.name, 'data')}: field 'data' of model '{spec.name}': "

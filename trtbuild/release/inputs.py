@@ -74,10 +74,9 @@ def discovered(raw: dict[str, Any], root: Path, memo: DigestMemo) -> Inputs:
 def glob_matches(pattern: str, root: Path) -> list[str]:
     """The files `pattern` (relative to the recipe's folder `root`, `**` recursive) matches,
     relative to `root`, sorted: what a [[glob]] entry records."""
-    import glob  # not on the no-op path of a recipe without globs
+    from trtbuild.recipe.globs import matching_files  # not on a no-op without globs
 
-    found = glob.glob(str(root / pattern), recursive=True)
-    return sorted(os.path.relpath(f, root) for f in found if os.path.isfile(f))
+    return sorted(os.path.relpath(f, root) for f in matching_files(pattern, root))
 
 
 def glob_changes(globs: dict[str, list[str]], root: Path) -> list[str]:
