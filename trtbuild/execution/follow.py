@@ -42,6 +42,7 @@ def next_job(fifo: BinaryIO) -> tuple[Job, str] | None:
 
     exporter.import_exporter()  # a plain process's registry while the run plans; forked: inherited
     gc.collect()
+    gc.freeze()  # the trace lives on for the export: its collections need not walk it again
     with contextlib.suppress(OSError, AttributeError):  # freed pages back to the system
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     with fifo:

@@ -108,11 +108,13 @@ class CheckJob:
 
 @dataclass(frozen=True)
 class ProbeJob:
-    """Touch `bytes` bytes and hold them `hold` seconds: checks what the executor measures."""
+    """Touch `bytes` bytes and hold them `hold` seconds (after a full garbage collection, with
+    `collect`): checks what the executor measures."""
 
     kind: ClassVar[str] = "probe"
     bytes: int
     hold: float = 0.0
+    collect: bool = False
 
 
 Job = GraphJob | StateJob | ExportJob | CalibrateJob | BuildJob | CheckJob | ProbeJob

@@ -41,7 +41,7 @@ def run(job: Job, trace: list[Any] | None = None) -> dict[str, Any]:
         onnx = quantized(Path(job.onnx), job.settings)  # int8/int4/fp8: its Q/DQ ONNX
         return get_backend(job.backend).build(onnx, job.settings, Path(job.engine))
     if isinstance(job, ProbeJob):
-        return _probe(job.bytes, job.hold)
+        return _probe(job.bytes, job.hold, job.collect)
     if isinstance(job, CheckJob):
         from trtbuild.check.compare import run_check
 
@@ -93,13 +93,16 @@ def _onnx_export(recipe: Any, job: ExportJob) -> dict[str, Any]:
     return {"parts": exported, "reference": reference, "export_peak_bytes": before}
 
 
-def _probe(size: int, hold: float) -> dict[str, Any]:
+def _probe(size: int, hold: float, collect: bool) -> dict[str, Any]:
     """Touch `size` bytes and hold them `hold` seconds: what the executor measures (tests)."""
+    import gc
     import time
 
     ballast = bytearray(size)
     for offset in range(0, size, 4096):
         ballast[offset] = 1
+    if collect:
+        gc.collect()
     time.sleep(hold)
     return {"bytes": len(ballast)}
 

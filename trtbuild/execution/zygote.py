@@ -5,6 +5,7 @@ The protocol and the client are in trtbuild.execution.forkserver."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -82,6 +83,13 @@ def serve() -> None:
     os.dup2(devnull, 0)
     os.dup2(2, 1)
     os.close(devnull)
+    # Imports make long-lived objects, seldom garbage: the cycle collector's passes over them
+    # (0.7 s of the server's 2.6 s start, measured) find next to nothing. Frozen, they are
+    # also skipped by every child's collections (torch.export's trace runs hundreds of them), and
+    # a child's collections no longer write to the server's pages (copy-on-write). The cycles
+    # the imports left stay: 12 MiB of the server's RSS (364 -> 376 MiB), against 0.27 s for a
+    # collection that gives no memory back to the system (both measured).
+    gc.disable()
     for name in BASELINE:
         importlib.import_module(name)
     from trtbuild.model import depfile
@@ -90,6 +98,8 @@ def serve() -> None:
     from trtbuild.model import exporter
 
     exporter.import_exporter()
+    gc.freeze()
+    gc.enable()
     server_pid = os.getpid()
     _reply(replies, {"rss_bytes": status_bytes("VmRSS")})
     children: dict[int, int] = {}  # pidfd -> pid
