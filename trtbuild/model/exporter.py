@@ -12,6 +12,7 @@ children inherit it.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 _exporter_imported = {"modules": False, "registry": False}
@@ -42,14 +43,21 @@ def import_exporter(registry: bool = True) -> None:
 
 
 def _share_registry(cls: Any) -> None:
-    """Make `cls.from_torchlib` build once per opset version, then return that registry."""
+    """Make `cls.from_torchlib` build once per opset version, then return that registry.
+
+    Keyed by the bound arguments, defaults applied: the fork server's `from_torchlib()` and
+    torch.onnx.export's `from_torchlib(opset_version=18)` are one registry.
+    """
     build = cls.__dict__.get("from_torchlib")
     if not isinstance(build, classmethod):  # another torch: leave it as it is
         return
+    signature = inspect.signature(build.__func__)
     built: dict[tuple[Any, ...], Any] = {}
 
     def shared(klass: Any, *args: Any, **kwargs: Any) -> Any:
-        key = (klass, *args, *sorted(kwargs.items()))
+        bound = signature.bind(klass, *args, **kwargs)
+        bound.apply_defaults()
+        key = tuple(bound.arguments.items())
         if key not in built:
             built[key] = build.__func__(klass, *args, **kwargs)
         return built[key]
