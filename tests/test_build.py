@@ -133,6 +133,29 @@ def test_random_init_is_the_same_in_any_process(recipes: Path, seed: int) -> Non
     assert not torch.equal(other["fc.weight"], alone["fc.weight"])
 
 
+def test_random_init_bytes_are_those_of_the_module_seed_under_torch_manual_seed(
+    recipes: Path,
+) -> None:
+    """The bytes every seeded-init lock pins (RANDOM_INIT_SCHEME 1): each module reset under
+    torch.manual_seed(module_seed(seed, its name)). Drawing them another way (a cheaper seeding,
+    the model's ties passed in) must not change them."""
+    from trtbuild.model.frontend import build_model
+    from trtbuild.model.weights import RANDOM_INIT_SCHEME, module_seed, random_init, tied_names
+
+    assert RANDOM_INIT_SCHEME == 1
+    recipe = load_recipe(recipes / "tiny.toml")
+    model = build_model(recipe, recipe.schema.model[0], "fp32").model
+    names = ["conv1.weight", "bn1.weight", "fc.weight", "fc.bias"]
+    drawn = random_init(model, names, 5, tied_names(model))
+    for name in names:
+        owner = name.rpartition(".")[0]
+        module = model.get_submodule(owner).to_empty(device="cpu", recurse=False)
+        torch.manual_seed(module_seed(5, owner))
+        with torch.no_grad():
+            module.reset_parameters()
+        assert torch.equal(drawn[name], model.get_parameter(name)), name
+
+
 def test_random_init_of_tied_weights_does_not_depend_on_load_order(recipes: Path) -> None:
     """A part's exporter loads weights one at a time in the ONNX graph's order: loading the
     embedding first must not untie the output projection from it (it did: wrong logits)."""
