@@ -266,3 +266,22 @@ def test_an_exporter_difference_on_the_users_samples_fails_the_check(
     if masked_row:
         assert "output 'output'" in target.check["message"]
         assert not Path("build/sdpa/attn/fp32").exists()  # not published
+
+
+def test_the_samples_a_check_reads_are_the_files_its_lock_records(tmp_path: Path) -> None:
+    """`check.data` / `calibration.data` globs: the check read them without recursion (and took
+    a matching folder for a sample), while the lock's [[glob]] record expands `**` recursively,
+    so the lock could pin files the check never read, and miss none it did."""
+    import numpy as np
+
+    from trtbuild.check.data import data_files
+    from trtbuild.release.inputs import glob_matches
+
+    for name in ("samples/a.npz", "samples/day1/b.npz", "samples/day1/deep/c.npz"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp_path / name, x=np.zeros(2, dtype=np.float32))
+    for pattern in ("samples/**/*.npz", "samples/*"):
+        read = [str(p.relative_to(tmp_path)) for p in data_files(pattern, tmp_path)]
+        assert read == glob_matches(pattern, tmp_path), pattern
+    assert len(data_files("samples/**/*.npz", tmp_path)) == 3
+    assert [p.name for p in data_files("samples/*", tmp_path)] == ["a.npz"]  # not the folder

@@ -7,7 +7,6 @@ under "k/<tensor name>"; floating tensors at float32 (the model run at fp32), ot
 
 from __future__ import annotations
 
-import glob
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from trtbuild.errors import TrtbuildError
+from trtbuild.recipe.globs import matching_files
 
 FLOAT_DTYPES = {"float32", "float16", "bfloat16", "float64"}
 
@@ -61,8 +61,9 @@ def make_samples(request: dict[str, Any], root: Path) -> list[dict[str, np.ndarr
 
 
 def data_files(pattern: str, root: Path) -> list[Path]:
-    """The sample files `pattern` names (sorted); none is an error naming the pattern."""
-    files = sorted(Path(f) for f in glob.glob(str(root / pattern)))
+    """The sample files `pattern` names (sorted, `**` recursive, folders never), the files the
+    lock's [[glob]] entry records (trtbuild.recipe.globs); none is an error naming the pattern."""
+    files = matching_files(pattern, root)
     if not files:
         raise TrtbuildError(f"field 'model.check.data': no file matches {pattern!r} in {root}")
     return files
