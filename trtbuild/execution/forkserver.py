@@ -9,7 +9,7 @@ or leak stays in the child, which exits after its one job), watched and measured
 Protocol: JSON lines. The orchestrator writes `{"id", "job", "log", "cwd"}` to the server's stdin;
 the server answers `{"id", "pid"}` once the child runs and `{"pid", "status"}` when it exits
 (a pidfd per child: the server is single-threaded, which is what makes forking it safe), and
-`{"rss_bytes"}` once ready, its ONNX exporter's registry built (which traces nothing: zygote.py).
+`{"rss_bytes"}` once ready, its ONNX exporter's registry built (which traces nothing: preload.py).
 It runs no export of its own (a warm-up export was tried and changed the names a later graph
 job's nodes got), so every child, in this run or a later one that reuses the server, traces from
 the same state. The kernel kills the server when trtbuild dies (PR_SET_PDEATHSIG, set before its slow imports) and a

@@ -11,7 +11,7 @@ its peak recorded, now with the node it ran on. A task asks Ray for
   it places the task, the budget share above bounds it);
 
 and is retried when its worker is lost (`max_retries`). Ray stops the tasks of a driver that
-dies, and a job's own process dies with the task's (worker.die_with_parent): a killed run leaves
+dies, and a job's own process dies with the task's (procself.die_with_parent): a killed run leaves
 nothing running.
 
 No shared filesystem: a task gets the files its job reads (the recipe's code and configs, the

@@ -6,12 +6,9 @@ its peak RSS is its own. The result is written as JSON next to the job; user err
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import errno
 import json
 import os
-import signal
 import sys
 import traceback
 from pathlib import Path
@@ -29,6 +26,7 @@ from trtbuild.execution.jobs import (
     StateJob,
     from_json,
 )
+from trtbuild.execution.procself import die_with_parent, own_peak_rss
 
 
 def run(job: Job, trace: list[Any] | None = None) -> dict[str, Any]:
@@ -199,46 +197,16 @@ def _errno(exc: BaseException | None) -> int:
     return errno.ENOSPC
 
 
-def own_peak_rss() -> int | None:
-    """Peak RSS of this process's own address space (VmHWM), or None off Linux.
-
-    Not getrusage: on Linux, ru_maxrss of a process started by fork + exec also counts the
-    parent's resident memory at the fork, so a big orchestrator would inflate every worker.
-    """
-    return status_bytes("VmHWM")
-
-
-def status_bytes(field: str) -> int | None:
-    """A memory figure of this process from /proc/self/status (VmRSS, VmHWM), or None off Linux."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """A worker must not outlive the trtbuild process that watches its memory (kill -9 of it).
-
-    Linux sends the signal when the thread that started us ends: the executor's thread waits
-    for us until we exit, so that is the run itself. If the parent is already gone, stop now.
-    """
-    parent = int(os.environ.get("TRTBUILD_PARENT_PID", "0"))
-    with contextlib.suppress(OSError, AttributeError):  # not Linux: the check below still holds
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if parent and os.getppid() != parent:
-        os._exit(1)
-
-
-def main(argv: list[str]) -> int:
+def main(argv: list[str], fresh: bool = False) -> int:
+    """Run the job file argv[0]; `fresh`: this process was started for it (not forked from the
+    fork server, which preloaded what a torch job imports: trtbuild.execution.preload)."""
     die_with_parent()
     job_path = Path(argv[0])
     job, result_file = from_json(json.loads(job_path.read_text()))
+    if fresh and _imports_torch(job):
+        from trtbuild.execution.preload import preload
+
+        preload(registry=False)  # built while the run plans (follow.py) or by the export
     stem = job_path.name.removesuffix(".job.json")  # executor.run_job's names
     _job_files[:] = [job_path, Path(result_file), job_path.with_name(f"{stem}.log")]
     # Opened before the result exists: the orchestrator may answer as soon as it sees it (closed
@@ -255,6 +223,14 @@ def main(argv: list[str]) -> int:
     if follows is None:
         return 0
     return _answer(follows[0], Path(follows[1]), trace)
+
+
+def _imports_torch(job: Job) -> bool:
+    if not isinstance(job, GraphJob | StateJob | ExportJob | CalibrateJob):
+        return False
+    from trtbuild.recipe.load import load_recipe
+
+    return not load_recipe(job.recipe).model_spec(job.model).onnx
 
 
 def _answer(job: Job, result_path: Path, trace: list[Any]) -> int:
@@ -292,7 +268,7 @@ def _answer(job: Job, result_path: Path, trace: list[Any]) -> int:
 
 
 if __name__ == "__main__":
-    status = main(sys.argv[1:])
+    status = main(sys.argv[1:], fresh=True)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(status)  # no interpreter teardown (0.4 s with torch loaded): the result is written

@@ -5,8 +5,6 @@ The protocol and the client are in trtbuild.execution.forkserver."""
 from __future__ import annotations
 
 import contextlib
-import gc
-import importlib
 import json
 import os
 import select
@@ -15,26 +13,7 @@ import sys
 from typing import Any
 
 from trtbuild.errors import is_disk_full
-
-# What a graph or export job imports before it runs any model code: a forked child starts where
-# a fresh worker is when its depfile recording begins. The server then also imports the exporter's
-# modules and builds its operator registry (exporter.import_exporter), which a graph job imports
-# inside its recording: a child records those modules as imported (depfile.set_baseline), so the
-# lock is the same with or without the server (the registry adds no distribution: onnxscript and
-# torch are pinned already; tests/test_onetrace.py compares the locks). The registry is built
-# before the first fork (0.6 s): a graph job's process goes on to export its target's parts
-# (follow.py) and would otherwise build one of its own, as would every export job; cold ResNet-50
-# builds went from 9.9 to 9.2 s (median of 3 alternating runs each, 2026-11-30).
-BASELINE = (
-    "trtbuild.execution.worker",
-    "trtbuild.recipe.schema",
-    "trtbuild.model.depfile",
-    "trtbuild.model.frontend",
-    "trtbuild.model.exporter",
-    "trtbuild.model.checkpoint",
-    "trtbuild.model.graph",
-    "trtbuild.model.partexport",
-)
+from trtbuild.execution.preload import preload
 
 
 def _child(request: dict[str, Any], server_pid: int) -> None:
@@ -73,7 +52,7 @@ def _reply(fd: int, message: dict[str, Any]) -> None:
 
 
 def serve() -> None:
-    from trtbuild.execution.worker import die_with_parent, status_bytes
+    from trtbuild.execution.procself import die_with_parent, status_bytes
 
     die_with_parent()  # before the imports: a run killed while they take seconds takes us down
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the orchestrator's to handle
@@ -83,23 +62,7 @@ def serve() -> None:
     os.dup2(devnull, 0)
     os.dup2(2, 1)
     os.close(devnull)
-    # Imports make long-lived objects, seldom garbage: the cycle collector's passes over them
-    # (0.7 s of the server's 2.6 s start, measured) find next to nothing. Frozen, they are
-    # also skipped by every child's collections (torch.export's trace runs hundreds of them), and
-    # a child's collections no longer write to the server's pages (copy-on-write). The cycles
-    # the imports left stay: 12 MiB of the server's RSS (364 -> 376 MiB), against 0.27 s for a
-    # collection that gives no memory back to the system (both measured).
-    gc.disable()
-    for name in BASELINE:
-        importlib.import_module(name)
-    from trtbuild.model import depfile
-
-    depfile.set_baseline(sys.modules)
-    from trtbuild.model import exporter
-
-    exporter.import_exporter()
-    gc.freeze()
-    gc.enable()
+    preload(registry=True)  # before the first fork: every child inherits it (preload.py)
     server_pid = os.getpid()
     _reply(replies, {"rss_bytes": status_bytes("VmRSS")})
     children: dict[int, int] = {}  # pidfd -> pid
