@@ -15,7 +15,7 @@ to nothing and cost 0.7 s of the fork server's 2.6 s start, 0.5 s of a job proce
 collections (torch.export's trace runs hundreds) skip it, and a forked child's no longer write to
 the server's pages (copy-on-write: 87 MiB of a forked job's private bytes,
 tests/test_forkserver.py). The cycles the imports left stay: 12 MiB of the server's RSS
-(364 -> 376 MiB), against 0.27 s for a collection that gives no memory back to the system.
+(347 -> 358 MiB), against 0.27 s for a collection that gives no memory back to the system.
 """
 
 from __future__ import annotations
