@@ -148,15 +148,31 @@ def test_budget_that_cannot_hold_the_state_is_one_line(tmp_path: Path) -> None:
 
 
 def test_explain_knows_the_factorys_own_weights(tmp_path: Path) -> None:
-    """Before: `explain` on a recipe without `weights` was an internal error (KeyError)."""
+    """Before: `explain` on a recipe without `weights` was an internal error (KeyError); then,
+    once any input of the factory changed (a comment), it said every part "would build: the
+    model's own weights are not in the cache" while `run` rebuilt nothing, and gave that same
+    reason for a changed checkpoint or forward. It runs the state job as it runs graph jobs."""
     from trtbuild.orchestrate.explain import explain
 
     recipe = _project(tmp_path / "proj")
     _save_checkpoint(recipe.parent, seed=1)
     before = explain(recipe)
-    assert any("would build: the model's own weights" in line for line in before), before
+    assert any("would build: not in the lock file" in line for line in before), before
     build(recipe)
     assert all(line.endswith("up to date") for line in explain(recipe)), explain(recipe)
+    code = recipe.parent / "inputs_loaded.py"
+    code.write_text(code.read_text() + "\n# a comment: the same model\n")
+    edited = explain(recipe)
+    assert any(line.startswith("changed: ") and "inputs_loaded.py" in line for line in edited)
+    parts = [line for line in edited if " part " in line]
+    assert parts and all(line.endswith(": up to date") for line in parts), edited
+    rerun = build(recipe)  # what explain said is what run does
+    assert all(p.cached for t in rerun.targets for p in t.parts)
     _save_checkpoint(recipe.parent, seed=2)
     after = explain(recipe)
     assert any(line.startswith("changed: ") and "inputs_loaded.pt" in line for line in after), after
+    assert any(
+        line.startswith("loaded/fp32 part 0: would rebuild: weights changed (a.bias")
+        for line in after
+    ), after
+    assert any(line == "initialised/fp32 part 0: up to date" for line in after), after

@@ -5,18 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 
 from trtbuild.cache.digests import DigestMemo
+from trtbuild.cache.store import Store
+from trtbuild.execution.executor import LocalExecutor
 from trtbuild.orchestrate import actions, quantize
 from trtbuild.orchestrate.build import Options, invocation
+from trtbuild.orchestrate.graphjob import GraphResult
 from trtbuild.orchestrate.partspec import backend_settings, old_fields, part_fields
-from trtbuild.orchestrate.planning import open_store, plan_targets
-from trtbuild.orchestrate.statejob import cached_weights
-from trtbuild.recipe.load import load_recipe
+from trtbuild.orchestrate.planning import PlannedTarget, open_store, plan_targets
+from trtbuild.orchestrate.statejob import cached_weights, own_weights
+from trtbuild.recipe.load import Recipe, load_recipe
 from trtbuild.release import lockfile
 
 
 def explain(recipe_path: str | Path, opts: Options | None = None) -> list[str]:
     """Lines "changed: <input>" for every changed input or machine fact, then one line per part:
-    "up to date", "would build: ..." or "would rebuild: <field> changed"."""
+    "up to date", "would build: ..." or "would rebuild: <field> changed".
+
+    Like `plan`, it runs the jobs that decide the parts' keys and caches them for `run`: graph
+    jobs, and the state job of a model without `weights` (its factory's own weights). It never
+    exports, calibrates or builds. TrtbuildError when the budget cannot hold those jobs.
+    """
     opts = opts or Options()
     recipe = load_recipe(recipe_path)
     lock = lockfile.read_lock(lockfile.lock_path(recipe.path))
@@ -37,14 +45,7 @@ def explain(recipe_path: str | Path, opts: Options | None = None) -> list[str]:
             )
         job = planned.job
         if target.model.weights is None and not target.model.onnx:  # known once computed
-            job = cached_weights(target, planned.job, store)  # type: ignore[assignment]
-            if job is None:
-                lines += [
-                    f"{target.name} part {p.index}: would build: the model's own weights "
-                    "(its factory's state) are not in the cache"
-                    for p in planned.plan.parts
-                ]
-                continue
+            job = cached_weights(target, job, store) or _own_weights(recipe, planned, store)
         settings = backend_settings(recipe, target, planned.backend, opts.release)
         quantized = quantize.cached_key_settings(recipe, target, job, store)
         if quantized is None:
@@ -70,3 +71,14 @@ def explain(recipe_path: str | Path, opts: Options | None = None) -> list[str]:
                 reason = actions.explain(previous, now)
             lines.append(f"{target.name} part {part.index}: {reason}")
     return lines
+
+
+def _own_weights(recipe: Recipe, planned: PlannedTarget, store: Store) -> GraphResult:
+    """The graph job's result with the weight digests of the model's own state: its state job
+    run here, in a plain process (as `run` would, and cached for it)."""
+    executor = LocalExecutor(1)
+    try:
+        weights = list(planned.graph.weights)
+        return own_weights(recipe, planned.target, weights, planned.job, store, executor)
+    finally:
+        executor.close(failed=False)
