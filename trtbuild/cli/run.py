@@ -127,7 +127,8 @@ def handle(args: argparse.Namespace) -> int:
         else:
             print(f"up to date ({(time.perf_counter() - start) * 1000:.0f} ms)", file=sys.stderr)
             _report(args)
-            print(f"PASSED in {time.perf_counter() - start:.1f}s", file=sys.stderr)
+            verdict = _verdict(False, _unchecked_in_lock(args))
+            print(f"{verdict} in {time.perf_counter() - start:.1f}s", file=sys.stderr)
         return 0
     from rich.console import Console
 
@@ -150,7 +151,7 @@ def handle(args: argparse.Namespace) -> int:
     _report(args)
     for why in failed:
         console.print(f"[red]{why}[/]", soft_wrap=True)
-    verdict = "FAILED" if failed else "PASSED"
+    verdict = _verdict(bool(failed), any(t.check is None for t in result.targets))
     print(f"{verdict} in {time.perf_counter() - start:.1f}s", file=sys.stderr)
     return 1 if failed else 0
 
@@ -216,6 +217,21 @@ def _report(args: argparse.Namespace) -> None:
         from trtbuild.cli.report import report_after_run
 
         print(f"report: {report_after_run(args.recipe, out_dir(args))}", file=sys.stderr)
+
+
+def _verdict(failed: bool, unchecked: bool) -> str:
+    """The run's last word: PASSED only when every engine was checked against its model."""
+    return "FAILED" if failed else "BUILT (not checked)" if unchecked else "PASSED"
+
+
+def _unchecked_in_lock(args: argparse.Namespace) -> bool:
+    """Some target of the (current) lock was built without the accuracy check."""
+    from pathlib import Path
+
+    from trtbuild.release.lockfile import lock_path, read_lock
+
+    lock = read_lock(lock_path(Path(args.recipe)))
+    return lock is None or any(t.check is None for t in lock.targets)
 
 
 def _up_to_date(args: argparse.Namespace) -> bool:

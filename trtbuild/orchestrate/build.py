@@ -250,8 +250,8 @@ def _build_planned(run: RunContext, target: Target, graph_info: GraphResult) -> 
             locked = observed = None  # the pinned model was wrong for this machine: refit
             note = (
                 f"{target.name}: part {over.index} {over.observation.stage} process crossed its "
-                f"memory share (peak {format_size(over.observation.peak_bytes)}); memory model "
-                "refitted, re-planned and rebuilt"
+                f"memory share (peak {format_size(over.observation.peak_bytes)}); the memory "
+                "model is refitted and the target planned again"
             )
             opts.report(note)
             notes.append(note)
