@@ -291,3 +291,49 @@ def test_the_samples_a_check_reads_are_the_files_its_lock_records(tmp_path: Path
         assert read == glob_matches(pattern, tmp_path), pattern
     assert len(data_files("samples/**/*.npz", tmp_path)) == 3
     assert [p.name for p in data_files("samples/*", tmp_path)] == ["a.npz"]  # not the folder
+
+
+NEAR_ZERO = """
+import torch
+from torch import nn
+
+
+class Pooled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(16, 64)
+        self.norm = nn.LayerNorm(64, elementwise_affine=False)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = self.norm(self.proj(x))
+        return {"features": h, "pooled": h.mean(-1)}  # a LayerNorm's mean: zero, up to rounding
+
+
+def make() -> nn.Module:
+    return Pooled()
+"""
+
+
+@pytest.mark.parametrize("atol", [None, "1e-6"])
+def test_an_output_that_is_zero_up_to_rounding_passes_within_its_atol(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], atol: str | None
+) -> None:
+    """A new user's model: an output whose true value is ~1e-9 FAILED at rel_l2 0.5 (noise over
+    noise), and setting its `atol` did not help: rel_l2 held regardless. Now differences within
+    `atol` pass, as in numpy.allclose and Polygraphy's comparator; without one the failure shows
+    the reference's own size, which says why."""
+    (tmp_path / "pooled.py").write_text(NEAR_ZERO)
+    tolerance = f"[model.check.outputs.pooled]\natol = {atol}\n" if atol else ""
+    (tmp_path / "pooled.toml").write_text(
+        '[recipe]\nname = "pooled"\n[defaults]\nbackend = "onnxruntime"\nprecisions = ["fp32"]\n'
+        '[[model]]\nname = "m"\nsource = "pooled.py:make"\nweights = { init = "random", seed = 0 }\n'
+        f'outputs = ["features", "pooled"]\n{tolerance}'
+        '[[model.inputs]]\nname = "x"\nshape = [8, 16]\n'
+    )
+    code = main(["run", str(tmp_path / "pooled.toml")])
+    err = capsys.readouterr().err
+    if atol is None:
+        assert code == 1, err
+        assert "check failed: output 'pooled' rel_l2" in err and "max |ref| " in err, err
+    else:
+        assert code == 0 and err.splitlines()[-1].startswith("PASSED"), err

@@ -24,6 +24,8 @@ def _what(f: dict[str, Any]) -> str:
     if "error" in f:
         return f"output {f['output']!r}: {f['error']} at shape {shape}"
     why = f"rel_l2 {f['rel_l2']:.3g}, max_abs {f['max_abs']:.3g}"
+    if "ref_max_abs" in f:  # a reference near zero: its rel_l2 is noise, an `atol` says so
+        why += f" (max |ref| {f['ref_max_abs']:.3g})"
     if f["nonfinite"]:  # the figures cover only the finite values: say so, or 0 reads as a match
         why = f"{f['nonfinite']} non-finite values (reference finite); the finite ones: {why}"
     elif f["outside"]:

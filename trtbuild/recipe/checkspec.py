@@ -1,8 +1,9 @@
 """`[model.check]`: how a target's engines are checked against their model (trtbuild.orchestrate.check).
 
 Tolerances apply per output: `rel_l2` = ||engine - reference|| / ||reference|| (L2 over the
-whole tensor); `atol` and `rtol`, when given, also hold elementwise: |a - b| <= atol + rtol |ref|.
-A non-finite engine value where the reference is finite always fails.
+whole tensor); `atol` and `rtol`, when given, also hold elementwise: |a - b| <= atol + rtol |ref|,
+and an output whose every difference is within `atol` passes whatever its rel_l2 (a reference
+that is zero up to rounding). A non-finite engine value where the reference is finite always fails.
 """
 
 from __future__ import annotations
