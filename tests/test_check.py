@@ -337,3 +337,30 @@ def test_an_output_that_is_zero_up_to_rounding_passes_within_its_atol(
         assert "check failed: output 'pooled' rel_l2" in err and "max |ref| " in err, err
     else:
         assert code == 0 and err.splitlines()[-1].startswith("PASSED"), err
+
+
+def test_comparing_a_large_output_holds_less_than_one_more_copy_of_it() -> None:
+    """A new user's GPT-2 (vocab 32000) at fp16: its check process crossed a 700 MiB budget on
+    the largest sample, whose logits (2 x 64 x 32000) compare() copied to float64 six times over
+    (masked copies, differences, bounds: ~200 MB for a 16 MB tensor)."""
+    import tracemalloc
+
+    import numpy as np
+
+    from trtbuild.check.compare import compare
+
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((2, 64, 32000), dtype=np.float32)
+    engine = ref + np.float32(1e-3) * rng.standard_normal(ref.shape, dtype=np.float32)
+    ref[0, 0, :4] = np.inf  # non-finite reference values are left out, as before
+    tracemalloc.start()
+    figures = compare(engine, ref, {"rel_l2": 1e-2, "atol": 0.1, "rtol": 0.0})
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < ref.nbytes, peak / 2**20  # less than one more copy of it (it was 12 copies)
+    finite = np.isfinite(ref)
+    diff = engine.astype(np.float64)[finite] - ref.astype(np.float64)[finite]
+    want = np.linalg.norm(diff) / np.linalg.norm(ref.astype(np.float64)[finite])
+    assert figures["passed"] and abs(figures["rel_l2"] - want) < 1e-12 * want, figures
+    assert figures["max_abs"] == float(np.abs(diff).max()) and figures["outside"] == 0
+    assert figures["ref_max_abs"] == float(np.abs(ref[finite]).max())

@@ -48,8 +48,10 @@ class Backend(Protocol):
         """Write the engine for `onnx_path` to `out`; return facts for the build record."""
         ...
 
-    def load(self, engine_path: Path, plugins: Sequence[str] = ()) -> Engine:
-        """The engine at `engine_path`; `plugins`: custom-operator libraries it was built with."""
+    def load(self, engine_path: Path, plugins: Sequence[str] = (), once: bool = False) -> Engine:
+        """The engine at `engine_path`; `plugins`: custom-operator libraries it was built with;
+        `once`: it runs a few times only (the check): skip what only speeds repeated runs and
+        costs memory (ONNX Runtime's prepacked weights; TensorRT has no such copy)."""
         ...
 
     def describe(self, engine_path: Path) -> EngineIO:

@@ -95,7 +95,9 @@ class OnnxRuntimeBackend:
 
         return torch.from_numpy(value.numpy())
 
-    def load(self, engine_path: Path, plugins: Sequence[str] = ()) -> OnnxRuntimeEngine:
+    def load(
+        self, engine_path: Path, plugins: Sequence[str] = (), once: bool = False
+    ) -> OnnxRuntimeEngine:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -106,6 +108,8 @@ class OnnxRuntimeBackend:
         # Engines of a chain run one after another: an idle pool spinning for work would steal
         # the cores of the engine that runs next (measured: benchmarks/runtime.py).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if once:  # prepacking copies MatMul/Conv weights into a faster layout: a second copy
+            options.add_session_config_entry("session.disable_prepacking", "1")
         session = ort.InferenceSession(
             str(engine_path), options, providers=["CPUExecutionProvider"]
         )

@@ -205,7 +205,9 @@ class TensorRTBackend:
         path.write_text(json.dumps(json.loads(info), indent=1, sort_keys=True))
         return path.name
 
-    def load(self, engine_path: Path, plugins: Sequence[str] = ()) -> TensorRTEngine:
+    def load(
+        self, engine_path: Path, plugins: Sequence[str] = (), once: bool = False
+    ) -> TensorRTEngine:
         load_plugins(plugins)
         return TensorRTEngine(engine_path)
 
