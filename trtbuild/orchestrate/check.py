@@ -107,7 +107,7 @@ def reference(ctx: TargetContext) -> Reference | None:
         "outputs": the_plan.model_outputs,
         "samples": samples,
     }
-    extra = _reference_bytes(target, the_plan, graph)
+    extra = _reference_bytes(target, the_plan, graph, len(files))
     return Reference(digest_json(fields), request, extra, store, _activation_bytes(target, graph))
 
 
@@ -133,24 +133,41 @@ def _scale(target: Target) -> float:
     return ratio
 
 
+def _samples_scale(target: Target, files: int) -> float:
+    """The check's samples together (it runs them all at once), in sizes at opt: seeded
+    samples at min, opt and max (checkdata.sample_shapes), each as large as its largest input
+    against opt; `files` samples of the user's (shapes unread) each as large as max."""
+    if files:
+        return files * _scale(target)
+    inputs = [i.model_dump(mode="json") for i in target.model.inputs]
+    opt = {
+        i.name: math.prod(i.shape.opt if isinstance(i.shape, DynamicShape) else i.shape)
+        for i in target.model.inputs
+    }
+    return sum(
+        max(math.prod(shape) / max(opt[name], 1) for name, shape in sample.items())
+        for sample in checkdata.sample_shapes(inputs)
+    )
+
+
 def _activation_bytes(target: Target, graph: OpGraph) -> int:
     """The largest tensor an op of the model makes, at float32 and the check's largest shapes."""
     largest = max((t.bytes for op in graph.ops for t in op.outputs), default=0)
     return int(largest * (1 if target.precision == "fp32" else 2) * _scale(target))
 
 
-def _reference_bytes(target: Target, the_plan: Plan, graph: OpGraph) -> int:
+def _reference_bytes(target: Target, the_plan: Plan, graph: OpGraph, files: int) -> int:
     """The reference's peak beyond the process's base (torch, the model's export): its largest
     weight at fp32 (one op's weights are loaded at a time, and dropped after their last use)
-    and, per sample, the tensors between parts and a part's live activations (~4x the largest
-    tensor a part passes), at float32."""
+    and, for its samples together (_samples_scale), the tensors between parts and a part's live
+    activations (~4x the largest tensor a part passes), at float32."""
     largest = max((p.load.largest_bytes for p in the_plan.parts), default=0)
     if target.model.onnx:  # ONNX Runtime runs a whole part (check/onnxreference.py)
         largest = max((p.weight_bytes for p in the_plan.parts), default=0)
     half = target.precision != "fp32"
     tensors = [t.bytes * (2 if half else 1) for p in the_plan.parts for t in p.outputs]
-    samples = 3 if any(isinstance(i.shape, DynamicShape) for i in target.model.inputs) else 1
-    live = samples * (_scale(target) * sum(tensors) + 8 * _activation_bytes(target, graph))
+    per_opt = sum(tensors) + 8 * _activation_bytes(target, graph) / _scale(target)
+    live = _samples_scale(target, files) * per_opt
     # + PyTorch's CPU allocator and oneDNN's scratch: ResNet-50 at 1x3x224x224 measured 80 MiB
     # over its export's peak (largest weight 8 MiB, largest activation 3 MiB)
     return int(largest * (2 if half else 1) + live + 64 * MiB)
