@@ -167,7 +167,9 @@ def test_wrong_memory_model_is_stopped_corrected_and_replanned(recipes: Path) ->
     result = build(recipes / "seed_net.toml", opts)
     (target,) = result.targets
     assert len(target.parts) >= 2
-    assert any("crossed its memory share" in note and "planned again" in note for note in result.notes)
+    assert any(
+        "crossed its memory share" in note and "planned again" in note for note in result.notes
+    )
     for part in target.parts:
         for process in part.record["processes"]:
             assert process["peak_rss_bytes"] <= budget

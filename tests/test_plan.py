@@ -117,6 +117,13 @@ def test_plan_json_schema(recipes: Path, capsys: pytest.CaptureFixture[str]) -> 
             assert t["from_part"] is None or t["from_part"] < part["index"]
             crossing += t["bytes"] if t["from_part"] is not None else 0
     assert crossing == target["boundary_bytes"]
+    # The check's reference runs in the export process: not a part's peak, shown beside them
+    # (a new user's `plan` called a budget feasible that the checked run then crossed).
+    assert target["check_predicted_peak_bytes"] > target["parts"][0]["weight_bytes"]
+    recipe = recipes / "seed_net.toml"
+    recipe.write_text(recipe.read_text() + "[model.check]\nenabled = false\n")
+    assert main(["plan", str(recipe), "--budget", "640MiB", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["targets"][0]["check_predicted_peak_bytes"] is None
 
 
 def test_plan_text_and_dot(recipes: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -127,6 +134,7 @@ def test_plan_text_and_dot(recipes: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "Engine #2 - part1" in text
     assert "Engine Inputs: List[Tensor: (1, 4096, 112, 112)@float32]" in text
     assert "Bytes crossing engine boundaries: 205520896" in text
+    assert "(without the check)" in text and "   With the check: its reference, predicted " in text
     assert (
         main(["plan", str(recipes / "seed_net.toml"), "--budget", "640MiB", "--format", "dot"]) == 0
     )

@@ -58,13 +58,17 @@ def handle(args: argparse.Namespace) -> int:
     if args.format == "json":
         needs = disk_needs(args, planned)
         targets = [
-            {**as_json(p.target, p.backend, p.plan), "disk": need.to_json()}
+            {
+                **as_json(p.target, p.backend, p.plan),
+                "check_predicted_peak_bytes": p.check_peak_bytes,
+                "disk": need.to_json(),
+            }
             for p, need in zip(planned, needs)
         ]
         print(json.dumps({"targets": targets}, indent=2))
     elif args.format == "text":
         needs = disk_needs(args, planned)
-        texts = [as_text(p.target.name, p.backend, p.plan) for p in planned]
+        texts = [as_text(p.target.name, p.backend, p.plan, p.check_peak_bytes) for p in planned]
         print("\n".join(f"{text}   {need.text()}\n" for text, need in zip(texts, needs)))
         print(disk_total(needs))
     else:
@@ -164,8 +168,9 @@ def _tensors(tensors: list[PartTensor]) -> str:
     )
 
 
-def as_text(name: str, backend: str, plan: Plan) -> str:
-    """The layout of Torch-TensorRT's "Graph Structure" printout, plus what trtbuild adds."""
+def as_text(name: str, backend: str, plan: Plan, check_peak: int | None = None) -> str:
+    """The layout of Torch-TensorRT's "Graph Structure" printout, plus what trtbuild adds;
+    `check_peak`: the export process's predicted peak with the check's reference."""
     inputs = [t for p in plan.parts for t in p.inputs if t.from_part is None]
     outputs = [t for p in plan.parts for t in p.outputs if t.name in plan.model_outputs]
     lines = [
@@ -191,7 +196,16 @@ def as_text(name: str, backend: str, plan: Plan) -> str:
         f"   Lower bound: {plan.lower_bound_bytes} bytes; optimality gap {_gap(plan)}",
         f"   Largest predicted peak: {format_size(max(p.predicted_peak_bytes for p in plan.parts))}"
         f" of {format_size(plan.budget_bytes)}",
-        f"   Smallest feasible budget: {format_size(plan.min_feasible_budget_bytes)}",
+        f"   Smallest feasible budget: {format_size(plan.min_feasible_budget_bytes)}"
+        + (" (without the check)" if check_peak is not None else ""),
+        *(
+            [
+                f"   With the check: its reference, predicted {format_size(check_peak)} "
+                "(conservative) in the export process; `run --no-check` skips it"
+            ]
+            if check_peak is not None
+            else []
+        ),
         f"   Planner: {plan.method}; memory model: {plan.memory_source}",
         "",
     ]

@@ -15,6 +15,7 @@ from trtbuild.errors import BudgetTooSmall, TrtbuildError
 from trtbuild.model.graph import OpGraph
 from trtbuild.model.graphcheck import check_dtypes
 from trtbuild.orchestrate import calibration, quantize
+from trtbuild.orchestrate.check import reference_peak
 from trtbuild.orchestrate.graphjob import GraphResult, graph_job
 from trtbuild.orchestrate.options import Options
 from trtbuild.orchestrate.search import check_keep
@@ -42,6 +43,7 @@ class PlannedTarget:
     graph: OpGraph
     plan: Plan
     job: GraphResult
+    check_peak_bytes: int | None = None  # the export process with the check's reference
 
 
 def plan_targets(
@@ -94,7 +96,8 @@ def plan_targets(
         )
         if calibration.cached(recipe, target, job, store) is None:  # run would calibrate
             calibration.check_need(target, memory, the_plan, graph)
-        out.append(PlannedTarget(target, backend, graph, the_plan, job))
+        checked = reference_peak(recipe, target, the_plan, graph, memory) if opts.check else None
+        out.append(PlannedTarget(target, backend, graph, the_plan, job, checked))
     memo.save()
     return out
 
