@@ -28,13 +28,12 @@ from trtbuild.check.figures import message
 from trtbuild.errors import TrtbuildError
 from trtbuild.execution.executor import Executor
 from trtbuild.execution.jobs import CheckJob, ExportJob
-from trtbuild.model.graph import SYMINT, OpGraph
+from trtbuild.model.graph import SYMINT
+from trtbuild.orchestrate.checkmemory import activation_bytes, reference_bytes
 from trtbuild.orchestrate.results import TargetResult
-from trtbuild.planner import Plan
 from trtbuild.planner.memory import MemoryModel, memory_model
 from trtbuild.recipe.checkspec import DEFAULT_REL_L2, tolerances
 from trtbuild.recipe.load import Recipe, Target
-from trtbuild.recipe.schema import DynamicShape
 from trtbuild.recipe.sizes import format_size
 from trtbuild.release.inputs import machine
 
@@ -42,7 +41,6 @@ if TYPE_CHECKING:
     from trtbuild.orchestrate.context import TargetContext
 
 SCHEMA = 2  # 2: keyed by the graph and weights, not by the code (early cutoff)
-MiB = 1 << 20
 
 
 @dataclass
@@ -107,21 +105,8 @@ def reference(ctx: TargetContext) -> Reference | None:
         "outputs": the_plan.model_outputs,
         "samples": samples,
     }
-    extra = _reference_bytes(target, the_plan, graph, len(files))
-    return Reference(digest_json(fields), request, extra, store, _activation_bytes(target, graph))
-
-
-def reference_peak(
-    recipe: Recipe, target: Target, the_plan: Plan, graph: OpGraph, memory: MemoryModel
-) -> int | None:
-    """The export process's predicted peak (bytes) while it computes the check's reference
-    (`plan` shows it: the parts' predictions do not count it); None when the check is off.
-    Conservative: 1.5-2.1x a dynamic-shape GPT's measured peak, ResNet-50's +5 %."""
-    spec = target.model.check
-    if not spec.enabled:
-        return None
-    files = checkdata.data_files(spec.data, recipe.root) if spec.data else []
-    return memory.export.fixed_bytes + _reference_bytes(target, the_plan, graph, len(files))
+    extra = reference_bytes(target, the_plan, graph, len(files))
+    return Reference(digest_json(fields), request, extra, store, activation_bytes(target, graph))
 
 
 def _part(part: Any) -> dict[str, Any]:
@@ -135,55 +120,6 @@ def _part_json(part: Any) -> dict[str, Any]:
     from trtbuild.orchestrate.partspec import part_json as as_json
 
     return as_json(part)
-
-
-def _scale(target: Target) -> float:
-    """How much larger tensors are at the check's largest shapes than at opt (the graph's)."""
-    ratio = 1.0
-    for spec in target.model.inputs:
-        if isinstance(spec.shape, DynamicShape):
-            ratio = max(ratio, math.prod(spec.shape.max) / math.prod(spec.shape.opt))
-    return ratio
-
-
-def _samples_scale(target: Target, files: int) -> float:
-    """The check's samples together (it runs them all at once), in sizes at opt: seeded
-    samples at min, opt and max (checkdata.sample_shapes), each as large as its largest input
-    against opt; `files` samples of the user's (shapes unread) each as large as max."""
-    if files:
-        return files * _scale(target)
-    inputs = [i.model_dump(mode="json") for i in target.model.inputs]
-    opt = {
-        i.name: math.prod(i.shape.opt if isinstance(i.shape, DynamicShape) else i.shape)
-        for i in target.model.inputs
-    }
-    return sum(
-        max(math.prod(shape) / max(opt[name], 1) for name, shape in sample.items())
-        for sample in checkdata.sample_shapes(inputs)
-    )
-
-
-def _activation_bytes(target: Target, graph: OpGraph) -> int:
-    """The largest tensor an op of the model makes, at float32 and the check's largest shapes."""
-    largest = max((t.bytes for op in graph.ops for t in op.outputs), default=0)
-    return int(largest * (1 if target.precision == "fp32" else 2) * _scale(target))
-
-
-def _reference_bytes(target: Target, the_plan: Plan, graph: OpGraph, files: int) -> int:
-    """The reference's peak beyond the process's base (torch, the model's export): its largest
-    weight at fp32 (one op's weights are loaded at a time, and dropped after their last use)
-    and, for its samples together (_samples_scale), the tensors between parts and a part's live
-    activations (~4x the largest tensor a part passes), at float32."""
-    largest = max((p.load.largest_bytes for p in the_plan.parts), default=0)
-    if target.model.onnx:  # ONNX Runtime runs a whole part (check/onnxreference.py)
-        largest = max((p.weight_bytes for p in the_plan.parts), default=0)
-    half = target.precision != "fp32"
-    tensors = [t.bytes * (2 if half else 1) for p in the_plan.parts for t in p.outputs]
-    per_opt = sum(tensors) + 8 * _activation_bytes(target, graph) / _scale(target)
-    live = _samples_scale(target, files) * per_opt
-    # + PyTorch's CPU allocator and oneDNN's scratch: ResNet-50 at 1x3x224x224 measured 80 MiB
-    # over its export's peak (largest weight 8 MiB, largest activation 3 MiB)
-    return int(largest * (2 if half else 1) + live + 64 * MiB)
 
 
 def too_big(target: Target, peak: int) -> TrtbuildError:

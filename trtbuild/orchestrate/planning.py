@@ -15,7 +15,7 @@ from trtbuild.errors import BudgetTooSmall, TrtbuildError
 from trtbuild.model.graph import OpGraph
 from trtbuild.model.graphcheck import check_dtypes
 from trtbuild.orchestrate import calibration, quantize
-from trtbuild.orchestrate.check import reference_peak
+from trtbuild.orchestrate.checkmemory import reference_peak
 from trtbuild.orchestrate.graphjob import GraphResult, graph_job
 from trtbuild.orchestrate.options import Options
 from trtbuild.orchestrate.search import check_keep
