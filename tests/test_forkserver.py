@@ -209,3 +209,20 @@ def test_a_budget_under_800_mib_forks_and_counts_the_server_once(
         assert outcome.peak_rss_bytes <= share
     finally:
         server.close()
+
+
+def test_a_plain_job_whose_recipe_broke_since_it_was_planned_reports_it_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """A job process started on its own reads the recipe before the job runs, to preload what a
+    torch job imports (trtbuild.execution.preload): a recipe edited into a wrong one meanwhile
+    must still end as the job's own error, naming the file, not as a crash of the process."""
+    from trtbuild.errors import TrtbuildError
+    from trtbuild.execution.jobs import GraphJob
+
+    recipe = tmp_path / "broken.toml"
+    recipe.write_text('[recipe]\nname = "broken"\n[[model]]\nname = "m"\n')  # no source, inputs
+    with pytest.raises(TrtbuildError) as raised:
+        run_job(GraphJob(str(recipe), "m", "fp32"), tmp_path, None, None)
+    # Not "graph process died with exit status 1: trtbuild.errors.TrtbuildError: ..."
+    assert str(raised.value).startswith(f"{recipe}:3: field 'model[0].source'"), raised.value

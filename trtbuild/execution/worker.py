@@ -203,10 +203,8 @@ def main(argv: list[str], fresh: bool = False) -> int:
     die_with_parent()
     job_path = Path(argv[0])
     job, result_file = from_json(json.loads(job_path.read_text()))
-    if fresh and _imports_torch(job):
-        from trtbuild.execution.preload import preload
-
-        preload(registry=False)  # built while the run plans (follow.py) or by the export
+    if fresh:
+        _preload(job)
     stem = job_path.name.removesuffix(".job.json")  # executor.run_job's names
     _job_files[:] = [job_path, Path(result_file), job_path.with_name(f"{stem}.log")]
     # Opened before the result exists: the orchestrator may answer as soon as it sees it (closed
@@ -225,12 +223,19 @@ def main(argv: list[str], fresh: bool = False) -> int:
     return _answer(follows[0], Path(follows[1]), trace)
 
 
-def _imports_torch(job: Job) -> bool:
+def _preload(job: Job) -> None:
+    """A torch job's imports, as the fork server makes them (trtbuild.execution.preload). What
+    fails here (a recipe changed since, torch missing) fails again in run(), which reports it."""
     if not isinstance(job, GraphJob | StateJob | ExportJob | CalibrateJob):
-        return False
+        return
+    from trtbuild.execution.preload import preload
     from trtbuild.recipe.load import load_recipe
 
-    return not load_recipe(job.recipe).model_spec(job.model).onnx
+    try:
+        if not load_recipe(job.recipe).model_spec(job.model).onnx:
+            preload(registry=False)  # built while the run plans (follow.py) or by the export
+    except (TrtbuildError, ImportError):
+        return
 
 
 def _answer(job: Job, result_path: Path, trace: list[Any]) -> int:
