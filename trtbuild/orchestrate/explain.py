@@ -12,7 +12,7 @@ from trtbuild.orchestrate.build import Options, invocation
 from trtbuild.orchestrate.graphjob import GraphResult
 from trtbuild.orchestrate.partspec import backend_settings, old_fields, part_fields
 from trtbuild.orchestrate.planning import PlannedTarget, open_store, plan_targets
-from trtbuild.orchestrate.statejob import cached_weights, own_weights
+from trtbuild.orchestrate.statejob import own_weights
 from trtbuild.recipe.load import Recipe, load_recipe
 from trtbuild.release import lockfile
 
@@ -45,7 +45,7 @@ def explain(recipe_path: str | Path, opts: Options | None = None) -> list[str]:
             )
         job = planned.job
         if target.model.weights is None and not target.model.onnx:  # known once computed
-            job = cached_weights(target, job, store) or _own_weights(recipe, planned, store)
+            job = _own_weights(recipe, planned, store)  # from the cache when it holds them
         settings = backend_settings(recipe, target, planned.backend, opts.release)
         quantized = quantize.cached_key_settings(recipe, target, job, store)
         if quantized is None:
