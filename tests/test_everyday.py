@@ -431,3 +431,46 @@ def test_the_python_api_works_any_number_of_times_in_one_process(
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True", "True", "1", "torch.Size([2,", "10])"]
+
+
+# Ctrl-C during one target's export while another's waited for room: the waiting one then
+# started (a fresh process for its held one, which Ctrl-C had killed), was built, checked and
+# published; a new user's GPT-2 run went on 11.5 s after Ctrl-C, then said "interrupted". The
+# race needs two targets' timing; its mechanism is tested here, each half with real parts.
+def test_once_the_run_is_stopped_no_job_starts_and_nothing_is_published(tmp_path: Path) -> None:
+    from trtbuild.execution import process
+    from trtbuild.execution.executor import run_job
+    from trtbuild.execution.jobs import ProbeJob
+    from trtbuild.orchestrate.build import Options, build
+
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(
+        '[recipe]\nname = "tiny"\n[defaults]\nbackend = "onnxruntime"\nprecisions = ["fp32"]\n'
+        '[[model]]\nname = "m"\nsource = "tiny.py:make"\nweights = { init = "random", seed = 0 }\n'
+        '[[model.inputs]]\nname = "input"\nshape = [2, 8]\ndtype = "float32"\n'
+    )
+    (tmp_path / "tiny.py").write_text(
+        "from torch import nn\n\n\ndef make() -> nn.Module:\n    return nn.Linear(8, 4)\n"
+    )
+    build(recipe)
+    published = {p: p.read_bytes() for p in Path("build").rglob("*") if p.is_file()}
+    (tmp_path / "tiny.py").write_text((tmp_path / "tiny.py").read_text().replace("4)", "3)"))
+    try:  # Ctrl-C once the part is built: its engine is cached, the target not published
+        stop = Options(check=False, on_part=lambda target, part: process.stop_running())
+        with pytest.raises(KeyboardInterrupt):
+            build(recipe, stop)
+    finally:
+        process.accept_jobs()
+    assert {p: p.read_bytes() for p in Path("build").rglob("*") if p.is_file()} == published
+    assert not list(Path("build/tiny/m").glob(".*new*"))  # no staging folder left
+    try:
+        process.stop_running()  # what the signal handler does (trtbuild.cli)
+        with pytest.raises(process.Stopping):
+            run_job(ProbeJob(0), tmp_path, None, None)
+        with pytest.raises(KeyboardInterrupt):
+            build(recipe)  # its graph job never starts
+    finally:
+        process.accept_jobs()
+    assert {p: p.read_bytes() for p in Path("build").rglob("*") if p.is_file()} == published
+    build(recipe)  # the next run publishes, the part from the cache the stopped run filled
+    assert {p: p.read_bytes() for p in Path("build").rglob("*") if p.is_file()} != published

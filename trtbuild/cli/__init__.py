@@ -126,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        processes = sys.modules.get("trtbuild.execution.process")
+        if processes is not None:  # a program's next run (tests, a notebook) starts jobs again
+            processes.accept_jobs()
 
 
 def configure_logging() -> None:

@@ -21,6 +21,13 @@ from trtbuild.execution.watch import POLL_SECONDS, Watcher
 
 _running: set[int] = set()  # job processes started by this process that have not been waited for
 _running_lock = threading.Lock()
+_stopping = threading.Event()  # set by stop_running: the run is stopping, no job starts
+
+
+class Stopping(KeyboardInterrupt):
+    """A job asked to start once the run was stopped (Ctrl-C, SIGTERM): it never starts. A
+    KeyboardInterrupt, so no handler of a failed job (a fresh export for a held process that
+    died, a re-plan) takes it for a job's failure and starts another."""
 
 
 def reaped(pid: int, wait: Callable[[], tuple[int, int]]) -> Future[tuple[int, int]]:
@@ -69,7 +76,10 @@ def wait_for(
 def start_process(
     job_path: Path, log_path: Path, server: ForkServer | None
 ) -> tuple[int, Callable[[], tuple[int, int]], bool]:
-    """Start the job's process: (pid, a wait returning (status, ru_maxrss), forked or not)."""
+    """Start the job's process: (pid, a wait returning (status, ru_maxrss), forked or not).
+    Stopping once the run is stopped (stop_running)."""
+    if _stopping.is_set():
+        raise Stopping("the run is stopping")
     if server is not None:
         try:
             pid = server.spawn(job_path, log_path, worker_env())
@@ -88,12 +98,24 @@ def start_process(
 
 def stop_running() -> None:
     """SIGKILL every job process this process started and still waits for (on SIGTERM: the
-    threads that wait for them then raise, and each job's scratch folder is removed)."""
+    threads that wait for them then raise, and each job's scratch folder is removed); no job
+    starts after it (start_process raises Stopping) until accept_jobs()."""
+    _stopping.set()
     with _running_lock:
         pids = list(_running)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def stopping() -> bool:
+    """The run was stopped (stop_running): start nothing, publish nothing."""
+    return _stopping.is_set()
+
+
+def accept_jobs() -> None:
+    """Jobs may start again: a program's next run after a stopped one (trtbuild.cli.main)."""
+    _stopping.clear()
 
 
 def worker_env() -> dict[str, str]:

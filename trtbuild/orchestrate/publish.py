@@ -19,6 +19,7 @@ from trtbuild.cache.digests import DigestMemo
 from trtbuild.cache.store import Store
 from trtbuild.check.figures import summary
 from trtbuild.errors import TrtbuildError, disk_full, is_disk_full
+from trtbuild.execution import process
 from trtbuild.orchestrate.enginejson import engine_description
 from trtbuild.orchestrate.graphjob import weights_files
 from trtbuild.orchestrate.owner import claim, remove_dropped_targets
@@ -63,6 +64,8 @@ def publish(result: TargetResult, recipe: Recipe, store: Store) -> None:
                 **({"calibration": result.calibration} if result.calibration else {}),
             },
         )
+        if process.stopping():  # Ctrl-C came while it was built: earlier outputs stay
+            raise process.Stopping("the run is stopping")
         atomic.swap_dir(new, final)
     except BaseException as exc:  # the staging folder never outlives a failed publish
         shutil.rmtree(new, ignore_errors=True)
