@@ -119,7 +119,9 @@ def test_plan_of_a_model_without_weights_prints_in_every_format(
     assert "loaded/fp32" in out and '"disk"' in out
 
 
-def test_budget_that_cannot_hold_the_state_is_one_line(tmp_path: Path) -> None:
+def test_budget_that_cannot_hold_the_state_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     text = RECIPE[: RECIPE.index('[[model]]\nname = "initialised"')]
     text = text.replace('source = "inputs_loaded.py:loaded"', 'source = "inputs_loaded.py:wide"')
     recipe = _project(tmp_path / "proj", text)
@@ -140,6 +142,16 @@ def test_budget_that_cannot_hold_the_state_is_one_line(tmp_path: Path) -> None:
     base, weights = planned.job.base_bytes, planned.job.state_bytes
     assert base and weights and weights > 64 << 20
     budget = base + weights  # the graph job fits; the factory's state (2x weights) does not
+    # plan said the budget was feasible, and run refused it: plan counts the state job too
+    from trtbuild.cli import main
+    from trtbuild.recipe.sizes import format_size
+
+    state, parts = planned.state_peak_bytes, planned.plan.min_feasible_budget_bytes
+    assert state is not None and state > budget and state > parts  # the state job decides
+    assert main(["plan", str(recipe), "--budget", str(max(parts, budget))]) == 0
+    text = capsys.readouterr().out
+    assert f"Smallest feasible budget: {format_size(max(state, parts))}" in text, text
+    assert "a state job first, predicted" in text
     with pytest.raises(TrtbuildError) as caught:
         build(recipe, Options(budget=budget))
     message = str(caught.value)

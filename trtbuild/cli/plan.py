@@ -61,6 +61,7 @@ def handle(args: argparse.Namespace) -> int:
             {
                 **as_json(p.target, p.backend, p.plan),
                 "check_predicted_peak_bytes": p.check_peak_bytes,
+                "state_predicted_peak_bytes": p.state_peak_bytes,
                 "disk": need.to_json(),
             }
             for p, need in zip(planned, needs)
@@ -68,7 +69,10 @@ def handle(args: argparse.Namespace) -> int:
         print(json.dumps({"targets": targets}, indent=2))
     elif args.format == "text":
         needs = disk_needs(args, planned)
-        texts = [as_text(p.target.name, p.backend, p.plan, p.check_peak_bytes) for p in planned]
+        texts = [
+            as_text(p.target.name, p.backend, p.plan, p.check_peak_bytes, p.state_peak_bytes)
+            for p in planned
+        ]
         print("\n".join(f"{text}   {need.text()}\n" for text, need in zip(texts, needs)))
         print(disk_total(needs))
     else:
@@ -168,9 +172,17 @@ def _tensors(tensors: list[PartTensor]) -> str:
     )
 
 
-def as_text(name: str, backend: str, plan: Plan, check_peak: int | None = None) -> str:
+def as_text(
+    name: str,
+    backend: str,
+    plan: Plan,
+    check_peak: int | None = None,
+    state_peak: int | None = None,
+) -> str:
     """The layout of Torch-TensorRT's "Graph Structure" printout, plus what trtbuild adds;
-    `check_peak`: the export process's predicted peak with the check's reference."""
+    `check_peak`: the export process's predicted peak with the check's reference; `state_peak`:
+    the state job's (a model without `weights`, its factory's own state not yet cached)."""
+    smallest = max(plan.min_feasible_budget_bytes, state_peak or 0)
     inputs = [t for p in plan.parts for t in p.inputs if t.from_part is None]
     outputs = [t for p in plan.parts for t in p.outputs if t.name in plan.model_outputs]
     lines = [
@@ -196,8 +208,16 @@ def as_text(name: str, backend: str, plan: Plan, check_peak: int | None = None) 
         f"   Lower bound: {plan.lower_bound_bytes} bytes; optimality gap {_gap(plan)}",
         f"   Largest predicted peak: {format_size(max(p.predicted_peak_bytes for p in plan.parts))}"
         f" of {format_size(plan.budget_bytes)}",
-        f"   Smallest feasible budget: {format_size(plan.min_feasible_budget_bytes)}"
+        f"   Smallest feasible budget: {format_size(smallest)}"
         + (" (without the check)" if check_peak is not None else ""),
+        *(
+            [
+                f"   Its factory's own weights (no `weights`): a state job first, predicted "
+                f"{format_size(state_peak)}"
+            ]
+            if state_peak is not None
+            else []
+        ),
         *(
             [
                 f"   With the check: its reference, predicted {format_size(check_peak)} "

@@ -19,6 +19,8 @@ from trtbuild.orchestrate.checkmemory import reference_peak
 from trtbuild.orchestrate.graphjob import GraphResult, graph_job
 from trtbuild.orchestrate.options import Options
 from trtbuild.orchestrate.search import check_keep
+from trtbuild.orchestrate.statejob import cached_weights
+from trtbuild.orchestrate.statejob import predicted_bytes as state_predicted
 from trtbuild.planner import Plan, plan
 from trtbuild.planner.memory import MemoryModel, memory_model, pinned, source_export
 from trtbuild.planner.proofs import Actions
@@ -44,6 +46,7 @@ class PlannedTarget:
     plan: Plan
     job: GraphResult
     check_peak_bytes: int | None = None  # the export process with the check's reference
+    state_peak_bytes: int | None = None  # the state job, when it is to run (no `weights`)
 
 
 def plan_targets(
@@ -97,7 +100,10 @@ def plan_targets(
         if calibration.cached(recipe, target, job, store) is None:  # run would calibrate
             calibration.check_need(target, memory, the_plan, graph)
         checked = reference_peak(recipe, target, the_plan, graph, memory) if opts.check else None
-        out.append(PlannedTarget(target, backend, graph, the_plan, job, checked))
+        state = None
+        if target.model.weights is None and not target.model.onnx:  # run refuses over budget
+            state = None if cached_weights(target, job, store) else state_predicted(job)
+        out.append(PlannedTarget(target, backend, graph, the_plan, job, checked, state))
     memo.save()
     return out
 
