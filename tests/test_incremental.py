@@ -172,6 +172,14 @@ def test_verify_a_fresh_build_and_an_altered_engine(
     out = capsys.readouterr().out
     assert f"{model}/fp16/part0.ort.onnx: MISMATCH: published file was altered" in out
     assert f"{model}/fp32/part0.ort.onnx: matches (published and rebuilt)" in out
+    # An input changed since: the rebuild differs, and verify says which input (it did not)
+    recipe = recipes / f"{recipe_name}.toml"
+    recipe.write_text(
+        recipe.read_text().replace("seed = 3", "seed = 4").replace("seed = 0", "seed = 1")
+    )
+    assert main(["verify", str(provenance)]) == 1
+    err = capsys.readouterr().err
+    assert f"input {recipe_name}.toml changed since the build (" in err, err
 
 
 def _cache_is_sound(cache: Path) -> None:

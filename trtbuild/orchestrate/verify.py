@@ -88,6 +88,8 @@ def verify(
             ArtifactCheck(name, recorded, published[name], None, rebuild=False)
             for name, recorded in sorted(subjects.items())
         ]
+    for line in changed_inputs(statement, recipe.parent):  # why a rebuild would differ
+        report(line)
     with tempfile.TemporaryDirectory(prefix="trtbuild-verify-") as tmp:
         report(f"rebuilding {recipe} in an empty cache ({tmp})")
         opts = Options(
@@ -110,6 +112,22 @@ def verify(
                 if name.endswith(TACTICS_SUFFIX):
                     layers_of[prefix + p.engine] = prefix + name
     return compare(subjects, published, rebuilt, layers_of)
+
+
+def changed_inputs(statement: Any, root: Path) -> list[str]:
+    """One line per input file the statement records (resolvedDependencies, relative to the
+    recipe's folder `root`) whose content is not the recorded one now, or that is gone."""
+    lines = []
+    for dependency in statement["predicate"]["buildDefinition"].get("resolvedDependencies", []):
+        uri, recorded = dependency.get("uri", ""), dependency.get("digest", {}).get("sha256", "")
+        if not uri.startswith("file:"):
+            continue
+        name = uri.removeprefix("file:")
+        now = _sha_or_none(root / name)
+        if now != recorded:
+            was = f"{recorded[:12]} -> {now[:12] if now else 'gone'}"
+            lines.append(f"input {name} changed since the build ({was}): the rebuild uses it")
+    return lines
 
 
 def compare(
