@@ -27,9 +27,10 @@ def _what(f: dict[str, Any]) -> str:
     if "ref_max_abs" in f:  # a reference near zero: its rel_l2 is noise, an `atol` says so
         why += f" (max |ref| {f['ref_max_abs']:.3g})"
     if f["nonfinite"]:  # the figures cover only the finite values: say so, or 0 reads as a match
-        why = f"{f['nonfinite']} non-finite values (reference finite); the finite ones: {why}"
+        count = f"{f['nonfinite']} non-finite value" + ("s" if f["nonfinite"] > 1 else "")
+        why = f"{count} (reference finite); the finite ones: {why}"
     elif f["outside"]:
-        why = f"{f['outside']} values beyond atol/rtol, {why}"
+        why = f"{f['outside']} value{'s' if f['outside'] > 1 else ''} beyond atol/rtol, {why}"
     return f"output {f['output']!r} {why} at shape {shape}"
 
 
