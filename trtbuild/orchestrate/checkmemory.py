@@ -9,6 +9,7 @@ from trtbuild.check import data as checkdata
 from trtbuild.model.graph import OpGraph
 from trtbuild.planner import Plan
 from trtbuild.planner.memory import MemoryModel
+from trtbuild.recipe.globs import matching_files
 from trtbuild.recipe.load import Recipe, Target
 from trtbuild.recipe.schema import DynamicShape
 
@@ -24,8 +25,9 @@ def reference_peak(
     spec = target.model.check
     if not spec.enabled:
         return None
-    files = checkdata.data_files(spec.data, recipe.root) if spec.data else []
-    return memory.export.fixed_bytes + reference_bytes(target, the_plan, graph, len(files))
+    # plan does not require the samples yet (run does): none found counts as one at max
+    files = max(len(matching_files(spec.data, recipe.root)), 1) if spec.data else 0
+    return memory.export.fixed_bytes + reference_bytes(target, the_plan, graph, files)
 
 
 def _scale(target: Target) -> float:
